@@ -1,0 +1,360 @@
+//! `probegate activations`: prompts in, pooled residual-stream vectors out.
+//!
+//! Output is a safetensors file with one f32 tensor `layer.{L}` of shape
+//! [n_prompts, d_model] per requested layer, rows in input order, and
+//! `__metadata__` recording the model fingerprint, layers, pooling, precision
+//! and token counts, so a cached file says exactly what produced it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::{Model, Pool, Precision};
+
+pub const FORMAT_VERSION: &str = "1";
+
+/// Reads JSONL prompts: one object per line with a string `text`; other
+/// fields are ignored and blank lines skipped.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+        let lineno = i + 1;
+        let bytes = line.map_err(|e| Error::io(path, e))?;
+        let line = String::from_utf8(bytes).map_err(|e| Error::Input {
+            path: path.into(),
+            line: lineno,
+            msg: format!("not valid UTF-8 ({e})"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Input {
+            path: path.into(),
+            line: lineno,
+            msg: format!("not a JSON object: {e}"),
+        })?;
+        match v.get("text") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => out.push(s.clone()),
+            Some(serde_json::Value::String(_)) => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "field `text` is empty".into(),
+                })
+            }
+            Some(_) => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "field `text` is not a string".into(),
+                })
+            }
+            None => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "missing field `text`".into(),
+                })
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Input {
+            path: path.into(),
+            line: 0,
+            msg: "no prompts: the file has no lines with a `text` field".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtractOptions {
+    pub layers: Vec<usize>,
+    pub pools: Vec<Pool>,
+    pub precision: Precision,
+    pub batch_size: usize,
+    /// Prompts longer than this are cut to their first `max_tokens` tokens.
+    pub max_tokens: usize,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            layers: vec![],
+            pools: vec![Pool::Last],
+            precision: Precision::F32,
+            batch_size: 16,
+            max_tokens: 2048,
+        }
+    }
+}
+
+/// Pooled activations for one pooling: layer -> [n, d_model].
+#[derive(Debug, Clone)]
+pub struct Activations {
+    pub model_fingerprint: String,
+    pub model_ref: String,
+    pub pool: Pool,
+    pub precision: Precision,
+    pub layers: Vec<usize>,
+    pub token_counts: Vec<usize>,
+    pub truncated: usize,
+    pub data: BTreeMap<usize, Tensor>,
+}
+
+/// Token ids for each prompt, as the model's own tokenizer produces them.
+pub fn tokenize(
+    ck: &Checkpoint,
+    texts: &[String],
+    max_tokens: usize,
+) -> Result<(Vec<Vec<u32>>, usize)> {
+    let mut truncated = 0;
+    let mut out = Vec::with_capacity(texts.len());
+    for t in texts {
+        let mut ids = ck.tokenizer.encode(t)?;
+        if ids.is_empty() {
+            return Err(Error::Usage(format!("prompt {t:?} tokenizes to nothing")));
+        }
+        if ids.len() > max_tokens {
+            ids.truncate(max_tokens);
+            truncated += 1;
+        }
+        out.push(ids);
+    }
+    Ok((out, truncated))
+}
+
+/// Runs every prompt through `model`, longest first so batches pad little,
+/// and returns one [`Activations`] per pooling, rows in input order.
+pub fn extract(
+    ck: &Checkpoint,
+    model: &Model,
+    texts: &[String],
+    opts: &ExtractOptions,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<Activations>> {
+    if texts.is_empty() {
+        return Err(Error::Usage("no prompts to run".into()));
+    }
+    if opts.layers.is_empty() {
+        return Err(Error::Usage("no layers requested".into()));
+    }
+    let n_layers = ck.config.num_layers;
+    if let Some(&bad) = opts.layers.iter().find(|&&l| l >= n_layers) {
+        return Err(Error::Usage(format!(
+            "layer {bad} is out of range: {} has {n_layers} blocks (0..={})",
+            ck.reference,
+            n_layers - 1
+        )));
+    }
+    let bs = opts.batch_size.max(1);
+    let (ids, truncated) = tokenize(ck, texts, opts.max_tokens.max(1))?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+
+    // rows[p][l][i] for prompt i
+    let mut rows: Vec<Vec<Vec<Option<Tensor>>>> =
+        vec![vec![vec![None; ids.len()]; opts.layers.len()]; opts.pools.len()];
+    for chunk in order.chunks(bs) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+        let cap = model.forward_capture(&batch, &opts.layers, &opts.pools)?;
+        for (pi, per_layer) in cap.outputs.iter().enumerate() {
+            for (li, t) in per_layer.iter().enumerate() {
+                for (bi, &i) in chunk.iter().enumerate() {
+                    rows[pi][li][i] = Some(t.get(bi)?);
+                }
+            }
+        }
+        on_batch(chunk.len());
+    }
+    let fingerprint = ck.fingerprint()?;
+    let token_counts: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let mut out = Vec::new();
+    for (pi, pool) in opts.pools.iter().enumerate() {
+        let mut data = BTreeMap::new();
+        for (li, &layer) in opts.layers.iter().enumerate() {
+            let r: Vec<Tensor> = rows[pi][li]
+                .iter()
+                .map(|t| {
+                    t.clone()
+                        .ok_or_else(|| Error::Usage("a prompt was not run".into()))
+                })
+                .collect::<Result<_>>()?;
+            data.insert(layer, Tensor::stack(&r, 0)?);
+        }
+        out.push(Activations {
+            model_fingerprint: fingerprint.clone(),
+            model_ref: ck.reference.to_string(),
+            pool: *pool,
+            precision: opts.precision,
+            layers: opts.layers.clone(),
+            token_counts: token_counts.clone(),
+            truncated,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+impl Activations {
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), "probegate.activations".into());
+        m.insert("format_version".into(), FORMAT_VERSION.into());
+        m.insert("probegate_version".into(), env!("CARGO_PKG_VERSION").into());
+        m.insert("model_fingerprint".into(), self.model_fingerprint.clone());
+        m.insert("model".into(), self.model_ref.clone());
+        m.insert(
+            "layers".into(),
+            serde_json::to_string(&self.layers).unwrap_or_default(),
+        );
+        m.insert("hook".into(), "resid_post".into());
+        m.insert("pool".into(), self.pool.to_string());
+        m.insert("precision".into(), self.precision.to_string());
+        m.insert(
+            "token_counts".into(),
+            serde_json::to_string(&self.token_counts).unwrap_or_default(),
+        );
+        m.insert("truncated_prompts".into(), self.truncated.to_string());
+        m
+    }
+
+    /// Writes atomically: a partial file never appears under `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .data
+            .iter()
+            .map(|(l, t)| (format!("layer.{l}"), t.clone()))
+            .collect();
+        save_safetensors(tensors, self.metadata(), path)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+                path: path.into(),
+                msg: e.to_string(),
+            })?;
+        let md = meta.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            md.get(k)
+                .cloned()
+                .ok_or_else(|| Error::field(path, format!("__metadata__.{k}"), "missing"))
+        };
+        if get("format")? != "probegate.activations" {
+            return Err(Error::field(
+                path,
+                "__metadata__.format",
+                "not a probegate activations file",
+            ));
+        }
+        let layers: Vec<usize> = serde_json::from_str(&get("layers")?)
+            .map_err(|e| Error::field(path, "__metadata__.layers", e.to_string()))?;
+        let token_counts: Vec<usize> = serde_json::from_str(&get("token_counts")?)
+            .map_err(|e| Error::field(path, "__metadata__.token_counts", e.to_string()))?;
+        let pool = match get("pool")?.as_str() {
+            "last" => Pool::Last,
+            "mean" => Pool::Mean,
+            o => {
+                return Err(Error::field(
+                    path,
+                    "__metadata__.pool",
+                    format!("unknown pooling `{o}`"),
+                ))
+            }
+        };
+        let precision = match get("precision")?.as_str() {
+            "f32" => Precision::F32,
+            "native" => Precision::Native,
+            o => {
+                return Err(Error::field(
+                    path,
+                    "__metadata__.precision",
+                    format!("unknown precision `{o}`"),
+                ))
+            }
+        };
+        let mut data = BTreeMap::new();
+        for &l in &layers {
+            let name = format!("layer.{l}");
+            let v = st
+                .tensor(&name)
+                .map_err(|e| Error::tensor(path, &name, e.to_string()))?;
+            if v.dtype() != safetensors::Dtype::F32
+                || v.shape().len() != 2
+                || v.shape()[0] != token_counts.len()
+            {
+                return Err(Error::tensor(
+                    path,
+                    &name,
+                    format!(
+                        "expected f32 [{}, d_model], found {:?} {:?}",
+                        token_counts.len(),
+                        v.dtype(),
+                        v.shape()
+                    ),
+                ));
+            }
+            let t = Tensor::from_raw_buffer(
+                v.data(),
+                candle_core::DType::F32,
+                v.shape(),
+                &Device::Cpu,
+            )?;
+            data.insert(l, t);
+        }
+        Ok(Activations {
+            model_fingerprint: get("model_fingerprint")?,
+            model_ref: md.get("model").cloned().unwrap_or_default(),
+            pool,
+            precision,
+            layers,
+            token_counts,
+            truncated: md
+                .get("truncated_prompts")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            data,
+        })
+    }
+}
+
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes tensors with string metadata to `path` atomically (temp file, then rename).
+pub fn save_safetensors(
+    tensors: Vec<(String, Tensor)>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let tmp = tmp_path(path);
+    let data: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(data, Some(metadata), &tmp)
+        .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

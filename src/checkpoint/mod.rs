@@ -1,0 +1,470 @@
+//! Checkpoints as people ship them: a GGUF file, a Hugging Face model
+//! directory (single or sharded safetensors), or an `hf:org/name[@rev]`
+//! reference resolved from the standard Hugging Face cache.
+//!
+//! Every tensor is served under its Hugging Face name; [`WeightLayout`] says
+//! how the stored values differ from what transformers would load.
+
+pub mod hub;
+pub mod names;
+pub mod safetensors_dir;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::config::{Arch, ModelConfig};
+use crate::tokenizer::ModelTokenizer;
+
+/// Models the project fetches with `scripts/fetch-models.sh`, by short name.
+pub const KNOWN_MODELS: &[(&str, &str)] = &[
+    ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    ("gemma3", "gemma-3-270m-q4_k_m.gguf"),
+];
+
+/// Root of probegate's cache: `$PROBEGATE_CACHE`, else the user's cache dir.
+pub fn cache_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROBEGATE_CACHE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("probegate")
+}
+
+/// Path of a model fetched by the project's script.
+pub fn known_model_path(alias: &str) -> Option<PathBuf> {
+    KNOWN_MODELS
+        .iter()
+        .find(|(a, _)| *a == alias)
+        .map(|(_, f)| cache_root().join("models").join(f))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelRef {
+    Gguf { path: PathBuf },
+    HfDir { path: PathBuf },
+    Hub { repo: String, revision: String },
+}
+
+impl ModelRef {
+    /// Parses `hf:org/name[@rev]`, a short name (`smollm2`, `gemma3`), a
+    /// `.gguf` file or a Hugging Face model directory.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |msg: String| Error::ModelRef {
+            reference: s.to_string(),
+            msg,
+        };
+        if let Some(rest) = s.strip_prefix("hf:") {
+            let (repo, revision) = match rest.split_once('@') {
+                Some((r, rev)) => (r, rev),
+                None => (rest, "main"),
+            };
+            let ok = |p: &str| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            };
+            let parts: Vec<&str> = repo.split('/').collect();
+            if parts.len() != 2 || !parts.iter().all(|p| ok(p)) || revision.is_empty() {
+                return Err(bad("expected hf:org/name or hf:org/name@revision".into()));
+            }
+            return Ok(ModelRef::Hub {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+            });
+        }
+        if let Some(p) = known_model_path(s) {
+            if !Path::new(s).exists() {
+                if !p.is_file() {
+                    return Err(bad(format!(
+                        "{} is not fetched yet; run scripts/fetch-models.sh {s}",
+                        p.display()
+                    )));
+                }
+                return Ok(ModelRef::Gguf { path: p });
+            }
+        }
+        let path = PathBuf::from(s);
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            let known: Vec<&str> = KNOWN_MODELS.iter().map(|(a, _)| *a).collect();
+            bad(format!(
+                "{e}; expected a .gguf file, a Hugging Face model directory, hf:org/name, or one of {}",
+                known.join(", ")
+            ))
+        })?;
+        if meta.is_dir() {
+            Ok(ModelRef::HfDir { path })
+        } else {
+            Ok(ModelRef::Gguf { path })
+        }
+    }
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelRef::Gguf { path } | ModelRef::HfDir { path } => write!(f, "{}", path.display()),
+            ModelRef::Hub { repo, revision } => write!(f, "hf:{repo}@{revision}"),
+        }
+    }
+}
+
+/// How stored values differ from what transformers loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightLayout {
+    /// llama.cpp permutes q/k rows of Llama models so its interleaved rope
+    /// matches transformers' rotate-half; such weights need interleaved rope.
+    pub rope_interleaved: bool,
+    /// llama.cpp stores Gemma's RMSNorm weights as (1 + w).
+    pub norm_plus_one_baked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Gguf,
+    Safetensors,
+}
+
+/// One stored weight: GGUF tensors keep their quantized form until asked.
+pub enum Weight {
+    Quantized(QTensor),
+    Dense(Tensor),
+}
+
+impl Weight {
+    pub fn to_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
+            Weight::Dense(t) => t.to_dtype(DType::F32)?,
+        })
+    }
+
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Weight::Quantized(q) => q.shape().dims().to_vec(),
+            Weight::Dense(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The storage type as a short name (`q4_1`, `f32`, `bf16`...).
+    pub fn dtype_name(&self) -> String {
+        match self {
+            Weight::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+            Weight::Dense(t) => format!("{:?}", t.dtype()).to_lowercase(),
+        }
+    }
+}
+
+enum Store {
+    Gguf {
+        path: PathBuf,
+        content: gguf_file::Content,
+        /// HF name -> GGUF name
+        names: HashMap<String, String>,
+    },
+    Safetensors(safetensors_dir::SafetensorsDir),
+}
+
+/// Summary of one tensor, for `inspect` and the diff stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TensorSummary {
+    pub name: String,
+    pub stored_name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+pub struct Checkpoint {
+    pub reference: ModelRef,
+    pub format: Format,
+    pub config: ModelConfig,
+    pub layout: WeightLayout,
+    pub tokenizer: ModelTokenizer,
+    /// Files whose bytes define the weights, hashed for the fingerprint.
+    pub weight_files: Vec<PathBuf>,
+    store: Store,
+    fingerprint: OnceLock<String>,
+}
+
+impl Checkpoint {
+    pub fn open_str(reference: &str) -> Result<Self> {
+        Self::open(&ModelRef::parse(reference)?)
+    }
+
+    pub fn open(reference: &ModelRef) -> Result<Self> {
+        match reference {
+            ModelRef::Gguf { path } => Self::open_gguf(path, reference.clone()),
+            ModelRef::HfDir { path } => Self::open_hf_dir(path, reference.clone()),
+            ModelRef::Hub { repo, revision } => {
+                let dir = hub::resolve(repo, revision)?;
+                Self::open_hf_dir(&dir, reference.clone())
+            }
+        }
+    }
+
+    fn open_gguf(path: &Path, reference: ModelRef) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Gguf {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        let config = ModelConfig::from_gguf(&content.metadata, path)?;
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let mut names = HashMap::new();
+        for (gname, info) in &content.tensor_infos {
+            // Check every tensor fits in the file now, so a truncated
+            // download fails at open with the tensor's name.
+            let elems = info.shape.elem_count();
+            let bs = info.ggml_dtype.block_size();
+            if elems % bs != 0 {
+                return Err(Error::tensor(
+                    path,
+                    gname,
+                    format!("{elems} elements is not a multiple of the {bs}-element block"),
+                ));
+            }
+            let bytes = (elems / bs) as u64 * info.ggml_dtype.type_size() as u64;
+            let end = content
+                .tensor_data_offset
+                .checked_add(info.offset)
+                .and_then(|s| s.checked_add(bytes));
+            match end {
+                Some(end) if end <= file_len => {}
+                _ => {
+                    return Err(Error::tensor(
+                        path,
+                        gname,
+                        format!(
+                            "data runs past the end of the file ({} bytes): truncated or corrupt",
+                            file_len
+                        ),
+                    ))
+                }
+            }
+            if let Some(h) = names::gguf_to_hf(gname, config.arch) {
+                names.insert(h, gname.clone());
+            }
+        }
+        let tokenizer = ModelTokenizer::from_gguf_metadata(&content.metadata, path)?;
+        let layout = WeightLayout {
+            // llama.cpp permutes q/k only for archs it runs with "normal"
+            // (interleaved) rope; Qwen2 and Gemma use NeoX rope unpermuted.
+            rope_interleaved: matches!(config.model_type.as_str(), "llama" | "mistral"),
+            norm_plus_one_baked: config.arch == Arch::Gemma3,
+        };
+        let ck = Checkpoint {
+            reference,
+            format: Format::Gguf,
+            config,
+            layout,
+            tokenizer,
+            weight_files: vec![path.to_path_buf()],
+            store: Store::Gguf {
+                path: path.to_path_buf(),
+                content,
+                names,
+            },
+            fingerprint: OnceLock::new(),
+        };
+        ck.check_required()?;
+        Ok(ck)
+    }
+
+    fn open_hf_dir(dir: &Path, reference: ModelRef) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::field(
+                &cfg_path,
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        let config = ModelConfig::from_hf_json(&json, &cfg_path)?;
+        let st = safetensors_dir::SafetensorsDir::open(dir)?;
+        let tokenizer = ModelTokenizer::from_hf_dir(dir)?;
+        let ck = Checkpoint {
+            reference,
+            format: Format::Safetensors,
+            config,
+            layout: WeightLayout {
+                rope_interleaved: false,
+                norm_plus_one_baked: false,
+            },
+            tokenizer,
+            weight_files: st.files().to_vec(),
+            store: Store::Safetensors(st),
+            fingerprint: OnceLock::new(),
+        };
+        ck.check_required()?;
+        Ok(ck)
+    }
+
+    /// Fails at open, naming the tensor, when a block the config promises is absent.
+    fn check_required(&self) -> Result<()> {
+        let mut required = vec!["model.embed_tokens.weight".to_string()];
+        for l in 0..self.config.num_layers {
+            for m in [
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.o_proj",
+                "mlp.gate_proj",
+                "mlp.up_proj",
+                "mlp.down_proj",
+                "input_layernorm",
+                "post_attention_layernorm",
+            ] {
+                required.push(format!("model.layers.{l}.{m}.weight"));
+            }
+        }
+        for name in required {
+            if !self.has(&name) {
+                return Err(Error::tensor(
+                    self.source_path(),
+                    self.stored_name(&name),
+                    "missing from the checkpoint",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn source_path(&self) -> PathBuf {
+        match &self.store {
+            Store::Gguf { path, .. } => path.clone(),
+            Store::Safetensors(st) => st.dir().to_path_buf(),
+        }
+    }
+
+    /// The name this tensor has in the file (GGUF or safetensors).
+    pub fn stored_name(&self, hf_name: &str) -> String {
+        match &self.store {
+            Store::Gguf { names, .. } => names
+                .get(hf_name)
+                .cloned()
+                .or_else(|| names::hf_to_gguf(hf_name, self.config.arch))
+                .unwrap_or_else(|| hf_name.to_string()),
+            Store::Safetensors(st) => st.stored_name(hf_name).unwrap_or(hf_name).to_string(),
+        }
+    }
+
+    pub fn has(&self, hf_name: &str) -> bool {
+        match &self.store {
+            Store::Gguf { names, .. } => names.contains_key(hf_name),
+            Store::Safetensors(st) => st.stored_name(hf_name).is_some(),
+        }
+    }
+
+    /// Every tensor, by Hugging Face name, in a stable order.
+    pub fn tensors(&self) -> Vec<TensorSummary> {
+        let mut out = BTreeMap::new();
+        match &self.store {
+            Store::Gguf { content, names, .. } => {
+                for (h, g) in names {
+                    if let Some(info) = content.tensor_infos.get(g) {
+                        out.insert(
+                            h.clone(),
+                            TensorSummary {
+                                name: h.clone(),
+                                stored_name: g.clone(),
+                                dtype: format!("{:?}", info.ggml_dtype).to_lowercase(),
+                                shape: info.shape.dims().to_vec(),
+                            },
+                        );
+                    }
+                }
+            }
+            Store::Safetensors(st) => {
+                for s in st.summaries() {
+                    out.insert(s.name.clone(), s);
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    pub fn get(&self, hf_name: &str) -> Result<Weight> {
+        match &self.store {
+            Store::Gguf {
+                path,
+                content,
+                names,
+            } => {
+                let gname = names
+                    .get(hf_name)
+                    .ok_or_else(|| Error::tensor(path, self.stored_name(hf_name), "missing"))?;
+                let info = content
+                    .tensor_infos
+                    .get(gname)
+                    .ok_or_else(|| Error::tensor(path, gname, "missing"))?;
+                let file = File::open(path).map_err(|e| Error::io(path, e))?;
+                let mut reader = BufReader::new(file);
+                let q = info
+                    .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+                    .map_err(|e| Error::tensor(path, gname, e.to_string()))?;
+                Ok(Weight::Quantized(q))
+            }
+            Store::Safetensors(st) => Ok(Weight::Dense(st.load(hf_name)?)),
+        }
+    }
+
+    /// A tensor dequantized to f32, as transformers would hold it (layout
+    /// differences such as the q/k permutation are *not* undone here).
+    pub fn get_f32(&self, hf_name: &str) -> Result<Tensor> {
+        self.get(hf_name)?.to_f32()
+    }
+
+    /// sha256 over the weight files' bytes, hex. Computed once per open.
+    pub fn fingerprint(&self) -> Result<String> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f.clone());
+        }
+        let fp = fingerprint_files(&self.weight_files)?;
+        Ok(self.fingerprint.get_or_init(|| fp).clone())
+    }
+}
+
+/// sha256 of one file, or of the concatenated per-file digests for many.
+pub fn fingerprint_files(files: &[PathBuf]) -> Result<String> {
+    let digest_one = |p: &Path| -> Result<[u8; 32]> {
+        let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().into())
+    };
+    match files {
+        [one] => Ok(hex::encode(digest_one(one)?)),
+        many => {
+            let mut h = Sha256::new();
+            for p in many {
+                h.update(digest_one(p)?);
+            }
+            Ok(hex::encode(h.finalize()))
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Command-line adapter: parses arguments, calls the library, prints.
+//!
+//! Exit codes (stable, documented in the README):
+//! * 0 — success (for `check`: the gate passed)
+//! * 1 — the gate ran and failed the candidate
+//! * 2 — the gate could not evaluate: bad input, missing files, any error
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::activations::{self, ExtractOptions};
+use crate::checkpoint::Checkpoint;
+use crate::convert::{self, OutDtype};
+use crate::error::{Error, Result};
+use crate::model::{Model, Pool, Precision};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_GATE_FAILED: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+const MODEL_HELP: &str = "Model reference: a .gguf file, a Hugging Face model directory, \
+hf:org/name[@revision] (read from the Hugging Face cache; HF_HOME, HF_HUB_CACHE and \
+HF_HUB_OFFLINE are honoured), or a fetched short name: smollm2, gemma3";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "probegate",
+    version,
+    about = "A deployment gate that checks activation monitors survive model updates",
+    after_help = "Examples:\n  \
+      scripts/fetch-models.sh                      # fetch SmolLM2 and Gemma 3 into the cache\n  \
+      probegate activations --model smollm2 --layers 3,14,25 --pool last \\\n      \
+        --input fixtures/reference/prompts.jsonl --out acts.safetensors\n  \
+      probegate convert --model smollm2 --out smollm2-hf\n  \
+      probegate inspect --model gemma3 --format json\n\n\
+    Exit codes: 0 success or gate passed, 1 gate failed, 2 could not evaluate (any error)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// No progress bars or human summaries on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Output format on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Worker threads for tensor kernels (default: all cores).
+    #[arg(long, global = true, env = "PROBEGATE_THREADS")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Extract pooled residual-stream activations for a set of prompts.
+    #[command(
+        after_help = "Example:\n  probegate activations --model smollm2 --layers 3,14,25 --pool last \\\n    \
+        --input prompts.jsonl --out acts.safetensors\n\n\
+        Input: JSONL, one object per line with a \"text\" field (other fields ignored).\n\
+        Output: safetensors with one f32 tensor layer.{L} of shape [n_prompts, d_model] per layer,\n\
+        rows in input order; __metadata__ records the model fingerprint, layers, pooling,\n\
+        precision and token counts. Layer L is the residual stream after block L (0-based)."
+    )]
+    Activations(ActivationsArgs),
+    /// Write a checkpoint as a Hugging Face model directory (safetensors, config.json, tokenizer.json).
+    #[command(
+        after_help = "Example:\n  probegate convert --model smollm2 --out smollm2-hf --dtype f32"
+    )]
+    Convert(ConvertArgs),
+    /// Show a checkpoint's architecture, tokenizer and tensors.
+    #[command(after_help = "Example:\n  probegate inspect --model gemma3 --format json")]
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ActivationsArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Comma-separated block indices, 0-based (`all` for every block).
+    #[arg(long)]
+    pub layers: String,
+    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    pub pool: Pool,
+    /// JSONL prompts with a "text" field.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Prompts longer than this many tokens are truncated (recorded in the metadata).
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+    pub dtype: OutDtype,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Also list every tensor.
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
+    if spec.trim() == "all" {
+        return Ok((0..num_layers).collect());
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        let l: usize = part.parse().map_err(|_| {
+            Error::Usage(format!(
+                "--layers: `{part}` is not a block index (expected e.g. 3,14,25 or all)"
+            ))
+        })?;
+        if l >= num_layers {
+            return Err(Error::Usage(format!(
+                "--layers: layer {l} is out of range: the model has {num_layers} blocks (0..={})",
+                num_layers - 1
+            )));
+        }
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage("--layers: no layers given".into()));
+    }
+    Ok(out)
+}
+
+fn progress(global: &Global, len: u64, what: &str) -> ProgressBar {
+    if global.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn emit_json(v: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", e))
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(n) = cli.global.threads {
+        // Must happen before the first kernel touches the rayon pool.
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    match &cli.command {
+        Command::Activations(a) => cmd_activations(&cli.global, a),
+        Command::Convert(a) => cmd_convert(&cli.global, a),
+        Command::Inspect(a) => cmd_inspect(&cli.global, a),
+    }
+}
+
+fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
+    let ck = Checkpoint::open_str(&a.model)?;
+    let layers = parse_layers(&a.layers, ck.config.num_layers)?;
+    let texts = activations::read_prompts(&a.input)?;
+    if a.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    let deepest = layers.iter().copied().max().unwrap_or(0);
+    let model = Model::load(&ck, a.precision, deepest)?;
+    let opts = ExtractOptions {
+        layers,
+        pools: vec![a.pool],
+        precision: a.precision,
+        batch_size: a.batch_size,
+        max_tokens: a.max_tokens,
+    };
+    let pb = progress(g, texts.len() as u64, "prompts");
+    let start = std::time::Instant::now();
+    let acts = activations::extract(&ck, &model, &texts, &opts, &mut |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let act = acts
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Usage("no activations produced".into()))?;
+    act.save(&a.out)?;
+    let tokens: usize = act.token_counts.iter().sum();
+    let summary = serde_json::json!({
+        "out": a.out.display().to_string(),
+        "model": act.model_ref,
+        "model_fingerprint": act.model_fingerprint,
+        "layers": act.layers,
+        "pool": act.pool,
+        "precision": act.precision,
+        "prompts": act.token_counts.len(),
+        "tokens": tokens,
+        "truncated_prompts": act.truncated,
+        "seconds": secs,
+        "tokens_per_second": tokens as f64 / secs.max(1e-9),
+    });
+    match g.format {
+        Format::Json => emit_json(&summary)?,
+        Format::Human if !g.quiet => eprintln!(
+            "wrote {} ({} prompts, {} tokens, {} layer(s), {:.1} tokens/s)",
+            a.out.display(),
+            act.token_counts.len(),
+            tokens,
+            act.layers.len(),
+            tokens as f64 / secs.max(1e-9)
+        ),
+        Format::Human => {}
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_convert(g: &Global, a: &ConvertArgs) -> Result<i32> {
+    let ck = Checkpoint::open_str(&a.model)?;
+    let pb = progress(g, ck.tensors().len() as u64, "tensors");
+    let summary = convert::convert(&ck, &a.out, a.dtype, &mut || pb.inc(1))?;
+    pb.finish_and_clear();
+    match g.format {
+        Format::Json => emit_json(&summary)?,
+        Format::Human if !g.quiet => eprintln!(
+            "wrote {} ({} tensors, {} q/k un-permuted, {} norms unbaked, {} MB)",
+            summary.out_dir,
+            summary.tensors,
+            summary.unpermuted_qk,
+            summary.unbaked_norms,
+            summary.bytes / 1_000_000
+        ),
+        Format::Human => {}
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_inspect(g: &Global, a: &InspectArgs) -> Result<i32> {
+    let ck = Checkpoint::open_str(&a.model)?;
+    let tensors = ck.tensors();
+    let fp = ck.fingerprint()?;
+    let v = serde_json::json!({
+        "model": ck.reference.to_string(),
+        "format": ck.format,
+        "fingerprint": fp,
+        "config": ck.config,
+        "layout": ck.layout,
+        "tokenizer": ck.tokenizer.special,
+        "tensor_count": tensors.len(),
+        "tensors": if a.tensors { serde_json::to_value(&tensors).unwrap_or_default() } else { serde_json::Value::Null },
+    });
+    match g.format {
+        Format::Json => emit_json(&v)?,
+        Format::Human => {
+            let c = &ck.config;
+            println!("model        {}", ck.reference);
+            println!("fingerprint  {fp}");
+            println!("architecture {} ({:?})", c.model_type, c.arch);
+            println!(
+                "shape        {} blocks, d_model {}, {} heads ({} kv) x {}, ffn {}, vocab {}",
+                c.num_layers,
+                c.hidden_size,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+                c.intermediate_size,
+                c.vocab_size
+            );
+            println!("tensors      {}", tensors.len());
+            if a.tensors {
+                for t in &tensors {
+                    println!("  {:<55} {:<6} {:?}", t.name, t.dtype, t.shape);
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

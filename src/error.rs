@@ -1,0 +1,95 @@
+//! Library errors. Every variant that comes from user input names the file
+//! (or reference) and the field, so a failed gate run says what to fix.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: not a valid GGUF file: {msg}", path.display())]
+    Gguf { path: PathBuf, msg: String },
+
+    #[error("{}: not a valid safetensors file: {msg}", path.display())]
+    Safetensors { path: PathBuf, msg: String },
+
+    #[error("{}: field `{field}`: {msg}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
+
+    #[error("{}: tensor `{name}`: {msg}", path.display())]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
+
+    #[error("{}: unsupported architecture `{arch}` (supported: {supported})", path.display())]
+    UnsupportedArch {
+        path: PathBuf,
+        arch: String,
+        supported: String,
+    },
+
+    #[error("model reference `{reference}`: {msg}")]
+    ModelRef { reference: String, msg: String },
+
+    #[error("{}:{line}: {msg}", path.display())]
+    Input {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn field(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Field {
+            path: path.into(),
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn tensor(
+        path: impl Into<PathBuf>,
+        name: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Tensor {
+            path: path.into(),
+            name: name.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! probegate: a deployment gate that checks activation monitors survive
+//! model updates.
+//!
+//! The pipeline, one module per stage, each taking and returning plain data:
+//! checkpoint → model (forward, activations) → monitor → diff → risk →
+//! revalidate → realign → policy → report. `cli` is a thin adapter on top.
+
+pub mod activations;
+pub mod checkpoint;
+pub mod cli;
+pub mod convert;
+pub mod error;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

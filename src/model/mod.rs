@@ -1,0 +1,550 @@
+//! Decoder forward passes with residual-stream capture.
+//!
+//! Layer L is the residual stream after decoder block L (0-based): TransformerLens
+//! `blocks.L.hook_resid_post`, transformers `hidden_states[L+1]`. The pass stops
+//! after the deepest requested block and never computes the LM head.
+
+pub mod config;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, Weight};
+use crate::error::{Error, Result};
+use config::{Activation, Arch, ModelConfig, RopeScaling};
+
+/// How weights are held for the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Dequantize everything to f32: the reference path.
+    F32,
+    /// Keep GGUF tensors quantized and use candle's quantized kernels, as the model is served.
+    Native,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Native => "native",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// The last real token's vector.
+    Last,
+    /// Mean over real (non-padding) tokens.
+    Mean,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Last => "last",
+            Pool::Mean => "mean",
+        })
+    }
+}
+
+enum Linear {
+    Dense { w: Tensor, b: Option<Tensor> },
+    Quant { w: QMatMul, b: Option<Tensor> },
+}
+
+impl Linear {
+    /// x: [n, in] contiguous -> [n, out]
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, b) = match self {
+            Linear::Dense { w, b } => (x.matmul(&w.t()?)?, b),
+            Linear::Quant { w, b } => (w.forward(x)?, b),
+        };
+        Ok(match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct Block {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    /// Effective RMSNorm multipliers (Gemma's 1 + w already applied).
+    input_norm: Tensor,
+    post_attn_norm: Tensor,
+    pre_ff_norm: Option<Tensor>,
+    post_ff_norm: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    rope: usize,
+}
+
+/// A rope table keyed by (theta, scaling); Gemma 3 uses two.
+struct RopeSpec {
+    theta: f64,
+    scaling: RopeScaling,
+}
+
+pub struct Model {
+    cfg: ModelConfig,
+    embed: Weight,
+    blocks: Vec<Block>,
+    ropes: Vec<RopeSpec>,
+    rope_interleaved: bool,
+    precision: Precision,
+}
+
+/// Pooled activations for one batch: [pool][layer] -> [batch, d_model].
+pub struct Captured {
+    pub pools: Vec<Pool>,
+    pub layers: Vec<usize>,
+    /// outputs[p][l] has shape [batch, d_model]
+    pub outputs: Vec<Vec<Tensor>>,
+}
+
+impl Model {
+    /// Loads blocks 0..=`deepest` only: deeper blocks are never read.
+    pub fn load(ck: &Checkpoint, precision: Precision, deepest: usize) -> Result<Self> {
+        let cfg = ck.config.clone();
+        if deepest >= cfg.num_layers {
+            return Err(Error::Usage(format!(
+                "layer {deepest} is out of range: {} has {} blocks (0..={})",
+                ck.reference,
+                cfg.num_layers,
+                cfg.num_layers - 1
+            )));
+        }
+        let path = ck.source_path();
+        let gemma = cfg.arch == Arch::Gemma3;
+        let norm = |name: &str| -> Result<Tensor> {
+            let w = ck.get_f32(name)?;
+            if w.dims() != [cfg.hidden_size] && !name.contains("_norm.") {
+                return Err(Error::tensor(
+                    &path,
+                    ck.stored_name(name),
+                    format!("expected shape [{}], found {:?}", cfg.hidden_size, w.dims()),
+                ));
+            }
+            Ok(if gemma && !ck.layout.norm_plus_one_baked {
+                (w + 1.0)?
+            } else {
+                w
+            })
+        };
+        let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            let wname = format!("{name}.weight");
+            let w = ck.get(&wname)?;
+            if w.dims() != [out, inp] {
+                return Err(Error::tensor(
+                    &path,
+                    ck.stored_name(&wname),
+                    format!("expected shape [{out}, {inp}], found {:?}", w.dims()),
+                ));
+            }
+            let bname = format!("{name}.bias");
+            let b = if bias || ck.has(&bname) {
+                let b = ck.get_f32(&bname)?;
+                if b.dims() != [out] {
+                    return Err(Error::tensor(
+                        &path,
+                        ck.stored_name(&bname),
+                        format!("expected shape [{out}], found {:?}", b.dims()),
+                    ));
+                }
+                Some(b)
+            } else {
+                None
+            };
+            Ok(match (w, precision) {
+                (Weight::Quantized(q), Precision::Native) => Linear::Quant {
+                    w: QMatMul::from_qtensor(q)?,
+                    b,
+                },
+                (w, _) => Linear::Dense { w: w.to_f32()?, b },
+            })
+        };
+
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let mut ropes: Vec<RopeSpec> = Vec::new();
+        let mut blocks = Vec::with_capacity(deepest + 1);
+        for l in 0..=deepest {
+            let p = format!("model.layers.{l}");
+            let theta = cfg.rope_theta_for(l);
+            let scaling = cfg.rope_scaling_for(l).clone();
+            let rope = match ropes
+                .iter()
+                .position(|r| r.theta == theta && r.scaling == scaling)
+            {
+                Some(i) => i,
+                None => {
+                    ropes.push(RopeSpec { theta, scaling });
+                    ropes.len() - 1
+                }
+            };
+            let opt_norm = |n: &str| -> Result<Option<Tensor>> {
+                let name = format!("{p}.{n}.weight");
+                if ck.has(&name) {
+                    norm(&name).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let block = Block {
+                q: linear(
+                    &format!("{p}.self_attn.q_proj"),
+                    cfg.num_heads * hd,
+                    h,
+                    cfg.attention_bias,
+                )?,
+                k: linear(
+                    &format!("{p}.self_attn.k_proj"),
+                    cfg.num_kv_heads * hd,
+                    h,
+                    cfg.attention_bias,
+                )?,
+                v: linear(
+                    &format!("{p}.self_attn.v_proj"),
+                    cfg.num_kv_heads * hd,
+                    h,
+                    cfg.attention_bias,
+                )?,
+                o: linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    h,
+                    cfg.num_heads * hd,
+                    false,
+                )?,
+                gate: linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up: linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
+                down: linear(
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    false,
+                )?,
+                input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
+                post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                pre_ff_norm: opt_norm("pre_feedforward_layernorm")?,
+                post_ff_norm: opt_norm("post_feedforward_layernorm")?,
+                q_norm: opt_norm("self_attn.q_norm")?,
+                k_norm: opt_norm("self_attn.k_norm")?,
+                rope,
+            };
+            if gemma
+                && (block.pre_ff_norm.is_none()
+                    || block.post_ff_norm.is_none()
+                    || block.q_norm.is_none()
+                    || block.k_norm.is_none())
+            {
+                return Err(Error::tensor(
+                    &path,
+                    format!("{p}.*_norm"),
+                    "Gemma 3 blocks need q/k norms and pre/post feed-forward norms",
+                ));
+            }
+            blocks.push(block);
+        }
+        let embed = ck.get("model.embed_tokens.weight")?;
+        let ed = embed.dims();
+        if ed.len() != 2 || ed[1] != h || ed[0] < cfg.vocab_size.min(ed[0]) {
+            return Err(Error::tensor(
+                &path,
+                ck.stored_name("model.embed_tokens.weight"),
+                format!("expected shape [vocab, {h}], found {ed:?}"),
+            ));
+        }
+        let embed = match embed {
+            // Quantized lookup gathers and dequantizes only the rows it needs.
+            Weight::Quantized(q) if q.shape().dims()[1] % q.dtype().block_size() == 0 => {
+                Weight::Quantized(q)
+            }
+            w => Weight::Dense(w.to_f32()?),
+        };
+        Ok(Model {
+            cfg,
+            embed,
+            blocks,
+            ropes,
+            rope_interleaved: ck.layout.rope_interleaved,
+            precision,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn vocab_rows(&self) -> usize {
+        match &self.embed {
+            Weight::Quantized(q) => q.shape().dims()[0],
+            Weight::Dense(t) => t.dims()[0],
+        }
+    }
+
+    fn rope_tables(&self, t: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let half = self.cfg.head_dim / 2;
+        let mut out = Vec::with_capacity(self.ropes.len());
+        for spec in &self.ropes {
+            let mut inv: Vec<f64> = (0..half)
+                .map(|i| 1.0 / spec.theta.powf((2 * i) as f64 / self.cfg.head_dim as f64))
+                .collect();
+            match spec.scaling {
+                RopeScaling::None => {}
+                RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor),
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings: orig,
+                } => {
+                    let low_wl = orig / low_freq_factor;
+                    let high_wl = orig / high_freq_factor;
+                    for f in inv.iter_mut() {
+                        let wl = 2.0 * std::f64::consts::PI / *f;
+                        if wl > low_wl {
+                            *f /= factor;
+                        } else if wl >= high_wl {
+                            let s = (orig / wl - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            *f = (1.0 - s) * *f / factor + s * *f;
+                        }
+                    }
+                }
+            }
+            // transformers computes these in f32; so do we, to match it closely.
+            let inv32: Vec<f32> = inv.iter().map(|&x| x as f32).collect();
+            let mut cos = Vec::with_capacity(t * half);
+            let mut sin = Vec::with_capacity(t * half);
+            for pos in 0..t {
+                for &f in &inv32 {
+                    let a = pos as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+            out.push((
+                Tensor::from_vec(cos, (t, half), &Device::Cpu)?,
+                Tensor::from_vec(sin, (t, half), &Device::Cpu)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn mask(t: usize, window: Option<usize>) -> Result<Tensor> {
+        let mut m = vec![0f32; t * t];
+        for i in 0..t {
+            for j in 0..t {
+                let outside = j > i || window.is_some_and(|w| i - j >= w);
+                if outside {
+                    m[i * t + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
+    }
+
+    fn rms(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+    }
+
+    /// Runs `batch` (right-padded token ids with their real lengths) and pools
+    /// the residual stream after each block in `layers`.
+    pub fn forward_capture(
+        &self,
+        batch: &[Vec<u32>],
+        layers: &[usize],
+        pools: &[Pool],
+    ) -> Result<Captured> {
+        let cfg = &self.cfg;
+        let b = batch.len();
+        let t = batch.iter().map(Vec::len).max().unwrap_or(0);
+        if b == 0 || t == 0 {
+            return Err(Error::Usage("cannot run an empty batch".into()));
+        }
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        if deepest >= self.blocks.len() {
+            return Err(Error::Usage(format!(
+                "layer {deepest} was not loaded (model loaded to block {})",
+                self.blocks.len().saturating_sub(1)
+            )));
+        }
+        let vocab = self.vocab_rows();
+        let mut ids = Vec::with_capacity(b * t);
+        for seq in batch {
+            for &id in seq {
+                if id as usize >= vocab {
+                    return Err(Error::Usage(format!(
+                        "token id {id} is outside the embedding table ({vocab} rows)"
+                    )));
+                }
+                ids.push(id);
+            }
+            ids.extend(std::iter::repeat_n(0u32, t - seq.len()));
+        }
+        let ids = Tensor::from_vec(ids, (b * t,), &Device::Cpu)?;
+        let mut x = match &self.embed {
+            Weight::Quantized(q) => q.embedding(&ids)?,
+            Weight::Dense(e) => e.embedding(&ids)?,
+        };
+        if let Some(s) = cfg.embed_scale {
+            // transformers rounds sqrt(hidden) to the activation dtype first.
+            x = (x * (s as f32) as f64)?;
+        }
+        // x: [b*t, h] throughout; attention reshapes locally.
+        let ropes = self.rope_tables(t)?;
+        let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
+        let pool_w = self.pool_weights(batch, t, pools)?;
+
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let mut outputs: Vec<Vec<Option<Tensor>>> = vec![vec![None; layers.len()]; pools.len()];
+        for (l, blk) in self.blocks.iter().enumerate().take(deepest + 1) {
+            let window = cfg.window_for(l).filter(|w| *w < t);
+            let mask = match masks.iter().find(|(w, _)| *w == window) {
+                Some((_, m)) => m.clone(),
+                None => {
+                    let m = Self::mask(t, window)?;
+                    masks.push((window, m.clone()));
+                    m
+                }
+            };
+            let hn = Self::rms(&x, &blk.input_norm, cfg.rms_norm_eps)?;
+            let q = blk.q.forward(&hn)?;
+            let k = blk.k.forward(&hn)?;
+            let v = blk.v.forward(&hn)?;
+            let mut q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let mut k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+                q = Self::rms(&q, qn, cfg.rms_norm_eps)?;
+                k = Self::rms(&k, kn, cfg.rms_norm_eps)?;
+            }
+            let (cos, sin) = &ropes[blk.rope];
+            let (q, k) = if self.rope_interleaved {
+                (
+                    candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+                )
+            } else {
+                (
+                    candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                    candle_nn::rotary_emb::rope(&k, cos, sin)?,
+                )
+            };
+            let (k, v) = if nh != nkv {
+                let rep = nh / nkv;
+                (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
+            } else {
+                (k, v)
+            };
+            let scores = (q.matmul(&k.t()?)? * cfg.attn_scale)?;
+            let scores = scores.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attn = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b * t, nh * hd))?;
+            let attn = blk.o.forward(&attn)?;
+            let attn = match cfg.arch {
+                Arch::Gemma3 => Self::rms(&attn, &blk.post_attn_norm, cfg.rms_norm_eps)?,
+                Arch::Llama => attn,
+            };
+            x = (x + attn)?;
+            let ff_in = match (&blk.pre_ff_norm, cfg.arch) {
+                (Some(n), Arch::Gemma3) => Self::rms(&x, n, cfg.rms_norm_eps)?,
+                _ => Self::rms(&x, &blk.post_attn_norm, cfg.rms_norm_eps)?,
+            };
+            let gate = blk.gate.forward(&ff_in)?;
+            let gate = match cfg.activation {
+                Activation::Silu => candle_nn::ops::silu(&gate)?,
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            let ff = blk.down.forward(&(gate * blk.up.forward(&ff_in)?)?)?;
+            let ff = match (&blk.post_ff_norm, cfg.arch) {
+                (Some(n), Arch::Gemma3) => Self::rms(&ff, n, cfg.rms_norm_eps)?,
+                _ => ff,
+            };
+            x = (x + ff)?;
+
+            for (li, _) in layers.iter().enumerate().filter(|(_, &ly)| ly == l) {
+                let x3 = x.reshape((b, t, cfg.hidden_size))?;
+                for (pi, w) in pool_w.iter().enumerate() {
+                    // [b,1,t] x [b,t,h] -> [b,1,h]
+                    let pooled = w.matmul(&x3)?.squeeze(1)?;
+                    outputs[pi][li] = Some(pooled);
+                }
+            }
+        }
+        let outputs = outputs
+            .into_iter()
+            .map(|per_layer| {
+                per_layer
+                    .into_iter()
+                    .map(|t| {
+                        t.ok_or_else(|| Error::Usage("a requested layer was not captured".into()))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Captured {
+            pools: pools.to_vec(),
+            layers: layers.to_vec(),
+            outputs,
+        })
+    }
+
+    /// Pooling as a [b, 1, t] weight per pool so it is one batched matmul.
+    fn pool_weights(&self, batch: &[Vec<u32>], t: usize, pools: &[Pool]) -> Result<Vec<Tensor>> {
+        let b = batch.len();
+        pools
+            .iter()
+            .map(|p| {
+                let mut w = vec![0f32; b * t];
+                for (i, seq) in batch.iter().enumerate() {
+                    let n = seq.len();
+                    match p {
+                        Pool::Last => w[i * t + n - 1] = 1.0,
+                        Pool::Mean => {
+                            for j in 0..n {
+                                w[i * t + j] = 1.0 / n as f32;
+                            }
+                        }
+                    }
+                }
+                Ok(Tensor::from_vec(w, (b, 1, t), &Device::Cpu)?)
+            })
+            .collect()
+    }
+}
+
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    let (b, kv, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, kv, rep, t, d))?
+        .reshape((b, kv * rep, t, d))?)
+}
+
+#[allow(dead_code)]
+fn row(x: &Tensor, i: usize) -> Result<Tensor> {
+    Ok(x.i(i)?
+        .to_dtype(DType::F32)?
+        .contiguous()?
+        .squeeze(D::Minus1)?)
+}

@@ -1,0 +1,99 @@
+//! Small helpers shared by the integration tests: locating the real models,
+//! running the binary, comparing activations.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use probegate::checkpoint::{known_model_path, Checkpoint};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("fixtures").join(rel)
+}
+
+/// Path to a fetched real model; fails (never skips) when it is missing.
+pub fn model_path(alias: &str) -> PathBuf {
+    let p = known_model_path(alias).expect("known alias");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models.sh {alias} (the tests need the real models)",
+        p.display()
+    );
+    p
+}
+
+pub fn open(alias: &str) -> Checkpoint {
+    Checkpoint::open_str(&model_path(alias).display().to_string()).expect("open real model")
+}
+
+pub fn prompts() -> Vec<String> {
+    probegate::activations::read_prompts(&fixture("reference/prompts.jsonl")).expect("prompts")
+}
+
+/// The `probegate` binary, with a clean environment for hub variables.
+pub fn bin() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("probegate").expect("binary");
+    c.env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME");
+    c
+}
+
+/// Load the transformers reference tensors written by scripts/reference/make_reference.py.
+pub fn reference(model: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(
+        fixture(&format!("reference/{model}.safetensors")),
+        &Device::Cpu,
+    )
+    .expect("reference fixture")
+}
+
+pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.to_vec2::<f32>().expect("2d f32")
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
+
+/// max |a-b| / max |b| over the whole tensor.
+pub fn rel_max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (rows(a), rows(b));
+    let mut num = 0f64;
+    let mut den = 0f64;
+    for (ra, rb) in a.iter().zip(&b) {
+        for (x, y) in ra.iter().zip(rb) {
+            num = num.max((*x as f64 - *y as f64).abs());
+            den = den.max((*y as f64).abs());
+        }
+    }
+    num / den.max(1e-30)
+}
+
+/// SmolLM2 converted to a Hugging Face directory once per test binary.
+pub fn converted_smollm2() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = open("smollm2");
+        probegate::convert::convert(
+            &ck,
+            dir.path(),
+            probegate::convert::OutDtype::F32,
+            &mut || {},
+        )
+        .expect("convert");
+        dir
+    })
+    .path()
+}
