@@ -58,7 +58,25 @@ pub enum Error {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
 
     #[error("tensor computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(String),
+}
+
+/// candle attaches a backtrace to errors when RUST_BACKTRACE is set; users
+/// need the message, not the trace.
+pub fn candle_msg(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_msg(inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_msg(inner))
+        }
+        other => other.to_string(),
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(candle_msg(&e))
+    }
 }
 
 impl Error {

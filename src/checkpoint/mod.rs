@@ -221,7 +221,7 @@ impl Checkpoint {
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Gguf {
             path: path.into(),
-            msg: e.to_string(),
+            msg: crate::error::candle_msg(&e),
         })?;
         let config = ModelConfig::from_gguf(&content.metadata, path)?;
         let file_len = std::fs::metadata(path)
@@ -419,7 +419,7 @@ impl Checkpoint {
                 let mut reader = BufReader::new(file);
                 let q = info
                     .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-                    .map_err(|e| Error::tensor(path, gname, e.to_string()))?;
+                    .map_err(|e| Error::tensor(path, gname, crate::error::candle_msg(&e)))?;
                 Ok(Weight::Quantized(q))
             }
             Store::Safetensors(st) => Ok(Weight::Dense(st.load(hf_name)?)),

@@ -168,7 +168,7 @@ impl SafetensorsDir {
             }
         };
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-            .map_err(|e| Error::tensor(path, stored, e.to_string()))?;
+            .map_err(|e| Error::tensor(path, stored, crate::error::candle_msg(&e)))?;
         Ok(t.to_dtype(DType::F32)?)
     }
 }

@@ -1,4 +1,6 @@
 //! One integration-test binary (as ripgrep does): shared harness, one module per area.
 
+mod convert;
 mod harness;
+mod hostile;
 mod reference;

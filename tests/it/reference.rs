@@ -36,7 +36,7 @@ fn check_against_transformers(alias: &str, batch_size: usize) -> f64 {
             }
         }
     }
-    eprintln!("{alias}: worst cosine against transformers {worst:.6} (batch {batch_size})");
+    eprintln!("{alias}: worst cosine against transformers {worst:.7} (1 - cos = {:.2e}, batch {batch_size})", 1.0 - worst);
     worst
 }
 
