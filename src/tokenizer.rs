@@ -518,9 +518,9 @@ fn add_tokens_once(
         return;
     }
     if special {
-        tk.add_special_tokens(&fresh);
+        tk.add_special_tokens(fresh);
     } else {
-        tk.add_tokens(&fresh);
+        tk.add_tokens(fresh);
     }
 }
 

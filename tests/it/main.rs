@@ -4,3 +4,4 @@ mod convert;
 mod harness;
 mod hostile;
 mod reference;
+mod tokenizer;

@@ -27,7 +27,7 @@ fn cache_dir() -> PathBuf {
     base.join("probegate")
 }
 
-fn model_path(file: &str) -> PathBuf {
+fn tok_model_path(file: &str) -> PathBuf {
     let p = cache_dir().join("models").join(file);
     assert!(
         p.is_file(),
@@ -67,7 +67,7 @@ struct Reference {
     ids: Vec<Vec<u32>>,
 }
 
-fn reference(key: &str) -> Reference {
+fn token_reference(key: &str) -> Reference {
     let p = fixtures().join(format!("tokens-{key}.json"));
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let v: serde_json::Value = serde_json::from_str(&text).expect("reference is JSON");
@@ -90,7 +90,7 @@ fn reference(key: &str) -> Reference {
 }
 
 fn build(file: &str) -> (ModelTokenizer, f64) {
-    let path = model_path(file);
+    let path = tok_model_path(file);
     let md = metadata(&path);
     let t0 = Instant::now();
     let tok = ModelTokenizer::from_gguf_metadata(&md, &path)
@@ -101,7 +101,7 @@ fn build(file: &str) -> (ModelTokenizer, f64) {
 /// Every sample's ids equal transformers'; reports all mismatches at once.
 fn check_all(tok: &ModelTokenizer, key: &str) {
     let texts = samples();
-    let r = reference(key);
+    let r = token_reference(key);
     assert_eq!(
         texts.len(),
         r.ids.len(),
