@@ -5,12 +5,14 @@
 //! checkpoint → model (forward, activations) → monitor → diff → risk →
 //! revalidate → realign → policy → report. `cli` is a thin adapter on top.
 
+pub mod actcache;
 pub mod activations;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod model;
+pub mod monitor;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

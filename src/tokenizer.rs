@@ -509,19 +509,20 @@ fn add_tokens_once(
     added: &mut HashSet<String>,
     tokens: Vec<AddedToken>,
     special: bool,
-) {
+) -> Result<()> {
     let fresh: Vec<AddedToken> = tokens
         .into_iter()
         .filter(|t| added.insert(t.content.clone()))
         .collect();
     if fresh.is_empty() {
-        return;
+        return Ok(());
     }
-    if special {
-        tk.add_special_tokens(fresh);
+    let res = if special {
+        tk.add_special_tokens(fresh)
     } else {
-        tk.add_tokens(fresh);
-    }
+        tk.add_tokens(fresh)
+    };
+    res.map(|_| ()).map_err(|e| TokenizerError::Encode(format!("adding tokens: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,7 +613,7 @@ impl ModelTokenizer {
             .flatten()
             .map(|t| AddedToken::from(t.clone(), true))
             .collect();
-        add_tokens_once(&mut tk, &mut added, outer, true);
+        add_tokens_once(&mut tk, &mut added, outer, true)?;
 
         // update_post_processor(): BOS/EOS only when the token exists.
         let mut add_bos = add_bos_flag.unwrap_or(add_bos_default);
@@ -770,7 +771,7 @@ fn build_byte_level(
         &mut added,
         vec![AddedToken::from("<|endoftext|>", true)],
         true,
-    );
+    )?;
     // Control tokens, skipping those not spelled in the byte alphabet (llama.cpp mislabels).
     if let Some(tt) = token_types {
         let control: Vec<AddedToken> = tokens
@@ -779,8 +780,8 @@ fn build_byte_level(
             .filter(|(t, ty)| **ty == TOKEN_TYPE_CONTROL && in_alphabet(t))
             .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false))
             .collect();
-        add_tokens_once(&mut tk, &mut added, control, true);
-        add_user_defined(&mut tk, &mut added, tokens, tt);
+        add_tokens_once(&mut tk, &mut added, control, true)?;
+        add_user_defined(&mut tk, &mut added, tokens, tt)?;
     }
     Ok((tk, added))
 }
@@ -791,14 +792,14 @@ fn add_user_defined(
     added: &mut HashSet<String>,
     tokens: &[String],
     tt: &[i64],
-) {
+) -> Result<()> {
     let user: Vec<AddedToken> = tokens
         .iter()
         .zip(tt)
         .filter(|(t, ty)| **ty == TOKEN_TYPE_USER_DEFINED && tk.token_to_id(t).is_some())
         .map(|(t, _)| AddedToken::from(t.clone(), false).normalized(false))
         .collect();
-    add_tokens_once(tk, added, user, false);
+    add_tokens_once(tk, added, user, false)
 }
 
 /// transformers' `gemma_tokenizer` / `phi3_tokenizer` / `sentencepiece_tokenizer` (LlamaTokenizer)
@@ -898,7 +899,8 @@ fn build_sentencepiece(
         Fuse::new().into(),
     ];
     let builder_specials: &[&str] = if gemma {
-        tk.with_normalizer(Some(replace(" ", "\u{2581}")?));
+        tk.with_normalizer(Some(replace(" ", "\u{2581}")?))
+            .map_err(|e| m.build_err(keys::TOKENS, e))?;
         let split = Split::new(
             SplitPattern::String(" ".into()),
             SplitDelimiterBehavior::MergedWithPrevious,
@@ -914,7 +916,8 @@ fn build_sentencepiece(
                 Prepend::new("\u{2581}".into()).into(),
                 replace(" ", "\u{2581}")?.into(),
             ];
-            tk.with_normalizer(Some(tokenizers::normalizers::Sequence::new(norm)));
+            tk.with_normalizer(Some(tokenizers::normalizers::Sequence::new(norm)))
+                .map_err(|e| m.build_err(keys::TOKENS, e))?;
         } else {
             tk.with_pre_tokenizer(Some(Metaspace::new(
                 '\u{2581}',
@@ -933,7 +936,7 @@ fn build_sentencepiece(
         .iter()
         .map(|t| AddedToken::from(*t, true))
         .collect();
-    add_tokens_once(&mut tk, &mut added, defaults, true);
+    add_tokens_once(&mut tk, &mut added, defaults, true)?;
     if let Some(tt) = token_types {
         let control: Vec<AddedToken> = tokens
             .iter()
@@ -941,8 +944,8 @@ fn build_sentencepiece(
             .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
             .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false))
             .collect();
-        add_tokens_once(&mut tk, &mut added, control, true);
-        add_user_defined(&mut tk, &mut added, tokens, tt);
+        add_tokens_once(&mut tk, &mut added, control, true)?;
+        add_user_defined(&mut tk, &mut added, tokens, tt)?;
     }
     Ok((tk, added))
 }

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub mod monitor;
+
 use crate::activations::{self, ExtractOptions};
 use crate::checkpoint::Checkpoint;
 use crate::convert::{self, OutDtype};
@@ -21,7 +23,7 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_GATE_FAILED: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
-const MODEL_HELP: &str = "Model reference: a .gguf file, a Hugging Face model directory, \
+pub(crate) const MODEL_HELP: &str = "Model reference: a .gguf file, a Hugging Face model directory, \
 hf:org/name[@revision] (read from the Hugging Face cache; HF_HOME, HF_HUB_CACHE and \
 HF_HUB_OFFLINE are honoured), or a fetched short name: smollm2, gemma3";
 
@@ -81,6 +83,12 @@ pub enum Command {
         after_help = "Example:\n  probegate convert --model smollm2 --out smollm2-hf --dtype f32"
     )]
     Convert(ConvertArgs),
+    /// Train and evaluate activation monitors.
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
+    /// Inspect or clear the activation cache.
+    #[command(subcommand)]
+    Cache(monitor::CacheCommand),
     /// Show a checkpoint's architecture, tokenizer and tensors.
     #[command(after_help = "Example:\n  probegate inspect --model gemma3 --format json")]
     Inspect(InspectArgs),
@@ -158,7 +166,7 @@ pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-fn progress(global: &Global, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(global: &Global, len: u64, what: &str) -> ProgressBar {
     if global.quiet {
         return ProgressBar::hidden();
     }
@@ -172,7 +180,7 @@ fn progress(global: &Global, len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-fn emit_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn emit_json(v: &impl serde::Serialize) -> Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Error::Usage(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{s}").map_err(|e| Error::io("<stdout>", e))
@@ -188,6 +196,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Activations(a) => cmd_activations(&cli.global, a),
         Command::Convert(a) => cmd_convert(&cli.global, a),
         Command::Inspect(a) => cmd_inspect(&cli.global, a),
+        Command::Monitor(c) => monitor::run_monitor(&cli.global, c),
+        Command::Cache(c) => monitor::run_cache(&cli.global, c),
     }
 }
 

@@ -1,0 +1,204 @@
+//! Content-addressed activation cache.
+//!
+//! One file per (model fingerprint, dataset hash, layer, pooling, precision,
+//! token limit), so training six monitors at three depths runs each forward
+//! pass once, and the base side of every later gate run is free. Writes are
+//! atomic (temp file + rename), so concurrent runs at worst compute the same
+//! entry twice; the cache is bounded by size, evicting least recently used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::activations::{self, ExtractOptions};
+use crate::checkpoint::{cache_root, Checkpoint};
+use crate::error::{Error, Result};
+use crate::model::{Model, Pool, Precision};
+
+const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+
+pub struct ActCache {
+    root: PathBuf,
+    max_bytes: u64,
+    enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheInfo {
+    pub path: String,
+    pub entries: usize,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl ActCache {
+    /// `$PROBEGATE_CACHE/activations`, bounded by PROBEGATE_ACT_CACHE_MAX_BYTES
+    /// (default 4 GiB); PROBEGATE_NO_ACT_CACHE=1 turns it off.
+    pub fn from_env() -> Self {
+        let max_bytes = std::env::var("PROBEGATE_ACT_CACHE_MAX_BYTES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(DEFAULT_MAX_BYTES);
+        let enabled = !matches!(std::env::var("PROBEGATE_NO_ACT_CACHE").as_deref(), Ok("1") | Ok("true"));
+        ActCache {
+            root: cache_root().join("activations"),
+            max_bytes,
+            enabled,
+        }
+    }
+
+    pub fn at(root: PathBuf, max_bytes: u64) -> Self {
+        ActCache {
+            root,
+            max_bytes,
+            enabled: true,
+        }
+    }
+
+    pub fn key(fingerprint: &str, data_sha: &str, layer: usize, pool: Pool, precision: Precision, max_tokens: usize) -> String {
+        let mut h = Sha256::new();
+        h.update(format!(
+            "probegate-acts-v{}\n{fingerprint}\n{data_sha}\n{layer}\n{pool}\n{precision}\n{max_tokens}",
+            activations::FORMAT_VERSION
+        ));
+        hex::encode(h.finalize())
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(&key[..2]).join(format!("{key}.safetensors"))
+    }
+
+    pub fn get(&self, key: &str) -> Option<Tensor> {
+        if !self.enabled {
+            return None;
+        }
+        let p = self.path(key);
+        let t = candle_core::safetensors::load(&p, &Device::Cpu).ok()?.remove("x")?;
+        // Touch for LRU eviction.
+        if let Ok(f) = std::fs::File::options().append(true).open(&p) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        (t.dtype() == DType::F32 && t.rank() == 2).then_some(t)
+    }
+
+    pub fn put(&self, key: &str, t: &Tensor) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let p = self.path(key);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        activations::save_safetensors(vec![("x".into(), t.clone())], Default::default(), &p)?;
+        self.evict()
+    }
+
+    fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.root) else { return out };
+        for d in dirs.flatten() {
+            let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+            for f in files.flatten() {
+                if let Ok(m) = f.metadata() {
+                    if m.is_file() && f.path().extension().is_some_and(|e| e == "safetensors") {
+                        out.push((f.path(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn evict(&self) -> Result<()> {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= self.max_bytes {
+            return Ok(());
+        }
+        entries.sort_by_key(|e| e.2);
+        for (p, len, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            // Another process may have removed it already.
+            if std::fs::remove_file(&p).is_ok() {
+                total = total.saturating_sub(len);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> CacheInfo {
+        let e = self.entries();
+        CacheInfo {
+            path: self.root.display().to_string(),
+            entries: e.len(),
+            bytes: e.iter().map(|x| x.1).sum(),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    pub fn clear(&self) -> Result<usize> {
+        let e = self.entries();
+        for (p, _, _) in &e {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(e.len())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Pooled activations for `texts` at `layers`, from the cache where present;
+/// the model is loaded (to the deepest missing block) only if something is missing.
+pub fn cached_activations(
+    ck: &Checkpoint,
+    cache: &ActCache,
+    texts: &[String],
+    layers: &[usize],
+    pool: Pool,
+    precision: Precision,
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<BTreeMap<usize, Tensor>> {
+    let fp = ck.fingerprint()?;
+    let data = crate::monitor::data::texts_sha256(texts);
+    let max_tokens = 2048;
+    let mut out = BTreeMap::new();
+    let mut missing = Vec::new();
+    for &l in layers {
+        let key = ActCache::key(&fp, &data, l, pool, precision, max_tokens);
+        match cache.get(&key) {
+            Some(t) if t.dims()[0] == texts.len() => {
+                out.insert(l, t);
+            }
+            _ => missing.push(l),
+        }
+    }
+    if missing.is_empty() {
+        on_batch(texts.len());
+        return Ok(out);
+    }
+    let deepest = *missing.iter().max().unwrap_or(&0);
+    let model = Model::load(ck, precision, deepest)?;
+    let opts = ExtractOptions {
+        layers: missing.clone(),
+        pools: vec![pool],
+        precision,
+        batch_size,
+        max_tokens,
+    };
+    let acts = activations::extract(ck, &model, texts, &opts, on_batch)?;
+    if let Some(a) = acts.into_iter().next() {
+        for (l, t) in a.data {
+            cache.put(&ActCache::key(&fp, &data, l, pool, precision, max_tokens), &t)?;
+            out.insert(l, t);
+        }
+    }
+    Ok(out)
+}

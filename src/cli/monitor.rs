@@ -1,0 +1,412 @@
+//! `probegate monitor train|eval` and `probegate cache info|clear`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{emit_json, parse_layers, progress, Format, Global, EXIT_OK, MODEL_HELP};
+use crate::actcache::{cached_activations, ActCache};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::{Pool, Precision};
+use crate::monitor::metrics::{self, ThresholdRule};
+use crate::monitor::train::{train, TrainOptions};
+use crate::monitor::{self as mon, data, BaseCheck, Monitor};
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Train a logistic-regression monitor on a model's activations.
+    #[command(after_help = "Examples:\n  \
+        probegate monitor train --model smollm2 --data data/suite/privacy_pii/train.jsonl \\\n    \
+          --test data/suite/privacy_pii/test.jsonl --layer 15 --out monitors/pii-l15\n  \
+        probegate monitor train --model smollm2 --data train.jsonl --layers 7,15,22 --pick-best --out best/\n\n\
+        Data: JSONL with \"text\" and \"label\" (0/1, or names mapped with --labels NEG,POS).\n\
+        Regularisation is chosen by 5-fold cross-validation; the threshold on a 20% validation split.")]
+    Train(TrainArgs),
+    /// Evaluate monitors on labeled data through a model.
+    #[command(after_help = "Example:\n  probegate monitor eval --model smollm2 --monitor monitors/smollm2 \\\n    \
+        --data data/suite/privacy_pii/test.jsonl --format json")]
+    Eval(EvalArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Where the activation cache is and how big.
+    Info,
+    /// Remove every cached activation.
+    Clear,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Labeled JSONL (text, label) to train on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out labeled JSONL for the base metrics stored in the monitor.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// One block to train at.
+    #[arg(long, conflicts_with = "layers")]
+    pub layer: Option<usize>,
+    /// Several blocks (comma-separated or `all`): one monitor per block, or the best with --pick-best.
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// With --layers: keep only the block with the best validation AUROC.
+    #[arg(long)]
+    pub pick_best: bool,
+    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    pub pool: Pool,
+    /// Output directory (with several layers: one subdirectory per monitor).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Monitor name (default: the data file's parent directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Concept tag, e.g. privacy_pii.
+    #[arg(long)]
+    pub concept: Option<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Names of label 0 and label 1; also maps string labels in the data.
+    #[arg(long, default_value = "negative,positive")]
+    pub labels: String,
+    /// Choose the threshold for this validation false-positive rate instead of max balanced accuracy.
+    #[arg(long)]
+    pub target_fpr: Option<f64>,
+    #[arg(long, default_value_t = 20261127)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// A monitor directory, or a suite directory holding several.
+    #[arg(long)]
+    pub monitor: PathBuf,
+    /// Labeled JSONL to evaluate on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Use monitors trained on a different base (fingerprint mismatch).
+    #[arg(long)]
+    pub allow_base_mismatch: bool,
+    /// Map string labels: NEGATIVE,POSITIVE.
+    #[arg(long)]
+    pub labels: Option<String>,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+fn label_pair(s: &str) -> Result<(String, String)> {
+    match s.split_once(',') {
+        Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() && a.trim() != b.trim() => {
+            Ok((a.trim().to_string(), b.trim().to_string()))
+        }
+        _ => Err(Error::Usage(format!("--labels: expected NEGATIVE,POSITIVE, found `{s}`"))),
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalResult {
+    pub monitor: String,
+    pub layer: usize,
+    pub n: usize,
+    pub auroc: f64,
+    pub auroc_ci95: [f64; 2],
+    pub balanced_accuracy: f64,
+    pub tpr: f64,
+    pub fpr: f64,
+    pub threshold: f64,
+    pub base_auroc: f64,
+    pub delta_auroc: f64,
+    pub base_balanced_accuracy: f64,
+}
+
+/// Metrics of a monitor on scores of labeled data, against its base figures.
+pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
+    let auroc = metrics::auroc(scores, labels).ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
+    let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
+    let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
+    Ok(EvalResult {
+        monitor: m.meta.name.clone(),
+        layer: m.meta.hook.layer,
+        n: labels.len(),
+        auroc,
+        auroc_ci95: [lo, hi],
+        balanced_accuracy: t.balanced_accuracy,
+        tpr: t.tpr,
+        fpr: t.fpr,
+        threshold: t.threshold,
+        base_auroc: m.meta.base_metrics.auroc,
+        delta_auroc: auroc - m.meta.base_metrics.auroc,
+        base_balanced_accuracy: m.meta.base_metrics.balanced_accuracy,
+    })
+}
+
+pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
+    match cmd {
+        MonitorCommand::Train(a) => cmd_train(g, a),
+        MonitorCommand::Eval(a) => cmd_eval(g, a),
+    }
+}
+
+pub fn run_cache(g: &Global, cmd: &CacheCommand) -> Result<i32> {
+    let cache = ActCache::from_env();
+    match cmd {
+        CacheCommand::Info => {
+            let info = cache.info();
+            match g.format {
+                Format::Json => emit_json(&info)?,
+                Format::Human => println!(
+                    "{}: {} entries, {:.1} MB (limit {:.1} MB)",
+                    info.path,
+                    info.entries,
+                    info.bytes as f64 / 1e6,
+                    info.max_bytes as f64 / 1e6
+                ),
+            }
+        }
+        CacheCommand::Clear => {
+            let n = cache.clear()?;
+            match g.format {
+                Format::Json => emit_json(&serde_json::json!({"removed": n}))?,
+                Format::Human if !g.quiet => eprintln!("removed {n} cached activation files"),
+                Format::Human => {}
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
+    let (neg, pos) = label_pair(&a.labels)?;
+    if a.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    let train_data = data::read_labeled(&a.data, Some((&neg, &pos)))?;
+    let test_data = match &a.test {
+        Some(p) => Some(data::read_labeled(p, Some((&neg, &pos)))?),
+        None => None,
+    };
+    if let Some(t) = a.target_fpr {
+        if !(0.0..1.0).contains(&t) {
+            return Err(Error::Usage(format!("--target-fpr must be in [0, 1), found {t}")));
+        }
+    }
+    let ck = Checkpoint::open_str(&a.model)?;
+    let layers = match (&a.layer, &a.layers) {
+        (Some(l), _) => parse_layers(&l.to_string(), ck.config.num_layers)?,
+        (None, Some(s)) => parse_layers(s, ck.config.num_layers)?,
+        (None, None) => return Err(Error::Usage("give --layer L or --layers L1,L2,...".into())),
+    };
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.data
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "monitor".into())
+    });
+    let concept = a.concept.clone().unwrap_or_else(|| name.clone());
+    let cache = ActCache::from_env();
+    let fp = ck.fingerprint()?;
+
+    let pb = progress(g, train_data.texts.len() as u64, "train acts");
+    let train_acts = cached_activations(&ck, &cache, &train_data.texts, &layers, a.pool, a.precision, a.batch_size, &mut |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let test_acts = match &test_data {
+        Some(t) => {
+            let pb = progress(g, t.texts.len() as u64, "test acts");
+            let acts = cached_activations(&ck, &cache, &t.texts, &layers, a.pool, a.precision, a.batch_size, &mut |n| pb.inc(n as u64))?;
+            pb.finish_and_clear();
+            Some(acts)
+        }
+        None => None,
+    };
+    let opts = TrainOptions {
+        seed: a.seed,
+        threshold_rule: match a.target_fpr {
+            Some(fpr) => ThresholdRule::TargetFpr { fpr },
+            None => ThresholdRule::MaxBalancedAccuracy,
+        },
+        ..TrainOptions::default()
+    };
+
+    let mut results = Vec::new();
+    for &layer in &layers {
+        let x = train_acts[&layer].to_vec2::<f32>()?;
+        let tr = train(&x, &train_data.labels, &opts)?;
+        let mut m = Monitor {
+            meta: mon::MonitorMeta {
+                format: mon::FORMAT.into(),
+                format_version: mon::FORMAT_VERSION,
+                name: if layers.len() > 1 && !a.pick_best { format!("{name}-l{layer}") } else { name.clone() },
+                concept: concept.clone(),
+                description: a.description.clone(),
+                labels: mon::Labels {
+                    negative: neg.clone(),
+                    positive: pos.clone(),
+                },
+                base_model: mon::BaseModel {
+                    id: a.model.clone(),
+                    fingerprint: fp.clone(),
+                    architecture: ck.config.model_type.clone(),
+                    num_layers: ck.config.num_layers,
+                    d_model: ck.config.hidden_size,
+                },
+                hook: mon::Hook::resid_post(layer),
+                pooling: a.pool,
+                classifier: mon::Classifier {
+                    kind: "logistic".into(),
+                    bias: tr.bias,
+                    l2: tr.l2,
+                    threshold: tr.threshold.threshold,
+                    threshold_rule: opts.threshold_rule,
+                },
+                provenance: mon::Provenance {
+                    train_data_sha256: train_data.sha256.clone(),
+                    n_train: tr.n_fit,
+                    n_validation: tr.n_validation,
+                    seed: a.seed,
+                    probegate_version: env!("CARGO_PKG_VERSION").into(),
+                    repaired_for: None,
+                },
+                base_metrics: mon::Metrics {
+                    split: "validation".into(),
+                    data_sha256: train_data.sha256.clone(),
+                    n: tr.n_validation,
+                    n_positive: 0,
+                    auroc: tr.validation_auroc,
+                    auroc_ci95: [tr.validation_auroc, tr.validation_auroc],
+                    balanced_accuracy: tr.threshold.balanced_accuracy,
+                    tpr: tr.threshold.tpr,
+                    fpr: tr.threshold.fpr,
+                },
+            },
+            w: tr.w.clone(),
+            mean: tr.mean.clone(),
+            std: tr.std.clone(),
+            dir: None,
+        };
+        if let (Some(td), Some(ta)) = (&test_data, &test_acts) {
+            let s = m.scores(&ta[&layer])?;
+            let e = evaluate(&m, &s, &td.labels, a.seed)?;
+            m.meta.base_metrics = mon::Metrics {
+                split: "held-out test".into(),
+                data_sha256: td.sha256.clone(),
+                n: td.labels.len(),
+                n_positive: td.n_positive(),
+                auroc: e.auroc,
+                auroc_ci95: e.auroc_ci95,
+                balanced_accuracy: e.balanced_accuracy,
+                tpr: e.tpr,
+                fpr: e.fpr,
+            };
+        }
+        results.push((layer, tr.validation_auroc, m));
+    }
+
+    let mut written = Vec::new();
+    if a.pick_best || results.len() == 1 {
+        let best = results
+            .iter()
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .ok_or_else(|| Error::Usage("no layers trained".into()))?;
+        best.2.save(&a.out)?;
+        written.push((a.out.clone(), best));
+    } else {
+        for r in &results {
+            let dir = a.out.join(&r.2.meta.name);
+            r.2.save(&dir)?;
+            written.push((dir, r));
+        }
+    }
+    let summary: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(layer, val, m)| {
+            serde_json::json!({
+                "name": m.meta.name, "layer": layer, "validation_auroc": val,
+                "test_auroc": m.meta.base_metrics.auroc, "test_auroc_ci95": m.meta.base_metrics.auroc_ci95,
+                "balanced_accuracy": m.meta.base_metrics.balanced_accuracy,
+                "written": written.iter().any(|(_, r)| r.0 == *layer),
+            })
+        })
+        .collect();
+    match g.format {
+        Format::Json => emit_json(&serde_json::json!({"monitors": summary, "out": a.out.display().to_string()}))?,
+        Format::Human if !g.quiet => {
+            for (layer, val, m) in &results {
+                eprintln!(
+                    "{:<28} layer {:>2}  validation AUROC {:.3}  {} AUROC {:.3} [{:.3}, {:.3}]  bal.acc {:.3}",
+                    m.meta.name,
+                    layer,
+                    val,
+                    m.meta.base_metrics.split,
+                    m.meta.base_metrics.auroc,
+                    m.meta.base_metrics.auroc_ci95[0],
+                    m.meta.base_metrics.auroc_ci95[1],
+                    m.meta.base_metrics.balanced_accuracy
+                );
+            }
+            for (dir, _) in &written {
+                eprintln!("wrote {}", dir.display());
+            }
+        }
+        Format::Human => {}
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
+    let names = a.labels.as_deref().map(label_pair).transpose()?;
+    let monitors = mon::load_suite(&a.monitor)?;
+    let names_ref = names.as_ref().map(|(n, p)| (n.as_str(), p.as_str()));
+    let d = data::read_labeled(&a.data, names_ref)?;
+    let ck = Checkpoint::open_str(&a.model)?;
+    let fp = ck.fingerprint()?;
+    let check = if a.allow_base_mismatch { BaseCheck::AllowMismatch } else { BaseCheck::Require };
+    for m in &monitors {
+        m.check_base(&fp, ck.config.hidden_size, ck.config.num_layers, check)?;
+    }
+    let cache = ActCache::from_env();
+    let mut results = Vec::new();
+    for pool in [Pool::Last, Pool::Mean] {
+        let mut layers: Vec<usize> = monitors.iter().filter(|m| m.meta.pooling == pool).map(|m| m.meta.hook.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        if layers.is_empty() {
+            continue;
+        }
+        let pb = progress(g, d.texts.len() as u64, "eval acts");
+        let acts = cached_activations(&ck, &cache, &d.texts, &layers, pool, a.precision, a.batch_size.max(1), &mut |n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+        for m in monitors.iter().filter(|m| m.meta.pooling == pool) {
+            let s = m.scores(&acts[&m.meta.hook.layer])?;
+            results.push(evaluate(m, &s, &d.labels, 20261127)?);
+        }
+    }
+    results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
+    match g.format {
+        Format::Json => emit_json(&serde_json::json!({"model": ck.reference.to_string(), "data": a.data.display().to_string(), "results": results}))?,
+        Format::Human => {
+            println!(
+                "{:<28} {:>5} {:>7} {:>17} {:>8} {:>6} {:>6} {:>8}",
+                "monitor", "layer", "AUROC", "95% CI", "bal.acc", "TPR", "FPR", "ΔAUROC"
+            );
+            for r in &results {
+                println!(
+                    "{:<28} {:>5} {:>7.3} [{:>6.3}, {:>6.3}] {:>8.3} {:>6.3} {:>6.3} {:>+8.3}",
+                    r.monitor, r.layer, r.auroc, r.auroc_ci95[0], r.auroc_ci95[1], r.balanced_accuracy, r.tpr, r.fpr, r.delta_auroc
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

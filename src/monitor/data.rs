@@ -1,0 +1,105 @@
+//! Labeled datasets: JSONL with `text` and `label` (0/1, or the two label names).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Labeled {
+    pub texts: Vec<String>,
+    pub labels: Vec<u8>,
+    pub sha256: String,
+}
+
+impl Labeled {
+    pub fn n_positive(&self) -> usize {
+        self.labels.iter().filter(|&&l| l == 1).count()
+    }
+}
+
+/// sha256 over the texts in order (NUL-separated): the dataset part of cache keys.
+pub fn texts_sha256(texts: &[String]) -> String {
+    let mut h = Sha256::new();
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Reads a labeled JSONL file. `names` maps label strings (negative, positive) to 0/1.
+pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let err = |line: usize, msg: String| Error::Input {
+        path: path.into(),
+        line,
+        msg,
+    };
+    for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+        let lineno = i + 1;
+        let bytes = line.map_err(|e| Error::io(path, e))?;
+        let line = String::from_utf8(bytes).map_err(|e| err(lineno, format!("not valid UTF-8 ({e})")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| err(lineno, format!("not a JSON object: {e}")))?;
+        let text = match v.get("text") {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(serde_json::Value::String(_)) => return Err(err(lineno, "field `text` is empty".into())),
+            Some(_) => return Err(err(lineno, "field `text` is not a string".into())),
+            None => return Err(err(lineno, "missing field `text`".into())),
+        };
+        let label = match v.get("label") {
+            None | Some(serde_json::Value::Null) => return Err(err(lineno, "missing field `label`".into())),
+            Some(serde_json::Value::Number(n)) => match n.as_u64() {
+                Some(0) => 0,
+                Some(1) => 1,
+                _ => return Err(err(lineno, format!("field `label`: {n} is not 0 or 1"))),
+            },
+            Some(serde_json::Value::Bool(b)) => *b as u8,
+            Some(serde_json::Value::String(s)) => match names {
+                Some((neg, _)) if s == neg => 0,
+                Some((_, pos)) if s == pos => 1,
+                Some((neg, pos)) => {
+                    return Err(err(lineno, format!("field `label`: `{s}` is neither `{neg}` nor `{pos}`")))
+                }
+                None => {
+                    return Err(err(
+                        lineno,
+                        format!("field `label`: `{s}` is a name; pass --labels NEGATIVE,POSITIVE to map names to 0/1"),
+                    ))
+                }
+            },
+            Some(_) => return Err(err(lineno, "field `label` must be 0/1 or a label name".into())),
+        };
+        if let Some(first) = seen.insert(text.clone(), lineno) {
+            return Err(err(lineno, format!("duplicate text (first seen on line {first})")));
+        }
+        texts.push(text);
+        labels.push(label);
+    }
+    if texts.is_empty() {
+        return Err(err(0, "no examples".into()));
+    }
+    let pos = labels.iter().filter(|&&l| l == 1).count();
+    if pos == 0 || pos == labels.len() {
+        return Err(err(
+            0,
+            format!(
+                "only one class present ({} examples, all labelled {}): a monitor needs both",
+                labels.len(),
+                if pos == 0 { 0 } else { 1 }
+            ),
+        ));
+    }
+    let sha256 = texts_sha256(&texts);
+    Ok(Labeled { texts, labels, sha256 })
+}

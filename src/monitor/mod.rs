@@ -1,0 +1,363 @@
+//! Activation monitors: the artifact, its loading checks, and scoring.
+//!
+//! A monitor is a directory in the JSON-sidecar + safetensors pattern that
+//! PEFT and SAELens use:
+//!
+//! * `monitor.json` — everything a reader needs to trust and apply the probe
+//!   (schema: `docs/monitor.schema.json`);
+//! * `monitor.safetensors` — f32 tensors `w`, `mean` and `std`, each [d_model].
+//!
+//! The score of a pooled activation x is `sigmoid(w · (x − mean) / std + b)`;
+//! the monitor fires when the score is at least `threshold`.
+
+pub mod data;
+pub mod metrics;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Pool;
+use metrics::ThresholdRule;
+
+pub const FORMAT: &str = "probegate.monitor";
+pub const FORMAT_VERSION: u32 = 1;
+pub const JSON_FILE: &str = "monitor.json";
+pub const TENSOR_FILE: &str = "monitor.safetensors";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseModel {
+    /// How the base was referred to when the monitor was trained.
+    pub id: String,
+    /// sha256 of the base's weight files.
+    pub fingerprint: String,
+    pub architecture: String,
+    pub num_layers: usize,
+    pub d_model: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// 0-based decoder block; the residual stream after it.
+    pub layer: usize,
+    /// Always `resid_post`.
+    pub point: String,
+    /// `blocks.{layer}.hook_resid_post`
+    pub transformer_lens: String,
+    /// `model.layers.{layer}` (output), i.e. transformers `hidden_states[layer + 1]`.
+    pub hf_module: String,
+}
+
+impl Hook {
+    pub fn resid_post(layer: usize) -> Self {
+        Hook {
+            layer,
+            point: "resid_post".into(),
+            transformer_lens: format!("blocks.{layer}.hook_resid_post"),
+            hf_module: format!("model.layers.{layer}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    /// Name of label 0.
+    pub negative: String,
+    /// Name of label 1, the class the monitor fires on.
+    pub positive: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Classifier {
+    /// Always `logistic`.
+    pub kind: String,
+    pub bias: f64,
+    /// L2 strength chosen by cross-validation (linfa-logistic's `alpha`).
+    pub l2: f64,
+    pub threshold: f64,
+    pub threshold_rule: ThresholdRule,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub train_data_sha256: String,
+    pub n_train: usize,
+    pub n_validation: usize,
+    pub seed: u64,
+    pub probegate_version: String,
+    /// Set when the monitor was repaired for a candidate (realignment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_for: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// What the metrics were measured on (`held-out test split`).
+    pub split: String,
+    pub data_sha256: String,
+    pub n: usize,
+    pub n_positive: usize,
+    pub auroc: f64,
+    pub auroc_ci95: [f64; 2],
+    pub balanced_accuracy: f64,
+    pub tpr: f64,
+    pub fpr: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorMeta {
+    pub format: String,
+    pub format_version: u32,
+    pub name: String,
+    pub concept: String,
+    pub description: String,
+    pub labels: Labels,
+    pub base_model: BaseModel,
+    pub hook: Hook,
+    pub pooling: Pool,
+    pub classifier: Classifier,
+    pub provenance: Provenance,
+    pub base_metrics: Metrics,
+}
+
+/// A loaded monitor: metadata plus its vectors.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    pub meta: MonitorMeta,
+    pub w: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub dir: Option<PathBuf>,
+}
+
+/// What to do when a monitor's base fingerprint differs from the model it is used with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseCheck {
+    Require,
+    AllowMismatch,
+}
+
+impl Monitor {
+    pub fn d_model(&self) -> usize {
+        self.w.len()
+    }
+
+    /// The probe as one linear map on raw activations: score = sigmoid(x·w' + b').
+    pub fn folded(&self) -> (Vec<f64>, f64) {
+        let mut b = self.meta.classifier.bias;
+        let w: Vec<f64> = self
+            .w
+            .iter()
+            .zip(self.mean.iter().zip(&self.std))
+            .map(|(w, (m, s))| {
+                let wf = *w as f64 / *s as f64;
+                b -= wf * *m as f64;
+                wf
+            })
+            .collect();
+        (w, b)
+    }
+
+    /// Probability scores for rows of `x` ([n, d_model]).
+    pub fn scores(&self, x: &Tensor) -> Result<Vec<f64>> {
+        let rows = x.to_vec2::<f32>()?;
+        let (w, b) = self.folded();
+        rows.iter()
+            .map(|r| {
+                if r.len() != w.len() {
+                    return Err(Error::Usage(format!(
+                        "monitor {} expects d_model {}, activations have {}",
+                        self.meta.name,
+                        w.len(),
+                        r.len()
+                    )));
+                }
+                let z: f64 = r.iter().zip(&w).map(|(x, w)| *x as f64 * w).sum::<f64>() + b;
+                Ok(1.0 / (1.0 + (-z).exp()))
+            })
+            .collect()
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let d = self.w.len();
+        let t = |v: &Vec<f32>| Tensor::from_vec(v.clone(), (d,), &Device::Cpu);
+        let tensors = vec![
+            ("w".to_string(), t(&self.w)?),
+            ("mean".to_string(), t(&self.mean)?),
+            ("std".to_string(), t(&self.std)?),
+        ];
+        let mut md = HashMap::new();
+        md.insert("format".to_string(), FORMAT.to_string());
+        crate::activations::save_safetensors(tensors, md, &dir.join(TENSOR_FILE))?;
+        let json = serde_json::to_string_pretty(&self.meta)
+            .map_err(|e| Error::Usage(format!("serialising monitor: {e}")))?;
+        let p = dir.join(JSON_FILE);
+        let tmp = crate::activations::tmp_path(&p);
+        std::fs::write(&tmp, json + "\n").map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+    }
+
+    /// Loads and checks every field and shape.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let jp = dir.join(JSON_FILE);
+        let text = std::fs::read_to_string(&jp).map_err(|e| Error::io(&jp, e))?;
+        let meta: MonitorMeta = serde_json::from_str(&text).map_err(|e| {
+            Error::field(&jp, format!("line {} column {}", e.line(), e.column()), e.to_string())
+        })?;
+        let bad = |field: &str, msg: String| Err(Error::field(&jp, field, msg));
+        if meta.format != FORMAT {
+            return bad("format", format!("expected \"{FORMAT}\", found \"{}\"", meta.format));
+        }
+        if meta.format_version != FORMAT_VERSION {
+            return bad(
+                "format_version",
+                format!("this probegate reads version {FORMAT_VERSION}, found {}", meta.format_version),
+            );
+        }
+        if meta.name.trim().is_empty() {
+            return bad("name", "must not be empty".into());
+        }
+        if meta.hook.point != "resid_post" {
+            return bad("hook.point", format!("only resid_post is supported, found {}", meta.hook.point));
+        }
+        if meta.hook.layer >= meta.base_model.num_layers {
+            return bad(
+                "hook.layer",
+                format!(
+                    "block {} is beyond the base model's depth ({} blocks)",
+                    meta.hook.layer, meta.base_model.num_layers
+                ),
+            );
+        }
+        if meta.classifier.kind != "logistic" {
+            return bad("classifier.kind", format!("only logistic is supported, found {}", meta.classifier.kind));
+        }
+        for (field, v) in [
+            ("classifier.bias", meta.classifier.bias),
+            ("classifier.threshold", meta.classifier.threshold),
+            ("classifier.l2", meta.classifier.l2),
+        ] {
+            if !v.is_finite() {
+                return bad(field, format!("{v} is not a finite number"));
+            }
+        }
+        if !(0.0..=1.0).contains(&meta.classifier.threshold) {
+            return bad("classifier.threshold", "must be a probability in [0, 1]".into());
+        }
+        if meta.base_model.fingerprint.len() != 64 || !meta.base_model.fingerprint.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad("base_model.fingerprint", "expected a sha256 hex digest".into());
+        }
+
+        let tp = dir.join(TENSOR_FILE);
+        let bytes = std::fs::read(&tp).map_err(|e| Error::io(&tp, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+            path: tp.clone(),
+            msg: e.to_string(),
+        })?;
+        let d = meta.base_model.d_model;
+        let vec = |name: &str| -> Result<Vec<f32>> {
+            let v = st.tensor(name).map_err(|_| Error::tensor(&tp, name, "missing"))?;
+            if v.dtype() != safetensors::Dtype::F32 || v.shape() != [d] {
+                return Err(Error::tensor(
+                    &tp,
+                    name,
+                    format!("expected f32 [{d}] (base_model.d_model), found {:?} {:?}", v.dtype(), v.shape()),
+                ));
+            }
+            let out: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+                return Err(Error::tensor(&tp, name, format!("element {i} is {} (not finite)", out[i])));
+            }
+            Ok(out)
+        };
+        let (w, mean, std) = (vec("w")?, vec("mean")?, vec("std")?);
+        if let Some(i) = std.iter().position(|s| *s <= 0.0) {
+            return Err(Error::tensor(&tp, "std", format!("element {i} is not positive")));
+        }
+        Ok(Monitor {
+            meta,
+            w,
+            mean,
+            std,
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// Refuses a monitor trained on another base unless the caller allows it.
+    pub fn check_base(&self, fingerprint: &str, d_model: usize, num_layers: usize, check: BaseCheck) -> Result<()> {
+        let where_ = self.dir.clone().unwrap_or_default().join(JSON_FILE);
+        if self.d_model() != d_model || self.meta.hook.layer >= num_layers {
+            return Err(Error::field(
+                where_,
+                "base_model",
+                format!(
+                    "monitor `{}` reads block {} with d_model {}, but the model has {} blocks of width {}",
+                    self.meta.name,
+                    self.meta.hook.layer,
+                    self.d_model(),
+                    num_layers,
+                    d_model
+                ),
+            ));
+        }
+        if check == BaseCheck::Require && self.meta.base_model.fingerprint != fingerprint {
+            return Err(Error::field(
+                where_,
+                "base_model.fingerprint",
+                format!(
+                    "monitor `{}` was trained on base {} but is used with {}; pass --allow-base-mismatch to use it anyway",
+                    self.meta.name,
+                    &self.meta.base_model.fingerprint[..12.min(self.meta.base_model.fingerprint.len())],
+                    &fingerprint[..12.min(fingerprint.len())]
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Loads every monitor directory under `dir` (a suite), sorted by name.
+pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
+    if dir.join(JSON_FILE).is_file() {
+        return Ok(vec![Monitor::load(dir)?]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+        for e in entries {
+            let p = e.map_err(|e| Error::io(&d, e))?.path();
+            if p.is_dir() {
+                if p.join(JSON_FILE).is_file() {
+                    out.push(Monitor::load(&p)?);
+                } else {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no monitors (directories with monitor.json) here"),
+        ));
+    }
+    out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+    Ok(out)
+}
