@@ -42,7 +42,10 @@ impl ActCache {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(DEFAULT_MAX_BYTES);
-        let enabled = !matches!(std::env::var("PROBEGATE_NO_ACT_CACHE").as_deref(), Ok("1") | Ok("true"));
+        let enabled = !matches!(
+            std::env::var("PROBEGATE_NO_ACT_CACHE").as_deref(),
+            Ok("1") | Ok("true")
+        );
         ActCache {
             root: cache_root().join("activations"),
             max_bytes,
@@ -58,7 +61,14 @@ impl ActCache {
         }
     }
 
-    pub fn key(fingerprint: &str, data_sha: &str, layer: usize, pool: Pool, precision: Precision, max_tokens: usize) -> String {
+    pub fn key(
+        fingerprint: &str,
+        data_sha: &str,
+        layer: usize,
+        pool: Pool,
+        precision: Precision,
+        max_tokens: usize,
+    ) -> String {
         let mut h = Sha256::new();
         h.update(format!(
             "probegate-acts-v{}\n{fingerprint}\n{data_sha}\n{layer}\n{pool}\n{precision}\n{max_tokens}",
@@ -76,7 +86,9 @@ impl ActCache {
             return None;
         }
         let p = self.path(key);
-        let t = candle_core::safetensors::load(&p, &Device::Cpu).ok()?.remove("x")?;
+        let t = candle_core::safetensors::load(&p, &Device::Cpu)
+            .ok()?
+            .remove("x")?;
         // Touch for LRU eviction.
         if let Ok(f) = std::fs::File::options().append(true).open(&p) {
             let _ = f.set_modified(std::time::SystemTime::now());
@@ -98,13 +110,21 @@ impl ActCache {
 
     fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
         let mut out = Vec::new();
-        let Ok(dirs) = std::fs::read_dir(&self.root) else { return out };
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
         for d in dirs.flatten() {
-            let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(d.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 if let Ok(m) = f.metadata() {
                     if m.is_file() && f.path().extension().is_some_and(|e| e == "safetensors") {
-                        out.push((f.path(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                        out.push((
+                            f.path(),
+                            m.len(),
+                            m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        ));
                     }
                 }
             }
@@ -196,7 +216,10 @@ pub fn cached_activations(
     let acts = activations::extract(ck, &model, texts, &opts, on_batch)?;
     if let Some(a) = acts.into_iter().next() {
         for (l, t) in a.data {
-            cache.put(&ActCache::key(&fp, &data, l, pool, precision, max_tokens), &t)?;
+            cache.put(
+                &ActCache::key(&fp, &data, l, pool, precision, max_tokens),
+                &t,
+            )?;
             out.insert(l, t);
         }
     }

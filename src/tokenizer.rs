@@ -522,7 +522,8 @@ fn add_tokens_once(
     } else {
         tk.add_tokens(fresh)
     };
-    res.map(|_| ()).map_err(|e| TokenizerError::Encode(format!("adding tokens: {e}")))
+    res.map(|_| ())
+        .map_err(|e| TokenizerError::Encode(format!("adding tokens: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------

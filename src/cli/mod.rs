@@ -23,7 +23,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_GATE_FAILED: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
-pub(crate) const MODEL_HELP: &str = "Model reference: a .gguf file, a Hugging Face model directory, \
+pub(crate) const MODEL_HELP: &str =
+    "Model reference: a .gguf file, a Hugging Face model directory, \
 hf:org/name[@revision] (read from the Hugging Face cache; HF_HOME, HF_HUB_CACHE and \
 HF_HUB_OFFLINE are honoured), or a fetched short name: smollm2, gemma3";
 

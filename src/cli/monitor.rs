@@ -24,9 +24,48 @@ pub enum MonitorCommand {
         Regularisation is chosen by 5-fold cross-validation; the threshold on a 20% validation split.")]
     Train(TrainArgs),
     /// Evaluate monitors on labeled data through a model.
-    #[command(after_help = "Example:\n  probegate monitor eval --model smollm2 --monitor monitors/smollm2 \\\n    \
-        --data data/suite/privacy_pii/test.jsonl --format json")]
+    #[command(
+        after_help = "Example:\n  probegate monitor eval --model smollm2 --monitor monitors/smollm2 \\\n    \
+        --data data/suite/privacy_pii/test.jsonl --format json"
+    )]
     Eval(EvalArgs),
+    /// Import a repeng control vector (GGUF) as a monitor, calibrated on labeled data.
+    #[command(
+        after_help = "Example:\n  probegate monitor import-repeng --vector honesty.gguf --layer 15 --model smollm2 \\\n    \
+        --data calib.jsonl --test test.jsonl --out monitors/honesty-l15\n\n\
+        direction.L in the file is read as the residual stream after block L (0-based)."
+    )]
+    ImportRepeng(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// repeng / llama.cpp control-vector GGUF.
+    #[arg(long)]
+    pub vector: PathBuf,
+    /// Which direction to use (default: the only one in the file).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Labeled JSONL to calibrate orientation, scale, bias and threshold on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out labeled JSONL for the stored base metrics.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub concept: Option<String>,
+    #[arg(long, default_value = "negative,positive")]
+    pub labels: String,
+    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    pub pool: Pool,
+    #[arg(long)]
+    pub target_fpr: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,7 +149,9 @@ fn label_pair(s: &str) -> Result<(String, String)> {
         Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() && a.trim() != b.trim() => {
             Ok((a.trim().to_string(), b.trim().to_string()))
         }
-        _ => Err(Error::Usage(format!("--labels: expected NEGATIVE,POSITIVE, found `{s}`"))),
+        _ => Err(Error::Usage(format!(
+            "--labels: expected NEGATIVE,POSITIVE, found `{s}`"
+        ))),
     }
 }
 
@@ -132,7 +173,8 @@ pub struct EvalResult {
 
 /// Metrics of a monitor on scores of labeled data, against its base figures.
 pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
-    let auroc = metrics::auroc(scores, labels).ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
+    let auroc = metrics::auroc(scores, labels)
+        .ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
     let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
     let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
     Ok(EvalResult {
@@ -155,6 +197,7 @@ pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
     match cmd {
         MonitorCommand::Train(a) => cmd_train(g, a),
         MonitorCommand::Eval(a) => cmd_eval(g, a),
+        MonitorCommand::ImportRepeng(a) => cmd_import(g, a),
     }
 }
 
@@ -198,7 +241,9 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     };
     if let Some(t) = a.target_fpr {
         if !(0.0..1.0).contains(&t) {
-            return Err(Error::Usage(format!("--target-fpr must be in [0, 1), found {t}")));
+            return Err(Error::Usage(format!(
+                "--target-fpr must be in [0, 1), found {t}"
+            )));
         }
     }
     let ck = Checkpoint::open_str(&a.model)?;
@@ -219,12 +264,30 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     let fp = ck.fingerprint()?;
 
     let pb = progress(g, train_data.texts.len() as u64, "train acts");
-    let train_acts = cached_activations(&ck, &cache, &train_data.texts, &layers, a.pool, a.precision, a.batch_size, &mut |n| pb.inc(n as u64))?;
+    let train_acts = cached_activations(
+        &ck,
+        &cache,
+        &train_data.texts,
+        &layers,
+        a.pool,
+        a.precision,
+        a.batch_size,
+        &mut |n| pb.inc(n as u64),
+    )?;
     pb.finish_and_clear();
     let test_acts = match &test_data {
         Some(t) => {
             let pb = progress(g, t.texts.len() as u64, "test acts");
-            let acts = cached_activations(&ck, &cache, &t.texts, &layers, a.pool, a.precision, a.batch_size, &mut |n| pb.inc(n as u64))?;
+            let acts = cached_activations(
+                &ck,
+                &cache,
+                &t.texts,
+                &layers,
+                a.pool,
+                a.precision,
+                a.batch_size,
+                &mut |n| pb.inc(n as u64),
+            )?;
             pb.finish_and_clear();
             Some(acts)
         }
@@ -247,7 +310,11 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
             meta: mon::MonitorMeta {
                 format: mon::FORMAT.into(),
                 format_version: mon::FORMAT_VERSION,
-                name: if layers.len() > 1 && !a.pick_best { format!("{name}-l{layer}") } else { name.clone() },
+                name: if layers.len() > 1 && !a.pick_best {
+                    format!("{name}-l{layer}")
+                } else {
+                    name.clone()
+                },
                 concept: concept.clone(),
                 description: a.description.clone(),
                 labels: mon::Labels {
@@ -340,7 +407,9 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         })
         .collect();
     match g.format {
-        Format::Json => emit_json(&serde_json::json!({"monitors": summary, "out": a.out.display().to_string()}))?,
+        Format::Json => emit_json(
+            &serde_json::json!({"monitors": summary, "out": a.out.display().to_string()}),
+        )?,
         Format::Human if !g.quiet => {
             for (layer, val, m) in &results {
                 eprintln!(
@@ -371,21 +440,38 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     let d = data::read_labeled(&a.data, names_ref)?;
     let ck = Checkpoint::open_str(&a.model)?;
     let fp = ck.fingerprint()?;
-    let check = if a.allow_base_mismatch { BaseCheck::AllowMismatch } else { BaseCheck::Require };
+    let check = if a.allow_base_mismatch {
+        BaseCheck::AllowMismatch
+    } else {
+        BaseCheck::Require
+    };
     for m in &monitors {
         m.check_base(&fp, ck.config.hidden_size, ck.config.num_layers, check)?;
     }
     let cache = ActCache::from_env();
     let mut results = Vec::new();
     for pool in [Pool::Last, Pool::Mean] {
-        let mut layers: Vec<usize> = monitors.iter().filter(|m| m.meta.pooling == pool).map(|m| m.meta.hook.layer).collect();
+        let mut layers: Vec<usize> = monitors
+            .iter()
+            .filter(|m| m.meta.pooling == pool)
+            .map(|m| m.meta.hook.layer)
+            .collect();
         layers.sort_unstable();
         layers.dedup();
         if layers.is_empty() {
             continue;
         }
         let pb = progress(g, d.texts.len() as u64, "eval acts");
-        let acts = cached_activations(&ck, &cache, &d.texts, &layers, pool, a.precision, a.batch_size.max(1), &mut |n| pb.inc(n as u64))?;
+        let acts = cached_activations(
+            &ck,
+            &cache,
+            &d.texts,
+            &layers,
+            pool,
+            a.precision,
+            a.batch_size.max(1),
+            &mut |n| pb.inc(n as u64),
+        )?;
         pb.finish_and_clear();
         for m in monitors.iter().filter(|m| m.meta.pooling == pool) {
             let s = m.scores(&acts[&m.meta.hook.layer])?;
@@ -394,7 +480,9 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     }
     results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
-        Format::Json => emit_json(&serde_json::json!({"model": ck.reference.to_string(), "data": a.data.display().to_string(), "results": results}))?,
+        Format::Json => emit_json(
+            &serde_json::json!({"model": ck.reference.to_string(), "data": a.data.display().to_string(), "results": results}),
+        )?,
         Format::Human => {
             println!(
                 "{:<28} {:>5} {:>7} {:>17} {:>8} {:>6} {:>6} {:>8}",
@@ -403,10 +491,189 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
             for r in &results {
                 println!(
                     "{:<28} {:>5} {:>7.3} [{:>6.3}, {:>6.3}] {:>8.3} {:>6.3} {:>6.3} {:>+8.3}",
-                    r.monitor, r.layer, r.auroc, r.auroc_ci95[0], r.auroc_ci95[1], r.balanced_accuracy, r.tpr, r.fpr, r.delta_auroc
+                    r.monitor,
+                    r.layer,
+                    r.auroc,
+                    r.auroc_ci95[0],
+                    r.auroc_ci95[1],
+                    r.balanced_accuracy,
+                    r.tpr,
+                    r.fpr,
+                    r.delta_auroc
                 );
             }
         }
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
+    use crate::monitor::import::{calibrate, read_control_vector};
+    let (neg, pos) = label_pair(&a.labels)?;
+    let cv = read_control_vector(&a.vector)?;
+    let (layer, dir) = match a.layer {
+        Some(l) => cv
+            .directions
+            .iter()
+            .find(|d| d.0 == l)
+            .cloned()
+            .ok_or_else(|| Error::tensor(&a.vector, format!("direction.{l}"), "not in the file"))?,
+        None if cv.directions.len() == 1 => cv.directions[0].clone(),
+        None => {
+            let have: Vec<String> = cv.directions.iter().map(|d| d.0.to_string()).collect();
+            return Err(Error::Usage(format!(
+                "{} has directions for layers {}; pick one with --layer",
+                a.vector.display(),
+                have.join(",")
+            )));
+        }
+    };
+    let calib = data::read_labeled(&a.data, Some((&neg, &pos)))?;
+    let test = a
+        .test
+        .as_ref()
+        .map(|p| data::read_labeled(p, Some((&neg, &pos))))
+        .transpose()?;
+    let ck = Checkpoint::open_str(&a.model)?;
+    if layer >= ck.config.num_layers || dir.len() != ck.config.hidden_size {
+        return Err(Error::tensor(
+            &a.vector,
+            format!("direction.{layer}"),
+            format!(
+                "width {} at layer {layer} does not fit {} ({} blocks of width {})",
+                dir.len(),
+                ck.reference,
+                ck.config.num_layers,
+                ck.config.hidden_size
+            ),
+        ));
+    }
+    let rule = match a.target_fpr {
+        Some(fpr) => ThresholdRule::TargetFpr { fpr },
+        None => ThresholdRule::MaxBalancedAccuracy,
+    };
+    let cache = ActCache::from_env();
+    let acts = cached_activations(
+        &ck,
+        &cache,
+        &calib.texts,
+        &[layer],
+        a.pool,
+        Precision::F32,
+        16,
+        &mut |_| {},
+    )?;
+    let x = acts[&layer].to_vec2::<f32>()?;
+    let cal = calibrate(&dir, &x, &calib.labels, rule, 20261127)?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.vector
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "repeng".into())
+    });
+    let d = dir.len();
+    let mut m = Monitor {
+        meta: mon::MonitorMeta {
+            format: mon::FORMAT.into(),
+            format_version: mon::FORMAT_VERSION,
+            name: name.clone(),
+            concept: a.concept.clone().unwrap_or(name),
+            description: format!(
+                "repeng control vector {} (model hint {}), calibrated on {}",
+                a.vector.display(),
+                cv.model_hint.as_deref().unwrap_or("none"),
+                a.data.display()
+            ),
+            labels: mon::Labels {
+                negative: neg,
+                positive: pos,
+            },
+            base_model: mon::BaseModel {
+                id: a.model.clone(),
+                fingerprint: ck.fingerprint()?,
+                architecture: ck.config.model_type.clone(),
+                num_layers: ck.config.num_layers,
+                d_model: d,
+            },
+            hook: mon::Hook::resid_post(layer),
+            pooling: a.pool,
+            classifier: mon::Classifier {
+                kind: "logistic".into(),
+                bias: cal.bias,
+                l2: 0.0,
+                threshold: cal.threshold.threshold,
+                threshold_rule: rule,
+            },
+            provenance: mon::Provenance {
+                train_data_sha256: calib.sha256.clone(),
+                n_train: 0,
+                n_validation: calib.labels.len(),
+                seed: 20261127,
+                probegate_version: env!("CARGO_PKG_VERSION").into(),
+                repaired_for: None,
+            },
+            base_metrics: mon::Metrics {
+                split: "calibration".into(),
+                data_sha256: calib.sha256.clone(),
+                n: calib.labels.len(),
+                n_positive: calib.n_positive(),
+                auroc: cal.calibration_auroc,
+                auroc_ci95: [cal.calibration_auroc, cal.calibration_auroc],
+                balanced_accuracy: cal.threshold.balanced_accuracy,
+                tpr: cal.threshold.tpr,
+                fpr: cal.threshold.fpr,
+            },
+        },
+        w: cal.w,
+        mean: vec![0.0; d],
+        std: vec![1.0; d],
+        dir: None,
+    };
+    if let Some(t) = &test {
+        let ta = cached_activations(
+            &ck,
+            &cache,
+            &t.texts,
+            &[layer],
+            a.pool,
+            Precision::F32,
+            16,
+            &mut |_| {},
+        )?;
+        let s = m.scores(&ta[&layer])?;
+        let e = evaluate(&m, &s, &t.labels, 20261127)?;
+        m.meta.base_metrics = mon::Metrics {
+            split: "held-out test".into(),
+            data_sha256: t.sha256.clone(),
+            n: t.labels.len(),
+            n_positive: t.n_positive(),
+            auroc: e.auroc,
+            auroc_ci95: e.auroc_ci95,
+            balanced_accuracy: e.balanced_accuracy,
+            tpr: e.tpr,
+            fpr: e.fpr,
+        };
+    }
+    m.save(&a.out)?;
+    let summary = serde_json::json!({
+        "out": a.out.display().to_string(), "layer": layer, "flipped": cal.flipped,
+        "auroc": m.meta.base_metrics.auroc, "split": m.meta.base_metrics.split,
+        "threshold": m.meta.classifier.threshold,
+    });
+    match g.format {
+        Format::Json => emit_json(&summary)?,
+        Format::Human if !g.quiet => eprintln!(
+            "wrote {} (layer {layer}, {} AUROC {:.3}{})",
+            a.out.display(),
+            m.meta.base_metrics.split,
+            m.meta.base_metrics.auroc,
+            if cal.flipped {
+                ", direction flipped"
+            } else {
+                ""
+            }
+        ),
+        Format::Human => {}
     }
     Ok(EXIT_OK)
 }

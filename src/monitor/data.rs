@@ -45,15 +45,18 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
     for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
         let lineno = i + 1;
         let bytes = line.map_err(|e| Error::io(path, e))?;
-        let line = String::from_utf8(bytes).map_err(|e| err(lineno, format!("not valid UTF-8 ({e})")))?;
+        let line =
+            String::from_utf8(bytes).map_err(|e| err(lineno, format!("not valid UTF-8 ({e})")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| err(lineno, format!("not a JSON object: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| err(lineno, format!("not a JSON object: {e}")))?;
         let text = match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(serde_json::Value::String(_)) => return Err(err(lineno, "field `text` is empty".into())),
+            Some(serde_json::Value::String(_)) => {
+                return Err(err(lineno, "field `text` is empty".into()))
+            }
             Some(_) => return Err(err(lineno, "field `text` is not a string".into())),
             None => return Err(err(lineno, "missing field `text`".into())),
         };
@@ -81,7 +84,10 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
             Some(_) => return Err(err(lineno, "field `label` must be 0/1 or a label name".into())),
         };
         if let Some(first) = seen.insert(text.clone(), lineno) {
-            return Err(err(lineno, format!("duplicate text (first seen on line {first})")));
+            return Err(err(
+                lineno,
+                format!("duplicate text (first seen on line {first})"),
+            ));
         }
         texts.push(text);
         labels.push(label);
@@ -101,5 +107,9 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
         ));
     }
     let sha256 = texts_sha256(&texts);
-    Ok(Labeled { texts, labels, sha256 })
+    Ok(Labeled {
+        texts,
+        labels,
+        sha256,
+    })
 }

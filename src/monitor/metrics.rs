@@ -88,8 +88,16 @@ pub fn at_threshold(scores: &[f64], labels: &[u8], threshold: f64) -> Thresholde
             fp += pred as usize;
         }
     }
-    let tpr = if pos > 0 { tp as f64 / pos as f64 } else { f64::NAN };
-    let fpr = if neg > 0 { fp as f64 / neg as f64 } else { f64::NAN };
+    let tpr = if pos > 0 {
+        tp as f64 / pos as f64
+    } else {
+        f64::NAN
+    };
+    let fpr = if neg > 0 {
+        fp as f64 / neg as f64
+    } else {
+        f64::NAN
+    };
     Thresholded {
         threshold,
         balanced_accuracy: (tpr + (1.0 - fpr)) / 2.0,
@@ -124,7 +132,9 @@ pub fn choose_threshold(scores: &[f64], labels: &[u8], rule: ThresholdRule) -> T
         let m = at_threshold(scores, labels, t);
         let better = match (rule, &best) {
             (_, None) => true,
-            (ThresholdRule::MaxBalancedAccuracy, Some(b)) => m.balanced_accuracy > b.balanced_accuracy,
+            (ThresholdRule::MaxBalancedAccuracy, Some(b)) => {
+                m.balanced_accuracy > b.balanced_accuracy
+            }
             (ThresholdRule::TargetFpr { fpr }, Some(b)) => {
                 (m.fpr <= fpr && (b.fpr > fpr || m.tpr > b.tpr)) || (b.fpr > fpr && m.fpr < b.fpr)
             }
@@ -153,7 +163,9 @@ mod tests {
 
     #[test]
     fn bootstrap_interval_brackets_the_estimate_and_is_seeded() {
-        let scores: Vec<f64> = (0..200).map(|i| (i as f64 * 0.37).sin() + if i % 2 == 0 { 0.8 } else { 0.0 }).collect();
+        let scores: Vec<f64> = (0..200)
+            .map(|i| (i as f64 * 0.37).sin() + if i % 2 == 0 { 0.8 } else { 0.0 })
+            .collect();
         let labels: Vec<u8> = (0..200).map(|i| (i % 2 == 0) as u8).collect();
         let a = auroc(&scores, &labels).unwrap();
         let (lo, hi) = auroc_ci(&scores, &labels, 500, 7).unwrap();
@@ -166,7 +178,10 @@ mod tests {
         let s = [0.1, 0.2, 0.3, 0.6, 0.7, 0.9];
         let l = [0, 0, 1, 0, 1, 1];
         let m = choose_threshold(&s, &l, ThresholdRule::MaxBalancedAccuracy);
-        assert!((m.balanced_accuracy - (2.0 / 3.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9 || m.balanced_accuracy > 0.66);
+        assert!(
+            (m.balanced_accuracy - (2.0 / 3.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9
+                || m.balanced_accuracy > 0.66
+        );
         let f = choose_threshold(&s, &l, ThresholdRule::TargetFpr { fpr: 0.0 });
         assert_eq!(f.fpr, 0.0);
         assert!((f.tpr - 2.0 / 3.0).abs() < 1e-9, "{f:?}");

@@ -11,6 +11,7 @@
 //! the monitor fires when the score is at least `threshold`.
 
 pub mod data;
+pub mod import;
 pub mod metrics;
 pub mod train;
 
@@ -214,23 +215,36 @@ impl Monitor {
         let jp = dir.join(JSON_FILE);
         let text = std::fs::read_to_string(&jp).map_err(|e| Error::io(&jp, e))?;
         let meta: MonitorMeta = serde_json::from_str(&text).map_err(|e| {
-            Error::field(&jp, format!("line {} column {}", e.line(), e.column()), e.to_string())
+            Error::field(
+                &jp,
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
         })?;
         let bad = |field: &str, msg: String| Err(Error::field(&jp, field, msg));
         if meta.format != FORMAT {
-            return bad("format", format!("expected \"{FORMAT}\", found \"{}\"", meta.format));
+            return bad(
+                "format",
+                format!("expected \"{FORMAT}\", found \"{}\"", meta.format),
+            );
         }
         if meta.format_version != FORMAT_VERSION {
             return bad(
                 "format_version",
-                format!("this probegate reads version {FORMAT_VERSION}, found {}", meta.format_version),
+                format!(
+                    "this probegate reads version {FORMAT_VERSION}, found {}",
+                    meta.format_version
+                ),
             );
         }
         if meta.name.trim().is_empty() {
             return bad("name", "must not be empty".into());
         }
         if meta.hook.point != "resid_post" {
-            return bad("hook.point", format!("only resid_post is supported, found {}", meta.hook.point));
+            return bad(
+                "hook.point",
+                format!("only resid_post is supported, found {}", meta.hook.point),
+            );
         }
         if meta.hook.layer >= meta.base_model.num_layers {
             return bad(
@@ -242,7 +256,10 @@ impl Monitor {
             );
         }
         if meta.classifier.kind != "logistic" {
-            return bad("classifier.kind", format!("only logistic is supported, found {}", meta.classifier.kind));
+            return bad(
+                "classifier.kind",
+                format!("only logistic is supported, found {}", meta.classifier.kind),
+            );
         }
         for (field, v) in [
             ("classifier.bias", meta.classifier.bias),
@@ -254,10 +271,22 @@ impl Monitor {
             }
         }
         if !(0.0..=1.0).contains(&meta.classifier.threshold) {
-            return bad("classifier.threshold", "must be a probability in [0, 1]".into());
+            return bad(
+                "classifier.threshold",
+                "must be a probability in [0, 1]".into(),
+            );
         }
-        if meta.base_model.fingerprint.len() != 64 || !meta.base_model.fingerprint.chars().all(|c| c.is_ascii_hexdigit()) {
-            return bad("base_model.fingerprint", "expected a sha256 hex digest".into());
+        if meta.base_model.fingerprint.len() != 64
+            || !meta
+                .base_model
+                .fingerprint
+                .chars()
+                .all(|c| c.is_ascii_hexdigit())
+        {
+            return bad(
+                "base_model.fingerprint",
+                "expected a sha256 hex digest".into(),
+            );
         }
 
         let tp = dir.join(TENSOR_FILE);
@@ -268,12 +297,18 @@ impl Monitor {
         })?;
         let d = meta.base_model.d_model;
         let vec = |name: &str| -> Result<Vec<f32>> {
-            let v = st.tensor(name).map_err(|_| Error::tensor(&tp, name, "missing"))?;
+            let v = st
+                .tensor(name)
+                .map_err(|_| Error::tensor(&tp, name, "missing"))?;
             if v.dtype() != safetensors::Dtype::F32 || v.shape() != [d] {
                 return Err(Error::tensor(
                     &tp,
                     name,
-                    format!("expected f32 [{d}] (base_model.d_model), found {:?} {:?}", v.dtype(), v.shape()),
+                    format!(
+                        "expected f32 [{d}] (base_model.d_model), found {:?} {:?}",
+                        v.dtype(),
+                        v.shape()
+                    ),
                 ));
             }
             let out: Vec<f32> = v
@@ -282,13 +317,21 @@ impl Monitor {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             if let Some(i) = out.iter().position(|x| !x.is_finite()) {
-                return Err(Error::tensor(&tp, name, format!("element {i} is {} (not finite)", out[i])));
+                return Err(Error::tensor(
+                    &tp,
+                    name,
+                    format!("element {i} is {} (not finite)", out[i]),
+                ));
             }
             Ok(out)
         };
         let (w, mean, std) = (vec("w")?, vec("mean")?, vec("std")?);
         if let Some(i) = std.iter().position(|s| *s <= 0.0) {
-            return Err(Error::tensor(&tp, "std", format!("element {i} is not positive")));
+            return Err(Error::tensor(
+                &tp,
+                "std",
+                format!("element {i} is not positive"),
+            ));
         }
         Ok(Monitor {
             meta,
@@ -300,7 +343,13 @@ impl Monitor {
     }
 
     /// Refuses a monitor trained on another base unless the caller allows it.
-    pub fn check_base(&self, fingerprint: &str, d_model: usize, num_layers: usize, check: BaseCheck) -> Result<()> {
+    pub fn check_base(
+        &self,
+        fingerprint: &str,
+        d_model: usize,
+        num_layers: usize,
+        check: BaseCheck,
+    ) -> Result<()> {
         let where_ = self.dir.clone().unwrap_or_default().join(JSON_FILE);
         if self.d_model() != d_model || self.meta.hook.layer >= num_layers {
             return Err(Error::field(
@@ -355,7 +404,10 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     if out.is_empty() {
         return Err(Error::io(
             dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no monitors (directories with monitor.json) here"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no monitors (directories with monitor.json) here",
+            ),
         ));
     }
     out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));

@@ -59,7 +59,10 @@ pub fn stratified_split(labels: &[u8], share: f64, seed: u64) -> (Vec<usize>, Ve
         let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
         idx.shuffle(&mut rng);
         let k = ((idx.len() as f64) * share).round() as usize;
-        let k = k.clamp(1.min(idx.len()), idx.len().saturating_sub(1).max(1).min(idx.len()));
+        let k = k.clamp(
+            1.min(idx.len()),
+            idx.len().saturating_sub(1).max(1).min(idx.len()),
+        );
         b.extend_from_slice(&idx[..k]);
         a.extend_from_slice(&idx[k..]);
     }
@@ -88,7 +91,10 @@ struct Fitted {
 
 impl Fitted {
     fn scores(&self, x: &Array2<f64>) -> Vec<f64> {
-        x.dot(&self.w).iter().map(|z| 1.0 / (1.0 + (-(z + self.b)).exp())).collect()
+        x.dot(&self.w)
+            .iter()
+            .map(|z| 1.0 / (1.0 + (-(z + self.b)).exp()))
+            .collect()
     }
 }
 
@@ -100,7 +106,11 @@ fn fit(x: &Array2<f64>, y: &[usize], l2: f64, max_iter: u64) -> Result<Fitted> {
         .fit(&ds)
         .map_err(|e| Error::Usage(format!("logistic regression did not fit: {e}")))?;
     // linfa takes the first label it sees as positive; we want label 1.
-    let sign = if model.labels().pos.class == 1 { 1.0 } else { -1.0 };
+    let sign = if model.labels().pos.class == 1 {
+        1.0
+    } else {
+        -1.0
+    };
     Ok(Fitted {
         w: model.params().mapv(|v| v * sign),
         b: model.intercept() * sign,
@@ -131,7 +141,9 @@ pub fn train(x: &[Vec<f32>], labels: &[u8], opts: &TrainOptions) -> Result<Train
     let xa = Array2::from_shape_fn((n, d), |(i, j)| x[i][j] as f64);
     let xf = xa.select(Axis(0), &fit_idx);
     let mean = xf.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
-    let std = xf.std_axis(Axis(0), 0.0).mapv(|s| if s > 1e-6 { s } else { 1.0 });
+    let std = xf
+        .std_axis(Axis(0), 0.0)
+        .mapv(|s| if s > 1e-6 { s } else { 1.0 });
     let z = (&xa - &mean) / &std;
     let zf = z.select(Axis(0), &fit_idx);
     let zv = z.select(Axis(0), &val_idx);
@@ -139,13 +151,21 @@ pub fn train(x: &[Vec<f32>], labels: &[u8], opts: &TrainOptions) -> Result<Train
     let yv: Vec<u8> = val_idx.iter().map(|&i| labels[i]).collect();
 
     let folds = stratified_folds(&yf, opts.folds, opts.seed);
-    let mut best = (f64::NEG_INFINITY, opts.l2_grid.first().copied().unwrap_or(1.0));
+    let mut best = (
+        f64::NEG_INFINITY,
+        opts.l2_grid.first().copied().unwrap_or(1.0),
+    );
     for &l2 in &opts.l2_grid {
         let mut aucs = Vec::new();
         for k in 0..opts.folds {
             let held: &Vec<usize> = &folds[k];
             let train_i: Vec<usize> = (0..yf.len()).filter(|i| !held.contains(i)).collect();
-            let m = fit(&zf.select(Axis(0), &train_i), &train_i.iter().map(|&i| yf[i]).collect::<Vec<_>>(), l2, opts.max_iterations)?;
+            let m = fit(
+                &zf.select(Axis(0), &train_i),
+                &train_i.iter().map(|&i| yf[i]).collect::<Vec<_>>(),
+                l2,
+                opts.max_iterations,
+            )?;
             let s = m.scores(&zf.select(Axis(0), held));
             let l: Vec<u8> = held.iter().map(|&i| yf[i] as u8).collect();
             if let Some(a) = metrics::auroc(&s, &l) {

@@ -3,5 +3,6 @@
 mod convert;
 mod harness;
 mod hostile;
+mod monitor;
 mod reference;
 mod tokenizer;
