@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh
-cargo test --locked --all-targets "$@"
+if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  # CI clones afresh each run; keep build output beside the model cache so
+  # the dependency build is reused (it is a plain cargo target directory).
+  export CARGO_TARGET_DIR="${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/probegate}/ci-target"
+fi
+cargo test --locked "$@"

@@ -191,7 +191,7 @@ pub fn extract(
         }
         out.push(Activations {
             model_fingerprint: fingerprint.clone(),
-            model_ref: ck.reference.to_string(),
+            model_ref: ck.spec.clone(),
             pool: *pool,
             precision: opts.precision,
             layers: opts.layers.clone(),

@@ -116,6 +116,14 @@ pub fn convert(
             cfg.num_heads,
             cfg.num_kv_heads,
         )?;
+        // Adapters are merged in transformers' layout: W + s·B·A.
+        let t = match (&ck.adapter, s.name.strip_suffix(".weight")) {
+            (Some(ad), Some(module)) => match ad.delta(module)? {
+                Some(d) => (t + d)?,
+                None => t,
+            },
+            _ => t,
+        };
         unpermuted += p as usize;
         unbaked += u as usize;
         let t = match dtype {
@@ -134,10 +142,7 @@ pub fn convert(
     let n = tensors.len();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    meta.insert(
-        "probegate_converted_from".to_string(),
-        ck.reference.to_string(),
-    );
+    meta.insert("probegate_converted_from".to_string(), ck.spec.clone());
     meta.insert(
         "probegate_source_fingerprint".to_string(),
         ck.fingerprint()?,
@@ -161,7 +166,7 @@ pub fn convert(
     )?;
     let bytes = std::fs::metadata(&st_path).map(|m| m.len()).unwrap_or(0);
     Ok(ConvertSummary {
-        source: ck.reference.to_string(),
+        source: ck.spec.clone(),
         out_dir: out_dir.display().to_string(),
         tensors: n,
         dtype,

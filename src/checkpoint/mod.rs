@@ -5,9 +5,11 @@
 //! Every tensor is served under its Hugging Face name; [`WeightLayout`] says
 //! how the stored values differ from what transformers would load.
 
+pub mod adapter;
 pub mod hub;
 pub mod names;
 pub mod safetensors_dir;
+pub mod whatif;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -188,8 +190,66 @@ pub struct TensorSummary {
     pub shape: Vec<usize>,
 }
 
+/// A model reference with candidate forms: `q4_0(BASE)`, `nf4(BASE)+ADAPTER`, `BASE+ADAPTER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub base: String,
+    pub whatif: Option<whatif::WhatIf>,
+    pub adapter: Option<PathBuf>,
+}
+
+impl ModelSpec {
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        // An adapter is `+DIR` where DIR holds adapter_config.json; paths may contain '+'.
+        let (base_expr, adapter) = match s.rfind('+') {
+            Some(i) if i > 0 && !s[i + 1..].contains(')') => {
+                let dir = PathBuf::from(&s[i + 1..]);
+                if dir.join(adapter::CONFIG_FILE).is_file() {
+                    (&s[..i], Some(dir))
+                } else if dir.is_dir() || !Path::new(s).exists() {
+                    return Err(Error::ModelRef {
+                        reference: s.to_string(),
+                        msg: format!(
+                            "{} is not a PEFT adapter directory (no {})",
+                            dir.display(),
+                            adapter::CONFIG_FILE
+                        ),
+                    });
+                } else {
+                    (s, None)
+                }
+            }
+            _ => (s, None),
+        };
+        let (base, whatif) = match base_expr.find('(') {
+            Some(open) if base_expr.ends_with(')') && !Path::new(base_expr).exists() => {
+                let name = &base_expr[..open];
+                let w = whatif::WhatIf::parse(name).ok_or_else(|| Error::ModelRef {
+                    reference: s.to_string(),
+                    msg: format!("unknown what-if quantization `{name}` (nf4, int8, q8_0, q4_0)"),
+                })?;
+                (
+                    base_expr[open + 1..base_expr.len() - 1].to_string(),
+                    Some(w),
+                )
+            }
+            _ => (base_expr.to_string(), None),
+        };
+        Ok(ModelSpec {
+            base,
+            whatif,
+            adapter,
+        })
+    }
+}
+
 pub struct Checkpoint {
     pub reference: ModelRef,
+    /// The full reference as given (with any what-if and adapter).
+    pub spec: String,
+    pub whatif: Option<whatif::WhatIf>,
+    pub adapter: Option<adapter::LoraAdapter>,
     pub format: Format,
     pub config: ModelConfig,
     pub layout: WeightLayout,
@@ -201,8 +261,41 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Opens any model reference, candidate forms included (see [`ModelSpec`]).
     pub fn open_str(reference: &str) -> Result<Self> {
-        Self::open(&ModelRef::parse(reference)?)
+        let spec = ModelSpec::parse(reference)?;
+        let mut ck = Self::open(&ModelRef::parse(&spec.base)?)?;
+        ck.spec = reference.to_string();
+        ck.whatif = spec.whatif;
+        if let Some(dir) = &spec.adapter {
+            let a = adapter::LoraAdapter::load(dir)?;
+            for (module, pair) in &a.modules {
+                let wname = format!("{module}.weight");
+                let dims = ck
+                    .tensors()
+                    .into_iter()
+                    .find(|t| t.name == wname)
+                    .map(|t| t.shape)
+                    .ok_or_else(|| {
+                        Error::tensor(
+                            &a.weight_file,
+                            module,
+                            format!("the base {} has no such module", spec.base),
+                        )
+                    })?;
+                let (out, inp) = (pair.b.dims()[0], pair.a.dims()[1]);
+                if dims != [out, inp] {
+                    return Err(Error::tensor(
+                        &a.weight_file,
+                        module,
+                        format!("adapter is for a [{out}, {inp}] weight, the base has {dims:?}: an adapter for another base?"),
+                    ));
+                }
+            }
+            ck.weight_files.push(a.weight_file.clone());
+            ck.adapter = Some(a);
+        }
+        Ok(ck)
     }
 
     pub fn open(reference: &ModelRef) -> Result<Self> {
@@ -270,6 +363,9 @@ impl Checkpoint {
             norm_plus_one_baked: config.arch == Arch::Gemma3,
         };
         let ck = Checkpoint {
+            spec: reference.to_string(),
+            whatif: None,
+            adapter: None,
             reference,
             format: Format::Gguf,
             config,
@@ -301,6 +397,9 @@ impl Checkpoint {
         let st = safetensors_dir::SafetensorsDir::open(dir)?;
         let tokenizer = ModelTokenizer::from_hf_dir(dir)?;
         let ck = Checkpoint {
+            spec: reference.to_string(),
+            whatif: None,
+            adapter: None,
             reference,
             format: Format::Safetensors,
             config,
@@ -402,6 +501,14 @@ impl Checkpoint {
     }
 
     pub fn get(&self, hf_name: &str) -> Result<Weight> {
+        let w = self.get_stored(hf_name)?;
+        match self.whatif {
+            Some(q) if whatif::WhatIf::applies_to(hf_name) => q.apply(w),
+            _ => Ok(w),
+        }
+    }
+
+    fn get_stored(&self, hf_name: &str) -> Result<Weight> {
         match &self.store {
             Store::Gguf {
                 path,
@@ -437,7 +544,13 @@ impl Checkpoint {
         if let Some(f) = self.fingerprint.get() {
             return Ok(f.clone());
         }
-        let fp = fingerprint_files(&self.weight_files)?;
+        let mut fp = fingerprint_files(&self.weight_files)?;
+        if let Some(w) = self.whatif {
+            // A computed candidate is its base plus the transform.
+            let mut h = Sha256::new();
+            h.update(format!("probegate-whatif-v1\n{}\n{fp}", w.name()));
+            fp = hex::encode(h.finalize());
+        }
         Ok(self.fingerprint.get_or_init(|| fp).clone())
     }
 }

@@ -282,7 +282,7 @@ fn cmd_inspect(g: &Global, a: &InspectArgs) -> Result<i32> {
     let tensors = ck.tensors();
     let fp = ck.fingerprint()?;
     let v = serde_json::json!({
-        "model": ck.reference.to_string(),
+        "model": ck.spec.clone(),
         "format": ck.format,
         "fingerprint": fp,
         "config": ck.config,

@@ -481,7 +481,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
         Format::Json => emit_json(
-            &serde_json::json!({"model": ck.reference.to_string(), "data": a.data.display().to_string(), "results": results}),
+            &serde_json::json!({"model": ck.spec.clone(), "data": a.data.display().to_string(), "results": results}),
         )?,
         Format::Human => {
             println!(

@@ -52,16 +52,35 @@ impl std::fmt::Display for Pool {
 }
 
 enum Linear {
-    Dense { w: Tensor, b: Option<Tensor> },
-    Quant { w: QMatMul, b: Option<Tensor> },
+    Dense {
+        w: Tensor,
+        b: Option<Tensor>,
+        lora: Option<Lora>,
+    },
+    Quant {
+        w: QMatMul,
+        b: Option<Tensor>,
+        lora: Option<Lora>,
+    },
+}
+
+/// An unmerged LoRA delta: y += scale · (x·Aᵀ)·Bᵀ.
+struct Lora {
+    a_t: Tensor,
+    b_t: Tensor,
+    scale: f64,
 }
 
 impl Linear {
     /// x: [n, in] contiguous -> [n, out]
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (y, b) = match self {
-            Linear::Dense { w, b } => (x.matmul(&w.t()?)?, b),
-            Linear::Quant { w, b } => (w.forward(x)?, b),
+        let (y, b, lora) = match self {
+            Linear::Dense { w, b, lora } => (x.matmul(&w.t()?)?, b, lora),
+            Linear::Quant { w, b, lora } => (w.forward(x)?, b, lora),
+        };
+        let y = match lora {
+            Some(l) => (y + (x.matmul(&l.a_t)?.matmul(&l.b_t)? * l.scale)?)?,
+            None => y,
         };
         Ok(match b {
             Some(b) => y.broadcast_add(b)?,
@@ -164,12 +183,39 @@ impl Model {
             } else {
                 None
             };
+            let lora = match &ck.adapter {
+                Some(ad) => match ad.modules.get(name) {
+                    Some(p) => {
+                        let mut bm = p.b.clone();
+                        // GGUF Llama bases store q/k rows permuted; permute B's rows to match.
+                        if ck.layout.rope_interleaved {
+                            if name.ends_with("self_attn.q_proj") {
+                                bm = crate::convert::permute_qk(&bm, cfg.num_heads)?;
+                            } else if name.ends_with("self_attn.k_proj") {
+                                bm = crate::convert::permute_qk(&bm, cfg.num_kv_heads)?;
+                            }
+                        }
+                        Some(Lora {
+                            a_t: p.a.t()?.contiguous()?,
+                            b_t: bm.t()?.contiguous()?,
+                            scale: p.scale,
+                        })
+                    }
+                    None => None,
+                },
+                None => None,
+            };
             Ok(match (w, precision) {
                 (Weight::Quantized(q), Precision::Native) => Linear::Quant {
                     w: QMatMul::from_qtensor(q)?,
                     b,
+                    lora,
                 },
-                (w, _) => Linear::Dense { w: w.to_f32()?, b },
+                (w, _) => Linear::Dense {
+                    w: w.to_f32()?,
+                    b,
+                    lora,
+                },
             })
         };
 

@@ -1,5 +1,6 @@
 //! One integration-test binary (as ripgrep does): shared harness, one module per area.
 
+mod candidates;
 mod convert;
 mod harness;
 mod hostile;
