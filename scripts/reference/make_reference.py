@@ -299,7 +299,9 @@ def run_model(key: str, models_dir: Path, out_dir: Path, prompts: list[str], pro
         "device": "cpu",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / f"{key}.safetensors"), metadata=metadata)
+    st_path = out_dir / f"{key}.safetensors"
+    save_file(tensors, str(st_path), metadata=metadata)
+    _canonicalize_safetensors(st_path)
 
     bos_id = tok.bos_token_id
     add_bos = all(len(t) > 0 and t[0] == bos_id for t in token_ids) if bos_id is not None else False
@@ -334,6 +336,20 @@ def run_model(key: str, models_dir: Path, out_dir: Path, prompts: list[str], pro
         f"n_tokens={[len(t) for t in token_ids]} last_post_norm={last_is_post_norm}",
         file=sys.stderr,
     )
+
+
+def _canonicalize_safetensors(path: Path) -> None:
+    """Rewrite the safetensors JSON header with sorted keys, so that re-running the script
+    gives byte-identical files (the Rust writer emits its header in hash-map order). Data
+    offsets are relative to the end of the header, so only the header changes."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    data = raw[8 + n :]
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    os.chmod(path, 0o644)
 
 
 def _gguf_field(path: Path, key: str):
