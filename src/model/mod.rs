@@ -89,13 +89,64 @@ impl Linear {
     }
 }
 
+/// Projections that read the same input. Dense ones without adapters are
+/// concatenated into one GEMM: fewer, larger matmuls use the cores better.
+enum Proj {
+    Split(Vec<Linear>),
+    Fused(Linear, Vec<usize>),
+}
+
+impl Proj {
+    fn new(parts: Vec<Linear>, sizes: Vec<usize>) -> Result<Self> {
+        let fusable = parts
+            .iter()
+            .all(|l| matches!(l, Linear::Dense { lora: None, .. }));
+        if !fusable {
+            return Ok(Proj::Split(parts));
+        }
+        let mut ws = Vec::new();
+        let mut bs = Vec::new();
+        for l in &parts {
+            if let Linear::Dense { w, b, .. } = l {
+                ws.push(w.clone());
+                bs.push(b.clone());
+            }
+        }
+        let w = Tensor::cat(&ws, 0)?;
+        let b = if bs.iter().all(Option::is_some) {
+            Some(Tensor::cat(
+                &bs.into_iter().flatten().collect::<Vec<_>>(),
+                0,
+            )?)
+        } else if bs.iter().all(Option::is_none) {
+            None
+        } else {
+            return Ok(Proj::Split(parts));
+        };
+        Ok(Proj::Fused(Linear::Dense { w, b, lora: None }, sizes))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Proj::Split(parts) => parts.iter().map(|l| l.forward(x)).collect(),
+            Proj::Fused(l, sizes) => {
+                let y = l.forward(x)?;
+                let mut out = Vec::with_capacity(sizes.len());
+                let mut off = 0;
+                for &n in sizes {
+                    out.push(y.narrow(1, off, n)?);
+                    off += n;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
 struct Block {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Proj,
     o: Linear,
-    gate: Linear,
-    up: Linear,
+    gate_up: Proj,
     down: Linear,
     /// Effective RMSNorm multipliers (Gemma's 1 + w already applied).
     input_norm: Tensor,
@@ -244,24 +295,30 @@ impl Model {
                     Ok(None)
                 }
             };
+            let (qd, kvd) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
             let block = Block {
-                q: linear(
-                    &format!("{p}.self_attn.q_proj"),
-                    cfg.num_heads * hd,
-                    h,
-                    cfg.attention_bias,
-                )?,
-                k: linear(
-                    &format!("{p}.self_attn.k_proj"),
-                    cfg.num_kv_heads * hd,
-                    h,
-                    cfg.attention_bias,
-                )?,
-                v: linear(
-                    &format!("{p}.self_attn.v_proj"),
-                    cfg.num_kv_heads * hd,
-                    h,
-                    cfg.attention_bias,
+                qkv: Proj::new(
+                    vec![
+                        linear(
+                            &format!("{p}.self_attn.q_proj"),
+                            cfg.num_heads * hd,
+                            h,
+                            cfg.attention_bias,
+                        )?,
+                        linear(
+                            &format!("{p}.self_attn.k_proj"),
+                            cfg.num_kv_heads * hd,
+                            h,
+                            cfg.attention_bias,
+                        )?,
+                        linear(
+                            &format!("{p}.self_attn.v_proj"),
+                            cfg.num_kv_heads * hd,
+                            h,
+                            cfg.attention_bias,
+                        )?,
+                    ],
+                    vec![qd, kvd, kvd],
                 )?,
                 o: linear(
                     &format!("{p}.self_attn.o_proj"),
@@ -269,13 +326,18 @@ impl Model {
                     cfg.num_heads * hd,
                     false,
                 )?,
-                gate: linear(
-                    &format!("{p}.mlp.gate_proj"),
-                    cfg.intermediate_size,
-                    h,
-                    false,
+                gate_up: Proj::new(
+                    vec![
+                        linear(
+                            &format!("{p}.mlp.gate_proj"),
+                            cfg.intermediate_size,
+                            h,
+                            false,
+                        )?,
+                        linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
+                    ],
+                    vec![cfg.intermediate_size, cfg.intermediate_size],
                 )?,
-                up: linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
                 down: linear(
                     &format!("{p}.mlp.down_proj"),
                     h,
@@ -472,9 +534,10 @@ impl Model {
                 }
             };
             let hn = Self::rms(&x, &blk.input_norm, cfg.rms_norm_eps)?;
-            let q = blk.q.forward(&hn)?;
-            let k = blk.k.forward(&hn)?;
-            let v = blk.v.forward(&hn)?;
+            let mut qkv = blk.qkv.forward(&hn)?.into_iter();
+            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+                return Err(Error::Usage("attention projections missing".into()));
+            };
             let mut q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
             let mut k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -517,12 +580,15 @@ impl Model {
                 (Some(n), Arch::Gemma3) => Self::rms(&x, n, cfg.rms_norm_eps)?,
                 _ => Self::rms(&x, &blk.post_attn_norm, cfg.rms_norm_eps)?,
             };
-            let gate = blk.gate.forward(&ff_in)?;
+            let mut gu = blk.gate_up.forward(&ff_in)?.into_iter();
+            let (Some(gate), Some(up)) = (gu.next(), gu.next()) else {
+                return Err(Error::Usage("MLP projections missing".into()));
+            };
             let gate = match cfg.activation {
                 Activation::Silu => candle_nn::ops::silu(&gate)?,
                 Activation::GeluTanh => gate.gelu()?,
             };
-            let ff = blk.down.forward(&(gate * blk.up.forward(&ff_in)?)?)?;
+            let ff = blk.down.forward(&(gate * up)?)?;
             let ff = match (&blk.post_ff_norm, cfg.arch) {
                 (Some(n), Arch::Gemma3) => Self::rms(&ff, n, cfg.rms_norm_eps)?,
                 _ => ff,
