@@ -52,6 +52,7 @@ impl std::fmt::Display for Pool {
 }
 
 enum Linear {
+    /// `w` is the transposed weight, [in, out].
     Dense {
         w: Tensor,
         b: Option<Tensor>,
@@ -75,7 +76,7 @@ impl Linear {
     /// x: [n, in] contiguous -> [n, out]
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (y, b, lora) = match self {
-            Linear::Dense { w, b, lora } => (x.matmul(&w.t()?)?, b, lora),
+            Linear::Dense { w, b, lora } => (x.matmul(w)?, b, lora),
             Linear::Quant { w, b, lora } => (w.forward(x)?, b, lora),
         };
         let y = match lora {
@@ -112,7 +113,7 @@ impl Proj {
                 bs.push(b.clone());
             }
         }
-        let w = Tensor::cat(&ws, 0)?;
+        let w = Tensor::cat(&ws, 1)?;
         let b = if bs.iter().all(Option::is_some) {
             Some(Tensor::cat(
                 &bs.into_iter().flatten().collect::<Vec<_>>(),
@@ -262,8 +263,9 @@ impl Model {
                     b,
                     lora,
                 },
+                // Stored [in, out] so the GEMM reads the weight contiguously.
                 (w, _) => Linear::Dense {
-                    w: w.to_f32()?,
+                    w: w.to_f32()?.t()?.contiguous()?,
                     b,
                     lora,
                 },
