@@ -77,7 +77,7 @@ fn time_probegate(
 }
 
 fn time_transformers(
-    model_path: &PathBuf,
+    model_path: &std::path::Path,
     threads: usize,
     layers: &str,
     mode: &str,

@@ -174,6 +174,14 @@ impl ActCache {
     }
 }
 
+/// How activations are computed: pooling, precision, batch size.
+#[derive(Debug, Clone, Copy)]
+pub struct ActSpec {
+    pub pool: Pool,
+    pub precision: Precision,
+    pub batch_size: usize,
+}
+
 /// Pooled activations for `texts` at `layers`, from the cache where present;
 /// the model is loaded (to the deepest missing block) only if something is missing.
 pub fn cached_activations(
@@ -181,11 +189,14 @@ pub fn cached_activations(
     cache: &ActCache,
     texts: &[String],
     layers: &[usize],
-    pool: Pool,
-    precision: Precision,
-    batch_size: usize,
+    spec: ActSpec,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<BTreeMap<usize, Tensor>> {
+    let ActSpec {
+        pool,
+        precision,
+        batch_size,
+    } = spec;
     let fp = ck.fingerprint()?;
     let data = crate::monitor::data::texts_sha256(texts);
     let max_tokens = 2048;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{emit_json, parse_layers, progress, Format, Global, EXIT_OK, MODEL_HELP};
-use crate::actcache::{cached_activations, ActCache};
+use crate::actcache::{cached_activations, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{Pool, Precision};
@@ -269,9 +269,11 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         &cache,
         &train_data.texts,
         &layers,
-        a.pool,
-        a.precision,
-        a.batch_size,
+        ActSpec {
+            pool: a.pool,
+            precision: a.precision,
+            batch_size: a.batch_size,
+        },
         &mut |n| pb.inc(n as u64),
     )?;
     pb.finish_and_clear();
@@ -283,9 +285,11 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
                 &cache,
                 &t.texts,
                 &layers,
-                a.pool,
-                a.precision,
-                a.batch_size,
+                ActSpec {
+                    pool: a.pool,
+                    precision: a.precision,
+                    batch_size: a.batch_size,
+                },
                 &mut |n| pb.inc(n as u64),
             )?;
             pb.finish_and_clear();
@@ -467,9 +471,11 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
             &cache,
             &d.texts,
             &layers,
-            pool,
-            a.precision,
-            a.batch_size.max(1),
+            ActSpec {
+                pool,
+                precision: a.precision,
+                batch_size: a.batch_size.max(1),
+            },
             &mut |n| pb.inc(n as u64),
         )?;
         pb.finish_and_clear();
@@ -558,9 +564,11 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         &cache,
         &calib.texts,
         &[layer],
-        a.pool,
-        Precision::F32,
-        16,
+        ActSpec {
+            pool: a.pool,
+            precision: Precision::F32,
+            batch_size: 16,
+        },
         &mut |_| {},
     )?;
     let x = acts[&layer].to_vec2::<f32>()?;
@@ -635,9 +643,11 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             &cache,
             &t.texts,
             &[layer],
-            a.pool,
-            Precision::F32,
-            16,
+            ActSpec {
+                pool: a.pool,
+                precision: Precision::F32,
+                batch_size: 16,
+            },
             &mut |_| {},
         )?;
         let s = m.scores(&ta[&layer])?;

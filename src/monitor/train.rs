@@ -157,8 +157,7 @@ pub fn train(x: &[Vec<f32>], labels: &[u8], opts: &TrainOptions) -> Result<Train
     );
     for &l2 in &opts.l2_grid {
         let mut aucs = Vec::new();
-        for k in 0..opts.folds {
-            let held: &Vec<usize> = &folds[k];
+        for held in &folds {
             let train_i: Vec<usize> = (0..yf.len()).filter(|i| !held.contains(i)).collect();
             let m = fit(
                 &zf.select(Axis(0), &train_i),

@@ -202,3 +202,35 @@ fn hf_reference_resolves_from_the_hub_cache_offline() {
         .code(2)
         .stderr(predicates::str::contains("HF_HUB_OFFLINE"));
 }
+
+#[test]
+fn converted_gemma3_matches_gguf_to_1e_5() {
+    // Gemma's GGUF stores norms as (1 + w) and q/k unpermuted; convert must
+    // unbake the norms and leave q/k alone.
+    let gguf = open("gemma3");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = probegate::convert::convert(
+        &gguf,
+        dir.path(),
+        probegate::convert::OutDtype::F32,
+        &mut || {},
+    )
+    .unwrap();
+    assert_eq!(summary.unpermuted_qk, 0);
+    assert!(summary.unbaked_norms >= 18 * 6);
+    let hf = Checkpoint::open_str(&dir.path().display().to_string()).unwrap();
+    assert_eq!(hf.config.layer_types, gguf.config.layer_types);
+    let layers = [0, 8, 17];
+    let (a, b) = (acts(&gguf, &layers), acts(&hf, &layers));
+    for (l, (x, y)) in layers.iter().zip(a.iter().zip(&b)) {
+        let d = rel_max_diff(x, y);
+        eprintln!("gemma3 layer {l}: relative difference {d:.2e}");
+        assert!(d <= 1e-5, "layer {l}: {d:e}");
+    }
+    for p in prompts() {
+        assert_eq!(
+            gguf.tokenizer.encode(&p).unwrap(),
+            hf.tokenizer.encode(&p).unwrap()
+        );
+    }
+}

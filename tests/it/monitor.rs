@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use predicates::prelude::*;
-use probegate::actcache::{cached_activations, ActCache};
+use probegate::actcache::{cached_activations, ActCache, ActSpec};
 use probegate::model::{Pool, Precision};
 use probegate::monitor::data::read_labeled;
 use probegate::monitor::metrics::auroc;
@@ -48,9 +48,11 @@ fn training_on_a_real_slice_separates_held_out_pii() {
         &cache,
         &tx,
         &[layer],
-        Pool::Last,
-        Precision::F32,
-        16,
+        ActSpec {
+            pool: Pool::Last,
+            precision: Precision::F32,
+            batch_size: 16,
+        },
         &mut |_| {},
     )
     .unwrap();
@@ -63,9 +65,11 @@ fn training_on_a_real_slice_separates_held_out_pii() {
         &cache,
         &ex,
         &[layer],
-        Pool::Last,
-        Precision::F32,
-        16,
+        ActSpec {
+            pool: Pool::Last,
+            precision: Precision::F32,
+            batch_size: 16,
+        },
         &mut |_| {},
     )
     .unwrap();
@@ -94,9 +98,11 @@ fn training_on_a_real_slice_separates_held_out_pii() {
         &cache,
         &ex,
         &[layer],
-        Pool::Last,
-        Precision::F32,
-        16,
+        ActSpec {
+            pool: Pool::Last,
+            precision: Precision::F32,
+            batch_size: 16,
+        },
         &mut |_| {},
     )
     .unwrap();
