@@ -193,6 +193,36 @@ pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result
     })
 }
 
+fn held_out_metrics(e: &EvalResult, data: &data::Labeled) -> mon::Metrics {
+    mon::Metrics {
+        split: "held-out test".into(),
+        data_sha256: data.sha256.clone(),
+        n: data.labels.len(),
+        n_positive: data.n_positive(),
+        auroc: e.auroc,
+        auroc_ci95: e.auroc_ci95,
+        balanced_accuracy: e.balanced_accuracy,
+        tpr: e.tpr,
+        fpr: e.fpr,
+    }
+}
+
+/// Cached activations with a progress bar labelled `what`.
+fn acts_with_progress(
+    g: &Global,
+    what: &str,
+    ck: &Checkpoint,
+    cache: &ActCache,
+    texts: &[String],
+    layers: &[usize],
+    spec: ActSpec,
+) -> Result<std::collections::BTreeMap<usize, candle_core::Tensor>> {
+    let pb = progress(g, texts.len() as u64, what);
+    let acts = cached_activations(ck, cache, texts, layers, spec, &mut |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    Ok(acts)
+}
+
 pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
     match cmd {
         MonitorCommand::Train(a) => cmd_train(g, a),
@@ -263,38 +293,30 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     let cache = ActCache::from_env();
     let fp = ck.fingerprint()?;
 
-    let pb = progress(g, train_data.texts.len() as u64, "train acts");
-    let train_acts = cached_activations(
+    let spec = ActSpec {
+        pool: a.pool,
+        precision: a.precision,
+        batch_size: a.batch_size,
+    };
+    let train_acts = acts_with_progress(
+        g,
+        "train acts",
         &ck,
         &cache,
         &train_data.texts,
         &layers,
-        ActSpec {
-            pool: a.pool,
-            precision: a.precision,
-            batch_size: a.batch_size,
-        },
-        &mut |n| pb.inc(n as u64),
+        spec,
     )?;
-    pb.finish_and_clear();
     let test_acts = match &test_data {
-        Some(t) => {
-            let pb = progress(g, t.texts.len() as u64, "test acts");
-            let acts = cached_activations(
-                &ck,
-                &cache,
-                &t.texts,
-                &layers,
-                ActSpec {
-                    pool: a.pool,
-                    precision: a.precision,
-                    batch_size: a.batch_size,
-                },
-                &mut |n| pb.inc(n as u64),
-            )?;
-            pb.finish_and_clear();
-            Some(acts)
-        }
+        Some(t) => Some(acts_with_progress(
+            g,
+            "test acts",
+            &ck,
+            &cache,
+            &t.texts,
+            &layers,
+            spec,
+        )?),
         None => None,
     };
     let opts = TrainOptions {
@@ -369,17 +391,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         if let (Some(td), Some(ta)) = (&test_data, &test_acts) {
             let s = m.scores(&ta[&layer])?;
             let e = evaluate(&m, &s, &td.labels, a.seed)?;
-            m.meta.base_metrics = mon::Metrics {
-                split: "held-out test".into(),
-                data_sha256: td.sha256.clone(),
-                n: td.labels.len(),
-                n_positive: td.n_positive(),
-                auroc: e.auroc,
-                auroc_ci95: e.auroc_ci95,
-                balanced_accuracy: e.balanced_accuracy,
-                tpr: e.tpr,
-                fpr: e.fpr,
-            };
+            m.meta.base_metrics = held_out_metrics(&e, td);
         }
         results.push((layer, tr.validation_auroc, m));
     }
@@ -652,17 +664,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         )?;
         let s = m.scores(&ta[&layer])?;
         let e = evaluate(&m, &s, &t.labels, 20261127)?;
-        m.meta.base_metrics = mon::Metrics {
-            split: "held-out test".into(),
-            data_sha256: t.sha256.clone(),
-            n: t.labels.len(),
-            n_positive: t.n_positive(),
-            auroc: e.auroc,
-            auroc_ci95: e.auroc_ci95,
-            balanced_accuracy: e.balanced_accuracy,
-            tpr: e.tpr,
-            fpr: e.fpr,
-        };
+        m.meta.base_metrics = held_out_metrics(&e, t);
     }
     m.save(&a.out)?;
     let summary = serde_json::json!({
