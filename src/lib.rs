@@ -10,6 +10,7 @@ pub mod activations;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;
+pub mod diff;
 pub mod error;
 pub mod model;
 pub mod monitor;

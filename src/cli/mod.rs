@@ -84,6 +84,10 @@ pub enum Command {
         after_help = "Example:\n  probegate convert --model smollm2 --out smollm2-hf --dtype f32"
     )]
     Convert(ConvertArgs),
+    /// Diff a candidate against its base, tensor by tensor, and name the update family.
+    #[command(after_help = "Examples:\n  probegate diff smollm2 'q4_0(smollm2)'\n  \
+        probegate diff smollm2 smollm2+fixtures/adapters/smollm2-lora-r4 --format json")]
+    Diff(DiffArgs),
     /// Train and evaluate activation monitors.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
@@ -128,6 +132,17 @@ pub struct ConvertArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = OutDtype::F32)]
     pub dtype: OutDtype,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The base model reference.
+    pub base: String,
+    /// The candidate model reference (any form, adapters and what-if quantizations included).
+    pub candidate: String,
+    /// Also list every tensor in the human table.
+    #[arg(long)]
+    pub tensors: bool,
 }
 
 #[derive(Args, Debug)]
@@ -197,6 +212,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Activations(a) => cmd_activations(&cli.global, a),
         Command::Convert(a) => cmd_convert(&cli.global, a),
         Command::Inspect(a) => cmd_inspect(&cli.global, a),
+        Command::Diff(a) => cmd_diff(&cli.global, a),
         Command::Monitor(c) => monitor::run_monitor(&cli.global, c),
         Command::Cache(c) => monitor::run_cache(&cli.global, c),
     }
@@ -312,6 +328,49 @@ fn cmd_inspect(g: &Global, a: &InspectArgs) -> Result<i32> {
             if a.tensors {
                 for t in &tensors {
                     println!("  {:<55} {:<6} {:?}", t.name, t.dtype, t.shape);
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
+    let base = Checkpoint::open_str(&a.base)?;
+    let cand = Checkpoint::open_str(&a.candidate)?;
+    let pb = progress(g, base.tensors().len() as u64, "tensors");
+    let report = crate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
+    pb.finish_and_clear();
+    match g.format {
+        Format::Json => emit_json(&report)?,
+        Format::Human => {
+            println!("base       {}", report.base);
+            println!("candidate  {}", report.candidate);
+            println!("family     {:?}", report.family);
+            for e in &report.evidence {
+                println!("           {e}");
+            }
+            println!("\n{:<10} {:>12}", "kind", "‖ΔW‖/‖W‖");
+            for (k, v) in &report.kinds {
+                println!("{k:<10} {v:>12.5}");
+            }
+            println!("\n{:<6} {:>12} {:>8}", "block", "‖ΔW‖/‖W‖", "changed");
+            for b in &report.blocks {
+                println!(
+                    "{:<6} {:>12.5} {:>8}",
+                    b.block, b.rel_change, b.changed_tensors
+                );
+            }
+            if a.tensors {
+                println!(
+                    "\n{:<52} {:>10} {:>9} {:>8}",
+                    "tensor", "‖ΔW‖/‖W‖", "cosine", "s.rank"
+                );
+                for t in &report.tensors {
+                    println!(
+                        "{:<52} {:>10.5} {:>9.6} {:>8.1}",
+                        t.name, t.rel_change, t.cosine, t.stable_rank
+                    );
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 mod candidates;
 mod convert;
+mod diff;
 mod harness;
 mod hostile;
 mod monitor;

@@ -1,0 +1,313 @@
+//! `probegate diff`: what changed between a base and a candidate, tensor by
+//! tensor and block by block, and which update family that looks like.
+//!
+//! Tensors are streamed one pair at a time (peak memory is about two of the
+//! largest tensors), matched by Hugging Face name across GGUF and safetensors
+//! naming, and compared in transformers' layout (q/k permutation and baked
+//! norms undone). Adapter candidates are diffed from ΔW = s·B·A directly.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{names, Checkpoint};
+use crate::convert::to_hf_values;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TensorDiff {
+    pub name: String,
+    pub block: Option<usize>,
+    pub kind: String,
+    pub shape: Vec<usize>,
+    /// ‖ΔW‖_F / ‖W‖_F
+    pub rel_change: f64,
+    pub cosine: f64,
+    /// Largest singular value of ΔW (power iteration).
+    pub top_singular: f64,
+    /// ‖ΔW‖_F² / σ₁²: about the number of directions the change spreads over.
+    pub stable_rank: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockDiff {
+    pub block: usize,
+    pub rel_change: f64,
+    pub changed_tensors: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Identical,
+    Quantization,
+    LowRankAdapter,
+    QuantizationPlusAdapter,
+    MergedLowRank,
+    FullFineTune,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiffReport {
+    pub base: String,
+    pub candidate: String,
+    pub family: Family,
+    pub evidence: Vec<String>,
+    pub tensors: Vec<TensorDiff>,
+    pub blocks: Vec<BlockDiff>,
+    /// Aggregate ‖ΔW‖/‖W‖ per module kind (attn_q, mlp_up, norm, embed...).
+    pub kinds: BTreeMap<String, f64>,
+}
+
+pub fn module_kind(name: &str) -> String {
+    for (pat, kind) in [
+        ("q_proj", "attn_q"),
+        ("k_proj", "attn_k"),
+        ("v_proj", "attn_v"),
+        ("o_proj", "attn_o"),
+        ("gate_proj", "mlp_gate"),
+        ("up_proj", "mlp_up"),
+        ("down_proj", "mlp_down"),
+        ("embed_tokens", "embed"),
+        ("lm_head", "lm_head"),
+    ] {
+        if name.contains(pat) {
+            return kind.into();
+        }
+    }
+    if name.contains("norm") {
+        "norm".into()
+    } else {
+        "other".into()
+    }
+}
+
+/// σ₁ of a 2-D matrix by power iteration on MᵀM (deterministic start).
+fn top_singular(d: &Tensor) -> Result<f64> {
+    if d.rank() != 2 {
+        return Ok(d.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64);
+    }
+    let (_, cols) = d.dims2()?;
+    let mut v = Tensor::ones((cols, 1), candle_core::DType::F32, &Device::Cpu)?;
+    let mut sigma = 0.0;
+    for _ in 0..30 {
+        let u = d.matmul(&v)?;
+        let w = d.t()?.matmul(&u)?;
+        let n = w.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
+        if n == 0.0 {
+            return Ok(0.0);
+        }
+        v = (w / n)?;
+        sigma = n.sqrt();
+    }
+    Ok(sigma)
+}
+
+fn stats(name: &str, w: &Tensor, c: &Tensor, delta: Option<&Tensor>) -> Result<TensorDiff> {
+    let d = match delta {
+        Some(d) => d.clone(),
+        None => (c - w)?,
+    };
+    let nw = w.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let nd = d.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let c_eff = match delta {
+        Some(d) => (w + d)?,
+        None => c.clone(),
+    };
+    let nc = c_eff.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let dot = (w * &c_eff)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let (top, sr) = if nd > 0.0 {
+        let s = top_singular(&d)?;
+        (s, if s > 0.0 { nd / (s * s) } else { 0.0 })
+    } else {
+        (0.0, 0.0)
+    };
+    Ok(TensorDiff {
+        name: name.into(),
+        block: names::block_of(name),
+        kind: module_kind(name),
+        shape: w.dims().to_vec(),
+        rel_change: if nw > 0.0 {
+            (nd / nw).sqrt()
+        } else {
+            nd.sqrt()
+        },
+        cosine: if nw > 0.0 && nc > 0.0 {
+            dot / (nw.sqrt() * nc.sqrt())
+        } else {
+            1.0
+        },
+        top_singular: top,
+        stable_rank: sr,
+    })
+}
+
+fn hf_tensor(ck: &Checkpoint, name: &str) -> Result<Tensor> {
+    let t = ck.get_f32(name)?;
+    let c = &ck.config;
+    Ok(to_hf_values(name, t, &ck.layout, c.arch, c.num_heads, c.num_kv_heads)?.0)
+}
+
+/// Diffs `cand` against `base`; `on_tensor` ticks once per tensor.
+pub fn diff(
+    base: &Checkpoint,
+    cand: &Checkpoint,
+    on_tensor: &mut dyn FnMut(),
+) -> Result<DiffReport> {
+    let (bc, cc) = (&base.config, &cand.config);
+    if bc.arch != cc.arch || bc.hidden_size != cc.hidden_size || bc.num_layers != cc.num_layers {
+        return Err(Error::Usage(format!(
+            "cannot diff {} ({:?}, {} blocks of width {}) against {} ({:?}, {} blocks of width {}): different architectures",
+            base.spec, bc.arch, bc.num_layers, bc.hidden_size, cand.spec, cc.arch, cc.num_layers, cc.hidden_size
+        )));
+    }
+    let base_names = base.tensors();
+    let cand_names: std::collections::HashSet<String> =
+        cand.tensors().into_iter().map(|t| t.name).collect();
+    let mut tensors = Vec::new();
+    for t in &base_names {
+        if t.name == "lm_head.weight" && !cand_names.contains(&t.name) {
+            continue; // tied on one side only
+        }
+        if !cand_names.contains(&t.name) {
+            return Err(Error::tensor(
+                cand.source_path(),
+                cand.stored_name(&t.name),
+                "missing from the candidate",
+            ));
+        }
+        let w = hf_tensor(base, &t.name)?;
+        // An adapter on the same base: ΔW = s·B·A, no second full model.
+        let same_base = cand.whatif.is_none()
+            && cand.adapter.is_some()
+            && cand.weight_files.first() == base.weight_files.first();
+        let d = if same_base {
+            let module = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+            match cand
+                .adapter
+                .as_ref()
+                .map(|a| a.delta(module))
+                .transpose()?
+                .flatten()
+            {
+                Some(delta) => stats(&t.name, &w, &w, Some(&delta))?,
+                None => stats(&t.name, &w, &w, None)?,
+            }
+        } else {
+            let mut c = hf_tensor(cand, &t.name)?;
+            if c.dims() != w.dims() {
+                return Err(Error::tensor(
+                    cand.source_path(),
+                    cand.stored_name(&t.name),
+                    format!(
+                        "shape {:?} differs from the base's {:?}",
+                        c.dims(),
+                        w.dims()
+                    ),
+                ));
+            }
+            if let Some(ad) = &cand.adapter {
+                if let Some(delta) = ad.delta(t.name.strip_suffix(".weight").unwrap_or(&t.name))? {
+                    c = (c + delta)?;
+                }
+            }
+            stats(&t.name, &w, &c, None)?
+        };
+        tensors.push(d);
+        on_tensor();
+    }
+    let mut blocks: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for t in &tensors {
+        // Aggregates are root-mean-square relative changes.
+        let e = kinds.entry(t.kind.clone()).or_default();
+        e.0 += t.rel_change * t.rel_change;
+        e.1 += 1.0;
+        if let Some(b) = t.block {
+            let e = blocks.entry(b).or_default();
+            e.0 += t.rel_change * t.rel_change;
+            e.1 += 1.0;
+            e.2 += (t.rel_change > 0.0) as usize;
+        }
+    }
+    let blocks = blocks
+        .into_iter()
+        .map(|(b, (s, n, c))| BlockDiff {
+            block: b,
+            rel_change: (s / n).sqrt(),
+            changed_tensors: c,
+        })
+        .collect();
+    let kinds = kinds
+        .into_iter()
+        .map(|(k, (s, n))| (k, (s / n).sqrt()))
+        .collect();
+    let (family, evidence) = name_family(cand, &tensors);
+    Ok(DiffReport {
+        base: base.spec.clone(),
+        candidate: cand.spec.clone(),
+        family,
+        evidence,
+        tensors,
+        blocks,
+        kinds,
+    })
+}
+
+fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String>) {
+    let linear: Vec<&TensorDiff> = tensors
+        .iter()
+        .filter(|t| t.name.ends_with("_proj.weight"))
+        .collect();
+    let changed: Vec<&&TensorDiff> = linear.iter().filter(|t| t.rel_change > 0.0).collect();
+    let others_changed = tensors
+        .iter()
+        .filter(|t| !t.name.ends_with("_proj.weight") && t.rel_change > 0.0)
+        .count();
+    let max_sr = changed.iter().map(|t| t.stable_rank).fold(0.0, f64::max);
+    let median_rel = {
+        let mut v: Vec<f64> = changed.iter().map(|t| t.rel_change).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let mut ev = vec![format!(
+        "{} of {} block projections changed (median ‖ΔW‖/‖W‖ {:.4}, max stable rank of ΔW {:.1}); {} other tensors changed",
+        changed.len(),
+        linear.len(),
+        median_rel,
+        max_sr,
+        others_changed
+    )];
+    if changed.is_empty() && others_changed == 0 {
+        ev.push("every tensor is bit-identical in transformers' layout".into());
+        return (Family::Identical, ev);
+    }
+    let quantized_all = changed.len() == linear.len() && others_changed == 0 && median_rel < 0.25;
+    if let Some(ad) = &cand.adapter {
+        ev.push(format!(
+            "candidate carries a rank-{} LoRA adapter on {} modules",
+            ad.r,
+            ad.modules.len()
+        ));
+        if cand.whatif.is_some() || quantized_all {
+            return (Family::QuantizationPlusAdapter, ev);
+        }
+        return (Family::LowRankAdapter, ev);
+    }
+    // A merged adapter's ΔW has a handful of directions; quantization noise and
+    // fine-tuning spread over many.
+    let low_rank = changed.iter().all(|t| t.stable_rank < 16.0);
+    if low_rank && others_changed == 0 {
+        ev.push("every ΔW is low-rank: a merged low-rank adapter".into());
+        return (Family::MergedLowRank, ev);
+    }
+    if quantized_all {
+        ev.push("every projection moved a little, norms and embeddings did not, and ΔW is full-rank noise: quantization".into());
+        return (Family::Quantization, ev);
+    }
+    ev.push(
+        "high-rank changes beyond the projections' quantization signature: a full fine-tune".into(),
+    );
+    (Family::FullFineTune, ev)
+}

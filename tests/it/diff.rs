@@ -1,0 +1,101 @@
+//! `diff` names the update family of real candidates built from SmolLM2.
+
+use predicates::prelude::*;
+use probegate::checkpoint::Checkpoint;
+use probegate::diff::{diff, Family};
+
+use crate::harness::*;
+
+fn family(base: &str, cand: &str) -> probegate::diff::DiffReport {
+    let b = Checkpoint::open_str(base).unwrap();
+    let c = Checkpoint::open_str(cand).unwrap();
+    diff(&b, &c, &mut || {}).unwrap()
+}
+
+#[test]
+fn families_of_real_candidates() {
+    let adapter = fixture("adapters/smollm2-lora-r4").display().to_string();
+    let cases = [
+        ("smollm2".to_string(), Family::Identical),
+        ("q4_0(smollm2)".to_string(), Family::Quantization),
+        ("int8(smollm2)".to_string(), Family::Quantization),
+        (format!("smollm2+{adapter}"), Family::LowRankAdapter),
+        (
+            format!("nf4(smollm2)+{adapter}"),
+            Family::QuantizationPlusAdapter,
+        ),
+    ];
+    for (cand, want) in cases {
+        let r = family("smollm2", &cand);
+        assert_eq!(r.family, want, "{cand}: {:?}", r.evidence);
+    }
+    // The adapter's ΔW has the adapter's rank (r = 4, k_proj r = 2).
+    let r = family("smollm2", &format!("smollm2+{adapter}"));
+    let q = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert!(q.stable_rank <= 4.0 + 1e-3 && q.rel_change > 0.0, "{q:?}");
+    let untouched = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.layers.1.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(
+        untouched.rel_change, 0.0,
+        "layers_to_transform skips block 1"
+    );
+    // 8-bit changes the weights far less than 4-bit.
+    let (q4, i8) = (
+        family("smollm2", "q4_0(smollm2)"),
+        family("smollm2", "int8(smollm2)"),
+    );
+    assert!(
+        i8.kinds["mlp_up"] * 4.0 < q4.kinds["mlp_up"],
+        "{:?} vs {:?}",
+        i8.kinds,
+        q4.kinds
+    );
+}
+
+#[test]
+fn merged_adapter_is_recognised_across_naming_schemes() {
+    // GGUF base against a Hugging Face directory: names and q/k layout differ.
+    let adapter = fixture("adapters/smollm2-lora-r4").display().to_string();
+    let unmerged = Checkpoint::open_str(&format!("smollm2+{adapter}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    probegate::convert::convert(
+        &unmerged,
+        dir.path(),
+        probegate::convert::OutDtype::F32,
+        &mut || {},
+    )
+    .unwrap();
+    let r = family("smollm2", &dir.path().display().to_string());
+    assert_eq!(r.family, Family::MergedLowRank, "{:?}", r.evidence);
+    assert_eq!(r.tensors.iter().filter(|t| t.rel_change > 0.0).count(), 70);
+}
+
+#[test]
+fn diff_cli_reports_json_and_refuses_mismatched_architectures() {
+    let out = bin()
+        .args([
+            "diff",
+            "smollm2",
+            "q8_0(smollm2)",
+            "--format",
+            "json",
+            "--quiet",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["family"], "quantization");
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 30);
+    bin()
+        .args(["diff", "smollm2", "gemma3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("different architectures"));
+}
