@@ -12,6 +12,7 @@ pub mod cli;
 pub mod convert;
 pub mod diff;
 pub mod error;
+pub mod features;
 pub mod model;
 pub mod monitor;
 pub mod tokenizer;

@@ -88,6 +88,11 @@ pub enum Command {
     #[command(after_help = "Examples:\n  probegate diff smollm2 'q4_0(smollm2)'\n  \
         probegate diff smollm2 smollm2+fixtures/adapters/smollm2-lora-r4 --format json")]
     Diff(DiffArgs),
+    /// Pre-deployment features per monitor: weight diff plus label-free activation shift.
+    #[command(
+        after_help = "Example:\n  probegate features --base smollm2 --candidate 'q4_0(smollm2)' --monitors monitors/smollm2 --format json"
+    )]
+    Features(FeaturesArgs),
     /// Train and evaluate activation monitors.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
@@ -143,6 +148,25 @@ pub struct DiffArgs {
     /// Also list every tensor in the human table.
     #[arg(long)]
     pub tensors: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FeaturesArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub base: String,
+    #[arg(long, help = MODEL_HELP)]
+    pub candidate: String,
+    /// A monitor directory or a suite of them.
+    #[arg(long)]
+    pub monitors: PathBuf,
+    /// Unlabeled JSONL prompts (default: the shipped realignment corpus).
+    #[arg(long, default_value = "data/realign/corpus.jsonl")]
+    pub corpus: PathBuf,
+    /// Use the first N prompts of the corpus.
+    #[arg(long, default_value_t = 256)]
+    pub limit: usize,
+    #[arg(long)]
+    pub allow_base_mismatch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +237,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Convert(a) => cmd_convert(&cli.global, a),
         Command::Inspect(a) => cmd_inspect(&cli.global, a),
         Command::Diff(a) => cmd_diff(&cli.global, a),
+        Command::Features(a) => cmd_features(&cli.global, a),
         Command::Monitor(c) => monitor::run_monitor(&cli.global, c),
         Command::Cache(c) => monitor::run_cache(&cli.global, c),
     }
@@ -372,6 +397,94 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
                         t.name, t.rel_change, t.cosine, t.stable_rank
                     );
                 }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
+    use crate::actcache::{cached_activations, ActCache, ActSpec};
+    use crate::monitor::{load_suite, BaseCheck};
+    let monitors = load_suite(&a.monitors)?;
+    let mut texts = activations::read_prompts(&a.corpus)?;
+    texts.truncate(a.limit.max(2));
+    let base = Checkpoint::open_str(&a.base)?;
+    let cand = Checkpoint::open_str(&a.candidate)?;
+    let fp = base.fingerprint()?;
+    let check = if a.allow_base_mismatch {
+        BaseCheck::AllowMismatch
+    } else {
+        BaseCheck::Require
+    };
+    for m in &monitors {
+        m.check_base(&fp, base.config.hidden_size, base.config.num_layers, check)?;
+    }
+    let pb = progress(g, base.tensors().len() as u64, "diff");
+    let report = crate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
+    pb.finish_and_clear();
+    let cache = ActCache::from_env();
+    let mut out = Vec::new();
+    for pool in [Pool::Last, Pool::Mean] {
+        let group: Vec<&crate::monitor::Monitor> =
+            monitors.iter().filter(|m| m.meta.pooling == pool).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut layers: Vec<usize> = group.iter().map(|m| m.meta.hook.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let spec = ActSpec {
+            pool,
+            precision: Precision::F32,
+            batch_size: 16,
+        };
+        let pb = progress(g, 2 * texts.len() as u64, "corpus acts");
+        let ab = cached_activations(&base, &cache, &texts, &layers, spec, &mut |n| {
+            pb.inc(n as u64)
+        })?;
+        let ac = cached_activations(&cand, &cache, &texts, &layers, spec, &mut |n| {
+            pb.inc(n as u64)
+        })?;
+        pb.finish_and_clear();
+        for m in group {
+            let l = m.meta.hook.layer;
+            out.push(crate::features::monitor_features(
+                m,
+                &report,
+                &ab[&l].to_vec2::<f32>()?,
+                &ac[&l].to_vec2::<f32>()?,
+            )?);
+        }
+    }
+    out.sort_by(|x, y| x.monitor.cmp(&y.monitor));
+    match g.format {
+        Format::Json => emit_json(
+            &serde_json::json!({"base": base.spec, "candidate": cand.spec, "family": report.family, "corpus_prompts": texts.len(), "monitors": out}),
+        )?,
+        Format::Human => {
+            println!(
+                "{} -> {} ({:?}), {} corpus prompts",
+                base.spec,
+                cand.spec,
+                report.family,
+                texts.len()
+            );
+            println!(
+                "{:<26} {:>6} {:>9} {:>8} {:>8} {:>6} {:>6}",
+                "monitor", "depth", "Δbelow", "act cos", "shift σ", "KS", "flips"
+            );
+            for f in &out {
+                println!(
+                    "{:<26} {:>6.2} {:>9.5} {:>8.5} {:>+8.3} {:>6.3} {:>6.3}",
+                    f.monitor,
+                    f.depth_fraction,
+                    f.change_below,
+                    f.act_cosine,
+                    f.projected_shift,
+                    f.score_ks,
+                    f.flip_rate
+                );
             }
         }
     }

@@ -99,3 +99,55 @@ fn diff_cli_reports_json_and_refuses_mismatched_architectures() {
         .code(2)
         .stderr(predicate::str::contains("different architectures"));
 }
+
+fn features(cand: &str) -> serde_json::Value {
+    let out = bin()
+        .args([
+            "features",
+            "--base",
+            "smollm2",
+            "--candidate",
+            cand,
+            "--limit",
+            "48",
+            "--format",
+            "json",
+            "--quiet",
+        ])
+        .arg("--monitors")
+        .arg(repo().join("monitors/smollm2/self_harm-l22"))
+        .arg("--corpus")
+        .arg(repo().join("data/realign/corpus.jsonl"))
+        .assert()
+        .success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
+#[test]
+fn label_free_features_are_zero_for_the_base_and_move_for_an_adapter() {
+    let same = features("smollm2");
+    let f = &same["monitors"][0];
+    assert_eq!(same["family"], "identical");
+    assert_eq!(
+        (
+            f["score_ks"].as_f64(),
+            f["flip_rate"].as_f64(),
+            f["projected_shift"].as_f64()
+        ),
+        (Some(0.0), Some(0.0), Some(0.0))
+    );
+    assert!((f["act_cosine"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+
+    let adapted = features(&format!(
+        "smollm2+{}",
+        fixture("adapters/smollm2-lora-r4").display()
+    ));
+    let g = &adapted["monitors"][0];
+    assert_eq!(adapted["family"], "low_rank_adapter");
+    assert!(g["act_cosine"].as_f64().unwrap() < 0.999, "{g}");
+    assert!(
+        g["score_ks"].as_f64().unwrap() > 0.0 && g["change_below"].as_f64().unwrap() > 0.0,
+        "{g}"
+    );
+    assert!((g["depth_fraction"].as_f64().unwrap() - 23.0 / 30.0).abs() < 1e-12);
+}
