@@ -39,6 +39,17 @@ pub struct MonitorFeatures {
     pub base_margin: f64,
 }
 
+/// Cosine similarity in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
+
 /// Two-sample KS statistic.
 pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
     let mut a = a.to_vec();
@@ -100,15 +111,7 @@ pub fn monitor_features(
     let cos: f64 = base
         .iter()
         .zip(cand)
-        .map(|(x, y)| {
-            let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
-            for (a, b) in x.iter().zip(y) {
-                xy += *a as f64 * *b as f64;
-                xx += *a as f64 * *a as f64;
-                yy += *b as f64 * *b as f64;
-            }
-            xy / (xx.sqrt() * yy.sqrt()).max(1e-30)
-        })
+        .map(|(x, y)| cosine(x, y))
         .sum::<f64>()
         / base.len() as f64;
     let below: Vec<f64> = diff

@@ -56,15 +56,7 @@ pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
     t.to_vec2::<f32>().expect("2d f32")
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
-}
+pub use probegate::features::cosine;
 
 /// max |a-b| / max |b| over the whole tensor.
 pub fn rel_max_diff(a: &Tensor, b: &Tensor) -> f64 {
