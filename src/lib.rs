@@ -15,6 +15,7 @@ pub mod error;
 pub mod features;
 pub mod model;
 pub mod monitor;
+pub mod realign;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -6,5 +6,6 @@ mod diff;
 mod harness;
 mod hostile;
 mod monitor;
+mod realign;
 mod reference;
 mod tokenizer;

@@ -1,0 +1,201 @@
+//! Label-free realignment: fit a map from candidate to base activations at a
+//! monitor's block on unlabeled prompts (the same prompts through both
+//! models), then fold it into the monitor so the repaired probe is still one
+//! linear map and costs nothing at serving time.
+//!
+//! Methods: mean shift, CORAL (whiten with the candidate's covariance,
+//! recolour with the base's), affine ridge least squares, and orthogonal
+//! Procrustes. The method is chosen label-free, by how well mapped candidate
+//! scores reproduce base scores on held-out unlabeled prompts; labels are
+//! only used afterwards, to verify.
+
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::monitor::Monitor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    MeanShift,
+    Coral,
+    Ridge,
+    Procrustes,
+}
+
+pub const METHODS: [Method; 4] = [
+    Method::MeanShift,
+    Method::Coral,
+    Method::Ridge,
+    Method::Procrustes,
+];
+
+/// x_base ≈ a · x_cand + c, with `a` [d, d] and `c` [d].
+#[derive(Debug, Clone)]
+pub struct AffineMap {
+    pub method: Method,
+    pub a: DMatrix<f64>,
+    pub c: DVector<f64>,
+}
+
+fn to_matrix(rows: &[Vec<f32>]) -> DMatrix<f64> {
+    let (n, d) = (rows.len(), rows.first().map(Vec::len).unwrap_or(0));
+    DMatrix::from_fn(n, d, |i, j| rows[i][j] as f64)
+}
+
+fn mean(x: &DMatrix<f64>) -> DVector<f64> {
+    let n = x.nrows().max(1) as f64;
+    DVector::from_iterator(x.ncols(), x.column_iter().map(|c| c.sum() / n))
+}
+
+fn centered(x: &DMatrix<f64>, m: &DVector<f64>) -> DMatrix<f64> {
+    let mut y = x.clone();
+    for mut row in y.row_iter_mut() {
+        row -= m.transpose();
+    }
+    y
+}
+
+/// Symmetric matrix power (p = ±1/2) with eigenvalues floored at `eps`.
+fn sym_pow(s: &DMatrix<f64>, p: f64, eps: f64) -> DMatrix<f64> {
+    let e = s.clone().symmetric_eigen();
+    let vals = e.eigenvalues.map(|v| v.max(eps).powf(p));
+    &e.eigenvectors * DMatrix::from_diagonal(&vals) * e.eigenvectors.transpose()
+}
+
+/// Fits `method` on paired rows (same prompts through candidate and base).
+pub fn fit(method: Method, cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<AffineMap> {
+    if cand.len() != base.len() || cand.len() < 2 {
+        return Err(Error::Usage(
+            "realignment needs at least two paired prompts".into(),
+        ));
+    }
+    let (xc, xb) = (to_matrix(cand), to_matrix(base));
+    let d = xc.ncols();
+    let (mc, mb) = (mean(&xc), mean(&xb));
+    let n = xc.nrows() as f64;
+    let (cc, cb) = (centered(&xc, &mc), centered(&xb, &mb));
+    let a = match method {
+        Method::MeanShift => DMatrix::identity(d, d),
+        Method::Coral => {
+            // Regularise covariances by a share of their mean variance: with
+            // fewer prompts than dimensions they are singular.
+            let sc = cc.transpose() * &cc / n;
+            let sb = cb.transpose() * &cb / n;
+            let lam_c = sc.trace() / d as f64 * 0.1 + 1e-9;
+            let lam_b = sb.trace() / d as f64 * 0.1 + 1e-9;
+            let sc = sc + DMatrix::identity(d, d) * lam_c;
+            let sb = sb + DMatrix::identity(d, d) * lam_b;
+            // Row-vector convention: x_b = x_c · Sc^-1/2 · Sb^1/2, so a = (Sc^-1/2 Sb^1/2)ᵀ.
+            (sym_pow(&sc, -0.5, 1e-12) * sym_pow(&sb, 0.5, 0.0)).transpose()
+        }
+        Method::Ridge => {
+            let g = cc.transpose() * &cc;
+            let lam = g.trace() / d as f64 * 0.1 + 1e-9;
+            let g = g + DMatrix::identity(d, d) * lam;
+            let rhs = cc.transpose() * &cb;
+            let chol = g
+                .cholesky()
+                .ok_or_else(|| Error::Usage("ridge system is not positive definite".into()))?;
+            chol.solve(&rhs).transpose()
+        }
+        Method::Procrustes => {
+            let m = cc.transpose() * &cb;
+            let svd = m.svd(true, true);
+            let (u, vt) = match (svd.u, svd.v_t) {
+                (Some(u), Some(vt)) => (u, vt),
+                _ => return Err(Error::Usage("Procrustes SVD did not converge".into())),
+            };
+            // x_b = x_c · R with R = U Vᵀ; a = Rᵀ.
+            (u * vt).transpose()
+        }
+    };
+    let c = &mb - &a * &mc;
+    Ok(AffineMap { method, a, c })
+}
+
+impl AffineMap {
+    /// The monitor, folded onto candidate activations: w' = aᵀw, b' = b + w·c.
+    pub fn compose(&self, m: &Monitor, candidate_fingerprint: &str) -> Monitor {
+        let (w, b) = m.folded();
+        let w = DVector::from_vec(w);
+        let w2 = self.a.transpose() * &w;
+        let b2 = b + w.dot(&self.c);
+        let mut out = m.clone();
+        out.w = w2.iter().map(|v| *v as f32).collect();
+        out.mean = vec![0.0; out.w.len()];
+        out.std = vec![1.0; out.w.len()];
+        out.meta.classifier.bias = b2;
+        out.meta.name = format!("{}-realigned", m.meta.name);
+        out.meta.provenance.repaired_for = Some(candidate_fingerprint.to_string());
+        out.meta.description = format!("{} (realigned by {:?})", m.meta.description, self.method);
+        out.dir = None;
+        out
+    }
+}
+
+fn logits(m: &Monitor, rows: &[Vec<f32>]) -> Vec<f64> {
+    let (w, b) = m.folded();
+    rows.iter()
+        .map(|r| r.iter().zip(&w).map(|(x, w)| *x as f64 * w).sum::<f64>() + b)
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    pub method: Method,
+    /// Mean squared difference between repaired candidate logits and base logits
+    /// on held-out unlabeled prompts, in units of base-logit variance.
+    pub heldout_error: f64,
+    pub errors: Vec<(Method, f64)>,
+}
+
+/// Fits every method on the first part of the paired prompts and picks the
+/// one whose repaired scores best reproduce the base's on the rest.
+pub fn choose(
+    m: &Monitor,
+    cand: &[Vec<f32>],
+    base: &[Vec<f32>],
+    holdout: f64,
+) -> Result<(AffineMap, Choice)> {
+    let n = cand.len();
+    let k = ((n as f64) * (1.0 - holdout)).round() as usize;
+    if k < 2 || n - k < 2 {
+        return Err(Error::Usage(format!(
+            "{n} unlabeled prompts are too few to fit and hold out"
+        )));
+    }
+    let zb = logits(m, &base[k..]);
+    let mb = zb.iter().sum::<f64>() / zb.len() as f64;
+    let var = (zb.iter().map(|z| (z - mb).powi(2)).sum::<f64>() / zb.len() as f64).max(1e-12);
+    let mut best: Option<(f64, Method)> = None;
+    let mut errors = Vec::new();
+    for method in METHODS {
+        let map = fit(method, &cand[..k], &base[..k])?;
+        let repaired = map.compose(m, "");
+        let zc = logits(&repaired, &cand[k..]);
+        let err = zc
+            .iter()
+            .zip(&zb)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / zb.len() as f64
+            / var;
+        errors.push((method, err));
+        if best.is_none_or(|(e, _)| err < e) {
+            best = Some((err, method));
+        }
+    }
+    let (err, method) = best.ok_or_else(|| Error::Usage("no realignment method fitted".into()))?;
+    // Refit the chosen method on every prompt.
+    let map = fit(method, cand, base)?;
+    Ok((
+        map,
+        Choice {
+            method,
+            heldout_error: err,
+            errors,
+        },
+    ))
+}
