@@ -7,7 +7,7 @@
 pub mod config;
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Weight};
@@ -198,11 +198,17 @@ impl Model {
         let gemma = cfg.arch == Arch::Gemma3;
         let norm = |name: &str| -> Result<Tensor> {
             let w = ck.get_f32(name)?;
-            if w.dims() != [cfg.hidden_size] && !name.contains("_norm.") {
+            // q/k norms act per head; every other norm on the residual width.
+            let width = if name.contains("self_attn.") {
+                cfg.head_dim
+            } else {
+                cfg.hidden_size
+            };
+            if w.dims() != [width] {
                 return Err(Error::tensor(
                     &path,
                     ck.stored_name(name),
-                    format!("expected shape [{}], found {:?}", cfg.hidden_size, w.dims()),
+                    format!("expected shape [{width}], found {:?}", w.dims()),
                 ));
             }
             Ok(if gemma && !ck.layout.norm_plus_one_baked {
@@ -653,12 +659,4 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     Ok(x.unsqueeze(2)?
         .expand((b, kv, rep, t, d))?
         .reshape((b, kv * rep, t, d))?)
-}
-
-#[allow(dead_code)]
-fn row(x: &Tensor, i: usize) -> Result<Tensor> {
-    Ok(x.i(i)?
-        .to_dtype(DType::F32)?
-        .contiguous()?
-        .squeeze(D::Minus1)?)
 }
