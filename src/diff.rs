@@ -165,6 +165,10 @@ pub fn diff(
     let base_names = base.tensors();
     let cand_names: std::collections::HashSet<String> =
         cand.tensors().into_iter().map(|t| t.name).collect();
+    // An adapter on the same base: ΔW = s·B·A, no second full model.
+    let same_base = cand.whatif.is_none()
+        && cand.adapter.is_some()
+        && cand.weight_files.first() == base.weight_files.first();
     let mut tensors = Vec::new();
     for t in &base_names {
         if t.name == "lm_head.weight" && !cand_names.contains(&t.name) {
@@ -178,10 +182,6 @@ pub fn diff(
             ));
         }
         let w = hf_tensor(base, &t.name)?;
-        // An adapter on the same base: ΔW = s·B·A, no second full model.
-        let same_base = cand.whatif.is_none()
-            && cand.adapter.is_some()
-            && cand.weight_files.first() == base.weight_files.first();
         let d = if same_base {
             let module = t.name.strip_suffix(".weight").unwrap_or(&t.name);
             match cand

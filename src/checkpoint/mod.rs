@@ -269,20 +269,20 @@ impl Checkpoint {
         ck.whatif = spec.whatif;
         if let Some(dir) = &spec.adapter {
             let a = adapter::LoraAdapter::load(dir)?;
+            let shapes: HashMap<String, Vec<usize>> = ck
+                .tensors()
+                .into_iter()
+                .map(|t| (t.name, t.shape))
+                .collect();
             for (module, pair) in &a.modules {
                 let wname = format!("{module}.weight");
-                let dims = ck
-                    .tensors()
-                    .into_iter()
-                    .find(|t| t.name == wname)
-                    .map(|t| t.shape)
-                    .ok_or_else(|| {
-                        Error::tensor(
-                            &a.weight_file,
-                            module,
-                            format!("the base {} has no such module", spec.base),
-                        )
-                    })?;
+                let dims = shapes.get(&wname).cloned().ok_or_else(|| {
+                    Error::tensor(
+                        &a.weight_file,
+                        module,
+                        format!("the base {} has no such module", spec.base),
+                    )
+                })?;
                 let (out, inp) = (pair.b.dims()[0], pair.a.dims()[1]);
                 if dims != [out, inp] {
                     return Err(Error::tensor(

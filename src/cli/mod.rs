@@ -405,7 +405,7 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
 
 fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
     use crate::actcache::{cached_activations, ActCache, ActSpec};
-    use crate::monitor::{load_suite, BaseCheck};
+    use crate::monitor::{by_pooling, check_suite_base, load_suite, BaseCheck};
     let monitors = load_suite(&a.monitors)?;
     let mut texts = activations::read_prompts(&a.corpus)?;
     texts.truncate(a.limit.max(2));
@@ -417,23 +417,19 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
     } else {
         BaseCheck::Require
     };
-    for m in &monitors {
-        m.check_base(&fp, base.config.hidden_size, base.config.num_layers, check)?;
-    }
+    check_suite_base(
+        &monitors,
+        &fp,
+        base.config.hidden_size,
+        base.config.num_layers,
+        check,
+    )?;
     let pb = progress(g, base.tensors().len() as u64, "diff");
     let report = crate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     let cache = ActCache::from_env();
     let mut out = Vec::new();
-    for pool in [Pool::Last, Pool::Mean] {
-        let group: Vec<&crate::monitor::Monitor> =
-            monitors.iter().filter(|m| m.meta.pooling == pool).collect();
-        if group.is_empty() {
-            continue;
-        }
-        let mut layers: Vec<usize> = group.iter().map(|m| m.meta.hook.layer).collect();
-        layers.sort_unstable();
-        layers.dedup();
+    for (pool, group, layers) in by_pooling(&monitors) {
         let spec = ActSpec {
             pool,
             precision: Precision::F32,

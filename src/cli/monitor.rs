@@ -461,22 +461,16 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     } else {
         BaseCheck::Require
     };
-    for m in &monitors {
-        m.check_base(&fp, ck.config.hidden_size, ck.config.num_layers, check)?;
-    }
+    mon::check_suite_base(
+        &monitors,
+        &fp,
+        ck.config.hidden_size,
+        ck.config.num_layers,
+        check,
+    )?;
     let cache = ActCache::from_env();
     let mut results = Vec::new();
-    for pool in [Pool::Last, Pool::Mean] {
-        let mut layers: Vec<usize> = monitors
-            .iter()
-            .filter(|m| m.meta.pooling == pool)
-            .map(|m| m.meta.hook.layer)
-            .collect();
-        layers.sort_unstable();
-        layers.dedup();
-        if layers.is_empty() {
-            continue;
-        }
+    for (pool, group, layers) in mon::by_pooling(&monitors) {
         let pb = progress(g, d.texts.len() as u64, "eval acts");
         let acts = cached_activations(
             &ck,
@@ -491,7 +485,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
             &mut |n| pb.inc(n as u64),
         )?;
         pb.finish_and_clear();
-        for m in monitors.iter().filter(|m| m.meta.pooling == pool) {
+        for m in group {
             let s = m.scores(&acts[&m.meta.hook.layer])?;
             results.push(evaluate(m, &s, &d.labels, 20261127)?);
         }

@@ -381,6 +381,36 @@ impl Monitor {
     }
 }
 
+/// Checks every monitor of a suite against the model it is about to read.
+pub fn check_suite_base(
+    monitors: &[Monitor],
+    fingerprint: &str,
+    d_model: usize,
+    num_layers: usize,
+    check: BaseCheck,
+) -> Result<()> {
+    monitors
+        .iter()
+        .try_for_each(|m| m.check_base(fingerprint, d_model, num_layers, check))
+}
+
+/// Monitors grouped by pooling, with the sorted blocks each group reads, so
+/// one forward pass per pooling serves the whole group.
+pub fn by_pooling(monitors: &[Monitor]) -> Vec<(Pool, Vec<&Monitor>, Vec<usize>)> {
+    let mut out = Vec::new();
+    for pool in [Pool::Last, Pool::Mean] {
+        let group: Vec<&Monitor> = monitors.iter().filter(|m| m.meta.pooling == pool).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut layers: Vec<usize> = group.iter().map(|m| m.meta.hook.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        out.push((pool, group, layers));
+    }
+    out
+}
+
 /// Loads every monitor directory under `dir` (a suite), sorted by name.
 pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     if dir.join(JSON_FILE).is_file() {
