@@ -20,10 +20,14 @@ pub const FORMAT_VERSION: &str = "1";
 
 /// Reads JSONL prompts: one object per line with a string `text`; other
 /// fields are ignored and blank lines skipped.
-pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+/// Calls `f(line_number, value)` for each non-blank line of a JSONL file;
+/// bytes that are not UTF-8 or lines that are not JSON are errors naming the line.
+pub fn for_each_json_line(
+    path: &Path,
+    mut f: impl FnMut(usize, serde_json::Value) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let lineno = i + 1;
         let bytes = line.map_err(|e| Error::io(path, e))?;
         let line = String::from_utf8(bytes).map_err(|e| Error::Input {
@@ -39,6 +43,14 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
             line: lineno,
             msg: format!("not a JSON object: {e}"),
         })?;
+        f(lineno, v)?;
+    }
+    Ok(())
+}
+
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for_each_json_line(path, |lineno, v| {
         match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => out.push(s.clone()),
             Some(serde_json::Value::String(_)) => {
@@ -63,7 +75,8 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
                 })
             }
         }
-    }
+        Ok(())
+    })?;
     if out.is_empty() {
         return Err(Error::Input {
             path: path.into(),

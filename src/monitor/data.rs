@@ -1,7 +1,6 @@
 //! Labeled datasets: JSONL with `text` and `label` (0/1, or the two label names).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -33,7 +32,6 @@ pub fn texts_sha256(texts: &[String]) -> String {
 
 /// Reads a labeled JSONL file. `names` maps label strings (negative, positive) to 0/1.
 pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -42,16 +40,7 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
         line,
         msg,
     };
-    for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-        let lineno = i + 1;
-        let bytes = line.map_err(|e| Error::io(path, e))?;
-        let line =
-            String::from_utf8(bytes).map_err(|e| err(lineno, format!("not valid UTF-8 ({e})")))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| err(lineno, format!("not a JSON object: {e}")))?;
+    crate::activations::for_each_json_line(path, |lineno, v| {
         let text = match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(serde_json::Value::String(_)) => {
@@ -91,7 +80,8 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
         }
         texts.push(text);
         labels.push(label);
-    }
+        Ok(())
+    })?;
     if texts.is_empty() {
         return Err(err(0, "no examples".into()));
     }
