@@ -359,13 +359,54 @@ pub fn save_safetensors(
     metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<()> {
-    let tmp = tmp_path(path);
     let data: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(n, t)| Ok((n, t.contiguous()?)))
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(data, Some(metadata), &tmp)
-        .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    let bytes = safetensors::serialize(data, Some(metadata))
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    write_canonical_safetensors(bytes, path)
+}
+
+/// Writes serialized safetensors bytes atomically, with the JSON header's
+/// keys sorted: the crate writes its metadata map in hash order, and equal
+/// inputs must give byte-identical files (fingerprints, a seeded zoo).
+pub fn write_canonical_safetensors(mut bytes: Vec<u8>, path: &Path) -> Result<()> {
+    fn sorted(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let parts: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}:{}",
+                            serde_json::Value::String((*k).clone()),
+                            sorted(&m[*k])
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+    if bytes.len() >= 8 {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])) as usize;
+        if let Some(header) = bytes.get(8..8 + n) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) {
+                let canon = sorted(&v).into_bytes();
+                // Same entries, same length: only the order changes.
+                if canon.len() <= n {
+                    bytes[8..8 + canon.len()].copy_from_slice(&canon);
+                    bytes[8 + canon.len()..8 + n].fill(b' ');
+                }
+            }
+        }
+    }
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)

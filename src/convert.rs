@@ -96,6 +96,58 @@ pub fn to_hf_values(
     Ok((t, permuted, unbaked))
 }
 
+/// Writes a transformers model directory: model.safetensors (tensors in
+/// transformers' layout, sorted by name), config.json and the tokenizer.
+/// Returns the safetensors path.
+pub fn write_hf_dir(
+    out_dir: &Path,
+    mut tensors: Vec<(String, Tensor)>,
+    cfg: &crate::model::config::ModelConfig,
+    tokenizer: &crate::tokenizer::ModelTokenizer,
+    mut meta: HashMap<String, String>,
+    dtype: OutDtype,
+) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut hf_cfg = cfg.clone();
+    hf_cfg.tie_word_embeddings = !tensors.iter().any(|(n, _)| n == "lm_head.weight");
+    let mut config_json = hf_cfg.to_hf_json();
+    if let (Some(o), OutDtype::Bf16) = (config_json.as_object_mut(), dtype) {
+        o.insert("torch_dtype".into(), "bfloat16".into());
+    }
+    if dtype == OutDtype::Bf16 {
+        for (_, t) in tensors.iter_mut() {
+            *t = t.to_dtype(DType::BF16)?;
+        }
+    }
+    meta.insert("format".to_string(), "pt".to_string());
+    let st_path = out_dir.join("model.safetensors");
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::activations::save_safetensors(tensors, meta, &st_path)?;
+    write_config_and_tokenizer(out_dir, &config_json, tokenizer)?;
+    Ok(st_path)
+}
+
+/// config.json, tokenizer.json and tokenizer_config.json, as transformers reads them.
+pub fn write_config_and_tokenizer(
+    out_dir: &Path,
+    config_json: &serde_json::Value,
+    tokenizer: &crate::tokenizer::ModelTokenizer,
+) -> Result<()> {
+    let write = |name: &str, text: String| -> Result<()> {
+        let p = out_dir.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(config_json).unwrap_or_default(),
+    )?;
+    write("tokenizer.json", tokenizer.to_tokenizer_json()?)?;
+    write(
+        "tokenizer_config.json",
+        serde_json::to_string_pretty(&tokenizer.tokenizer_config_json()).unwrap_or_default(),
+    )
+}
+
 pub fn convert(
     ck: &Checkpoint,
     out_dir: &Path,
@@ -126,43 +178,23 @@ pub fn convert(
         };
         unpermuted += p as usize;
         unbaked += u as usize;
-        let t = match dtype {
-            OutDtype::F32 => t,
-            OutDtype::Bf16 => t.to_dtype(DType::BF16)?,
-        };
         tensors.insert(s.name.clone(), t);
         on_tensor();
     }
-    let mut hf_cfg = cfg.clone();
-    hf_cfg.tie_word_embeddings = !tensors.contains_key("lm_head.weight");
-    let mut config_json = hf_cfg.to_hf_json();
-    if let (Some(o), OutDtype::Bf16) = (config_json.as_object_mut(), dtype) {
-        o.insert("torch_dtype".into(), "bfloat16".into());
-    }
     let n = tensors.len();
     let mut meta = HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
     meta.insert("probegate_converted_from".to_string(), ck.spec.clone());
     meta.insert(
         "probegate_source_fingerprint".to_string(),
         ck.fingerprint()?,
     );
-    let st_path = out_dir.join("model.safetensors");
-    let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    crate::activations::save_safetensors(tensors, meta, &st_path)?;
-    let write = |name: &str, text: String| -> Result<()> {
-        let p = out_dir.join(name);
-        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
-    };
-    write(
-        "config.json",
-        serde_json::to_string_pretty(&config_json).unwrap_or_default(),
-    )?;
-    write("tokenizer.json", ck.tokenizer.to_tokenizer_json()?)?;
-    write(
-        "tokenizer_config.json",
-        serde_json::to_string_pretty(&ck.tokenizer.tokenizer_config_json()).unwrap_or_default(),
+    let st_path = write_hf_dir(
+        out_dir,
+        tensors.into_iter().collect(),
+        cfg,
+        &ck.tokenizer,
+        meta,
+        dtype,
     )?;
     let bytes = std::fs::metadata(&st_path).map(|m| m.len()).unwrap_or(0);
     Ok(ConvertSummary {

@@ -28,13 +28,18 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   --no-deps --only-binary=:all: -r "$HERE/requirements.txt"
+# bitsandbytes: NF4 / LLM.int8 fixture (scripts/reference/make_bnb_reference.py). The wheel
+# ships a CPU backend; its dependencies (torch, numpy, packaging) are all in requirements.txt.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  --no-deps --only-binary=:all: bitsandbytes==0.48.2
 
 OMP_NUM_THREADS=1 "$VENV/bin/python" - <<'PY'
-import torch, transformers, gguf, safetensors, numpy, accelerate
+import torch, transformers, gguf, safetensors, numpy, accelerate, bitsandbytes
 x = torch.ones(2, 2) @ torch.ones(2, 2)
 assert float(x.sum()) == 8.0
 print(f"pyref venv ok: torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), "
       f"transformers {transformers.__version__}, gguf, safetensors {safetensors.__version__}, "
-      f"numpy {numpy.__version__}, accelerate {accelerate.__version__}")
+      f"numpy {numpy.__version__}, accelerate {accelerate.__version__}, "
+      f"bitsandbytes {bitsandbytes.__version__}")
 PY
 echo "venv: $VENV"

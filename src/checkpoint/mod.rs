@@ -6,6 +6,7 @@
 //! how the stored values differ from what transformers would load.
 
 pub mod adapter;
+pub mod bnb;
 pub mod hub;
 pub mod names;
 pub mod safetensors_dir;
@@ -580,4 +581,46 @@ pub fn fingerprint_files(files: &[PathBuf]) -> Result<String> {
             Ok(hex::encode(h.finalize()))
         }
     }
+}
+
+/// Writes `ck` (what-if quantization applied) as a GGUF file with the base
+/// GGUF's metadata: how `q8_0(BASE)` or `q4_0(BASE)` becomes a real file.
+pub fn write_gguf(ck: &Checkpoint, out: &Path) -> Result<()> {
+    let Store::Gguf { content, names, .. } = &ck.store else {
+        return Err(Error::Usage(format!(
+            "{}: writing GGUF needs a GGUF base (its metadata is copied)",
+            ck.spec
+        )));
+    };
+    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = Vec::new();
+    let mut hf: Vec<(&String, &String)> = names.iter().collect();
+    hf.sort_by(|a, b| a.1.cmp(b.1));
+    for (h, g) in hf {
+        let q = match ck.get(h)? {
+            Weight::Quantized(q) => q,
+            Weight::Dense(t) => candle_core::quantized::QTensor::quantize(
+                &t,
+                candle_core::quantized::GgmlDType::F32,
+            )?,
+        };
+        tensors.push((g.clone(), q));
+    }
+    let mut meta: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.file_type")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    meta.sort_by(|a, b| a.0.cmp(b.0));
+    let refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let tmp = crate::activations::tmp_path(out);
+    let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    gguf_file::write(&mut f, &meta, &refs).map_err(|e| Error::Gguf {
+        path: tmp.clone(),
+        msg: crate::error::candle_msg(&e),
+    })?;
+    std::io::Write::flush(&mut f).map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
 }

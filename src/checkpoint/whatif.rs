@@ -116,18 +116,32 @@ pub fn nf4_roundtrip(w: &Tensor, block: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
 }
 
-/// Symmetric int8 with one absmax scale per output row.
+/// bitsandbytes' int8 dequantization multiplies by this constant (1/127 as
+/// it writes it), not by dividing: the two differ in the last bit.
+// The literal is bitsandbytes' own, kept whole so it can be grepped for.
+#[allow(clippy::excessive_precision)]
+pub const INT8_INV_127: f32 = 7.874_015_718_698_502e-3;
+
+/// One row as LLM.int8 stores it: codes round(x · 127/absmax) and the absmax (SCB).
+pub fn int8_row_codes(row: &[f32]) -> (Vec<i8>, f32) {
+    let absmax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let s = if absmax > 0.0 { 127.0 / absmax } else { 0.0 };
+    let codes = row
+        .iter()
+        .map(|x| (x * s).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (codes, absmax)
+}
+
+/// Symmetric int8 with one absmax scale per output row, rounded and scaled
+/// as bitsandbytes' LLM.int8 layout is.
 pub fn int8_rowwise_roundtrip(w: &Tensor) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let v = w.to_vec2::<f32>()?;
     let mut out = Vec::with_capacity(rows * cols);
     for row in v {
-        let absmax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let scale = if absmax > 0.0 { absmax / 127.0 } else { 1.0 };
-        out.extend(
-            row.iter()
-                .map(|x| (x / scale).round().clamp(-127.0, 127.0) * scale),
-        );
+        let (codes, absmax) = int8_row_codes(&row);
+        out.extend(codes.iter().map(|&q| q as f32 * absmax * INT8_INV_127));
     }
     Ok(Tensor::from_vec(out, (rows, cols), &Device::Cpu)?)
 }

@@ -1,0 +1,483 @@
+//! bitsandbytes weights serialized in safetensors, as transformers saves a
+//! model loaded with `load_in_4bit` / `load_in_8bit`:
+//!
+//! * NF4 (`Params4bit`): `<m>.weight` packed uint8 (two codes per byte, first
+//!   element in the high nibble), `<m>.weight.absmax` (f32 per block, or uint8
+//!   when double-quantized), `<m>.weight.quant_map` (the 16-entry code),
+//!   `<m>.weight.nested_absmax` / `nested_quant_map` for double quantization,
+//!   and `<m>.weight.quant_state.bitsandbytes__nf4`: JSON bytes with
+//!   quant_type, blocksize, dtype, shape and the nested fields.
+//! * INT8 (`Int8Params`, LLM.int8): `<m>.weight` int8 [out, in] and `<m>.SCB`
+//!   f32 [out], W = weight · SCB / 127; `<m>.weight_format` may ride along.
+//!
+//! No crate reads this layout, so it is written here against files the real
+//! bitsandbytes produced (fixtures/bnb, scripts/reference/make_bnb_reference.py).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value as Json;
+
+use super::whatif::{int8_row_codes, nf4_code, INT8_INV_127, NF4_BLOCK, NF4_CODE};
+use super::Checkpoint;
+use crate::error::{Error, Result};
+
+pub const QS_NF4: &str = "quant_state.bitsandbytes__nf4";
+pub const QS_FP4: &str = "quant_state.bitsandbytes__fp4";
+/// Nested (double-quantization) block size bitsandbytes uses.
+pub const NESTED_BLOCK: usize = 256;
+
+/// Suffixes of the tensors that belong to a quantized weight rather than
+/// being weights themselves.
+pub const AUX_SUFFIXES: &[&str] = &[
+    ".weight.absmax",
+    ".weight.quant_map",
+    ".weight.nested_absmax",
+    ".weight.nested_quant_map",
+    ".weight.quant_state.bitsandbytes__nf4",
+    ".weight.quant_state.bitsandbytes__fp4",
+    ".SCB",
+    ".weight_format",
+];
+
+/// A raw safetensors entry: name, dtype, shape, little-endian bytes.
+pub type RawEntry = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+pub fn is_aux(name: &str) -> bool {
+    AUX_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// What a weight's quant_state JSON says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantState4 {
+    pub blocksize: usize,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub nested: Option<(usize, f32)>,
+}
+
+pub fn parse_quant_state(bytes: &[u8], path: &Path, name: &str) -> Result<QuantState4> {
+    let bad = |msg: String| Error::tensor(path, name, msg);
+    let json: Json =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("quant_state is not JSON: {e}")))?;
+    let qt = json.get("quant_type").and_then(Json::as_str).unwrap_or("");
+    if qt != "nf4" {
+        return Err(bad(format!(
+            "quant_type `{qt}` is not supported (bitsandbytes nf4 only)"
+        )));
+    }
+    let blocksize = json
+        .get("blocksize")
+        .and_then(Json::as_u64)
+        .filter(|b| *b > 0 && *b <= 4096)
+        .ok_or_else(|| bad("quant_state.blocksize missing or out of range".into()))?
+        as usize;
+    let shape: Vec<usize> = json
+        .get("shape")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Json::as_u64)
+                .map(|d| d as usize)
+                .collect()
+        })
+        .ok_or_else(|| bad("quant_state.shape missing".into()))?;
+    if shape.len() != 2 {
+        return Err(bad(format!("quant_state.shape {shape:?} is not 2-D")));
+    }
+    let dtype = json
+        .get("dtype")
+        .and_then(Json::as_str)
+        .unwrap_or("float32")
+        .to_string();
+    let nested = match json.get("nested_blocksize") {
+        None => None,
+        Some(b) => {
+            let nb = b.as_u64().filter(|b| *b > 0).ok_or_else(|| {
+                bad("quant_state.nested_blocksize is not a positive integer".into())
+            })? as usize;
+            let off = json
+                .get("nested_offset")
+                .and_then(Json::as_f64)
+                .ok_or_else(|| bad("quant_state.nested_offset missing".into()))?;
+            Some((nb, off as f32))
+        }
+    };
+    Ok(QuantState4 {
+        blocksize,
+        shape,
+        dtype,
+        nested,
+    })
+}
+
+/// The parts of one 4-bit weight, as raw values.
+pub struct Nf4Parts<'a> {
+    pub packed: &'a [u8],
+    pub state: QuantState4,
+    /// f32 absmax per block, or uint8 codes when nested.
+    pub absmax_f32: Option<Vec<f32>>,
+    pub absmax_u8: Option<&'a [u8]>,
+    pub quant_map: Vec<f32>,
+    pub nested_absmax: Option<Vec<f32>>,
+    pub nested_quant_map: Option<Vec<f32>>,
+}
+
+pub fn dequant_nf4(p: &Nf4Parts, path: &Path, name: &str) -> Result<Tensor> {
+    let bad = |msg: String| Error::tensor(path, name, msg);
+    let n = p.state.shape[0] * p.state.shape[1];
+    if p.packed.len() != n.div_ceil(2) {
+        return Err(bad(format!(
+            "packed weight has {} bytes, shape {:?} needs {}",
+            p.packed.len(),
+            p.state.shape,
+            n.div_ceil(2)
+        )));
+    }
+    if p.quant_map.len() != 16 {
+        return Err(bad(format!(
+            "quant_map has {} entries, NF4 needs 16",
+            p.quant_map.len()
+        )));
+    }
+    let blocks = n.div_ceil(p.state.blocksize);
+    let absmax: Vec<f32> = match (&p.absmax_f32, p.absmax_u8, &p.state.nested) {
+        (Some(a), None, None) => a.clone(),
+        (None, Some(codes), Some((nb, offset))) => {
+            let (Some(nabs), Some(nmap)) = (&p.nested_absmax, &p.nested_quant_map) else {
+                return Err(bad(
+                    "double-quantized absmax without nested_absmax and nested_quant_map".into(),
+                ));
+            };
+            if nmap.len() != 256 || nabs.len() != codes.len().div_ceil(*nb) {
+                return Err(bad(format!(
+                    "nested statistics do not fit: {} absmax codes, {} nested absmax, {} map entries",
+                    codes.len(),
+                    nabs.len(),
+                    nmap.len()
+                )));
+            }
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| nmap[c as usize] * nabs[i / nb] + offset)
+                .collect()
+        }
+        _ => {
+            return Err(bad(
+                "absmax dtype and quant_state disagree about double quantization".into(),
+            ))
+        }
+    };
+    if absmax.len() != blocks {
+        return Err(bad(format!(
+            "{} absmax values for {blocks} blocks of {}",
+            absmax.len(),
+            p.state.blocksize
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = p.packed[i / 2];
+        let code = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+        out.push(p.quant_map[code as usize] * absmax[i / p.state.blocksize]);
+    }
+    Ok(Tensor::from_vec(out, p.state.shape.clone(), &Device::Cpu)?)
+}
+
+pub fn dequant_int8(
+    w: &[i8],
+    scb: &[f32],
+    shape: &[usize],
+    path: &Path,
+    name: &str,
+) -> Result<Tensor> {
+    if shape.len() != 2 || shape[0] != scb.len() || w.len() != shape[0] * shape[1] {
+        return Err(Error::tensor(
+            path,
+            name,
+            format!(
+                "int8 weight of shape {shape:?} needs one SCB value per row, found {}",
+                scb.len()
+            ),
+        ));
+    }
+    let cols = shape[1];
+    let out: Vec<f32> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * scb[i / cols] * INT8_INV_127)
+        .collect();
+    Ok(Tensor::from_vec(out, shape.to_vec(), &Device::Cpu)?)
+}
+
+/// bitsandbytes' `create_dynamic_map(signed=True)`: the 256-entry code its
+/// blockwise 8-bit quantizer (and so NF4 double quantization) uses.
+pub fn dynamic_map() -> Vec<f32> {
+    let (max_exp, total_bits) = (7i32, 8i32);
+    let non_sign_bits = total_bits - 1;
+    let mut data: Vec<f32> = Vec::with_capacity(256);
+    for i in 0..max_exp {
+        let items = 2usize.pow((i + non_sign_bits - max_exp) as u32) + 1;
+        // torch.linspace(0.1, 1, items) in f32: its kernel fuses the
+        // multiply-add, which computing the product exactly in f64 reproduces.
+        let step = (1.0f32 - 0.1f32) / (items as f32 - 1.0);
+        let bounds: Vec<f32> = (0..items)
+            .map(|k| {
+                if k < items / 2 {
+                    (0.1f32 as f64 + step as f64 * k as f64) as f32
+                } else {
+                    (1.0f64 - step as f64 * (items - 1 - k) as f64) as f32
+                }
+            })
+            .collect();
+        // A Python float times an f32 tensor: the scalar is rounded to f32 first.
+        let scale: f32 = format!("1e{}", -(max_exp - 1) + i).parse().unwrap_or(0.0);
+        for w in bounds.windows(2) {
+            let mean = (w[0] + w[1]) / 2.0;
+            data.push(scale * mean);
+            data.push(-scale * mean);
+        }
+    }
+    data.push(0.0);
+    data.push(1.0);
+    while data.len() < 256 {
+        data.push(0.0);
+    }
+    data.sort_by(|a, b| a.total_cmp(b));
+    // bitsandbytes' blockwise quantizer sets the first entry to -1 in the
+    // cached map it then serializes (measured on 0.48.2's files).
+    data[0] = -1.0;
+    data
+}
+
+/// Nearest code entry (the map is sorted).
+fn nearest(map: &[f32], x: f32) -> u8 {
+    let i = map.partition_point(|&c| c < x);
+    let cand = [i.saturating_sub(1), i.min(map.len() - 1)];
+    let best = if (x - map[cand[0]]).abs() <= (map[cand[1]] - x).abs() {
+        cand[0]
+    } else {
+        cand[1]
+    };
+    best as u8
+}
+
+/// One weight quantized to bitsandbytes NF4 (blocks of 64), optionally with
+/// double-quantized absmax; returns (name, dtype, shape, bytes) entries.
+pub fn encode_nf4(module_weight: &str, w: &Tensor, double_quant: bool) -> Result<Vec<RawEntry>> {
+    let shape = w.dims().to_vec();
+    let v = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut absmax = Vec::with_capacity(v.len().div_ceil(NF4_BLOCK));
+    let mut codes = Vec::with_capacity(v.len());
+    for chunk in v.chunks(NF4_BLOCK) {
+        let a = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+        absmax.push(a);
+        for x in chunk {
+            codes.push(if a > 0.0 { nf4_code(x / a) } else { 7 });
+        }
+    }
+    let mut packed = vec![0u8; codes.len().div_ceil(2)];
+    for (i, c) in codes.iter().enumerate() {
+        packed[i / 2] |= if i % 2 == 0 { c << 4 } else { *c };
+    }
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut out = vec![(
+        module_weight.to_string(),
+        safetensors::Dtype::U8,
+        vec![packed.len(), 1],
+        packed,
+    )];
+    let mut state = serde_json::json!({
+        "quant_type": "nf4",
+        "blocksize": NF4_BLOCK,
+        "dtype": "float32",
+        "shape": shape,
+    });
+    if double_quant {
+        let offset = absmax.iter().sum::<f32>() / absmax.len() as f32;
+        let map = dynamic_map();
+        let centered: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
+        let mut nested = Vec::new();
+        let mut q = Vec::with_capacity(centered.len());
+        for chunk in centered.chunks(NESTED_BLOCK) {
+            let m = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+            nested.push(m);
+            for x in chunk {
+                q.push(if m > 0.0 {
+                    nearest(&map, x / m)
+                } else {
+                    nearest(&map, 0.0)
+                });
+            }
+        }
+        out.push((
+            format!("{module_weight}.absmax"),
+            safetensors::Dtype::U8,
+            vec![q.len()],
+            q,
+        ));
+        out.push((
+            format!("{module_weight}.nested_absmax"),
+            safetensors::Dtype::F32,
+            vec![nested.len()],
+            f32s(&nested),
+        ));
+        out.push((
+            format!("{module_weight}.nested_quant_map"),
+            safetensors::Dtype::F32,
+            vec![256],
+            f32s(&map),
+        ));
+        if let Some(o) = state.as_object_mut() {
+            o.insert("nested_blocksize".into(), NESTED_BLOCK.into());
+            o.insert("nested_dtype".into(), "float32".into());
+            o.insert("nested_offset".into(), (offset as f64).into());
+        }
+    } else {
+        out.push((
+            format!("{module_weight}.absmax"),
+            safetensors::Dtype::F32,
+            vec![absmax.len()],
+            f32s(&absmax),
+        ));
+    }
+    out.push((
+        format!("{module_weight}.quant_map"),
+        safetensors::Dtype::F32,
+        vec![16],
+        f32s(&NF4_CODE),
+    ));
+    let js = serde_json::to_vec(&state).unwrap_or_default();
+    out.push((
+        format!("{module_weight}.{QS_NF4}"),
+        safetensors::Dtype::U8,
+        vec![js.len()],
+        js,
+    ));
+    Ok(out)
+}
+
+/// LLM.int8 layout: int8 rows with their absmax (SCB).
+pub fn encode_int8(module: &str, w: &Tensor) -> Result<Vec<RawEntry>> {
+    let (rows, cols) = w.dims2()?;
+    let v = w.to_vec2::<f32>()?;
+    let mut q = Vec::with_capacity(rows * cols);
+    let mut scb = Vec::with_capacity(rows);
+    for row in &v {
+        let (codes, absmax) = int8_row_codes(row);
+        q.extend(codes.iter().map(|&c| c as u8));
+        scb.push(absmax);
+    }
+    Ok(vec![
+        (
+            format!("{module}.weight"),
+            safetensors::Dtype::I8,
+            vec![rows, cols],
+            q,
+        ),
+        (
+            format!("{module}.SCB"),
+            safetensors::Dtype::F32,
+            vec![rows],
+            scb.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        // Linear8bitLt saves its layout tag too: 0 = row-major.
+        (
+            format!("{module}.weight_format"),
+            safetensors::Dtype::U8,
+            vec![],
+            vec![0u8],
+        ),
+    ])
+}
+
+/// Writes `ck` as a transformers directory in bitsandbytes' layout: the
+/// block projections quantized (`nf4`, double-quantized as QLoRA loads it, or
+/// `int8`), everything else f32, with the quantization_config transformers
+/// writes beside it.
+pub fn write_dir(ck: &Checkpoint, scheme: &str, out: &Path) -> Result<()> {
+    let cfg = &ck.config;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut entries: Vec<RawEntry> = Vec::new();
+    for s in ck.tensors() {
+        let t = ck.get_f32(&s.name)?;
+        let (t, _, _) = crate::convert::to_hf_values(
+            &s.name,
+            t,
+            &ck.layout,
+            cfg.arch,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+        )?;
+        let module = s.name.strip_suffix(".weight");
+        match (scheme, module) {
+            ("nf4", Some(_)) if super::whatif::WhatIf::applies_to(&s.name) => {
+                entries.extend(encode_nf4(&s.name, &t, true)?)
+            }
+            ("int8", Some(m)) if super::whatif::WhatIf::applies_to(&s.name) => {
+                entries.extend(encode_int8(m, &t)?)
+            }
+            ("nf4" | "int8", _) => {
+                let dims = t.dims().to_vec();
+                let bytes = t
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                entries.push((s.name.clone(), safetensors::Dtype::F32, dims, bytes));
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "bitsandbytes scheme `{scheme}` is not one of nf4, int8"
+                )))
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = entries
+        .iter()
+        .map(|(n, d, s, b)| {
+            safetensors::tensor::TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::tensor(out, n, e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert("probegate_quantized_from".to_string(), ck.spec.clone());
+    let st_path = out.join("model.safetensors");
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Safetensors {
+        path: st_path.clone(),
+        msg: e.to_string(),
+    })?;
+    crate::activations::write_canonical_safetensors(bytes, &st_path)?;
+    let mut hf_cfg = cfg.clone();
+    hf_cfg.tie_word_embeddings = !ck.has("lm_head.weight");
+    let mut config_json = hf_cfg.to_hf_json();
+    let qc = if scheme == "nf4" {
+        serde_json::json!({
+            "quant_method": "bitsandbytes",
+            "load_in_4bit": true,
+            "load_in_8bit": false,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": true,
+            "bnb_4bit_compute_dtype": "float32",
+            "bnb_4bit_quant_storage": "uint8",
+        })
+    } else {
+        serde_json::json!({
+            "quant_method": "bitsandbytes",
+            "load_in_4bit": false,
+            "load_in_8bit": true,
+            "llm_int8_threshold": 0.0,
+            "llm_int8_has_fp16_weight": false,
+        })
+    };
+    if let Some(o) = config_json.as_object_mut() {
+        o.insert("quantization_config".into(), qc);
+    }
+    crate::convert::write_config_and_tokenizer(out, &config_json, &ck.tokenizer)
+}
