@@ -17,5 +17,7 @@ pub mod model;
 pub mod monitor;
 pub mod realign;
 pub mod tokenizer;
+pub mod train;
+pub mod zoo;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub mod monitor;
+pub mod zoo;
 
 use crate::activations::{self, ExtractOptions};
 use crate::checkpoint::Checkpoint;
@@ -99,6 +100,9 @@ pub enum Command {
     /// Inspect or clear the activation cache.
     #[command(subcommand)]
     Cache(monitor::CacheCommand),
+    /// Fine-tune models and build the zoo of real update conditions.
+    #[command(subcommand)]
+    Zoo(zoo::ZooCommand),
     /// Show a checkpoint's architecture, tokenizer and tensors.
     #[command(after_help = "Example:\n  probegate inspect --model gemma3 --format json")]
     Inspect(InspectArgs),
@@ -240,6 +244,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Features(a) => cmd_features(&cli.global, a),
         Command::Monitor(c) => monitor::run_monitor(&cli.global, c),
         Command::Cache(c) => monitor::run_cache(&cli.global, c),
+        Command::Zoo(c) => zoo::run_zoo(&cli.global, c),
     }
 }
 

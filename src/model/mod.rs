@@ -160,7 +160,7 @@ struct Block {
 }
 
 /// A rope table keyed by (theta, scaling); Gemma 3 uses two.
-struct RopeSpec {
+pub(crate) struct RopeSpec {
     theta: f64,
     scaling: RopeScaling,
 }
@@ -279,22 +279,10 @@ impl Model {
         };
 
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let mut ropes: Vec<RopeSpec> = Vec::new();
+        let (ropes, rope_index) = rope_specs(&cfg, deepest + 1);
         let mut blocks = Vec::with_capacity(deepest + 1);
-        for l in 0..=deepest {
+        for (l, &rope) in rope_index.iter().enumerate() {
             let p = format!("model.layers.{l}");
-            let theta = cfg.rope_theta_for(l);
-            let scaling = cfg.rope_scaling_for(l).clone();
-            let rope = match ropes
-                .iter()
-                .position(|r| r.theta == theta && r.scaling == scaling)
-            {
-                Some(i) => i,
-                None => {
-                    ropes.push(RopeSpec { theta, scaling });
-                    ropes.len() - 1
-                }
-            };
             let opt_norm = |n: &str| -> Result<Option<Tensor>> {
                 let name = format!("{p}.{n}.weight");
                 if ck.has(&name) {
@@ -416,52 +404,7 @@ impl Model {
     }
 
     fn rope_tables(&self, t: usize) -> Result<Vec<(Tensor, Tensor)>> {
-        let half = self.cfg.head_dim / 2;
-        let mut out = Vec::with_capacity(self.ropes.len());
-        for spec in &self.ropes {
-            let mut inv: Vec<f64> = (0..half)
-                .map(|i| 1.0 / spec.theta.powf((2 * i) as f64 / self.cfg.head_dim as f64))
-                .collect();
-            match spec.scaling {
-                RopeScaling::None => {}
-                RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor),
-                RopeScaling::Llama3 {
-                    factor,
-                    low_freq_factor,
-                    high_freq_factor,
-                    original_max_position_embeddings: orig,
-                } => {
-                    let low_wl = orig / low_freq_factor;
-                    let high_wl = orig / high_freq_factor;
-                    for f in inv.iter_mut() {
-                        let wl = 2.0 * std::f64::consts::PI / *f;
-                        if wl > low_wl {
-                            *f /= factor;
-                        } else if wl >= high_wl {
-                            let s = (orig / wl - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            *f = (1.0 - s) * *f / factor + s * *f;
-                        }
-                    }
-                }
-            }
-            // transformers computes these in f32; so do we, to match it closely.
-            let inv32: Vec<f32> = inv.iter().map(|&x| x as f32).collect();
-            let mut cos = Vec::with_capacity(t * half);
-            let mut sin = Vec::with_capacity(t * half);
-            for pos in 0..t {
-                for &f in &inv32 {
-                    let a = pos as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-            out.push((
-                Tensor::from_vec(cos, (t, half), &Device::Cpu)?,
-                Tensor::from_vec(sin, (t, half), &Device::Cpu)?,
-            ));
-        }
-        Ok(out)
+        rope_tables(&self.cfg, &self.ropes, t)
     }
 
     fn mask(t: usize, window: Option<usize>) -> Result<Tensor> {
@@ -654,9 +597,84 @@ impl Model {
     }
 }
 
-fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+pub(crate) fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     let (b, kv, t, d) = x.dims4()?;
     Ok(x.unsqueeze(2)?
         .expand((b, kv, rep, t, d))?
         .reshape((b, kv * rep, t, d))?)
+}
+
+/// The distinct rope tables the first `n` blocks use, and each block's index into them.
+pub(crate) fn rope_specs(cfg: &ModelConfig, n: usize) -> (Vec<RopeSpec>, Vec<usize>) {
+    let mut ropes: Vec<RopeSpec> = Vec::new();
+    let mut index = Vec::with_capacity(n);
+    for l in 0..n {
+        let theta = cfg.rope_theta_for(l);
+        let scaling = cfg.rope_scaling_for(l).clone();
+        let i = match ropes
+            .iter()
+            .position(|r| r.theta == theta && r.scaling == scaling)
+        {
+            Some(i) => i,
+            None => {
+                ropes.push(RopeSpec { theta, scaling });
+                ropes.len() - 1
+            }
+        };
+        index.push(i);
+    }
+    (ropes, index)
+}
+
+pub(crate) fn rope_tables(
+    cfg: &ModelConfig,
+    ropes: &[RopeSpec],
+    t: usize,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let half = cfg.head_dim / 2;
+    let mut out = Vec::with_capacity(ropes.len());
+    for spec in ropes {
+        let mut inv: Vec<f64> = (0..half)
+            .map(|i| 1.0 / spec.theta.powf((2 * i) as f64 / cfg.head_dim as f64))
+            .collect();
+        match spec.scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: orig,
+            } => {
+                let low_wl = orig / low_freq_factor;
+                let high_wl = orig / high_freq_factor;
+                for f in inv.iter_mut() {
+                    let wl = 2.0 * std::f64::consts::PI / *f;
+                    if wl > low_wl {
+                        *f /= factor;
+                    } else if wl >= high_wl {
+                        let s =
+                            (orig / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - s) * *f / factor + s * *f;
+                    }
+                }
+            }
+        }
+        // transformers computes these in f32; so do we, to match it closely.
+        let inv32: Vec<f32> = inv.iter().map(|&x| x as f32).collect();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for pos in 0..t {
+            for &f in &inv32 {
+                let a = pos as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        out.push((
+            Tensor::from_vec(cos, (t, half), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, half), &Device::Cpu)?,
+        ));
+    }
+    Ok(out)
 }

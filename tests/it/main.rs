@@ -9,3 +9,4 @@ mod monitor;
 mod realign;
 mod reference;
 mod tokenizer;
+mod zoo;

@@ -1,0 +1,296 @@
+//! The zoo: real update conditions made from a base model, deterministic
+//! given a seed, to test and calibrate the gate against. Each condition is a
+//! model reference usable wherever a model is accepted.
+//!
+//! Families: quantization (INT8 and NF4 in bitsandbytes' safetensors layout,
+//! GGUF Q8_0 and Q4_0), LoRA (rank 8/32, attention or attention+MLP, two
+//! corpora) served unmerged, the same adapters merged, QLoRA (trained
+//! against the NF4 base, served as `nf4(BASE)+ADAPTER`) and full fine-tunes.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::activations::read_prompts;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::train::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
+
+pub const MANIFEST: &str = "zoo.json";
+
+/// The update family a condition belongs to, as the study groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Quantization,
+    Lora,
+    MergedLora,
+    Qlora,
+    FullFineTune,
+}
+
+/// How one condition is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "recipe", rename_all = "snake_case")]
+pub enum Recipe {
+    /// bitsandbytes-layout safetensors directory (`nf4` or `int8`).
+    Bnb { scheme: String },
+    /// A GGUF file with block projections requantized (`q8_0` or `q4_0`).
+    Gguf { scheme: String },
+    /// A LoRA adapter trained on `corpus`; `quantized_base` for QLoRA.
+    Lora {
+        r: usize,
+        targets: Targets,
+        corpus: String,
+        quantized_base: bool,
+    },
+    /// `of` (a LoRA condition's name) merged into a full checkpoint.
+    Merge { of: String },
+    /// Every weight trained on `corpus`.
+    Full { corpus: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Condition {
+    pub name: String,
+    pub family: Family,
+    pub recipe: Recipe,
+}
+
+/// Training budget for the zoo's runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Budget {
+    pub lora_steps: usize,
+    pub full_steps: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub lora_lr: f64,
+    pub full_lr: f64,
+    pub eval_windows: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            lora_steps: 30,
+            full_steps: 20,
+            batch_size: 4,
+            seq_len: 64,
+            lora_lr: 1e-3,
+            full_lr: 5e-5,
+            eval_windows: 16,
+        }
+    }
+}
+
+/// The default grid: 4 quantizations, 8 LoRA adapters (2 ranks × 2 target
+/// sets × 2 corpora), their 8 merges, 2 QLoRA and 2 full fine-tunes.
+pub fn default_grid(corpora: &[&str]) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for scheme in ["int8", "nf4"] {
+        out.push(Condition {
+            name: scheme.into(),
+            family: Family::Quantization,
+            recipe: Recipe::Bnb {
+                scheme: scheme.into(),
+            },
+        });
+    }
+    for scheme in ["q8_0", "q4_0"] {
+        out.push(Condition {
+            name: scheme.into(),
+            family: Family::Quantization,
+            recipe: Recipe::Gguf {
+                scheme: scheme.into(),
+            },
+        });
+    }
+    let mut loras = Vec::new();
+    for corpus in corpora {
+        for r in [8, 32] {
+            for targets in [Targets::Attn, Targets::AttnMlp] {
+                let t = match targets {
+                    Targets::Attn => "attn",
+                    Targets::AttnMlp => "attn-mlp",
+                };
+                let name = format!("lora-r{r}-{t}-{corpus}");
+                loras.push(name.clone());
+                out.push(Condition {
+                    name,
+                    family: Family::Lora,
+                    recipe: Recipe::Lora {
+                        r,
+                        targets,
+                        corpus: corpus.to_string(),
+                        quantized_base: false,
+                    },
+                });
+            }
+        }
+    }
+    for of in loras {
+        out.push(Condition {
+            name: format!("merged-{of}"),
+            family: Family::MergedLora,
+            recipe: Recipe::Merge { of },
+        });
+    }
+    for corpus in corpora {
+        out.push(Condition {
+            name: format!("qlora-r8-attn-mlp-{corpus}"),
+            family: Family::Qlora,
+            recipe: Recipe::Lora {
+                r: 8,
+                targets: Targets::AttnMlp,
+                corpus: corpus.to_string(),
+                quantized_base: true,
+            },
+        });
+    }
+    for corpus in corpora {
+        out.push(Condition {
+            name: format!("full-{corpus}"),
+            family: Family::FullFineTune,
+            recipe: Recipe::Full {
+                corpus: corpus.to_string(),
+            },
+        });
+    }
+    out
+}
+
+/// One built condition, as recorded in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Built {
+    pub name: String,
+    pub family: Family,
+    pub recipe: Recipe,
+    /// A model reference for the candidate, usable wherever one is accepted.
+    pub reference: String,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub base: String,
+    pub base_fingerprint: String,
+    pub seed: u64,
+    pub budget: Budget,
+    pub conditions: Vec<Built>,
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::field(
+                path,
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = crate::activations::tmp_path(path);
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// A corpus directory holds train.jsonl and heldout.jsonl.
+/// Token windows of a corpus: (train, held-out).
+pub type Windows = (Vec<Vec<u32>>, Vec<Vec<u32>>);
+
+pub fn corpus_windows(ck: &Checkpoint, dir: &Path, seq_len: usize) -> Result<Windows> {
+    let train = read_prompts(&dir.join("train.jsonl"))?;
+    let heldout = read_prompts(&dir.join("heldout.jsonl"))?;
+    Ok((
+        train::windows(ck, &train, seq_len)?,
+        train::windows(ck, &heldout, seq_len)?,
+    ))
+}
+
+pub struct RunSpec<'a> {
+    pub base: &'a str,
+    pub corpus_dir: &'a Path,
+    pub mode: Mode,
+    pub quantized_base: bool,
+    pub config: TrainConfig,
+    pub out: &'a Path,
+}
+
+/// What a training run leaves in memory: its report and the trained
+/// tensors as written (LoRA: `<module>.lora_A` / `.lora_B`).
+pub struct TrainOutput {
+    pub report: TrainReport,
+    pub trained: Vec<(String, candle_core::Tensor)>,
+}
+
+/// Trains one LoRA adapter (PEFT directory) or full fine-tune (HF
+/// directory) and writes `training.json` with the loss curve beside it.
+pub fn run_training(spec: &RunSpec, on_step: &mut dyn FnMut(&LossPoint)) -> Result<TrainOutput> {
+    let train_base = if spec.quantized_base {
+        format!("nf4({})", spec.base)
+    } else {
+        spec.base.to_string()
+    };
+    let ck = Checkpoint::open_str(&train_base)?;
+    let (train_w, heldout_w) = corpus_windows(&ck, spec.corpus_dir, spec.config.seq_len)?;
+    let model = TrainModel::load(&ck, &spec.mode, spec.config.seed)?;
+    let report = train::train(
+        &model,
+        &train_base,
+        &train_w,
+        &heldout_w,
+        &spec.config,
+        on_step,
+    )?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("probegate_trained_on".to_string(), train_base.clone());
+    meta.insert(
+        "probegate_corpus".to_string(),
+        spec.corpus_dir.display().to_string(),
+    );
+    meta.insert("probegate_seed".to_string(), spec.config.seed.to_string());
+    match spec.mode {
+        Mode::Lora { .. } => model.save_adapter(spec.out, &train_base, &meta)?,
+        Mode::Full => {
+            let meta = meta.into_iter().collect();
+            crate::convert::write_hf_dir(
+                spec.out,
+                model.trained(),
+                &ck.config,
+                &ck.tokenizer,
+                meta,
+                crate::convert::OutDtype::F32,
+            )?;
+        }
+    }
+    let p = spec.out.join("training.json");
+    std::fs::write(
+        &p,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| Error::io(&p, e))?;
+    Ok(TrainOutput {
+        report,
+        trained: model.trained(),
+    })
+}
+
+/// Where a model's zoo lives by default.
+pub fn default_dir(base_alias: &str) -> PathBuf {
+    crate::checkpoint::cache_root().join("zoo").join(base_alias)
+}
+
+pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((v, t.elapsed().as_secs_f64()))
+}
