@@ -7,6 +7,7 @@
 
 pub mod actcache;
 pub mod activations;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;
@@ -15,7 +16,11 @@ pub mod error;
 pub mod features;
 pub mod model;
 pub mod monitor;
+pub mod policy;
 pub mod realign;
+pub mod report;
+pub mod revalidate;
+pub mod risk;
 pub mod tokenizer;
 pub mod train;
 pub mod zoo;

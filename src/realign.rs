@@ -149,6 +149,16 @@ pub struct Choice {
     /// on held-out unlabeled prompts, in units of base-logit variance.
     pub heldout_error: f64,
     pub errors: Vec<(Method, f64)>,
+    /// The same error for the monitor left as it is: a map that does not beat
+    /// it is not applied (maps fitted on too few or off-distribution prompts
+    /// can wreck a monitor).
+    pub identity_error: f64,
+}
+
+impl Choice {
+    pub fn beats_identity(&self) -> bool {
+        self.heldout_error < self.identity_error
+    }
 }
 
 /// Fits every method on the first part of the paired prompts and picks the
@@ -169,19 +179,21 @@ pub fn choose(
     let zb = logits(m, &base[k..]);
     let mb = zb.iter().sum::<f64>() / zb.len() as f64;
     let var = (zb.iter().map(|z| (z - mb).powi(2)).sum::<f64>() / zb.len() as f64).max(1e-12);
+    let mse = |zc: &[f64]| {
+        zc.iter()
+            .zip(&zb)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / zb.len() as f64
+            / var
+    };
+    let identity_error = mse(&logits(m, &cand[k..]));
     let mut best: Option<(f64, Method)> = None;
     let mut errors = Vec::new();
     for method in METHODS {
         let map = fit(method, &cand[..k], &base[..k])?;
         let repaired = map.compose(m, "");
-        let zc = logits(&repaired, &cand[k..]);
-        let err = zc
-            .iter()
-            .zip(&zb)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f64>()
-            / zb.len() as f64
-            / var;
+        let err = mse(&logits(&repaired, &cand[k..]));
         errors.push((method, err));
         if best.is_none_or(|(e, _)| err < e) {
             best = Some((err, method));
@@ -196,6 +208,7 @@ pub fn choose(
             method,
             heldout_error: err,
             errors,
+            identity_error,
         },
     ))
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub mod check;
 pub mod monitor;
 pub mod zoo;
 
@@ -100,6 +101,25 @@ pub enum Command {
     /// Inspect or clear the activation cache.
     #[command(subcommand)]
     Cache(monitor::CacheCommand),
+    /// Run the gate: diff, risk, budgeted revalidation, realignment, verdict and reports.
+    #[command(after_help = "Examples:\n  \
+        probegate check --base smollm2 --candidate smollm2+path/to/adapter --monitors monitors/smollm2\n  \
+        probegate check --base gemma3 --candidate 'nf4(gemma3)' --monitors monitors/gemma3 \\\n    \
+          --policy policies/quantization-only.toml --out report --format json\n\n\
+        Exit codes: 0 pass (or pass with repaired monitors), 1 the gate failed the candidate,\n\
+        2 the gate could not evaluate (bad input, missing files, any error). report.json,\n\
+        report.md and report.html are written to --out in every case; after an error\n\
+        report.json says \"verdict\": \"error\".")]
+    Check(check::CheckArgs),
+    /// Predicted risk per monitor (`risk`), refit from a history (`risk fit`), or evaluate it (`risk eval`).
+    #[command(after_help = "Examples:\n  \
+        probegate risk --base smollm2 --candidate 'q4_0(smollm2)' --monitors monitors/smollm2\n  \
+        probegate risk fit ~/.cache/probegate/history.jsonl --out my-risk.json\n  \
+        probegate risk eval risk/zoo-grid.jsonl")]
+    Risk(check::RiskArgs),
+    /// Reproduce the staleness study: full revalidation over a zoo.
+    #[command(subcommand)]
+    Study(check::StudyCommand),
     /// Fine-tune models and build the zoo of real update conditions.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -245,6 +265,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Monitor(c) => monitor::run_monitor(&cli.global, c),
         Command::Cache(c) => monitor::run_cache(&cli.global, c),
         Command::Zoo(c) => zoo::run_zoo(&cli.global, c),
+        Command::Check(a) => check::cmd_check(&cli.global, a),
+        Command::Risk(a) => check::cmd_risk(&cli.global, a),
+        Command::Study(c) => check::cmd_study(&cli.global, c),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::actcache::{cached_activations, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{Pool, Precision};
-use crate::monitor::metrics::{self, ThresholdRule};
+use crate::monitor::metrics::ThresholdRule;
 use crate::monitor::train::{train, TrainOptions};
 use crate::monitor::{self as mon, data, BaseCheck, Monitor};
 
@@ -155,43 +155,7 @@ fn label_pair(s: &str) -> Result<(String, String)> {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct EvalResult {
-    pub monitor: String,
-    pub layer: usize,
-    pub n: usize,
-    pub auroc: f64,
-    pub auroc_ci95: [f64; 2],
-    pub balanced_accuracy: f64,
-    pub tpr: f64,
-    pub fpr: f64,
-    pub threshold: f64,
-    pub base_auroc: f64,
-    pub delta_auroc: f64,
-    pub base_balanced_accuracy: f64,
-}
-
-/// Metrics of a monitor on scores of labeled data, against its base figures.
-pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
-    let auroc = metrics::auroc(scores, labels)
-        .ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
-    let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
-    let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
-    Ok(EvalResult {
-        monitor: m.meta.name.clone(),
-        layer: m.meta.hook.layer,
-        n: labels.len(),
-        auroc,
-        auroc_ci95: [lo, hi],
-        balanced_accuracy: t.balanced_accuracy,
-        tpr: t.tpr,
-        fpr: t.fpr,
-        threshold: t.threshold,
-        base_auroc: m.meta.base_metrics.auroc,
-        delta_auroc: auroc - m.meta.base_metrics.auroc,
-        base_balanced_accuracy: m.meta.base_metrics.balanced_accuracy,
-    })
-}
+pub use crate::revalidate::{evaluate, EvalResult};
 
 fn held_out_metrics(e: &EvalResult, data: &data::Labeled) -> mon::Metrics {
     mon::Metrics {

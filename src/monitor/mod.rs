@@ -396,10 +396,17 @@ pub fn check_suite_base(
 
 /// Monitors grouped by pooling, with the sorted blocks each group reads, so
 /// one forward pass per pooling serves the whole group.
-pub fn by_pooling(monitors: &[Monitor]) -> Vec<(Pool, Vec<&Monitor>, Vec<usize>)> {
+pub fn by_pooling<'a>(
+    monitors: impl IntoIterator<Item = &'a Monitor>,
+) -> Vec<(Pool, Vec<&'a Monitor>, Vec<usize>)> {
+    let all: Vec<&Monitor> = monitors.into_iter().collect();
     let mut out = Vec::new();
     for pool in [Pool::Last, Pool::Mean] {
-        let group: Vec<&Monitor> = monitors.iter().filter(|m| m.meta.pooling == pool).collect();
+        let group: Vec<&Monitor> = all
+            .iter()
+            .copied()
+            .filter(|m| m.meta.pooling == pool)
+            .collect();
         if group.is_empty() {
             continue;
         }

@@ -84,9 +84,9 @@ fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<Vec<usize>> {
     folds
 }
 
-struct Fitted {
-    w: Array1<f64>,
-    b: f64,
+pub(crate) struct Fitted {
+    pub(crate) w: Array1<f64>,
+    pub(crate) b: f64,
 }
 
 impl Fitted {
@@ -98,7 +98,8 @@ impl Fitted {
     }
 }
 
-fn fit(x: &Array2<f64>, y: &[usize], l2: f64, max_iter: u64) -> Result<Fitted> {
+/// L2-regularised logistic regression with label 1 as the positive class.
+pub(crate) fn fit(x: &Array2<f64>, y: &[usize], l2: f64, max_iter: u64) -> Result<Fitted> {
     let ds = Dataset::new(x.clone(), Array1::from_vec(y.to_vec()));
     let model = LogisticRegression::default()
         .alpha(l2)

@@ -1,0 +1,751 @@
+//! `check`: the gate as one pipeline of plain data stages —
+//! diff → features → risk → budgeted revalidation → realignment → verdict.
+//! The CLI, the GitHub Action and the webhook server all call [`run`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actcache::{cached_activations, ActCache, ActSpec};
+use crate::checkpoint::Checkpoint;
+use crate::diff::{BlockDiff, Family};
+use crate::error::{Error, Result};
+use crate::features::MonitorFeatures;
+use crate::model::Precision;
+use crate::monitor::{self as mon, BaseCheck, Monitor};
+use crate::policy::{Policy, Unverified};
+use crate::realign;
+use crate::revalidate::{self, EvalResult};
+use crate::risk::{HistoryRow, Outcome, Risk, RiskModel};
+
+pub const REPORT_SCHEMA: &str = "probegate.report";
+pub const REPORT_VERSION: u32 = 1;
+
+pub struct CheckRequest {
+    pub base: String,
+    pub candidate: String,
+    pub monitors: PathBuf,
+    /// Root of the labeled test sets: `<data>/<concept>/test.jsonl`.
+    pub data: PathBuf,
+    pub policy: Policy,
+    pub risk_model: RiskModel,
+    /// Revalidate every monitor regardless of the budget (ground truth for the grid).
+    pub full_revalidation: bool,
+    /// A name for the candidate (the zoo's condition), recorded in history.
+    pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    PassWithRepairs,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Revalidated and within the policy's limits.
+    Healthy,
+    /// Stale, repaired by label-free realignment (verified if the policy says so).
+    Repaired,
+    /// Stale and not repaired.
+    Stale,
+    /// Outside the budget: not revalidated.
+    Unverified,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RealignReport {
+    pub method: realign::Method,
+    /// Label-free selection error (held-out unlabeled prompts, base-logit variance units).
+    pub heldout_error: f64,
+    /// The same error with no map: a map must beat it to be applied.
+    pub identity_error: f64,
+    pub prompts: usize,
+    /// Labeled metrics of the repaired monitor through the candidate.
+    pub after: EvalResult,
+    pub stale_reasons_after: Vec<String>,
+    pub verified: bool,
+    /// Where the repaired monitor was written (relative to the output directory).
+    pub written_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorReport {
+    pub name: String,
+    pub concept: String,
+    pub layer: usize,
+    pub critical: bool,
+    pub status: Status,
+    /// The rung of the repair ladder this monitor needed (none, realignment).
+    pub rung: String,
+    pub risk: Risk,
+    pub features: MonitorFeatures,
+    pub eval: Option<EvalResult>,
+    pub stale_reasons: Vec<String>,
+    pub realignment: Option<RealignReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub reference: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub family: Family,
+    pub evidence: Vec<String>,
+    pub blocks: Vec<BlockDiff>,
+    pub kinds: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BudgetUse {
+    pub examples_limit: usize,
+    pub examples_used: usize,
+    /// Examples a full revalidation of every monitor would run.
+    pub examples_full: usize,
+    pub seconds_limit: Option<f64>,
+    pub full_revalidation: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub version: u32,
+    pub probegate_version: String,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+    pub base: ModelInfo,
+    pub candidate: ModelInfo,
+    pub condition: Option<String>,
+    pub policy: Policy,
+    pub diff: DiffSummary,
+    pub budget: BudgetUse,
+    pub monitors: Vec<MonitorReport>,
+    pub corpus_prompts: usize,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+impl Report {
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut c = BTreeMap::new();
+        for m in &self.monitors {
+            let k = match m.status {
+                Status::Healthy => "healthy",
+                Status::Repaired => "repaired",
+                Status::Stale => "stale",
+                Status::Unverified => "unverified",
+            };
+            *c.entry(k).or_insert(0) += 1;
+        }
+        c
+    }
+
+    /// History rows for every revalidated monitor.
+    pub fn history(&self, model: &str) -> Vec<HistoryRow> {
+        self.monitors
+            .iter()
+            .filter_map(|m| {
+                let e = m.eval.as_ref()?;
+                Some(HistoryRow::new(
+                    model,
+                    &self.candidate.reference,
+                    &self.candidate.fingerprint,
+                    self.condition.clone(),
+                    m.features.clone(),
+                    Outcome {
+                        auroc: e.auroc,
+                        delta_auroc: e.delta_auroc,
+                        balanced_accuracy: e.balanced_accuracy,
+                        delta_balanced_accuracy: e.balanced_accuracy - e.base_balanced_accuracy,
+                        stale_auroc: e.delta_auroc <= -0.05 + 1e-12,
+                        stale_policy: !m.stale_reasons.is_empty(),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Progress callbacks: (stage, done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// Repaired monitors, to be written beside the report.
+pub struct CheckOutput {
+    pub report: Report,
+    pub repaired: Vec<Monitor>,
+}
+
+type PairedActs = BTreeMap<(mon_pool::Key, usize), (Vec<Vec<f32>>, Vec<Vec<f32>>)>;
+
+/// Everything before labeled data is spent: both models opened, the suite
+/// checked against the base, the diff, paired corpus activations, features.
+struct Prepared {
+    base: Checkpoint,
+    cand: Checkpoint,
+    monitors: Vec<Monitor>,
+    base_fp: String,
+    cand_fp: String,
+    diff: crate::diff::DiffReport,
+    corpus_len: usize,
+    corpus_acts: PairedActs,
+    features: BTreeMap<String, MonitorFeatures>,
+}
+
+fn prepare(
+    base: &str,
+    candidate: &str,
+    monitors: &Path,
+    policy: &Policy,
+    secs: &mut BTreeMap<String, f64>,
+    progress: Progress,
+) -> Result<Prepared> {
+    let t0 = Instant::now();
+    let base = Checkpoint::open_str(base)?;
+    let cand = Checkpoint::open_str(candidate)?;
+    let monitors = mon::load_suite(monitors)?;
+    let base_fp = base.fingerprint()?;
+    mon::check_suite_base(
+        &monitors,
+        &base_fp,
+        base.config.hidden_size,
+        base.config.num_layers,
+        BaseCheck::Require,
+    )?;
+    let cand_fp = cand.fingerprint()?;
+    let mut corpus = crate::activations::read_prompts(&policy.realignment.corpus)?;
+    corpus.truncate(policy.realignment.max_prompts);
+    secs.insert("load".into(), t0.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let n_tensors = base.tensors().len();
+    let mut done = 0;
+    let diff = crate::diff::diff(&base, &cand, &mut || {
+        done += 1;
+        progress("diff", done, n_tensors);
+    })?;
+    secs.insert("diff".into(), t.elapsed().as_secs_f64());
+
+    // Paired corpus activations at every monitor block: features and realignment.
+    let t = Instant::now();
+    let cache = ActCache::from_env();
+    let mut corpus_acts: PairedActs = BTreeMap::new();
+    let mut features: BTreeMap<String, MonitorFeatures> = BTreeMap::new();
+    for (pool, group, layers) in mon::by_pooling(&monitors) {
+        let spec = ActSpec {
+            pool,
+            precision: Precision::F32,
+            batch_size: 16,
+        };
+        let total = 2 * corpus.len();
+        let mut seen = 0;
+        let ab = cached_activations(&base, &cache, &corpus, &layers, spec, &mut |n| {
+            seen += n;
+            progress("corpus activations", seen, total)
+        })?;
+        let ac = cached_activations(&cand, &cache, &corpus, &layers, spec, &mut |n| {
+            seen += n;
+            progress("corpus activations", seen, total)
+        })?;
+        for &l in &layers {
+            corpus_acts.insert(
+                (mon_pool::key(pool), l),
+                (ab[&l].to_vec2::<f32>()?, ac[&l].to_vec2::<f32>()?),
+            );
+        }
+        for m in group {
+            let (b, c) = &corpus_acts[&(mon_pool::key(pool), m.meta.hook.layer)];
+            features.insert(
+                m.meta.name.clone(),
+                crate::features::monitor_features(m, &diff, b, c)?,
+            );
+        }
+    }
+    secs.insert("features".into(), t.elapsed().as_secs_f64());
+    Ok(Prepared {
+        base,
+        cand,
+        monitors,
+        base_fp,
+        cand_fp,
+        diff,
+        corpus_len: corpus.len(),
+        corpus_acts,
+        features,
+    })
+}
+
+/// Features and predicted risk per monitor, without spending labeled data.
+pub fn predict_only(
+    base: &str,
+    candidate: &str,
+    monitors: &Path,
+    policy: &Policy,
+    model: &RiskModel,
+    progress: Progress,
+) -> Result<Vec<(MonitorFeatures, Risk)>> {
+    let mut secs = BTreeMap::new();
+    let p = prepare(base, candidate, monitors, policy, &mut secs, progress)?;
+    let mut out: Vec<(MonitorFeatures, Risk)> = p
+        .features
+        .into_values()
+        .map(|f| {
+            let r = model.predict(&f);
+            (f, r)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.p_stale.total_cmp(&a.1.p_stale));
+    Ok(out)
+}
+
+pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
+    let mut secs = BTreeMap::new();
+    let t0 = Instant::now();
+    let policy = &req.policy;
+    // Test sets are read (and their hashes checked) before any compute, so a
+    // wrong data directory fails fast.
+    let suite = mon::load_suite(&req.monitors)?;
+    let mut tests = BTreeMap::new();
+    for m in &suite {
+        if !tests.contains_key(&m.meta.concept) {
+            tests.insert(m.meta.concept.clone(), revalidate::test_set(&req.data, m)?);
+        }
+    }
+    let Prepared {
+        base,
+        cand,
+        monitors,
+        base_fp,
+        cand_fp,
+        diff,
+        corpus_len,
+        corpus_acts,
+        features,
+    } = prepare(
+        &req.base,
+        &req.candidate,
+        &req.monitors,
+        policy,
+        &mut secs,
+        progress,
+    )?;
+    let cache = ActCache::from_env();
+    let risks: BTreeMap<String, Risk> = features
+        .iter()
+        .map(|(n, f)| (n.clone(), req.risk_model.predict(f)))
+        .collect();
+
+    // Revalidation order: concepts holding a critical monitor first, then by
+    // the riskiest monitor; a concept's test set serves all its monitors.
+    let mut concepts: Vec<(String, bool, f64)> = tests
+        .keys()
+        .map(|c| {
+            let ms = monitors.iter().filter(|m| &m.meta.concept == c);
+            let crit = ms
+                .clone()
+                .any(|m| policy.is_critical(&m.meta.name, &m.meta.concept));
+            let risk = ms.map(|m| risks[&m.meta.name].p_stale).fold(0.0, f64::max);
+            (c.clone(), crit, risk)
+        })
+        .collect();
+    concepts.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    let examples_full: usize = tests.values().map(|(_, d)| d.texts.len()).sum();
+
+    let t = Instant::now();
+    let mut used = 0usize;
+    // Per monitor: metrics, scores, labels and the candidate's test activations
+    // (kept so a repair is verified without another forward pass).
+    struct Revalidated {
+        eval: EvalResult,
+        labels: Vec<u8>,
+        x: Vec<Vec<f32>>,
+    }
+    let mut evals: BTreeMap<String, Revalidated> = BTreeMap::new();
+    for (concept, critical, _) in &concepts {
+        let (_, d) = &tests[concept];
+        let n = d.texts.len();
+        let over_examples = used + n > policy.budget.examples;
+        let over_time = policy
+            .budget
+            .seconds
+            .is_some_and(|s| t.elapsed().as_secs_f64() > s);
+        if !req.full_revalidation && !critical && (over_examples || over_time) {
+            continue;
+        }
+        used += n;
+        let group: Vec<&Monitor> = monitors
+            .iter()
+            .filter(|m| &m.meta.concept == concept)
+            .collect();
+        for (pool, ms, layers) in mon::by_pooling(group.iter().copied()) {
+            let spec = ActSpec {
+                pool,
+                precision: Precision::F32,
+                batch_size: 16,
+            };
+            let mut seen = 0;
+            let acts = cached_activations(&cand, &cache, &d.texts, &layers, spec, &mut |k| {
+                seen += k;
+                progress(&format!("revalidating {concept}"), seen, n)
+            })?;
+            for m in ms {
+                let x = &acts[&m.meta.hook.layer];
+                let s = m.scores(x)?;
+                let e = revalidate::evaluate(m, &s, &d.labels, 20261127)?;
+                evals.insert(
+                    m.meta.name.clone(),
+                    Revalidated {
+                        eval: e,
+                        labels: d.labels.clone(),
+                        x: x.to_vec2()?,
+                    },
+                );
+            }
+        }
+    }
+    secs.insert("revalidation".into(), t.elapsed().as_secs_f64());
+
+    // Realignment of stale monitors, verified on the labeled data already run.
+    let t = Instant::now();
+    let mut reports = Vec::new();
+    let mut repaired = Vec::new();
+    for m in &monitors {
+        let name = &m.meta.name;
+        let critical = policy.is_critical(name, &m.meta.concept);
+        let (status, eval, reasons, realignment) = match evals.get(name) {
+            None => (Status::Unverified, None, Vec::new(), None),
+            Some(Revalidated {
+                eval: e,
+                labels,
+                x: test_x,
+            }) => {
+                let reasons = revalidate::stale_reasons(m, e, &policy.metrics);
+                if reasons.is_empty() {
+                    (Status::Healthy, Some(e.clone()), reasons, None)
+                } else if policy.realignment.enabled && corpus_len >= policy.realignment.min_prompts
+                {
+                    let (b, c) = &corpus_acts[&(mon_pool::key(m.meta.pooling), m.meta.hook.layer)];
+                    let (map, choice) = realign::choose(m, c, b, 0.25)?;
+                    let fixed = map.compose(m, &cand_fp);
+                    let xt = candle_core::Tensor::new(test_x.clone(), &candle_core::Device::Cpu)?;
+                    let s2 = fixed.scores(&xt)?;
+                    let after = revalidate::evaluate(&fixed, &s2, labels, 20261127)?;
+                    let mut reasons_after = revalidate::stale_reasons(m, &after, &policy.metrics);
+                    if !choice.beats_identity() {
+                        reasons_after.insert(
+                            0,
+                            format!(
+                                "no map beat leaving the monitor as it is on held-out unlabeled prompts ({:.3} vs {:.3}): not applied",
+                                choice.heldout_error, choice.identity_error
+                            ),
+                        );
+                    }
+                    let ok = choice.beats_identity()
+                        && (reasons_after.is_empty() || !policy.realignment.verify);
+                    let written_to = ok.then(|| format!("repaired/{name}"));
+                    if ok {
+                        repaired.push(fixed);
+                    }
+                    (
+                        if ok { Status::Repaired } else { Status::Stale },
+                        Some(e.clone()),
+                        reasons,
+                        Some(RealignReport {
+                            method: choice.method,
+                            heldout_error: choice.heldout_error,
+                            identity_error: choice.identity_error,
+                            prompts: c.len(),
+                            after,
+                            stale_reasons_after: reasons_after,
+                            verified: policy.realignment.verify,
+                            written_to,
+                        }),
+                    )
+                } else {
+                    (Status::Stale, Some(e.clone()), reasons, None)
+                }
+            }
+        };
+        reports.push(MonitorReport {
+            name: name.clone(),
+            concept: m.meta.concept.clone(),
+            layer: m.meta.hook.layer,
+            critical,
+            status,
+            rung: match status {
+                Status::Repaired => "realignment".into(),
+                Status::Stale if realignment.is_some() => "beyond realignment".into(),
+                _ => "none".into(),
+            },
+            risk: risks[name].clone(),
+            features: features[name].clone(),
+            eval,
+            stale_reasons: reasons,
+            realignment,
+        });
+    }
+    secs.insert("realignment".into(), t.elapsed().as_secs_f64());
+    reports.sort_by(|a, b| {
+        b.risk
+            .p_stale
+            .total_cmp(&a.risk.p_stale)
+            .then(a.name.cmp(&b.name))
+    });
+
+    let (verdict, reasons, warnings) = decide(policy, diff.family, &reports, corpus_len);
+    secs.insert("total".into(), t0.elapsed().as_secs_f64());
+    Ok(CheckOutput {
+        report: Report {
+            schema: REPORT_SCHEMA.into(),
+            version: REPORT_VERSION,
+            probegate_version: env!("CARGO_PKG_VERSION").into(),
+            verdict,
+            reasons,
+            warnings,
+            base: ModelInfo {
+                reference: base.spec.clone(),
+                fingerprint: base_fp,
+            },
+            candidate: ModelInfo {
+                reference: cand.spec.clone(),
+                fingerprint: cand_fp,
+            },
+            condition: req.condition.clone(),
+            policy: policy.clone(),
+            diff: DiffSummary {
+                family: diff.family,
+                evidence: diff.evidence.clone(),
+                blocks: diff.blocks.clone(),
+                kinds: diff.kinds.clone(),
+            },
+            budget: BudgetUse {
+                examples_limit: policy.budget.examples,
+                examples_used: used,
+                examples_full,
+                seconds_limit: policy.budget.seconds,
+                full_revalidation: req.full_revalidation,
+            },
+            monitors: reports,
+            corpus_prompts: corpus_len,
+            seconds: secs,
+        },
+        repaired,
+    })
+}
+
+/// The verdict and its reasons, from the monitors' statuses under `policy`.
+pub fn decide(
+    policy: &Policy,
+    family: Family,
+    monitors: &[MonitorReport],
+    corpus_prompts: usize,
+) -> (Verdict, Vec<String>, Vec<String>) {
+    let mut fail = Vec::new();
+    let mut warn = Vec::new();
+    if let Some(allowed) = &policy.allowed_families {
+        if !allowed.contains(&family) {
+            fail.push(format!(
+                "the candidate is a {family:?} update; policy `{}` allows only {allowed:?}",
+                policy.name
+            ));
+        }
+    }
+    for m in monitors {
+        match m.status {
+            Status::Stale => fail.push(format!(
+                "{}{} is stale{}: {}",
+                m.name,
+                if m.critical { " (critical)" } else { "" },
+                if m.realignment.is_some() {
+                    " and realignment did not repair it"
+                } else {
+                    ""
+                },
+                m.stale_reasons.join("; ")
+            )),
+            Status::Repaired if !policy.realignment.may_pass => fail.push(format!(
+                "{} is stale ({}); realignment repaired it but policy `{}` does not let a repair pass",
+                m.name,
+                m.stale_reasons.join("; "),
+                policy.name
+            )),
+            Status::Unverified => {
+                let msg = format!(
+                    "{} was not revalidated within the budget (predicted risk {:.2})",
+                    m.name, m.risk.p_stale
+                );
+                match policy.unverified {
+                    Unverified::Fail => fail.push(msg),
+                    Unverified::Warn => warn.push(msg),
+                }
+            }
+            _ => {}
+        }
+    }
+    if policy.realignment.enabled && corpus_prompts < policy.realignment.min_prompts {
+        warn.push(format!(
+            "realignment was not attempted: {corpus_prompts} corpus prompts, the policy needs {}",
+            policy.realignment.min_prompts
+        ));
+    }
+    let any_repaired = monitors.iter().any(|m| m.status == Status::Repaired);
+    let verdict = if !fail.is_empty() {
+        Verdict::Fail
+    } else if any_repaired {
+        Verdict::PassWithRepairs
+    } else {
+        Verdict::Pass
+    };
+    (verdict, fail, warn)
+}
+
+/// Writes report.json, report.md, report.html and the repaired monitors.
+pub fn write_outputs(out: &Path, output: &CheckOutput) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for m in &output.repaired {
+        m.save(&out.join("repaired").join(&m.meta.name))?;
+    }
+    crate::report::write_all(out, &output.report)
+}
+
+/// What the CLI writes when the gate could not evaluate: never a file that
+/// reads like a pass.
+pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json = serde_json::json!({
+        "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
+        "verdict": "error", "error": err,
+    });
+    let p = out.join("report.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&json).unwrap_or_default())
+        .map_err(|e| Error::io(&p, e))?;
+    let md =
+        format!("## probegate: could not evaluate\n\n```\n{err}\n```\n\nThis is not a pass.\n");
+    let p = out.join("report.md");
+    std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
+    let _ = std::fs::remove_file(out.join("report.html"));
+    Ok(())
+}
+
+/// Pool as an ordered key (Pool is not Ord).
+mod mon_pool {
+    use crate::model::Pool;
+    pub type Key = u8;
+    pub fn key(p: Pool) -> Key {
+        match p {
+            Pool::Last => 0,
+            Pool::Mean => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.toml"),
+        )
+        .unwrap();
+        Policy::parse(&text, Path::new("policies/default.toml")).unwrap()
+    }
+
+    fn monitor(name: &str, status: Status, critical: bool) -> MonitorReport {
+        let f = MonitorFeatures {
+            monitor: name.into(),
+            concept: name.split('-').next().unwrap_or(name).into(),
+            layer: 15,
+            depth_fraction: 0.5,
+            base_auroc: 0.99,
+            weight_norm: 1.0,
+            family: Family::LowRankAdapter,
+            change_below: 0.01,
+            max_stable_rank: 4.0,
+            act_cosine: 0.99,
+            projected_shift: 0.1,
+            score_ks: 0.1,
+            flip_rate: 0.01,
+            base_margin: 1.0,
+        };
+        MonitorReport {
+            name: name.into(),
+            concept: f.concept.clone(),
+            layer: 15,
+            critical,
+            status,
+            rung: "none".into(),
+            risk: Risk {
+                p_stale: 0.3,
+                drivers: vec![],
+            },
+            features: f,
+            eval: None,
+            stale_reasons: if matches!(status, Status::Stale | Status::Repaired) {
+                vec!["AUROC 0.99 → 0.90".into()]
+            } else {
+                vec![]
+            },
+            realignment: None,
+        }
+    }
+
+    #[test]
+    fn every_verdict_path() {
+        let p = policy();
+        let fam = Family::LowRankAdapter;
+        let healthy = monitor("toxicity-l15", Status::Healthy, false);
+        let (v, r, _) = decide(&p, fam, std::slice::from_ref(&healthy), 600);
+        assert_eq!((v, r.len()), (Verdict::Pass, 0));
+
+        let repaired = monitor("privacy_pii-l15", Status::Repaired, true);
+        let (v, _, _) = decide(&p, fam, &[healthy.clone(), repaired.clone()], 600);
+        assert_eq!(v, Verdict::PassWithRepairs);
+
+        // Realignment may not pass a candidate under the strict policy.
+        let mut strict = p.clone();
+        strict.realignment.may_pass = false;
+        let (v, r, _) = decide(&strict, fam, &[repaired], 600);
+        assert_eq!(v, Verdict::Fail);
+        assert!(r[0].contains("does not let a repair pass"), "{r:?}");
+
+        let stale = monitor("privacy_pii-l22", Status::Stale, true);
+        let (v, r, _) = decide(&p, fam, &[healthy.clone(), stale], 600);
+        assert_eq!(v, Verdict::Fail);
+        assert!(r[0].contains("(critical) is stale"), "{r:?}");
+
+        // Unverified: a warning under default, a failure when the policy says so.
+        let unv = monitor("toxicity-l7", Status::Unverified, false);
+        let (v, r, w) = decide(&p, fam, &[healthy.clone(), unv.clone()], 600);
+        assert_eq!((v, r.len(), w.len()), (Verdict::Pass, 0, 1));
+        let mut failing = p.clone();
+        failing.unverified = Unverified::Fail;
+        let (v, _, _) = decide(&failing, fam, &[healthy.clone(), unv], 600);
+        assert_eq!(v, Verdict::Fail);
+
+        // A family the policy does not allow fails even with healthy monitors.
+        let mut qonly = p.clone();
+        qonly.allowed_families = Some(vec![Family::Identical, Family::Quantization]);
+        let (v, r, _) = decide(&qonly, fam, std::slice::from_ref(&healthy), 600);
+        assert_eq!(v, Verdict::Fail);
+        assert!(r[0].contains("LowRankAdapter"), "{r:?}");
+        let (v, _, _) = decide(
+            &qonly,
+            Family::Quantization,
+            std::slice::from_ref(&healthy),
+            600,
+        );
+        assert_eq!(v, Verdict::Pass);
+
+        // Too small a corpus: realignment not attempted, said so.
+        let (_, _, w) = decide(&p, fam, &[healthy], 10);
+        assert!(w.iter().any(|x| x.contains("not attempted")), "{w:?}");
+    }
+}

@@ -1,0 +1,386 @@
+//! `probegate check`, `probegate risk …` and `probegate study grid`: thin
+//! adapters over the `check` pipeline and the risk model.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::{emit_json, progress, Format, Global, EXIT_GATE_FAILED, EXIT_OK};
+use crate::check::{self, CheckRequest, Verdict};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::risk::{self, RiskModel};
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[arg(long, help = super::MODEL_HELP)]
+    pub base: String,
+    /// The candidate: any model reference, including `nf4(BASE)`, `BASE+ADAPTER_DIR`,
+    /// a bitsandbytes directory or a GGUF file.
+    #[arg(long)]
+    pub candidate: String,
+    /// Monitor suite directory (monitors trained on the base).
+    #[arg(long)]
+    pub monitors: PathBuf,
+    #[arg(long, default_value = "policies/default.toml")]
+    pub policy: PathBuf,
+    /// Labeled test sets: <DATA>/<concept>/test.jsonl.
+    #[arg(long, default_value = "data/suite")]
+    pub data: PathBuf,
+    /// Output directory: report.json, report.md, report.html, repaired/.
+    #[arg(long, default_value = "probegate-report")]
+    pub out: PathBuf,
+    /// Risk model JSON (default: the one shipped, fitted on the zoo grid).
+    #[arg(long)]
+    pub risk_model: Option<PathBuf>,
+    /// Append features and measured outcomes here (default: $PROBEGATE_CACHE/history.jsonl).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    #[arg(long)]
+    pub no_history: bool,
+    /// Revalidate every monitor, ignoring the policy's budget.
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RiskArgs {
+    #[command(subcommand)]
+    pub command: Option<RiskCommand>,
+    #[command(flatten)]
+    pub predict: PredictArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub base: Option<String>,
+    #[arg(long)]
+    pub candidate: Option<String>,
+    #[arg(long)]
+    pub monitors: Option<PathBuf>,
+    #[arg(long, default_value = "policies/default.toml")]
+    pub policy: PathBuf,
+    #[arg(long)]
+    pub risk_model: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RiskCommand {
+    /// Refit the risk model from a history file (JSONL rows of features and outcomes).
+    Fit {
+        history: PathBuf,
+        #[arg(long, default_value = "risk-model.json")]
+        out: PathBuf,
+        /// L2 strength.
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+    },
+    /// How good the risk model is on a history: held-out AUROC by family and by model, triage curve, baselines.
+    Eval {
+        history: PathBuf,
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StudyCommand {
+    /// Full revalidation of a monitor suite on every condition of a built zoo: the ground-truth grid.
+    Grid {
+        /// A zoo directory holding zoo.json (see `probegate zoo build`).
+        #[arg(long)]
+        zoo: PathBuf,
+        #[arg(long)]
+        monitors: PathBuf,
+        #[arg(long, default_value = "policies/default.toml")]
+        policy: PathBuf,
+        #[arg(long, default_value = "data/suite")]
+        data: PathBuf,
+        /// History file the grid's rows are appended to.
+        #[arg(long)]
+        history: PathBuf,
+        /// Per-condition reports go under this directory.
+        #[arg(long)]
+        reports: Option<PathBuf>,
+        /// Only conditions whose name contains one of these (comma-separated).
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
+    match path {
+        Some(p) => RiskModel::load(p),
+        None => RiskModel::default_model(),
+    }
+}
+
+/// A progress callback driving one bar that changes with the stage.
+fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
+    let pb = progress(g, 1, "");
+    let mut current = String::new();
+    move |stage: &str, done: usize, total: usize| {
+        if stage != current {
+            current = stage.to_string();
+            pb.reset();
+            pb.set_message(current.clone());
+        }
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        if done >= total {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
+    // Whatever happens below, the output directory never keeps a stale report.
+    let r = run_check(g, a);
+    if let Err(e) = &r {
+        let _ = check::write_error_report(&a.out, &e.to_string());
+    }
+    r
+}
+
+fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    // Probe writability first: failing after an hour of compute is worse.
+    let probe = a.out.join(".probegate-write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&a.out, e))?;
+    let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(a.out.join("report.json"));
+    let policy = Policy::load(&a.policy)?;
+    let req = CheckRequest {
+        base: a.base.clone(),
+        candidate: a.candidate.clone(),
+        monitors: a.monitors.clone(),
+        data: a.data.clone(),
+        policy,
+        risk_model: risk_model(a.risk_model.as_deref())?,
+        full_revalidation: a.full,
+        condition: None,
+    };
+    let mut prog = stage_progress(g);
+    let out = check::run(&req, &mut prog)?;
+    check::write_outputs(&a.out, &out)?;
+    if !a.no_history {
+        let path = a
+            .history
+            .clone()
+            .unwrap_or_else(|| crate::checkpoint::cache_root().join("history.jsonl"));
+        let model = model_id(&out.report);
+        risk::append_history(&path, &out.report.history(&model))?;
+    }
+    let r = &out.report;
+    match g.format {
+        Format::Json => emit_json(r)?,
+        Format::Human => {
+            println!("{}", crate::report::verdict_line(r));
+            for x in &r.reasons {
+                println!("  - {x}");
+            }
+            if !g.quiet {
+                for x in &r.warnings {
+                    eprintln!("  warning: {x}");
+                }
+                eprintln!("reports in {}", a.out.display());
+            }
+        }
+    }
+    Ok(match r.verdict {
+        Verdict::Fail => EXIT_GATE_FAILED,
+        _ => EXIT_OK,
+    })
+}
+
+/// The base's short id (`smollm2`, a file stem): the leave-one-model-out unit.
+fn model_id(r: &check::Report) -> String {
+    let b = &r.base.reference;
+    Path::new(b)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| b.clone())
+}
+
+pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
+    match &a.command {
+        Some(RiskCommand::Fit { history, out, l2 }) => {
+            let rows = risk::read_history(history)?;
+            let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
+            let m = risk::fit(&refs, *l2, &history.display().to_string())?;
+            m.save(out)?;
+            match g.format {
+                Format::Json => emit_json(&m)?,
+                Format::Human => println!(
+                    "fitted on {} rows ({} stale) from {}; wrote {}",
+                    m.fitted_rows,
+                    m.fitted_stale,
+                    history.display(),
+                    out.display()
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Some(RiskCommand::Eval { history, l2 }) => {
+            let rows = risk::read_history(history)?;
+            let ev = risk::evaluate(&rows, *l2);
+            match g.format {
+                Format::Json => emit_json(&ev)?,
+                Format::Human => {
+                    println!("{} cells, {} stale (ΔAUROC ≤ −0.05)", ev.rows, ev.stale);
+                    for h in &ev.held_out {
+                        let f = |k: &str| {
+                            h.auroc
+                                .get(k)
+                                .copied()
+                                .flatten()
+                                .map(|v| format!("{v:.3}"))
+                                .unwrap_or_else(|| "n/a".into())
+                        };
+                        println!(
+                            "leave one {} out ({} folds{}): risk model {}, weight change alone {}, family alone {}",
+                            h.by,
+                            h.folds.len(),
+                            if h.skipped_folds.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", skipped {:?}", h.skipped_folds)
+                            },
+                            f("risk_model"),
+                            f("weight_change_alone"),
+                            f("family_alone")
+                        );
+                        let t: Vec<String> = h
+                            .triage
+                            .iter()
+                            .map(|(k, c)| format!("{:.0}%→{:.0}%", k * 100.0, c * 100.0))
+                            .collect();
+                        println!(
+                            "  triage (top k% revalidated → share of stale caught): {}",
+                            t.join(" ")
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
+            let p = &a.predict;
+            let (Some(base), Some(cand), Some(monitors)) = (&p.base, &p.candidate, &p.monitors)
+            else {
+                return Err(Error::Usage(
+                    "probegate risk needs --base, --candidate and --monitors (or a subcommand: fit, eval)".into(),
+                ));
+            };
+            let model = risk_model(p.risk_model.as_deref())?;
+            let policy = Policy::load(&p.policy)?;
+            let rows = check::predict_only(
+                base,
+                cand,
+                monitors,
+                &policy,
+                &model,
+                &mut stage_progress(g),
+            )?;
+            match g.format {
+                Format::Json => emit_json(&rows)?,
+                Format::Human => {
+                    println!(
+                        "{:<26} {:>6} {:>8}  drivers",
+                        "monitor", "block", "P(stale)"
+                    );
+                    for (f, r) in &rows {
+                        let d: Vec<String> = r
+                            .drivers
+                            .iter()
+                            .map(|(n, c)| format!("{n} {c:+.2}"))
+                            .collect();
+                        println!(
+                            "{:<26} {:>6} {:>8.3}  {}",
+                            f.monitor,
+                            f.layer,
+                            r.p_stale,
+                            d.join(", ")
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
+    let StudyCommand::Grid {
+        zoo,
+        monitors,
+        policy,
+        data,
+        history,
+        reports,
+        only,
+    } = c;
+    let manifest = crate::zoo::Manifest::load(&zoo.join(crate::zoo::MANIFEST))?;
+    let policy = Policy::load(policy)?;
+    let model = risk_model(None)?;
+    let only: Vec<&str> = only
+        .as_deref()
+        .map(|s| s.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    // The base itself is the identical condition.
+    let mut conditions: Vec<(String, String)> = vec![("identical".into(), manifest.base.clone())];
+    conditions.extend(
+        manifest
+            .conditions
+            .iter()
+            .map(|b| (b.name.clone(), b.reference.clone())),
+    );
+    let base_id = Path::new(&manifest.base)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| manifest.base.clone());
+    let mut summary = Vec::new();
+    for (i, (name, reference)) in conditions.iter().enumerate() {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o)) {
+            continue;
+        }
+        if !g.quiet {
+            eprintln!("[{}/{}] {name}", i + 1, conditions.len());
+        }
+        let req = CheckRequest {
+            base: manifest.base.clone(),
+            candidate: reference.clone(),
+            monitors: monitors.clone(),
+            data: data.clone(),
+            policy: policy.clone(),
+            risk_model: model.clone(),
+            full_revalidation: true,
+            condition: Some(name.clone()),
+        };
+        let out = check::run(&req, &mut stage_progress(g))?;
+        if let Some(dir) = reports {
+            check::write_outputs(&dir.join(name), &out)?;
+        }
+        risk::append_history(history, &out.report.history(&base_id))?;
+        let c = out.report.counts();
+        summary.push(serde_json::json!({
+            "condition": name, "family": out.report.diff.family, "verdict": out.report.verdict,
+            "counts": c, "stale_auroc": out.report.history(&base_id).iter().filter(|r| r.outcome.stale_auroc).count(),
+            "seconds": out.report.seconds.get("total"),
+        }));
+        if !g.quiet {
+            eprintln!("  {}", crate::report::verdict_line(&out.report));
+        }
+    }
+    match g.format {
+        Format::Json => emit_json(&summary)?,
+        Format::Human => println!(
+            "appended {} conditions to {}",
+            summary.len(),
+            history.display()
+        ),
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,319 @@
+//! The gate's policy: one TOML file (policies/*.toml) that says when a
+//! monitor is stale, what revalidation may spend, which monitors are
+//! critical, and what label-free realignment may do. Every error names the
+//! file, the line and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::diff::Family;
+use crate::error::{Error, Result};
+
+/// What a monitor the budget did not reach means for the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unverified {
+    /// The candidate fails while any monitor is unverified.
+    Fail,
+    /// Reported with its predicted risk; does not fail the candidate.
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricLimits {
+    /// Stale when AUROC through the candidate drops by at least this much.
+    pub max_auroc_drop: f64,
+    /// Stale when AUROC through the candidate is below this.
+    pub min_auroc: f64,
+    /// Stale when balanced accuracy at the monitor's own threshold drops by more.
+    pub max_balanced_accuracy_drop: f64,
+    /// Stale when the false-positive rate at the threshold rises by more.
+    pub max_fpr_increase: f64,
+    /// Stale when the true-positive rate at the threshold drops by more.
+    pub max_tpr_drop: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetLimits {
+    /// Labeled examples that may be run through the candidate (a concept's
+    /// test set serves all its monitors with one forward pass).
+    pub examples: usize,
+    /// Wall-clock seconds for revalidation, if limited.
+    pub seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealignPolicy {
+    pub enabled: bool,
+    /// Whether a monitor repaired by realignment counts as passing.
+    pub may_pass: bool,
+    /// Whether a repair must be verified on labeled data to count.
+    pub verify: bool,
+    /// Unlabeled prompts the map is fitted on (paired through both models).
+    pub corpus: PathBuf,
+    /// Fewer prompts than this and realignment is not attempted: maps fitted
+    /// on too few prompts were seen to wreck monitors.
+    pub min_prompts: usize,
+    /// How many corpus prompts to use at most (cost bound).
+    pub max_prompts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub description: String,
+    pub metrics: MetricLimits,
+    pub budget: BudgetLimits,
+    /// Monitor names or `concept*` patterns that are always revalidated and
+    /// whose staleness fails the candidate unless repaired.
+    pub critical: Vec<String>,
+    pub unverified: Unverified,
+    pub realignment: RealignPolicy,
+    /// Update families this pipeline accepts; others fail the candidate.
+    pub allowed_families: Option<Vec<Family>>,
+    /// Where the policy was read from.
+    pub source: String,
+}
+
+impl Policy {
+    pub fn is_critical(&self, monitor: &str, concept: &str) -> bool {
+        self.critical.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => monitor.starts_with(prefix) || concept.starts_with(prefix),
+            None => p == monitor || p == concept,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            Error::Input {
+                path: path.to_path_buf(),
+                line,
+                msg: e.message().trim().to_string(),
+            }
+        })?;
+        raw.validate(text, path)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: String,
+    #[serde(default)]
+    description: String,
+    metrics: RawMetrics,
+    budget: RawBudget,
+    #[serde(default)]
+    critical: Vec<String>,
+    unverified: Unverified,
+    realignment: RawRealign,
+    #[serde(default)]
+    allowed_families: Option<Vec<Family>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    max_auroc_drop: Spanned<f64>,
+    min_auroc: Spanned<f64>,
+    max_balanced_accuracy_drop: Spanned<f64>,
+    max_fpr_increase: Spanned<f64>,
+    max_tpr_drop: Spanned<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    examples: Spanned<i64>,
+    #[serde(default)]
+    seconds: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRealign {
+    enabled: bool,
+    may_pass: bool,
+    verify: bool,
+    corpus: PathBuf,
+    min_prompts: Spanned<i64>,
+    max_prompts: Spanned<i64>,
+}
+
+impl RawPolicy {
+    fn validate(self, text: &str, path: &Path) -> Result<Policy> {
+        let err = |field: &str, span: std::ops::Range<usize>, msg: String| Error::Input {
+            path: path.to_path_buf(),
+            line: line_of(text, span.start),
+            msg: format!("field `{field}`: {msg}"),
+        };
+        let unit = |field: &str, v: &Spanned<f64>| -> Result<f64> {
+            let x = *v.get_ref();
+            if !(0.0..=1.0).contains(&x) {
+                return Err(err(
+                    field,
+                    v.span(),
+                    format!("must be between 0 and 1, found {x}"),
+                ));
+            }
+            Ok(x)
+        };
+        let m = &self.metrics;
+        let metrics = MetricLimits {
+            max_auroc_drop: unit("metrics.max_auroc_drop", &m.max_auroc_drop)?,
+            min_auroc: unit("metrics.min_auroc", &m.min_auroc)?,
+            max_balanced_accuracy_drop: unit(
+                "metrics.max_balanced_accuracy_drop",
+                &m.max_balanced_accuracy_drop,
+            )?,
+            max_fpr_increase: unit("metrics.max_fpr_increase", &m.max_fpr_increase)?,
+            max_tpr_drop: unit("metrics.max_tpr_drop", &m.max_tpr_drop)?,
+        };
+        if metrics.max_auroc_drop == 0.0 {
+            return Err(err(
+                "metrics.max_auroc_drop",
+                m.max_auroc_drop.span(),
+                "must be above 0: sampling noise alone moves AUROC".into(),
+            ));
+        }
+        let ex = *self.budget.examples.get_ref();
+        if ex <= 0 {
+            return Err(err(
+                "budget.examples",
+                self.budget.examples.span(),
+                format!("must be positive, found {ex}: a gate that may not look at any labeled data cannot verify anything"),
+            ));
+        }
+        let seconds = match &self.budget.seconds {
+            Some(s) if *s.get_ref() <= 0.0 => {
+                return Err(err(
+                    "budget.seconds",
+                    s.span(),
+                    format!("must be positive, found {}", s.get_ref()),
+                ))
+            }
+            Some(s) => Some(*s.get_ref()),
+            None => None,
+        };
+        let r = &self.realignment;
+        let (minp, maxp) = (*r.min_prompts.get_ref(), *r.max_prompts.get_ref());
+        if minp < 2 {
+            return Err(err(
+                "realignment.min_prompts",
+                r.min_prompts.span(),
+                format!("must be at least 2, found {minp}"),
+            ));
+        }
+        if maxp < minp {
+            return Err(err(
+                "realignment.max_prompts",
+                r.max_prompts.span(),
+                format!("must be at least min_prompts ({minp}), found {maxp}"),
+            ));
+        }
+        if r.may_pass && !r.enabled {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                line: line_of(text, r.min_prompts.span().start),
+                msg: "field `realignment.may_pass`: true while realignment is disabled".into(),
+            });
+        }
+        Ok(Policy {
+            name: self.name,
+            description: self.description,
+            metrics,
+            budget: BudgetLimits {
+                examples: ex as usize,
+                seconds,
+            },
+            critical: self.critical,
+            unverified: self.unverified,
+            realignment: RealignPolicy {
+                enabled: r.enabled,
+                may_pass: r.may_pass,
+                verify: r.verify,
+                corpus: r.corpus.clone(),
+                min_prompts: minp as usize,
+                max_prompts: maxp as usize,
+            },
+            allowed_families: self.allowed_families,
+            source: path.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+unverified = "warn"
+critical = ["privacy_pii*"]
+
+[metrics]
+max_auroc_drop = 0.05
+min_auroc = 0.8
+max_balanced_accuracy_drop = 0.05
+max_fpr_increase = 0.05
+max_tpr_drop = 0.1
+
+[budget]
+examples = 600
+
+[realignment]
+enabled = true
+may_pass = true
+verify = true
+corpus = "data/realign/corpus.jsonl"
+min_prompts = 256
+max_prompts = 600
+"#;
+
+    #[test]
+    fn parses_and_matches_critical_patterns() {
+        let p = Policy::parse(GOOD, Path::new("p.toml")).unwrap();
+        assert!(p.is_critical("privacy_pii-l15", "privacy_pii"));
+        assert!(!p.is_critical("toxicity-l15", "toxicity"));
+        assert_eq!(p.budget.examples, 600);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_field() {
+        let bad = GOOD.replace("max_auroc_drop = 0.05", "max_auroc_drop = 1.5");
+        let e = Policy::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:7: field `metrics.max_auroc_drop`"),
+            "{e}"
+        );
+        let bad = GOOD.replace("examples = 600", "examples = 0");
+        let e = Policy::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:14: field `budget.examples`"), "{e}");
+        let bad = GOOD.replace("min_auroc = 0.8", "min_auroc = 0.8\nmin_aurok = 0.9");
+        let e = Policy::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:9:") && e.contains("min_aurok"), "{e}");
+        let bad = GOOD.replace("unverified = \"warn\"", "unverified = \"maybe\"");
+        let e = Policy::parse(&bad, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:3:") && e.contains("maybe"), "{e}");
+    }
+}

@@ -1,0 +1,364 @@
+//! Reports of a `check` run: report.json (schema `probegate.report` v1,
+//! docs/report.schema.md), report.md (GitHub-flavoured: verdict first, fits a
+//! job summary or PR comment) and a self-contained report.html with plots.
+//! The plots are small hand-written SVG: no plotting crate emits
+//! dependency-free inline SVG, and three charts do not justify one.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::check::{Report, Status, Verdict};
+use crate::error::{Error, Result};
+
+pub fn write_all(out: &Path, r: &Report) -> Result<()> {
+    let write = |name: &str, text: String| -> Result<()> {
+        let p = out.join(name);
+        let tmp = crate::activations::tmp_path(&p);
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+    };
+    write(
+        "report.json",
+        serde_json::to_string_pretty(r).unwrap_or_default(),
+    )?;
+    write("report.md", markdown(r))?;
+    write("report.html", html(r))
+}
+
+pub fn verdict_line(r: &Report) -> String {
+    let c = r.counts();
+    let n = |k: &str| c.get(k).copied().unwrap_or(0);
+    let v = match r.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::PassWithRepairs => "PASS with repaired monitors",
+        Verdict::Fail => "FAIL",
+    };
+    format!(
+        "{v}: {} healthy, {} repaired, {} stale, {} unverified of {} monitors ({:?} update)",
+        n("healthy"),
+        n("repaired"),
+        n("stale"),
+        n("unverified"),
+        r.monitors.len(),
+        r.diff.family
+    )
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Healthy => "healthy",
+        Status::Repaired => "repaired",
+        Status::Stale => "**stale**",
+        Status::Unverified => "unverified",
+    }
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let icon = match r.verdict {
+        Verdict::Pass => "✅",
+        Verdict::PassWithRepairs => "🛠️",
+        Verdict::Fail => "❌",
+    };
+    let _ = writeln!(s, "## {icon} probegate: {}\n", verdict_line(r));
+    let _ = writeln!(
+        s,
+        "`{}` → `{}` under policy `{}`\n",
+        r.base.reference, r.candidate.reference, r.policy.name
+    );
+    if !r.reasons.is_empty() {
+        let _ = writeln!(s, "**Why it failed**\n");
+        for x in &r.reasons {
+            let _ = writeln!(s, "- {x}");
+        }
+        s.push('\n');
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(s, "**Warnings**\n");
+        for x in &r.warnings {
+            let _ = writeln!(s, "- {x}");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "| monitor | block | risk | status | AUROC base → cand | bal. acc base → cand | repair |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---|---|---|---|");
+    for m in &r.monitors {
+        let crit = if m.critical { " ⚑" } else { "" };
+        let (au, ba) = match &m.eval {
+            Some(e) => (
+                format!("{:.3} → {:.3}", e.base_auroc, e.auroc),
+                format!(
+                    "{:.3} → {:.3}",
+                    e.base_balanced_accuracy, e.balanced_accuracy
+                ),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        let repair = match &m.realignment {
+            Some(x) => format!(
+                "{:?}: AUROC {:.3}, bal. acc {:.3}{}",
+                x.method,
+                x.after.auroc,
+                x.after.balanced_accuracy,
+                if x.stale_reasons_after.is_empty() {
+                    ""
+                } else {
+                    " (not enough)"
+                }
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| {}{crit} | {} | {:.2} | {} | {au} | {ba} | {repair} |",
+            m.name,
+            m.layer,
+            m.risk.p_stale,
+            status_word(m.status)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nRevalidation used {} of {} budgeted labeled examples ({} for every monitor). ⚑ critical.",
+        r.budget.examples_used, r.budget.examples_limit, r.budget.examples_full
+    );
+    let _ = writeln!(s, "\n<details><summary>Diff evidence</summary>\n");
+    for e in &r.diff.evidence {
+        let _ = writeln!(s, "- {e}");
+    }
+    let _ = writeln!(s, "\n</details>");
+    s
+}
+
+fn esc(x: &str) -> String {
+    x.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Bar chart of per-block relative weight change.
+fn svg_blocks(r: &Report) -> String {
+    let (w, h, pad) = (640.0, 180.0, 30.0);
+    let n = r.diff.blocks.len().max(1) as f64;
+    let max = r
+        .diff
+        .blocks
+        .iter()
+        .map(|b| b.rel_change)
+        .fold(1e-12, f64::max);
+    let bw = (w - 2.0 * pad) / n;
+    let mut s = format!(
+        r##"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>Weight change by block</title>"##
+    );
+    for (i, b) in r.diff.blocks.iter().enumerate() {
+        let bh = (h - 2.0 * pad) * b.rel_change / max;
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4a78c2"><title>block {}: {:.5}</title></rect>"##,
+            pad + i as f64 * bw,
+            h - pad - bh,
+            (bw - 1.0).max(1.0),
+            bh,
+            b.block,
+            b.rel_change
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{pad}" y="{}" font-size="11">block 0 … {} — max ‖ΔW‖/‖W‖ {:.4}</text></svg>"##,
+        h - 8.0,
+        r.diff.blocks.len().saturating_sub(1),
+        max
+    );
+    s
+}
+
+/// Scatter: predicted risk (x) against measured ΔAUROC (y).
+fn svg_risk(r: &Report) -> String {
+    let (w, h, pad) = (420.0, 260.0, 36.0);
+    let pts: Vec<(f64, f64, &str, bool)> = r
+        .monitors
+        .iter()
+        .filter_map(|m| {
+            m.eval.as_ref().map(|e| {
+                (
+                    m.risk.p_stale,
+                    e.delta_auroc,
+                    m.name.as_str(),
+                    m.status != Status::Healthy,
+                )
+            })
+        })
+        .collect();
+    let lo = pts.iter().map(|p| p.1).fold(-0.1, f64::min);
+    let hi = pts.iter().map(|p| p.1).fold(0.02, f64::max);
+    let y = |v: f64| pad + (hi - v) / (hi - lo) * (h - 2.0 * pad);
+    let x = |v: f64| pad + v * (w - 2.0 * pad);
+    let mut s = format!(
+        r##"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>Predicted risk against measured ΔAUROC</title>"##
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{pad}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#c33" stroke-dasharray="4"/>"##,
+        w - pad,
+        y(-r.policy.metrics.max_auroc_drop),
+        y(-r.policy.metrics.max_auroc_drop)
+    );
+    for (px, py, name, bad) in &pts {
+        let _ = write!(
+            s,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"><title>{}: risk {:.2}, ΔAUROC {:+.3}</title></circle>"##,
+            x(*px),
+            y(*py),
+            if *bad { "#c33" } else { "#3a3" },
+            esc(name),
+            px,
+            py
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{pad}" y="{}" font-size="11">predicted P(stale) 0 → 1; ΔAUROC {lo:+.2} … {hi:+.2}; dashed: −max_auroc_drop</text></svg>"##,
+        h - 8.0
+    );
+    s
+}
+
+/// Paired bars: AUROC before (base), through the candidate, after realignment.
+fn svg_realign(r: &Report) -> String {
+    let rows: Vec<_> = r
+        .monitors
+        .iter()
+        .filter_map(|m| Some((m, m.eval.as_ref()?, m.realignment.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return "<p>No monitor needed realignment.</p>".into();
+    }
+    let (w, rh) = (640.0, 22.0);
+    let h = rows.len() as f64 * rh * 3.0 + 30.0;
+    let mut s = format!(
+        r##"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>AUROC before and after realignment</title>"##
+    );
+    for (i, (m, e, x)) in rows.iter().enumerate() {
+        let y0 = i as f64 * rh * 3.0;
+        let _ = write!(
+            s,
+            r##"<text x="0" y="{:.1}" font-size="11">{}</text>"##,
+            y0 + 12.0,
+            esc(&m.name)
+        );
+        for (j, (v, c, label)) in [
+            (e.base_auroc, "#888", "base"),
+            (e.auroc, "#c33", "candidate"),
+            (x.after.auroc, "#3a3", "realigned"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let _ = write!(
+                s,
+                r##"<rect x="180" y="{:.1}" width="{:.1}" height="{:.1}" fill="{c}"><title>{label}: {v:.3}</title></rect><text x="{:.1}" y="{:.1}" font-size="10">{label} {v:.3}</text>"##,
+                y0 + 16.0 + j as f64 * 18.0,
+                v * 380.0,
+                14.0,
+                184.0 + v * 380.0,
+                y0 + 27.0 + j as f64 * 18.0
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+pub fn html(r: &Report) -> String {
+    let mut s = String::new();
+    let color = match r.verdict {
+        Verdict::Pass => "#2a7d2a",
+        Verdict::PassWithRepairs => "#b07a00",
+        Verdict::Fail => "#b22",
+    };
+    let _ = write!(
+        s,
+        r##"<!doctype html><html><head><meta charset="utf-8"><title>probegate report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}
+.v{{color:{color};font-size:1.4em;font-weight:600}}</style></head><body>
+<p class="v">{}</p><p><code>{}</code> → <code>{}</code>, policy <code>{}</code></p>"##,
+        esc(&verdict_line(r)),
+        esc(&r.base.reference),
+        esc(&r.candidate.reference),
+        esc(&r.policy.name)
+    );
+    for (title, items) in [("Why it failed", &r.reasons), ("Warnings", &r.warnings)] {
+        if !items.is_empty() {
+            let _ = write!(s, "<h3>{title}</h3><ul>");
+            for x in items {
+                let _ = write!(s, "<li>{}</li>", esc(x));
+            }
+            s.push_str("</ul>");
+        }
+    }
+    s.push_str("<h3>Monitors</h3><table><tr><th>monitor</th><th>block</th><th>critical</th><th>risk</th><th>drivers</th><th>status</th><th>AUROC</th><th>bal. acc</th><th>repair</th></tr>");
+    for m in &r.monitors {
+        let drivers: Vec<String> = m
+            .risk
+            .drivers
+            .iter()
+            .map(|(f, c)| format!("{f} {c:+.2}"))
+            .collect();
+        let (au, ba) = m
+            .eval
+            .as_ref()
+            .map(|e| {
+                (
+                    format!("{:.3} → {:.3}", e.base_auroc, e.auroc),
+                    format!(
+                        "{:.3} → {:.3}",
+                        e.base_balanced_accuracy, e.balanced_accuracy
+                    ),
+                )
+            })
+            .unwrap_or_default();
+        let repair = m
+            .realignment
+            .as_ref()
+            .map(|x| format!("{:?} → AUROC {:.3}", x.method, x.after.auroc))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:?}</td><td>{au}</td><td>{ba}</td><td>{}</td></tr>",
+            esc(&m.name),
+            m.layer,
+            if m.critical { "yes" } else { "" },
+            m.risk.p_stale,
+            esc(&drivers.join(", ")),
+            m.status,
+            esc(&repair)
+        );
+    }
+    s.push_str("</table>");
+    let _ = write!(
+        s,
+        "<h3>Weight change by block</h3>{}<h3>Predicted risk against measured ΔAUROC</h3>{}<h3>AUROC before and after realignment</h3>{}",
+        svg_blocks(r),
+        svg_risk(r),
+        svg_realign(r)
+    );
+    let _ = write!(
+        s,
+        "<h3>Diff</h3><ul>{}</ul><p>Budget: {} of {} labeled examples ({} for a full revalidation).</p></body></html>",
+        r.diff
+            .evidence
+            .iter()
+            .map(|e| format!("<li>{}</li>", esc(e)))
+            .collect::<String>(),
+        r.budget.examples_used,
+        r.budget.examples_limit,
+        r.budget.examples_full
+    );
+    s
+}

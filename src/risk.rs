@@ -1,0 +1,391 @@
+//! The risk model: logistic regression (linfa-logistic) from a monitor's
+//! pre-deployment features to P(stale), fitted on a history of measured
+//! outcomes — the zoo grid for the shipped default, a user's own gate runs
+//! for `probegate risk fit`. Also how good it is: out-of-fold AUROC when a
+//! whole family or model is held out, the triage curve, and baselines.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::diff::Family;
+use crate::error::{Error, Result};
+use crate::features::MonitorFeatures;
+use crate::monitor::metrics::auroc;
+
+pub const HISTORY_FORMAT: &str = "probegate.history";
+pub const MODEL_FORMAT: &str = "probegate.risk";
+/// The shipped default, fitted on the zoo grid (`risk/zoo-grid.jsonl`).
+pub const DEFAULT_MODEL: &str = include_str!("../risk/default.json");
+
+/// What revalidation measured for one monitor through one candidate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub auroc: f64,
+    pub delta_auroc: f64,
+    pub balanced_accuracy: f64,
+    pub delta_balanced_accuracy: f64,
+    /// ΔAUROC ≤ −0.05: the study's definition, what the model predicts.
+    pub stale_auroc: bool,
+    /// Stale under the policy the run used (thresholded metrics included).
+    pub stale_policy: bool,
+}
+
+/// One line of a history file (JSONL).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryRow {
+    pub format: String,
+    pub version: u32,
+    /// The base model's id in the monitor (`smollm2`, `gemma3`): the unit of
+    /// leave-one-model-out.
+    pub model: String,
+    pub candidate: String,
+    pub candidate_fingerprint: String,
+    /// The zoo's condition name when known.
+    #[serde(default)]
+    pub condition: Option<String>,
+    pub features: MonitorFeatures,
+    pub outcome: Outcome,
+}
+
+impl HistoryRow {
+    pub fn new(
+        model: &str,
+        candidate: &str,
+        fingerprint: &str,
+        condition: Option<String>,
+        features: MonitorFeatures,
+        outcome: Outcome,
+    ) -> Self {
+        HistoryRow {
+            format: HISTORY_FORMAT.into(),
+            version: 1,
+            model: model.into(),
+            candidate: candidate.into(),
+            candidate_fingerprint: fingerprint.into(),
+            condition,
+            features,
+            outcome,
+        }
+    }
+}
+
+pub fn append_history(path: &Path, rows: &[HistoryRow]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut buf = String::new();
+    for r in rows {
+        buf.push_str(&serde_json::to_string(r).unwrap_or_default());
+        buf.push('\n');
+    }
+    // One write per run, so a crash leaves whole lines.
+    f.write_all(buf.as_bytes()).map_err(|e| Error::io(path, e))
+}
+
+pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>> {
+    let mut rows = Vec::new();
+    crate::activations::for_each_json_line(path, &mut |line, v| {
+        let row: HistoryRow = serde_json::from_value(v).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            line,
+            msg: format!("not a history row: {e}"),
+        })?;
+        if row.format != HISTORY_FORMAT || row.version != 1 {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                line,
+                msg: format!(
+                    "format `{}` version {} is not {HISTORY_FORMAT} version 1",
+                    row.format, row.version
+                ),
+            });
+        }
+        rows.push(row);
+        Ok(())
+    })?;
+    if rows.is_empty() {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            line: 0,
+            msg: "the history is empty".into(),
+        });
+    }
+    Ok(rows)
+}
+
+pub const FEATURE_NAMES: [&str; 14] = [
+    "depth_fraction",
+    "base_auroc",
+    "log_weight_norm",
+    "log_change_below",
+    "log_stable_rank",
+    "act_distance",
+    "abs_projected_shift",
+    "score_ks",
+    "flip_rate",
+    "base_margin",
+    "family_quantization",
+    "family_low_rank",
+    "family_quant_adapter",
+    "family_full",
+];
+
+/// The numeric vector the model reads, in FEATURE_NAMES order.
+pub fn feature_vector(f: &MonitorFeatures) -> [f64; 14] {
+    let fam = |fs: &[Family]| fs.contains(&f.family) as u8 as f64;
+    [
+        f.depth_fraction,
+        f.base_auroc,
+        f.weight_norm.max(1e-12).ln(),
+        (f.change_below + 1e-6).log10(),
+        (1.0 + f.max_stable_rank).ln(),
+        // 1 − cosine spans orders of magnitude (1e-6 for int8, 1e-1 for fine-tunes).
+        (1.0 - f.act_cosine + 1e-9).log10(),
+        f.projected_shift.abs(),
+        f.score_ks,
+        f.flip_rate,
+        f.base_margin,
+        fam(&[Family::Quantization]),
+        fam(&[Family::LowRankAdapter, Family::MergedLowRank]),
+        fam(&[Family::QuantizationPlusAdapter]),
+        fam(&[Family::FullFineTune]),
+    ]
+}
+
+/// A fitted risk model, serialized as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RiskModel {
+    pub format: String,
+    pub version: u32,
+    pub features: Vec<String>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    pub coef: Vec<f64>,
+    pub intercept: f64,
+    pub l2: f64,
+    /// Rows and stale rows it was fitted on, and from where.
+    pub fitted_rows: usize,
+    pub fitted_stale: usize,
+    pub fitted_on: String,
+}
+
+/// One monitor's predicted risk with the features that pushed it most.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Risk {
+    pub p_stale: f64,
+    /// (feature, contribution to the logit), largest |contribution| first.
+    pub drivers: Vec<(String, f64)>,
+}
+
+impl RiskModel {
+    pub fn default_model() -> Result<Self> {
+        Self::parse(DEFAULT_MODEL, Path::new("risk/default.json"))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let m: RiskModel = serde_json::from_str(text).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            line: e.line(),
+            msg: e.to_string(),
+        })?;
+        let n = FEATURE_NAMES.len();
+        if m.format != MODEL_FORMAT
+            || m.features != FEATURE_NAMES
+            || m.mean.len() != n
+            || m.std.len() != n
+            || m.coef.len() != n
+        {
+            return Err(Error::field(
+                path,
+                "features",
+                format!("not a {MODEL_FORMAT} model over this version's {n} features"),
+            ));
+        }
+        Ok(m)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(self).unwrap_or_default())
+            .map_err(|e| Error::io(path, e))
+    }
+
+    pub fn predict(&self, f: &MonitorFeatures) -> Risk {
+        let x = feature_vector(f);
+        let mut z = self.intercept;
+        let mut drivers = Vec::with_capacity(x.len());
+        for (i, xi) in x.iter().enumerate() {
+            let c = self.coef[i] * (xi - self.mean[i]) / self.std[i];
+            z += c;
+            drivers.push((self.features[i].clone(), c));
+        }
+        drivers.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        drivers.truncate(3);
+        Risk {
+            p_stale: 1.0 / (1.0 + (-z).exp()),
+            drivers,
+        }
+    }
+}
+
+/// Fits on `rows` (target: `stale_auroc`). Needs both outcomes present.
+pub fn fit(rows: &[&HistoryRow], l2: f64, source: &str) -> Result<RiskModel> {
+    let n = rows.len();
+    let stale = rows.iter().filter(|r| r.outcome.stale_auroc).count();
+    if stale == 0 || stale == n {
+        return Err(Error::Usage(format!(
+            "the history's {n} rows are all {}: a risk model needs stale and healthy outcomes",
+            if stale == 0 { "healthy" } else { "stale" }
+        )));
+    }
+    let k = FEATURE_NAMES.len();
+    let raw: Vec<[f64; 14]> = rows.iter().map(|r| feature_vector(&r.features)).collect();
+    let mut mean = vec![0.0; k];
+    let mut std = vec![0.0; k];
+    for j in 0..k {
+        mean[j] = raw.iter().map(|v| v[j]).sum::<f64>() / n as f64;
+        let var = raw.iter().map(|v| (v[j] - mean[j]).powi(2)).sum::<f64>() / n as f64;
+        std[j] = var.sqrt().max(1e-9);
+    }
+    let x = Array2::from_shape_fn((n, k), |(i, j)| (raw[i][j] - mean[j]) / std[j]);
+    let y: Vec<usize> = rows
+        .iter()
+        .map(|r| r.outcome.stale_auroc as usize)
+        .collect();
+    let fitted = crate::monitor::train::fit(&x, &y, l2, 500)?;
+    Ok(RiskModel {
+        format: MODEL_FORMAT.into(),
+        version: 1,
+        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean,
+        std,
+        coef: fitted.w.to_vec(),
+        intercept: fitted.b,
+        l2,
+        fitted_rows: n,
+        fitted_stale: stale,
+        fitted_on: source.into(),
+    })
+}
+
+/// How well risk ranks stale cells when a whole group is held out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldOut {
+    /// `family` or `model`.
+    pub by: String,
+    /// Pooled out-of-fold AUROC of each scorer; None when a fold could not be fitted
+    /// or the pooled rows hold one class only.
+    pub auroc: BTreeMap<String, Option<f64>>,
+    pub folds: Vec<String>,
+    pub skipped_folds: Vec<String>,
+    /// Share of stale cells caught revalidating only the top k% by predicted risk.
+    pub triage: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub rows: usize,
+    pub stale: usize,
+    pub held_out: Vec<HeldOut>,
+}
+
+fn group_key(r: &HistoryRow, by: &str) -> String {
+    match by {
+        "family" => format!("{:?}", r.features.family),
+        _ => r.model.clone(),
+    }
+}
+
+/// Share of stale rows caught in the top k% by score, for k = 10, 20, … 100.
+pub fn triage_curve(scores: &[f64], stale: &[bool]) -> Vec<(f64, f64)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let total = stale.iter().filter(|s| **s).count().max(1) as f64;
+    (1..=10)
+        .map(|k| {
+            let share = k as f64 / 10.0;
+            let top = ((scores.len() as f64) * share).ceil() as usize;
+            let caught = idx[..top.min(idx.len())]
+                .iter()
+                .filter(|&&i| stale[i])
+                .count();
+            (share, caught as f64 / total)
+        })
+        .collect()
+}
+
+/// Leave-one-family-out and leave-one-model-out, against baselines.
+pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
+    let stale_all: Vec<bool> = rows.iter().map(|r| r.outcome.stale_auroc).collect();
+    let mut held_out = Vec::new();
+    for by in ["family", "model"] {
+        let mut groups: Vec<String> = rows.iter().map(|r| group_key(r, by)).collect();
+        groups.sort();
+        groups.dedup();
+        let mut oof = vec![f64::NAN; rows.len()];
+        let mut fam_base = vec![f64::NAN; rows.len()];
+        let mut skipped = Vec::new();
+        for g in &groups {
+            let train: Vec<&HistoryRow> = rows.iter().filter(|r| &group_key(r, by) != g).collect();
+            let Ok(model) = fit(&train, l2, "fold") else {
+                skipped.push(g.clone());
+                continue;
+            };
+            // Family-alone baseline: the family's stale rate in the training fold.
+            let mut rate: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for r in &train {
+                let e = rate.entry(format!("{:?}", r.features.family)).or_default();
+                e.0 += r.outcome.stale_auroc as usize;
+                e.1 += 1;
+            }
+            let overall =
+                train.iter().filter(|r| r.outcome.stale_auroc).count() as f64 / train.len() as f64;
+            for (i, r) in rows.iter().enumerate() {
+                if &group_key(r, by) == g {
+                    oof[i] = model.predict(&r.features).p_stale;
+                    fam_base[i] = rate
+                        .get(&format!("{:?}", r.features.family))
+                        .map(|(s, n)| *s as f64 / *n as f64)
+                        .unwrap_or(overall);
+                }
+            }
+        }
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| oof[i].is_finite()).collect();
+        let labels: Vec<u8> = keep.iter().map(|&i| stale_all[i] as u8).collect();
+        let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let weight: Vec<f64> = rows.iter().map(|r| r.features.change_below).collect();
+        let mut au = BTreeMap::new();
+        au.insert("risk_model".to_string(), auroc(&pick(&oof), &labels));
+        au.insert(
+            "weight_change_alone".to_string(),
+            auroc(&pick(&weight), &labels),
+        );
+        au.insert("family_alone".to_string(), auroc(&pick(&fam_base), &labels));
+        let stale_kept: Vec<bool> = keep.iter().map(|&i| stale_all[i]).collect();
+        held_out.push(HeldOut {
+            by: by.into(),
+            auroc: au,
+            folds: groups,
+            skipped_folds: skipped,
+            triage: triage_curve(&pick(&oof), &stale_kept),
+        });
+    }
+    Evaluation {
+        rows: rows.len(),
+        stale: stale_all.iter().filter(|s| **s).count(),
+        held_out,
+    }
+}
