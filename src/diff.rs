@@ -83,46 +83,78 @@ pub fn module_kind(name: &str) -> String {
     }
 }
 
-/// σ₁ of a 2-D matrix by power iteration on MᵀM (deterministic start).
-fn top_singular(d: &Tensor) -> Result<f64> {
-    if d.rank() != 2 {
-        return Ok(d.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64);
-    }
-    let (_, cols) = d.dims2()?;
-    let mut v = Tensor::ones((cols, 1), candle_core::DType::F32, &Device::Cpu)?;
-    let mut sigma = 0.0;
-    for _ in 0..30 {
-        let u = d.matmul(&v)?;
-        let w = d.t()?.matmul(&u)?;
-        let n = w.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;
-        if n == 0.0 {
-            return Ok(0.0);
-        }
-        v = (w / n)?;
-        sigma = n.sqrt();
-    }
-    Ok(sigma)
+/// Elements per row chunk: temporaries stay at this size (16 MB in f32)
+/// however large the tensor, so peak memory is the two tensors themselves.
+const CHUNK_ELEMS: usize = 1 << 22;
+
+fn sum_sq(t: &Tensor) -> Result<f64> {
+    Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()? as f64)
 }
 
+/// Statistics of ΔW = (c − w) + delta, with the candidate taken as c + delta,
+/// computed over row chunks so ΔW is never materialised whole.
 fn stats(name: &str, w: &Tensor, c: &Tensor, delta: Option<&Tensor>) -> Result<TensorDiff> {
-    let d = match delta {
-        Some(d) => d.clone(),
-        None => (c - w)?,
+    let as2d = |t: &Tensor| -> Result<Tensor> {
+        Ok(if t.rank() == 2 {
+            t.clone()
+        } else {
+            t.reshape((1, t.elem_count()))?
+        })
     };
-    let nw = w.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    let nd = d.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    let c_eff = match delta {
-        Some(d) => (w + d)?,
-        None => c.clone(),
+    let (w2, c2) = (as2d(w)?, as2d(c)?);
+    let d2 = delta.map(as2d).transpose()?;
+    let (rows, cols) = w2.dims2()?;
+    let step = (CHUNK_ELEMS / cols.max(1)).max(1);
+    // (w rows, candidate rows, ΔW rows) for rows s..s+n.
+    let chunk = |s: usize, n: usize| -> Result<(Tensor, Tensor, Tensor)> {
+        let wr = w2.narrow(0, s, n)?;
+        let cr = c2.narrow(0, s, n)?;
+        Ok(match &d2 {
+            Some(d) => {
+                let dr = d.narrow(0, s, n)?;
+                let ce = (&cr + &dr)?;
+                let dd = ((&cr - &wr)? + &dr)?;
+                (wr, ce, dd)
+            }
+            None => {
+                let dd = (&cr - &wr)?;
+                (wr, cr, dd)
+            }
+        })
     };
-    let nc = c_eff.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    let dot = (w * &c_eff)?.sum_all()?.to_scalar::<f32>()? as f64;
-    let (top, sr) = if nd > 0.0 {
-        let s = top_singular(&d)?;
-        (s, if s > 0.0 { nd / (s * s) } else { 0.0 })
+    let (mut nw, mut nd, mut nc, mut dot) = (0f64, 0f64, 0f64, 0f64);
+    for s in (0..rows).step_by(step) {
+        let (wr, cr, dr) = chunk(s, step.min(rows - s))?;
+        nw += sum_sq(&wr)?;
+        nc += sum_sq(&cr)?;
+        nd += sum_sq(&dr)?;
+        dot += (&wr * &cr)?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    // σ₁ by power iteration on ΔWᵀΔW from a deterministic start.
+    let top = if nd == 0.0 {
+        0.0
+    } else if w.rank() != 2 {
+        nd.sqrt()
     } else {
-        (0.0, 0.0)
+        let mut v = Tensor::ones((cols, 1), candle_core::DType::F32, &Device::Cpu)?;
+        let mut sigma = 0.0;
+        for _ in 0..30 {
+            let mut acc = Tensor::zeros((cols, 1), candle_core::DType::F32, &Device::Cpu)?;
+            for s in (0..rows).step_by(step) {
+                let (_, _, dr) = chunk(s, step.min(rows - s))?;
+                let u = dr.matmul(&v)?;
+                acc = (acc + dr.t()?.matmul(&u)?)?;
+            }
+            let n = sum_sq(&acc)?.sqrt();
+            if n == 0.0 {
+                break;
+            }
+            v = (acc / n)?;
+            sigma = n.sqrt();
+        }
+        sigma
     };
+    let sr = if top > 0.0 { nd / (top * top) } else { 0.0 };
     Ok(TensorDiff {
         name: name.into(),
         block: names::block_of(name),
@@ -310,4 +342,46 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
         "high-rank changes beyond the projections' quantization signature: a full fine-tune".into(),
     );
     (Family::FullFineTune, ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::DMatrix;
+
+    /// Row-chunked statistics equal the direct ones, chunk boundaries included
+    /// (2^22 / 3 columns leaves a partial last chunk on 1.5M rows).
+    #[test]
+    fn chunked_stats_match_direct_computation() {
+        for (rows, cols) in [(40, 7), (1_500_000, 3)] {
+            let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
+            // A rank-1 change plus a little noise: σ₁ is well separated.
+            let u = Tensor::randn(0f32, 1.0, (rows, 1), &Device::Cpu).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu).unwrap();
+            let noise = Tensor::randn(0f32, 0.01, (rows, cols), &Device::Cpu).unwrap();
+            let c = ((&w + u.matmul(&v).unwrap()).unwrap() + noise).unwrap();
+            let s = stats("x.weight", &w, &c, None).unwrap();
+            let wv = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let cv = c.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let d = DMatrix::from_row_iterator(
+                rows,
+                cols,
+                wv.iter().zip(&cv).map(|(a, b)| (*b - *a) as f64),
+            );
+            let nw: f64 = wv.iter().map(|x| (*x as f64).powi(2)).sum();
+            let rel = (d.norm_squared() / nw).sqrt();
+            let sigma = d.clone().svd(false, false).singular_values.max();
+            assert!(
+                (s.rel_change - rel).abs() < 1e-3 * rel,
+                "{} vs {rel}",
+                s.rel_change
+            );
+            assert!(
+                (s.top_singular - sigma).abs() < 1e-3 * sigma,
+                "{} vs {sigma}",
+                s.top_singular
+            );
+            assert!((s.stable_rank - d.norm_squared() / sigma.powi(2)).abs() < 1e-2);
+        }
+    }
 }

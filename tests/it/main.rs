@@ -1,6 +1,7 @@
 //! One integration-test binary (as ripgrep does): shared harness, one module per area.
 
 mod candidates;
+mod check;
 mod convert;
 mod diff;
 mod harness;

@@ -1,0 +1,204 @@
+//! `probegate check` end to end on the real SmolLM2: verdict paths, exit
+//! codes, reports, and every bad input failing closed.
+
+use std::path::{Path, PathBuf};
+
+use predicates::prelude::*;
+
+use crate::harness::*;
+
+/// The default policy with a smaller corpus and budget, so a test run stays short.
+fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(repo().join("policies/default.toml")).unwrap();
+    text = text
+        .replace("max_prompts = 600", "max_prompts = 300")
+        .replace("min_prompts = 256", "min_prompts = 200");
+    for (from, to) in edit {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Command {
+    let mut c = bin();
+    c.current_dir(repo())
+        .args(["check", "--base", base, "--candidate", cand])
+        .args(["--monitors", "monitors/smollm2", "--no-history", "--quiet"])
+        .arg("--policy")
+        .arg(policy)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn identical_candidate_passes_with_all_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = test_policy(tmp.path(), &[]);
+    let out = tmp.path().join("out");
+    let base = model_path("smollm2").display().to_string();
+    check(&base, &base, &policy, &out)
+        .args(["--format", "json"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("\"verdict\": \"pass\""));
+    let r = report(&out);
+    assert_eq!(r["schema"], "probegate.report");
+    assert_eq!(r["verdict"], "pass");
+    assert_eq!(r["diff"]["family"], "identical");
+    let ms = r["monitors"].as_array().unwrap();
+    assert_eq!(ms.len(), 18);
+    // Critical monitors are always revalidated; nothing is stale.
+    for m in ms {
+        if m["critical"] == true {
+            assert_eq!(m["status"], "healthy", "{m}");
+            assert!(m["eval"]["delta_auroc"].as_f64().unwrap().abs() < 1e-9);
+        }
+        assert_ne!(m["status"], "stale");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.starts_with("## ✅ probegate: PASS"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Weight change by block"));
+    assert!(!out.join("repaired").exists());
+}
+
+/// Q4_0 requantization of the Q4_1 SmolLM2 makes the self-harm probe at
+/// block 22 stale (measured: AUROC 0.996 → 0.942); the gate must fail it
+/// with exit code 1 and say why, and no report may read like a pass.
+#[test]
+fn stale_critical_monitor_fails_the_candidate() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Critical only: the budget reaches nothing else.
+    let policy = test_policy(
+        tmp.path(),
+        &[
+            ("examples = 720", "examples = 1"),
+            (
+                "critical = [\"privacy_pii*\", \"self_harm*\"]",
+                "critical = [\"self_harm*\"]",
+            ),
+        ],
+    );
+    let out = tmp.path().join("out");
+    let cand = format!("q4_0({})", model_path("smollm2").display());
+    check("smollm2", &cand, &policy, &out)
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("FAIL").and(predicate::str::contains(
+                "self_harm-l22 (critical) is stale",
+            )),
+        );
+    let r = report(&out);
+    assert_eq!(r["verdict"], "fail");
+    assert_eq!(r["diff"]["family"], "quantization");
+    assert_eq!(
+        r["budget"]["examples_used"], 180,
+        "only the critical concept's test set"
+    );
+    let unverified = r["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "unverified")
+        .count();
+    assert_eq!(unverified, 15);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.starts_with("## ❌ probegate: FAIL"));
+}
+
+#[test]
+fn bad_input_is_an_error_never_a_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = test_policy(tmp.path(), &[]);
+    let base = model_path("smollm2").display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // A policy error names the file, the line and the field.
+        (
+            vec!["--policy".into(), {
+                let p = tmp.path().join("bad.toml");
+                let t = std::fs::read_to_string(&good)
+                    .unwrap()
+                    .replace("examples = 720", "examples = 0");
+                std::fs::write(&p, t).unwrap();
+                p.display().to_string()
+            }],
+            "bad.toml:34: field `budget.examples`",
+        ),
+        (
+            vec![
+                "--policy".into(),
+                tmp.path().join("missing.toml").display().to_string(),
+            ],
+            "missing.toml",
+        ),
+        (
+            vec!["--candidate".into(), "no-such-model.gguf".into()],
+            "no-such-model.gguf",
+        ),
+        (
+            vec!["--monitors".into(), "monitors/gemma3".into()],
+            "base_model",
+        ),
+        (
+            vec!["--monitors".into(), "no/such/dir".into()],
+            "no/such/dir",
+        ),
+        (vec!["--data".into(), "data/realign".into()], "test.jsonl"),
+    ];
+    for (i, (args, needle)) in cases.into_iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        let mut c = bin();
+        c.current_dir(repo())
+            .args(["check", "--quiet", "--no-history"]);
+        let mut base_args = vec![
+            ("--base", base.clone()),
+            ("--candidate", base.clone()),
+            ("--monitors", "monitors/smollm2".to_string()),
+            ("--policy", good.display().to_string()),
+        ];
+        let mut it = args.iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match base_args.iter_mut().find(|(bk, _)| bk == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => base_args.push((k.as_str(), v.clone())),
+            }
+        }
+        for (k, v) in &base_args {
+            c.arg(k).arg(v);
+        }
+        c.arg("--out").arg(&out);
+        c.assert().code(2).stderr(predicate::str::contains(needle));
+        let r = report(&out);
+        assert_eq!(r["verdict"], "error", "case {i}: {r}");
+        assert!(!out.join("report.html").exists());
+    }
+    // An output directory that cannot be created.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    bin()
+        .current_dir(repo())
+        .args([
+            "check",
+            "--quiet",
+            "--no-history",
+            "--base",
+            &base,
+            "--candidate",
+            &base,
+        ])
+        .args(["--monitors", "monitors/smollm2"])
+        .arg("--out")
+        .arg(file.join("out"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("a-file"));
+}
