@@ -389,3 +389,112 @@ pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
         held_out,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, model: &str, family: Family, change: f64, stale: bool) -> HistoryRow {
+        let f = MonitorFeatures {
+            monitor: format!("m{i}"),
+            concept: "c".into(),
+            layer: i % 20,
+            depth_fraction: (i % 20) as f64 / 20.0,
+            base_auroc: 0.95 + (i % 5) as f64 * 0.01,
+            weight_norm: 1.0 + (i % 7) as f64,
+            family,
+            change_below: change,
+            max_stable_rank: 4.0,
+            act_cosine: 1.0 - change,
+            projected_shift: change * 10.0,
+            score_ks: change.min(1.0),
+            flip_rate: change / 2.0,
+            base_margin: 1.0,
+        };
+        let d = if stale { -0.1 } else { -0.01 };
+        HistoryRow::new(
+            model,
+            "cand",
+            "fp",
+            None,
+            f,
+            Outcome {
+                auroc: 0.9,
+                delta_auroc: d,
+                balanced_accuracy: 0.9,
+                delta_balanced_accuracy: d,
+                stale_auroc: stale,
+                stale_policy: stale,
+            },
+        )
+    }
+
+    /// Staleness driven by the size of the change: the fitted model must rank
+    /// by it, on held-out models too, and beat the family-alone baseline.
+    #[test]
+    fn fits_predicts_and_evaluates_held_out() {
+        let mut rows = Vec::new();
+        for i in 0..200 {
+            let change = (i % 40) as f64 / 100.0;
+            let family = [
+                Family::Quantization,
+                Family::LowRankAdapter,
+                Family::FullFineTune,
+            ][i % 3];
+            let model = if i % 2 == 0 { "a" } else { "b" };
+            rows.push(row(i, model, family, change, change > 0.2));
+        }
+        let refs: Vec<&HistoryRow> = rows.iter().collect();
+        let m = fit(&refs, 1.0, "test").unwrap();
+        let lo = m.predict(&rows[1].features).p_stale; // change 0.01
+        let hi = m.predict(&rows[35].features).p_stale; // change 0.35
+        assert!(hi > 0.8 && lo < 0.2, "{lo} {hi}");
+        let ev = evaluate(&rows, 1.0);
+        let by_model = ev.held_out.iter().find(|h| h.by == "model").unwrap();
+        let au = by_model.auroc["risk_model"].unwrap();
+        assert!(au > 0.95, "{au}");
+        assert!(au > by_model.auroc["family_alone"].unwrap());
+        // Triage: revalidating the top half catches every stale cell (they are 45%).
+        assert_eq!(by_model.triage[4].1, 1.0);
+        // One class only: a clear error, not a model.
+        let healthy: Vec<&HistoryRow> = rows.iter().filter(|r| !r.outcome.stale_auroc).collect();
+        assert!(fit(&healthy, 1.0, "t")
+            .unwrap_err()
+            .to_string()
+            .contains("all healthy"));
+    }
+
+    #[test]
+    fn corrupt_history_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.jsonl");
+        let good = serde_json::to_string(&row(0, "a", Family::Quantization, 0.1, false)).unwrap();
+        std::fs::write(
+            &p,
+            format!("{good}\n{{\"format\": \"probegate.history\"}}\n"),
+        )
+        .unwrap();
+        let e = read_history(&p).unwrap_err().to_string();
+        assert!(e.contains("h.jsonl:2:"), "{e}");
+        std::fs::write(&p, format!("{good}\nnot json\n")).unwrap();
+        assert!(read_history(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("h.jsonl:2:"));
+        assert_eq!(
+            read_history(&{
+                std::fs::write(&p, format!("{good}\n")).unwrap();
+                p.clone()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_shipped_model_parses() {
+        let m = RiskModel::default_model().unwrap();
+        assert_eq!(m.features.len(), FEATURE_NAMES.len());
+    }
+}
