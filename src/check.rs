@@ -342,20 +342,13 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         .map(|(n, f)| (n.clone(), req.risk_model.predict(f)))
         .collect();
 
-    // Revalidation order: concepts holding a critical monitor first, then by
-    // the riskiest monitor; a concept's test set serves all its monitors.
-    let mut concepts: Vec<(String, bool, f64)> = tests
-        .keys()
-        .map(|c| {
-            let ms = monitors.iter().filter(|m| &m.meta.concept == c);
-            let crit = ms
-                .clone()
-                .any(|m| policy.is_critical(&m.meta.name, &m.meta.concept));
-            let risk = ms.map(|m| risks[&m.meta.name].p_stale).fold(0.0, f64::max);
-            (c.clone(), crit, risk)
-        })
-        .collect();
-    concepts.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    let concepts = plan(monitors.iter().map(|m| {
+        (
+            m.meta.concept.as_str(),
+            policy.is_critical(&m.meta.name, &m.meta.concept),
+            risks[&m.meta.name].p_stale,
+        )
+    }));
     let examples_full: usize = tests.values().map(|(_, d)| d.texts.len()).sum();
 
     let t = Instant::now();
@@ -368,7 +361,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         x: Vec<Vec<f32>>,
     }
     let mut evals: BTreeMap<String, Revalidated> = BTreeMap::new();
-    for (concept, critical, _) in &concepts {
+    for (concept, critical) in &concepts {
         let (_, d) = &tests[concept];
         let n = d.texts.len();
         let over_examples = used + n > policy.budget.examples;
@@ -538,6 +531,67 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         },
         repaired,
     })
+}
+
+/// Revalidation order over concepts (a concept's test set serves all its
+/// monitors): those holding a critical monitor first, then by their riskiest
+/// monitor. Input: (concept, critical, p_stale) per monitor.
+pub fn plan<'a>(monitors: impl IntoIterator<Item = (&'a str, bool, f64)>) -> Vec<(String, bool)> {
+    let mut by: BTreeMap<&str, (bool, f64)> = BTreeMap::new();
+    for (c, crit, risk) in monitors {
+        let e = by.entry(c).or_insert((false, 0.0));
+        e.0 |= crit;
+        e.1 = e.1.max(risk);
+    }
+    let mut v: Vec<(&str, bool, f64)> = by.into_iter().map(|(c, (k, r))| (c, k, r)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    v.into_iter().map(|(c, k, _)| (c.to_string(), k)).collect()
+}
+
+/// Replays a full-revalidation report (the grid's ground truth) as the
+/// budgeted gate would have run it under `policy` with risks from `model`:
+/// the monitors the budget would not have reached become unverified.
+pub fn replay_budgeted(full: &Report, policy: &Policy, model: &RiskModel) -> Report {
+    let mut r = full.clone();
+    for m in r.monitors.iter_mut() {
+        m.risk = model.predict(&m.features);
+        m.critical = policy.is_critical(&m.name, &m.concept);
+    }
+    let order = plan(
+        r.monitors
+            .iter()
+            .map(|m| (m.concept.as_str(), m.critical, m.risk.p_stale)),
+    );
+    let size = |c: &str| {
+        r.monitors
+            .iter()
+            .find(|m| m.concept == c)
+            .and_then(|m| m.eval.as_ref())
+            .map(|e| e.n)
+            .unwrap_or(0)
+    };
+    let mut used = 0;
+    let mut reached = Vec::new();
+    for (c, crit) in &order {
+        let n = size(c);
+        if *crit || used + n <= policy.budget.examples {
+            used += n;
+            reached.push(c.clone());
+        }
+    }
+    for m in r.monitors.iter_mut() {
+        if !reached.contains(&m.concept) {
+            m.status = Status::Unverified;
+        }
+    }
+    let (v, reasons, warnings) = decide(policy, r.diff.family, &r.monitors, r.corpus_prompts);
+    r.verdict = v;
+    r.reasons = reasons;
+    r.warnings = warnings;
+    r.budget.examples_used = used;
+    r.budget.examples_limit = policy.budget.examples;
+    r.budget.full_revalidation = false;
+    r
 }
 
 /// The verdict and its reasons, from the monitors' statuses under `policy`.

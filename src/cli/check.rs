@@ -108,6 +108,15 @@ pub enum StudyCommand {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Summarise a grid's full-revalidation reports and replay each as the budgeted gate would run it.
+    Summarize {
+        /// Directory of per-condition report directories (`study grid --reports`).
+        reports: PathBuf,
+        #[arg(long, default_value = "policies/default.toml")]
+        policy: PathBuf,
+        #[arg(long)]
+        risk_model: Option<PathBuf>,
+    },
 }
 
 fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
@@ -312,7 +321,100 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     }
 }
 
+fn cmd_summarize(g: &Global, reports: &Path, policy: &Path, model: Option<&Path>) -> Result<i32> {
+    let policy = Policy::load(policy)?;
+    let model = risk_model(model)?;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
+        .map_err(|e| Error::io(reports, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    dirs.sort();
+    let mut rows = Vec::new();
+    for d in dirs {
+        let p = d.join("report.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        let full: check::Report = serde_json::from_str(&text).map_err(|e| Error::Input {
+            path: p.clone(),
+            line: e.line(),
+            msg: e.to_string(),
+        })?;
+        let b = check::replay_budgeted(&full, &policy, &model);
+        let stale = |crit_only: bool| {
+            full.monitors
+                .iter()
+                .filter(|m| {
+                    m.status == check::Status::Stale
+                        && (!crit_only || policy.is_critical(&m.name, &m.concept))
+                })
+                .count()
+        };
+        let passes = b.verdict != Verdict::Fail;
+        rows.push(serde_json::json!({
+            "condition": full.condition.clone().unwrap_or_else(|| d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()),
+            "family": full.diff.family,
+            "stale_auroc": full.monitors.iter().filter(|m| m.eval.as_ref().is_some_and(|e| e.delta_auroc <= -0.05 + 1e-12)).count(),
+            "stale_policy": full.monitors.iter().filter(|m| !m.stale_reasons.is_empty()).count(),
+            "repaired": full.monitors.iter().filter(|m| m.status == check::Status::Repaired).count(),
+            "stale_unrepaired": stale(false),
+            "critical_stale_unrepaired": stale(true),
+            "full_verdict": full.verdict,
+            "budgeted_verdict": b.verdict,
+            "examples_used": b.budget.examples_used,
+            "examples_full": full.budget.examples_full,
+            "false_pass": passes && stale(false) > 0,
+            "false_pass_critical": passes && stale(true) > 0,
+        }));
+    }
+    match g.format {
+        Format::Json => emit_json(&rows)?,
+        Format::Human => {
+            println!(
+                "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5}  {:<17} {:<17} {:>9}",
+                "condition",
+                "family",
+                "stAU",
+                "stPol",
+                "rep",
+                "left",
+                "full verdict",
+                "budgeted",
+                "examples"
+            );
+            for r in &rows {
+                println!(
+                    "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5}  {:<17} {:<17} {:>4}/{:<4}{}",
+                    r["condition"].as_str().unwrap_or(""),
+                    r["family"].as_str().unwrap_or(""),
+                    r["stale_auroc"].as_u64().unwrap_or(0),
+                    r["stale_policy"].as_u64().unwrap_or(0),
+                    r["repaired"].as_u64().unwrap_or(0),
+                    r["stale_unrepaired"].as_u64().unwrap_or(0),
+                    r["full_verdict"].as_str().unwrap_or(""),
+                    r["budgeted_verdict"].as_str().unwrap_or(""),
+                    r["examples_used"].as_u64().unwrap_or(0),
+                    r["examples_full"].as_u64().unwrap_or(0),
+                    if r["false_pass"] == true {
+                        "  FALSE PASS"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
+    if let StudyCommand::Summarize {
+        reports,
+        policy,
+        risk_model,
+    } = c
+    {
+        return cmd_summarize(g, reports, policy, risk_model.as_deref());
+    }
     let StudyCommand::Grid {
         zoo,
         monitors,
@@ -321,7 +423,10 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         history,
         reports,
         only,
-    } = c;
+    } = c
+    else {
+        return Ok(EXIT_OK);
+    };
     let manifest = crate::zoo::Manifest::load(&zoo.join(crate::zoo::MANIFEST))?;
     let policy = Policy::load(policy)?;
     let model = risk_model(None)?;
