@@ -248,20 +248,24 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
         };
         drop(base_ck);
         let grid = zoo::default_grid(&name_refs);
+        // Each condition's seed is the base seed plus its index in the full
+        // grid, so building a subset (--only) reproduces the same files.
         let todo: Vec<_> = grid
             .into_iter()
-            .filter(|c| only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
+            .enumerate()
+            .filter(|(_, c)| only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
             .collect();
-        for (i, cond) in todo.iter().enumerate() {
+        let total = todo.len();
+        for (k, (i, cond)) in todo.iter().enumerate() {
             let done = manifest.conditions.iter().any(|b| b.name == cond.name);
             if done && !a.force {
                 continue;
             }
             if !g.quiet {
-                eprintln!("[{}/{}] {model}: {}", i + 1, todo.len(), cond.name);
+                eprintln!("[{}/{total}] {model}: {}", k + 1, cond.name);
             }
             let out = dir.join(&cond.name);
-            let seed = a.seed.wrapping_add(i as u64);
+            let seed = a.seed.wrapping_add(*i as u64);
             let (built, secs) = zoo::timed(|| {
                 build_one(
                     g, &base_ref, cond, &out, &corpora, &names, &budget, seed, &manifest,
