@@ -283,3 +283,75 @@ fn zoo_train_cli_reports_and_refuses_bad_input() {
         .code(2)
         .stderr(predicates::str::contains("nf4(BASE)"));
 }
+
+/// Hostile bitsandbytes files: each lie is an error naming the tensor, never
+/// a panic or silently wrong weights.
+#[test]
+fn hostile_bitsandbytes_files_are_refused() {
+    let w = Tensor::randn(0f32, 0.02, (8, 128), &Device::Cpu).unwrap();
+    let name = "model.layers.0.mlp.up_proj.weight";
+    type Tamper<'a> = Box<dyn Fn(&mut Vec<bnb::RawEntry>) + 'a>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "quant_type `fp4`",
+            Box::new(|e: &mut Vec<bnb::RawEntry>| {
+                let qs = e.iter_mut().find(|x| x.0.ends_with(bnb::QS_NF4)).unwrap();
+                qs.3 = br#"{"quant_type":"fp4","blocksize":64,"shape":[8,128]}"#.to_vec();
+                qs.2 = vec![qs.3.len()];
+            }),
+        ),
+        (
+            "not JSON",
+            Box::new(|e: &mut Vec<bnb::RawEntry>| {
+                let qs = e.iter_mut().find(|x| x.0.ends_with(bnb::QS_NF4)).unwrap();
+                qs.3 = b"{oops".to_vec();
+                qs.2 = vec![5];
+            }),
+        ),
+        (
+            "needs 512",
+            Box::new(|e: &mut Vec<bnb::RawEntry>| {
+                let p = e.iter_mut().find(|x| x.0 == name).unwrap();
+                p.3.truncate(100);
+                p.2 = vec![100, 1];
+            }),
+        ),
+        (
+            "nested statistics do not fit",
+            Box::new(|e: &mut Vec<bnb::RawEntry>| {
+                let p = e
+                    .iter_mut()
+                    .find(|x| x.0.ends_with("nested_quant_map"))
+                    .unwrap();
+                p.3.truncate(40);
+                p.2 = vec![10];
+            }),
+        ),
+        (
+            "up_proj.weight.absmax`: missing",
+            Box::new(|e: &mut Vec<bnb::RawEntry>| {
+                e.retain(|x| !x.0.ends_with(".absmax"));
+            }),
+        ),
+    ];
+    for (needle, tamper) in cases {
+        let mut entries = bnb::encode_nf4(name, &w, true).unwrap();
+        tamper(&mut entries);
+        let dir = tempfile::tempdir().unwrap();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = entries
+            .iter()
+            .map(|(n, d, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let err = SafetensorsDir::open(dir.path())
+            .and_then(|st| st.load(name))
+            .expect_err(needle)
+            .to_string();
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    }
+}
