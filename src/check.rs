@@ -72,6 +72,19 @@ pub struct RealignReport {
     pub verified: bool,
     /// Where the repaired monitor was written (relative to the output directory).
     pub written_to: Option<String>,
+    /// Every method's labeled result, for auditing the label-free choice
+    /// (never used to choose: that would spend the labels the choice must not see).
+    #[serde(default)]
+    pub alternatives: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alternative {
+    pub method: realign::Method,
+    pub heldout_error: f64,
+    pub auroc: f64,
+    pub balanced_accuracy: f64,
+    pub would_pass: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -440,6 +453,19 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                             ),
                         );
                     }
+                    let mut alternatives = Vec::new();
+                    for (method, err) in &choice.errors {
+                        let alt = realign::fit(*method, c, b)?.compose(m, &cand_fp);
+                        let ae = revalidate::evaluate(&alt, &alt.scores(&xt)?, labels, 20261127)?;
+                        alternatives.push(Alternative {
+                            method: *method,
+                            heldout_error: *err,
+                            auroc: ae.auroc,
+                            balanced_accuracy: ae.balanced_accuracy,
+                            would_pass: revalidate::stale_reasons(m, &ae, &policy.metrics)
+                                .is_empty(),
+                        });
+                    }
                     let ok = choice.beats_identity()
                         && (reasons_after.is_empty() || !policy.realignment.verify);
                     let written_to = ok.then(|| format!("repaired/{name}"));
@@ -459,6 +485,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                             stale_reasons_after: reasons_after,
                             verified: policy.realignment.verify,
                             written_to,
+                            alternatives,
                         }),
                     )
                 } else {
