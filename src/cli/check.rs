@@ -104,7 +104,7 @@ pub enum StudyCommand {
         /// Per-condition reports go under this directory.
         #[arg(long)]
         reports: Option<PathBuf>,
-        /// Only conditions whose name contains one of these (comma-separated).
+        /// Only these conditions (exact names, comma-separated; `identical` is the base itself).
         #[arg(long)]
         only: Option<String>,
     },
@@ -448,7 +448,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         .unwrap_or_else(|| manifest.base.clone());
     let mut summary = Vec::new();
     for (i, (name, reference)) in conditions.iter().enumerate() {
-        if !only.is_empty() && !only.iter().any(|o| name.contains(o)) {
+        if !only.is_empty() && !only.contains(&name.as_str()) {
             continue;
         }
         if !g.quiet {
