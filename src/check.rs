@@ -212,11 +212,27 @@ struct Prepared {
     features: BTreeMap<String, MonitorFeatures>,
 }
 
+/// Where the unlabeled prompts come from and how many to use.
+pub struct Corpus<'a> {
+    pub path: &'a Path,
+    pub max_prompts: usize,
+}
+
+impl<'a> Corpus<'a> {
+    pub fn of(policy: &'a Policy) -> Self {
+        Corpus {
+            path: &policy.realignment.corpus,
+            max_prompts: policy.realignment.max_prompts,
+        }
+    }
+}
+
 fn prepare(
     base: &str,
     candidate: &str,
     monitors: &Path,
-    policy: &Policy,
+    corpus: Corpus,
+    base_check: BaseCheck,
     secs: &mut BTreeMap<String, f64>,
     progress: Progress,
 ) -> Result<Prepared> {
@@ -230,11 +246,12 @@ fn prepare(
         &base_fp,
         base.config.hidden_size,
         base.config.num_layers,
-        BaseCheck::Require,
+        base_check,
     )?;
     let cand_fp = cand.fingerprint()?;
-    let mut corpus = crate::activations::read_prompts(&policy.realignment.corpus)?;
-    corpus.truncate(policy.realignment.max_prompts);
+    let max_prompts = corpus.max_prompts.max(2);
+    let mut corpus = crate::activations::read_prompts(corpus.path)?;
+    corpus.truncate(max_prompts);
     secs.insert("load".into(), t0.elapsed().as_secs_f64());
 
     let t = Instant::now();
@@ -295,6 +312,23 @@ fn prepare(
     })
 }
 
+/// The diff and every monitor's pre-deployment features, without spending
+/// labeled data (`probegate features`).
+pub fn features_only(
+    base: &str,
+    candidate: &str,
+    monitors: &Path,
+    corpus: Corpus,
+    base_check: BaseCheck,
+    progress: Progress,
+) -> Result<(crate::diff::DiffReport, usize, Vec<MonitorFeatures>)> {
+    let mut secs = BTreeMap::new();
+    let p = prepare(
+        base, candidate, monitors, corpus, base_check, &mut secs, progress,
+    )?;
+    Ok((p.diff, p.corpus_len, p.features.into_values().collect()))
+}
+
 /// Features and predicted risk per monitor, without spending labeled data.
 pub fn predict_only(
     base: &str,
@@ -305,7 +339,15 @@ pub fn predict_only(
     progress: Progress,
 ) -> Result<Vec<(MonitorFeatures, Risk)>> {
     let mut secs = BTreeMap::new();
-    let p = prepare(base, candidate, monitors, policy, &mut secs, progress)?;
+    let p = prepare(
+        base,
+        candidate,
+        monitors,
+        Corpus::of(policy),
+        BaseCheck::Require,
+        &mut secs,
+        progress,
+    )?;
     let mut out: Vec<(MonitorFeatures, Risk)> = p
         .features
         .into_values()
@@ -345,7 +387,8 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         &req.base,
         &req.candidate,
         &req.monitors,
-        policy,
+        Corpus::of(policy),
+        BaseCheck::Require,
         &mut secs,
         progress,
     )?;

@@ -432,67 +432,37 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
 }
 
 fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
-    use crate::actcache::{cached_activations, ActCache, ActSpec};
-    use crate::monitor::{by_pooling, check_suite_base, load_suite, BaseCheck};
-    let monitors = load_suite(&a.monitors)?;
-    let mut texts = activations::read_prompts(&a.corpus)?;
-    texts.truncate(a.limit.max(2));
-    let base = Checkpoint::open_str(&a.base)?;
-    let cand = Checkpoint::open_str(&a.candidate)?;
-    let fp = base.fingerprint()?;
     let check = if a.allow_base_mismatch {
-        BaseCheck::AllowMismatch
+        crate::monitor::BaseCheck::AllowMismatch
     } else {
-        BaseCheck::Require
+        crate::monitor::BaseCheck::Require
     };
-    check_suite_base(
-        &monitors,
-        &fp,
-        base.config.hidden_size,
-        base.config.num_layers,
+    let pb = progress(g, 1, "features");
+    let (report, n_prompts, mut out) = crate::check::features_only(
+        &a.base,
+        &a.candidate,
+        &a.monitors,
+        crate::check::Corpus {
+            path: &a.corpus,
+            max_prompts: a.limit,
+        },
         check,
+        &mut |stage, done, total| {
+            pb.set_message(stage.to_string());
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
     )?;
-    let pb = progress(g, base.tensors().len() as u64, "diff");
-    let report = crate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
     pb.finish_and_clear();
-    let cache = ActCache::from_env();
-    let mut out = Vec::new();
-    for (pool, group, layers) in by_pooling(&monitors) {
-        let spec = ActSpec {
-            pool,
-            precision: Precision::F32,
-            batch_size: 16,
-        };
-        let pb = progress(g, 2 * texts.len() as u64, "corpus acts");
-        let ab = cached_activations(&base, &cache, &texts, &layers, spec, &mut |n| {
-            pb.inc(n as u64)
-        })?;
-        let ac = cached_activations(&cand, &cache, &texts, &layers, spec, &mut |n| {
-            pb.inc(n as u64)
-        })?;
-        pb.finish_and_clear();
-        for m in group {
-            let l = m.meta.hook.layer;
-            out.push(crate::features::monitor_features(
-                m,
-                &report,
-                &ab[&l].to_vec2::<f32>()?,
-                &ac[&l].to_vec2::<f32>()?,
-            )?);
-        }
-    }
     out.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
         Format::Json => emit_json(
-            &serde_json::json!({"base": base.spec, "candidate": cand.spec, "family": report.family, "corpus_prompts": texts.len(), "monitors": out}),
+            &serde_json::json!({"base": report.base, "candidate": report.candidate, "family": report.family, "corpus_prompts": n_prompts, "monitors": out}),
         )?,
         Format::Human => {
             println!(
                 "{} -> {} ({:?}), {} corpus prompts",
-                base.spec,
-                cand.spec,
-                report.family,
-                texts.len()
+                report.base, report.candidate, report.family, n_prompts
             );
             println!(
                 "{:<26} {:>6} {:>9} {:>8} {:>8} {:>6} {:>6}",
