@@ -322,7 +322,13 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
             ad.r,
             ad.modules.len()
         ));
-        if cand.whatif.is_some() || quantized_all {
+        // An adapter on a quantized copy of the base adds full-rank noise to
+        // every projection; an adapter alone (even on all seven projection
+        // kinds) leaves ΔW low-rank.
+        let adapter_rank_only = changed
+            .iter()
+            .all(|t| t.stable_rank <= (1.5 * ad.r as f64).max(16.0));
+        if cand.whatif.is_some() || (quantized_all && !adapter_rank_only) {
             return (Family::QuantizationPlusAdapter, ev);
         }
         return (Family::LowRankAdapter, ev);
