@@ -442,6 +442,11 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             .iter()
             .map(|b| (b.name.clone(), b.reference.clone())),
     );
+    // With --only, run in the order given (most informative first).
+    if !only.is_empty() {
+        conditions.retain(|(n, _)| only.contains(&n.as_str()));
+        conditions.sort_by_key(|(n, _)| only.iter().position(|o| o == n));
+    }
     let base_id = Path::new(&manifest.base)
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
