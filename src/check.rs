@@ -101,6 +101,21 @@ pub struct MonitorReport {
     pub eval: Option<EvalResult>,
     pub stale_reasons: Vec<String>,
     pub realignment: Option<RealignReport>,
+    /// Rung 2: the threshold chosen again on a few labeled training examples.
+    #[serde(default)]
+    pub recalibration: Option<RungReport>,
+    /// Rung 3: the probe retrained on the candidate's activations.
+    #[serde(default)]
+    pub retraining: Option<RungReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RungReport {
+    /// Labeled training examples this rung ran through the candidate.
+    pub examples: usize,
+    pub threshold: Option<f64>,
+    pub after: EvalResult,
+    pub stale_reasons_after: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -368,9 +383,14 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     // wrong data directory fails fast.
     let suite = mon::load_suite(&req.monitors)?;
     let mut tests = BTreeMap::new();
+    let mut trains = BTreeMap::new();
+    let ladder = policy.recalibration.enabled || policy.retraining.enabled;
     for m in &suite {
         if !tests.contains_key(&m.meta.concept) {
             tests.insert(m.meta.concept.clone(), revalidate::test_set(&req.data, m)?);
+            if ladder {
+                trains.insert(m.meta.concept.clone(), revalidate::train_set(&req.data, m)?);
+            }
         }
     }
     let Prepared {
@@ -461,97 +481,212 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     }
     secs.insert("revalidation".into(), t.elapsed().as_secs_f64());
 
-    // Realignment of stale monitors, verified on the labeled data already run.
+    // The repair ladder for stale monitors: label-free realignment, then a
+    // threshold recalibrated on a few labels, then retraining — each verified
+    // on the labeled test data already run, each only if the policy allows it.
     let t = Instant::now();
     let mut reports = Vec::new();
     let mut repaired = Vec::new();
     for m in &monitors {
         let name = &m.meta.name;
         let critical = policy.is_critical(name, &m.meta.concept);
-        let (status, eval, reasons, realignment) = match evals.get(name) {
-            None => (Status::Unverified, None, Vec::new(), None),
-            Some(Revalidated {
-                eval: e,
-                labels,
-                x: test_x,
-            }) => {
-                let reasons = revalidate::stale_reasons(m, e, &policy.metrics);
-                if reasons.is_empty() {
-                    (Status::Healthy, Some(e.clone()), reasons, None)
-                } else if policy.realignment.enabled && corpus_len >= policy.realignment.min_prompts
-                {
-                    let (b, c) = &corpus_acts[&(mon_pool::key(m.meta.pooling), m.meta.hook.layer)];
-                    let (map, choice) = realign::choose(m, c, b, 0.25)?;
-                    let fixed = map.compose(m, &cand_fp);
-                    let xt = candle_core::Tensor::new(test_x.clone(), &candle_core::Device::Cpu)?;
-                    let s2 = fixed.scores(&xt)?;
-                    let after = revalidate::evaluate(&fixed, &s2, labels, 20261127)?;
-                    let mut reasons_after = revalidate::stale_reasons(m, &after, &policy.metrics);
-                    if !choice.beats_identity() {
-                        reasons_after.insert(
-                            0,
-                            format!(
-                                "no map beat leaving the monitor as it is on held-out unlabeled prompts ({:.3} vs {:.3}): not applied",
-                                choice.heldout_error, choice.identity_error
-                            ),
-                        );
-                    }
-                    let mut alternatives = Vec::new();
-                    for (method, err) in &choice.errors {
-                        let alt = realign::fit(*method, c, b)?.compose(m, &cand_fp);
-                        let ae = revalidate::evaluate(&alt, &alt.scores(&xt)?, labels, 20261127)?;
-                        alternatives.push(Alternative {
-                            method: *method,
-                            heldout_error: *err,
-                            auroc: ae.auroc,
-                            balanced_accuracy: ae.balanced_accuracy,
-                            would_pass: revalidate::stale_reasons(m, &ae, &policy.metrics)
-                                .is_empty(),
-                        });
-                    }
-                    let ok = choice.beats_identity()
-                        && (reasons_after.is_empty() || !policy.realignment.verify);
-                    let written_to = ok.then(|| format!("repaired/{name}"));
-                    if ok {
-                        repaired.push(fixed);
-                    }
-                    (
-                        if ok { Status::Repaired } else { Status::Stale },
-                        Some(e.clone()),
-                        reasons,
-                        Some(RealignReport {
-                            method: choice.method,
-                            heldout_error: choice.heldout_error,
-                            identity_error: choice.identity_error,
-                            prompts: c.len(),
-                            after,
-                            stale_reasons_after: reasons_after,
-                            verified: policy.realignment.verify,
-                            written_to,
-                            alternatives,
-                        }),
-                    )
-                } else {
-                    (Status::Stale, Some(e.clone()), reasons, None)
-                }
-            }
+        let Some(rv) = evals.get(name) else {
+            reports.push(MonitorReport {
+                name: name.clone(),
+                concept: m.meta.concept.clone(),
+                layer: m.meta.hook.layer,
+                critical,
+                status: Status::Unverified,
+                rung: "none".into(),
+                risk: risks[name].clone(),
+                features: features[name].clone(),
+                eval: None,
+                stale_reasons: Vec::new(),
+                realignment: None,
+                recalibration: None,
+                retraining: None,
+            });
+            continue;
         };
+        let reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
+        let xt = candle_core::Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?;
+        let verify = |fixed: &Monitor| -> Result<(EvalResult, Vec<String>)> {
+            let after = revalidate::evaluate(fixed, &fixed.scores(&xt)?, &rv.labels, 20261127)?;
+            let r = revalidate::stale_reasons(m, &after, &policy.metrics);
+            Ok((after, r))
+        };
+        let mut status = if reasons.is_empty() {
+            Status::Healthy
+        } else {
+            Status::Stale
+        };
+        let mut rung = "none".to_string();
+        let mut realignment = None;
+        let mut recalibration = None;
+        let mut retraining = None;
+        // The monitor later rungs start from: realigned when the map was applied.
+        let mut current = m.clone();
+        if status == Status::Stale
+            && policy.realignment.enabled
+            && corpus_len >= policy.realignment.min_prompts
+        {
+            let (b, c) = &corpus_acts[&(mon_pool::key(m.meta.pooling), m.meta.hook.layer)];
+            let (map, choice) = realign::choose(m, c, b, 0.25)?;
+            let fixed = map.compose(m, &cand_fp);
+            let (after, mut reasons_after) = verify(&fixed)?;
+            if !choice.beats_identity() {
+                reasons_after.insert(
+                    0,
+                    format!(
+                        "no map beat leaving the monitor as it is on held-out unlabeled prompts ({:.3} vs {:.3}): not applied",
+                        choice.heldout_error, choice.identity_error
+                    ),
+                );
+            }
+            let mut alternatives = Vec::new();
+            for (method, err) in &choice.errors {
+                let alt = realign::fit(*method, c, b)?.compose(m, &cand_fp);
+                let (ae, ar) = verify(&alt)?;
+                alternatives.push(Alternative {
+                    method: *method,
+                    heldout_error: *err,
+                    auroc: ae.auroc,
+                    balanced_accuracy: ae.balanced_accuracy,
+                    would_pass: ar.is_empty(),
+                });
+            }
+            let ok =
+                choice.beats_identity() && (reasons_after.is_empty() || !policy.realignment.verify);
+            if choice.beats_identity() {
+                current = fixed;
+            }
+            if ok {
+                status = Status::Repaired;
+                rung = "realignment".into();
+            }
+            realignment = Some(RealignReport {
+                method: choice.method,
+                heldout_error: choice.heldout_error,
+                identity_error: choice.identity_error,
+                prompts: c.len(),
+                after,
+                stale_reasons_after: reasons_after,
+                verified: policy.realignment.verify,
+                written_to: None,
+                alternatives,
+            });
+        }
+        if status == Status::Stale && policy.recalibration.enabled {
+            let (_, train) = &trains[&m.meta.concept];
+            let (_, pick) = crate::monitor::train::stratified_split(
+                &train.labels,
+                (policy.recalibration.labels as f64 / train.labels.len().max(1) as f64).min(1.0),
+                20261127,
+            );
+            let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
+            let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
+            let x = cached_activations(
+                &cand,
+                &cache,
+                &texts,
+                &[m.meta.hook.layer],
+                ActSpec {
+                    pool: m.meta.pooling,
+                    precision: Precision::F32,
+                    batch_size: 16,
+                },
+                &mut |_| {},
+            )?;
+            used += texts.len();
+            let s = current.scores(&x[&m.meta.hook.layer])?;
+            let t = crate::monitor::metrics::choose_threshold(
+                &s,
+                &labels,
+                m.meta.classifier.threshold_rule,
+            );
+            let mut fixed = current.clone();
+            fixed.meta.classifier.threshold = t.threshold;
+            fixed.meta.provenance.repaired_for = Some(cand_fp.clone());
+            let (after, reasons_after) = verify(&fixed)?;
+            if reasons_after.is_empty() {
+                status = Status::Repaired;
+                rung = "recalibration".into();
+                current = fixed;
+            }
+            recalibration = Some(RungReport {
+                examples: texts.len(),
+                threshold: Some(t.threshold),
+                after,
+                stale_reasons_after: reasons_after,
+            });
+        }
+        if status == Status::Stale && policy.retraining.enabled {
+            let (_, train) = &trains[&m.meta.concept];
+            let x = cached_activations(
+                &cand,
+                &cache,
+                &train.texts,
+                &[m.meta.hook.layer],
+                ActSpec {
+                    pool: m.meta.pooling,
+                    precision: Precision::F32,
+                    batch_size: 16,
+                },
+                &mut |_| {},
+            )?;
+            used += train.texts.len();
+            let tr = crate::monitor::train::train(
+                &x[&m.meta.hook.layer].to_vec2::<f32>()?,
+                &train.labels,
+                &crate::monitor::train::TrainOptions {
+                    threshold_rule: m.meta.classifier.threshold_rule,
+                    ..Default::default()
+                },
+            )?;
+            let mut fixed = m.clone();
+            fixed.w = tr.w;
+            fixed.mean = tr.mean;
+            fixed.std = tr.std;
+            fixed.meta.classifier.bias = tr.bias;
+            fixed.meta.classifier.l2 = tr.l2;
+            fixed.meta.classifier.threshold = tr.threshold.threshold;
+            fixed.meta.provenance.repaired_for = Some(cand_fp.clone());
+            let (after, reasons_after) = verify(&fixed)?;
+            if reasons_after.is_empty() {
+                status = Status::Repaired;
+                rung = "retraining".into();
+                current = fixed;
+            }
+            retraining = Some(RungReport {
+                examples: train.texts.len(),
+                threshold: Some(tr.threshold.threshold),
+                after,
+                stale_reasons_after: reasons_after,
+            });
+        }
+        if status == Status::Repaired {
+            if let (Some(r), "realignment") = (realignment.as_mut(), rung.as_str()) {
+                r.written_to = Some(format!("repaired/{name}"));
+            }
+            current.meta.provenance.repaired_for = Some(cand_fp.clone());
+            repaired.push(current);
+        } else if status == Status::Stale {
+            rung = "beyond repair".into();
+        }
         reports.push(MonitorReport {
             name: name.clone(),
             concept: m.meta.concept.clone(),
             layer: m.meta.hook.layer,
             critical,
             status,
-            rung: match status {
-                Status::Repaired => "realignment".into(),
-                Status::Stale if realignment.is_some() => "beyond realignment".into(),
-                _ => "none".into(),
-            },
+            rung,
             risk: risks[name].clone(),
             features: features[name].clone(),
-            eval,
+            eval: Some(rv.eval.clone()),
             stale_reasons: reasons,
             realignment,
+            recalibration,
+            retraining,
         });
     }
     secs.insert("realignment".into(), t.elapsed().as_secs_f64());
@@ -694,10 +829,11 @@ pub fn decide(
                 },
                 m.stale_reasons.join("; ")
             )),
-            Status::Repaired if !policy.realignment.may_pass => fail.push(format!(
-                "{} is stale ({}); realignment repaired it but policy `{}` does not let a repair pass",
+            Status::Repaired if !policy.may_pass(&m.rung) => fail.push(format!(
+                "{} is stale ({}); {} repaired it but policy `{}` does not let that rung pass",
                 m.name,
                 m.stale_reasons.join("; "),
+                m.rung,
                 policy.name
             )),
             Status::Unverified => {
@@ -805,7 +941,11 @@ mod tests {
             layer: 15,
             critical,
             status,
-            rung: "none".into(),
+            rung: if status == Status::Repaired {
+                "realignment".into()
+            } else {
+                "none".into()
+            },
             risk: Risk {
                 p_stale: 0.3,
                 drivers: vec![],
@@ -818,6 +958,8 @@ mod tests {
                 vec![]
             },
             realignment: None,
+            recalibration: None,
+            retraining: None,
         }
     }
 
@@ -838,7 +980,7 @@ mod tests {
         strict.realignment.may_pass = false;
         let (v, r, _) = decide(&strict, fam, &[repaired], 600);
         assert_eq!(v, Verdict::Fail);
-        assert!(r[0].contains("does not let a repair pass"), "{r:?}");
+        assert!(r[0].contains("does not let that rung pass"), "{r:?}");
 
         let stale = monitor("privacy_pii-l22", Status::Stale, true);
         let (v, r, _) = decide(&p, fam, &[healthy.clone(), stale], 600);

@@ -60,6 +60,28 @@ pub struct RealignPolicy {
     pub max_prompts: usize,
 }
 
+/// A rung of the repair ladder beyond realignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rung {
+    pub enabled: bool,
+    /// Labeled training examples the rung may run through the candidate
+    /// (recalibration; retraining uses the whole training split).
+    #[serde(default)]
+    pub labels: usize,
+    /// Whether a monitor repaired at this rung counts as passing.
+    pub may_pass: bool,
+}
+
+impl Rung {
+    fn off() -> Self {
+        Rung {
+            enabled: false,
+            labels: 0,
+            may_pass: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
@@ -71,6 +93,10 @@ pub struct Policy {
     pub critical: Vec<String>,
     pub unverified: Unverified,
     pub realignment: RealignPolicy,
+    /// Rung 2: recalibrate the threshold on a few labeled training examples.
+    pub recalibration: Rung,
+    /// Rung 3: retrain the probe on the candidate's activations.
+    pub retraining: Rung,
     /// Update families this pipeline accepts; others fail the candidate.
     pub allowed_families: Option<Vec<Family>>,
     /// Where the policy was read from.
@@ -78,6 +104,16 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a monitor repaired at `rung` counts as passing.
+    pub fn may_pass(&self, rung: &str) -> bool {
+        match rung {
+            "realignment" => self.realignment.may_pass,
+            "recalibration" => self.recalibration.may_pass,
+            "retraining" => self.retraining.may_pass,
+            _ => false,
+        }
+    }
+
     pub fn is_critical(&self, monitor: &str, concept: &str) -> bool {
         self.critical.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => monitor.starts_with(prefix) || concept.starts_with(prefix),
@@ -120,7 +156,20 @@ struct RawPolicy {
     unverified: Unverified,
     realignment: RawRealign,
     #[serde(default)]
+    recalibration: Option<RawRung>,
+    #[serde(default)]
+    retraining: Option<RawRung>,
+    #[serde(default)]
     allowed_families: Option<Vec<Family>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRung {
+    enabled: bool,
+    #[serde(default)]
+    labels: Option<Spanned<i64>>,
+    may_pass: bool,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +279,44 @@ impl RawPolicy {
                 msg: "field `realignment.may_pass`: true while realignment is disabled".into(),
             });
         }
+        let recalibration = match &self.recalibration {
+            None => Rung::off(),
+            Some(r) => {
+                let labels = match &r.labels {
+                    Some(l) if *l.get_ref() < 10 => {
+                        return Err(err(
+                            "recalibration.labels",
+                            l.span(),
+                            format!(
+                                "must be at least 10 (a threshold needs both classes), found {}",
+                                l.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(l) => *l.get_ref() as usize,
+                    None if r.enabled => return Err(Error::Input {
+                        path: path.to_path_buf(),
+                        line: 0,
+                        msg: "field `recalibration.labels`: required when recalibration is enabled"
+                            .into(),
+                    }),
+                    None => 0,
+                };
+                Rung {
+                    enabled: r.enabled,
+                    labels,
+                    may_pass: r.may_pass,
+                }
+            }
+        };
+        let retraining = match &self.retraining {
+            None => Rung::off(),
+            Some(r) => Rung {
+                enabled: r.enabled,
+                labels: 0,
+                may_pass: r.may_pass,
+            },
+        };
         Ok(Policy {
             name: self.name,
             description: self.description,
@@ -248,6 +335,8 @@ impl RawPolicy {
                 min_prompts: minp as usize,
                 max_prompts: maxp as usize,
             },
+            recalibration,
+            retraining,
             allowed_families: self.allowed_families,
             source: path.display().to_string(),
         })

@@ -97,20 +97,7 @@ pub fn markdown(r: &Report) -> String {
             ),
             None => ("–".into(), "–".into()),
         };
-        let repair = match &m.realignment {
-            Some(x) => format!(
-                "{:?}: AUROC {:.3}, bal. acc {:.3}{}",
-                x.method,
-                x.after.auroc,
-                x.after.balanced_accuracy,
-                if x.stale_reasons_after.is_empty() {
-                    ""
-                } else {
-                    " (not enough)"
-                }
-            ),
-            None => String::new(),
-        };
+        let repair = repair_summary(m);
         let _ = writeln!(
             s,
             "| {}{crit} | {} | {:.2} | {} | {au} | {ba} | {repair} |",
@@ -131,6 +118,43 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(s, "\n</details>");
     s
+}
+
+/// What the repair ladder did for one monitor, in a table cell.
+fn repair_summary(m: &crate::check::MonitorReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(x) = &m.realignment {
+        parts.push(format!(
+            "realignment ({:?}): AUROC {:.3}, bal. acc {:.3}{}",
+            x.method,
+            x.after.auroc,
+            x.after.balanced_accuracy,
+            if x.stale_reasons_after.is_empty() {
+                " ✓"
+            } else {
+                " ✗"
+            }
+        ));
+    }
+    for (what, r) in [
+        ("recalibration", &m.recalibration),
+        ("retraining", &m.retraining),
+    ] {
+        if let Some(r) = r {
+            parts.push(format!(
+                "{what} ({} labels): AUROC {:.3}, bal. acc {:.3}{}",
+                r.examples,
+                r.after.auroc,
+                r.after.balanced_accuracy,
+                if r.stale_reasons_after.is_empty() {
+                    " ✓"
+                } else {
+                    " ✗"
+                }
+            ));
+        }
+    }
+    parts.join("; ")
 }
 
 fn esc(x: &str) -> String {
@@ -323,11 +347,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
                 )
             })
             .unwrap_or_default();
-        let repair = m
-            .realignment
-            .as_ref()
-            .map(|x| format!("{:?} → AUROC {:.3}", x.method, x.after.auroc))
-            .unwrap_or_default();
+        let repair = repair_summary(m);
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:?}</td><td>{au}</td><td>{ba}</td><td>{}</td></tr>",

@@ -79,6 +79,19 @@ pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<Str
     out
 }
 
+/// The concept's training split, `<data>/<concept>/train.jsonl`: the labels
+/// the recalibration and retraining rungs may spend (never the test set,
+/// which verifies them).
+pub fn train_set(data_root: &Path, m: &Monitor) -> Result<(PathBuf, data::Labeled)> {
+    let path = data_root.join(&m.meta.concept).join("train.jsonl");
+    let names = (
+        m.meta.labels.negative.as_str(),
+        m.meta.labels.positive.as_str(),
+    );
+    let d = data::read_labeled(&path, Some(names))?;
+    Ok((path, d))
+}
+
 /// The labeled test set a monitor's base figures were measured on:
 /// `<data>/<concept>/test.jsonl`, checked against the recorded hash so a
 /// comparison with the base figures is like for like.
