@@ -598,14 +598,33 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 &mut |_| {},
             )?;
             used += texts.len();
-            let s = current.scores(&x[&m.meta.hook.layer])?;
-            let t = crate::monitor::metrics::choose_threshold(
-                &s,
-                &labels,
-                m.meta.classifier.threshold_rule,
-            );
-            let mut fixed = current.clone();
-            fixed.meta.classifier.threshold = t.threshold;
+            // Start from the original or the realigned monitor, whichever
+            // separates the calibration labels better at its new threshold:
+            // a map fitted on off-distribution prompts can cost ranking.
+            let mut best: Option<(f64, Monitor, f64)> = None;
+            let mut starts = vec![m.clone()];
+            if current.meta.provenance.repaired_for.is_some() {
+                starts.push(current.clone());
+            }
+            for start in starts {
+                let s = start.scores(&x[&m.meta.hook.layer])?;
+                let t = crate::monitor::metrics::choose_threshold(
+                    &s,
+                    &labels,
+                    m.meta.classifier.threshold_rule,
+                );
+                if best
+                    .as_ref()
+                    .is_none_or(|(ba, _, _)| t.balanced_accuracy > *ba)
+                {
+                    best = Some((t.balanced_accuracy, start, t.threshold));
+                }
+            }
+            let Some((_, start, threshold)) = best else {
+                continue;
+            };
+            let mut fixed = start;
+            fixed.meta.classifier.threshold = threshold;
             fixed.meta.provenance.repaired_for = Some(cand_fp.clone());
             let (after, reasons_after) = verify(&fixed)?;
             if reasons_after.is_empty() {
@@ -615,7 +634,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             }
             recalibration = Some(RungReport {
                 examples: texts.len(),
-                threshold: Some(t.threshold),
+                threshold: Some(threshold),
                 after,
                 stale_reasons_after: reasons_after,
             });
@@ -818,17 +837,28 @@ pub fn decide(
     }
     for m in monitors {
         match m.status {
-            Status::Stale => fail.push(format!(
-                "{}{} is stale{}: {}",
-                m.name,
-                if m.critical { " (critical)" } else { "" },
-                if m.realignment.is_some() {
-                    " and realignment did not repair it"
-                } else {
-                    ""
-                },
-                m.stale_reasons.join("; ")
-            )),
+            Status::Stale => {
+                let tried: Vec<&str> = [
+                    ("realignment", m.realignment.is_some()),
+                    ("recalibration", m.recalibration.is_some()),
+                    ("retraining", m.retraining.is_some()),
+                ]
+                .iter()
+                .filter(|(_, t)| *t)
+                .map(|(n, _)| *n)
+                .collect();
+                fail.push(format!(
+                    "{}{} is stale{}: {}",
+                    m.name,
+                    if m.critical { " (critical)" } else { "" },
+                    if tried.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {} did not repair it", tried.join(", "))
+                    },
+                    m.stale_reasons.join("; ")
+                ))
+            }
             Status::Repaired if !policy.may_pass(&m.rung) => fail.push(format!(
                 "{} is stale ({}); {} repaired it but policy `{}` does not let that rung pass",
                 m.name,

@@ -202,3 +202,80 @@ fn bad_input_is_an_error_never_a_pass() {
         .code(2)
         .stderr(predicate::str::contains("a-file"));
 }
+
+/// The zoo's LoRA adapter trained on PII-rich support chats keeps the
+/// self-harm probe at block 22 ranking (AUROC 0.996 → 0.978) but shifts its
+/// threshold (balanced accuracy 0.950 → 0.872): the repair ladder must fix
+/// it, verify the fix on labeled data, write the repaired monitor and pass
+/// the candidate with repairs.
+#[test]
+fn threshold_shift_is_repaired_and_passes_with_repairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    let src = repo().join("monitors/smollm2/self_harm-l22");
+    std::fs::create_dir_all(suite.join("self_harm-l22")).unwrap();
+    for f in ["monitor.json", "monitor.safetensors"] {
+        std::fs::copy(src.join(f), suite.join("self_harm-l22").join(f)).unwrap();
+    }
+    let policy = test_policy(tmp.path(), &[]);
+    let out = tmp.path().join("out");
+    let cand = format!(
+        "{}+{}",
+        model_path("smollm2").display(),
+        repo()
+            .join("fixtures/zoo/smollm2-lora-r8-attn-support")
+            .display()
+    );
+    bin()
+        .current_dir(repo())
+        .args([
+            "check",
+            "--base",
+            "smollm2",
+            "--candidate",
+            &cand,
+            "--no-history",
+            "--quiet",
+        ])
+        .arg("--monitors")
+        .arg(&suite)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("PASS with repaired monitors"));
+    let r = report(&out);
+    assert_eq!(r["verdict"], "pass_with_repairs");
+    let m = &r["monitors"][0];
+    assert_eq!(m["status"], "repaired");
+    let rung = m["rung"].as_str().unwrap();
+    assert!(["realignment", "recalibration"].contains(&rung), "{rung}");
+    // Before: ranking kept, threshold off.
+    assert!(m["eval"]["delta_auroc"].as_f64().unwrap() > -0.05, "{m}");
+    assert!(!m["stale_reasons"].as_array().unwrap().is_empty());
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("repaired/self_harm-l22/monitor.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        written["provenance"]["repaired_for"], r["candidate"]["fingerprint"],
+        "the repaired monitor is tagged with the candidate"
+    );
+    // The repaired monitor loads and, on the candidate, is within the policy's limits.
+    let after = if rung == "recalibration" {
+        &m["recalibration"]["after"]
+    } else {
+        &m["realignment"]["after"]
+    };
+    assert!(
+        after["balanced_accuracy"].as_f64().unwrap() >= 0.90,
+        "{after}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("## 🛠️ probegate: PASS with repaired monitors"),
+        "{md}"
+    );
+}
