@@ -73,7 +73,7 @@ pub struct Rung {
 }
 
 impl Rung {
-    fn off() -> Self {
+    pub fn off() -> Self {
         Rung {
             enabled: false,
             labels: 0,
@@ -94,8 +94,10 @@ pub struct Policy {
     pub unverified: Unverified,
     pub realignment: RealignPolicy,
     /// Rung 2: recalibrate the threshold on a few labeled training examples.
+    #[serde(default = "Rung::off")]
     pub recalibration: Rung,
     /// Rung 3: retrain the probe on the candidate's activations.
+    #[serde(default = "Rung::off")]
     pub retraining: Rung,
     /// Update families this pipeline accepts; others fail the candidate.
     pub allowed_families: Option<Vec<Family>>,
