@@ -384,7 +384,9 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     let suite = mon::load_suite(&req.monitors)?;
     let mut tests = BTreeMap::new();
     let mut trains = BTreeMap::new();
-    let ladder = policy.recalibration.enabled || policy.retraining.enabled;
+    let ladder = policy.recalibration.enabled
+        || policy.retraining.enabled
+        || (policy.realignment.enabled && policy.realignment.concept_texts);
     for m in &suite {
         if !tests.contains_key(&m.meta.concept) {
             tests.insert(m.meta.concept.clone(), revalidate::test_set(&req.data, m)?);
@@ -530,7 +532,24 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             && policy.realignment.enabled
             && corpus_len >= policy.realignment.min_prompts
         {
-            let (b, c) = &corpus_acts[&(mon_pool::key(m.meta.pooling), m.meta.hook.layer)];
+            let (cb, cc) = &corpus_acts[&(mon_pool::key(m.meta.pooling), m.meta.hook.layer)];
+            let (mut b, mut c) = (cb.clone(), cc.clone());
+            if policy.realignment.concept_texts {
+                // Unlabeled in-distribution texts go last, so the label-free
+                // choice is judged on them (choose() holds out the tail).
+                let (_, train) = &trains[&m.meta.concept];
+                let spec = ActSpec {
+                    pool: m.meta.pooling,
+                    precision: Precision::F32,
+                    batch_size: 16,
+                };
+                let l = m.meta.hook.layer;
+                let tb = cached_activations(&base, &cache, &train.texts, &[l], spec, &mut |_| {})?;
+                let tc = cached_activations(&cand, &cache, &train.texts, &[l], spec, &mut |_| {})?;
+                b.extend(tb[&l].to_vec2::<f32>()?);
+                c.extend(tc[&l].to_vec2::<f32>()?);
+            }
+            let (b, c) = (&b, &c);
             let (map, choice) = realign::choose(m, c, b, 0.25)?;
             let fixed = map.compose(m, &cand_fp);
             let (after, mut reasons_after) = verify(&fixed)?;

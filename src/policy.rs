@@ -58,6 +58,11 @@ pub struct RealignPolicy {
     pub min_prompts: usize,
     /// How many corpus prompts to use at most (cost bound).
     pub max_prompts: usize,
+    /// Also fit on the monitor's own training texts, unlabeled: maps fitted
+    /// only on a generic corpus were seen to transfer badly to a concept's
+    /// distribution. Costs one forward pass per training text.
+    #[serde(default)]
+    pub concept_texts: bool,
 }
 
 /// A rung of the repair ladder beyond realignment.
@@ -201,6 +206,8 @@ struct RawRealign {
     corpus: PathBuf,
     min_prompts: Spanned<i64>,
     max_prompts: Spanned<i64>,
+    #[serde(default)]
+    concept_texts: bool,
 }
 
 impl RawPolicy {
@@ -336,6 +343,7 @@ impl RawPolicy {
                 corpus: r.corpus.clone(),
                 min_prompts: minp as usize,
                 max_prompts: maxp as usize,
+                concept_texts: r.concept_texts,
             },
             recalibration,
             retraining,
