@@ -493,8 +493,26 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_model_parses() {
+    fn the_shipped_model_parses_and_ranks_its_grid() {
         let m = RiskModel::default_model().unwrap();
         assert_eq!(m.features.len(), FEATURE_NAMES.len());
+        let grid = read_history(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk/zoo-grid.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.fitted_rows, m.fitted_stale),
+            (
+                grid.len(),
+                grid.iter().filter(|r| r.outcome.stale_auroc).count()
+            )
+        );
+        let p: Vec<f64> = grid
+            .iter()
+            .map(|r| m.predict(&r.features).p_stale)
+            .collect();
+        let y: Vec<u8> = grid.iter().map(|r| r.outcome.stale_auroc as u8).collect();
+        let au = auroc(&p, &y).unwrap();
+        assert!(au > 0.85, "in-sample AUROC {au}");
     }
 }
