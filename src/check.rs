@@ -107,6 +107,9 @@ pub struct MonitorReport {
     /// Rung 3: the probe retrained on the candidate's activations.
     #[serde(default)]
     pub retraining: Option<RungReport>,
+    /// The repaired monitor's directory under the output directory.
+    #[serde(default)]
+    pub repaired_monitor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -507,6 +510,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 realignment: None,
                 recalibration: None,
                 retraining: None,
+                repaired_monitor: None,
             });
             continue;
         };
@@ -707,6 +711,8 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 r.written_to = Some(format!("repaired/{name}"));
             }
             current.meta.provenance.repaired_for = Some(cand_fp.clone());
+            // Same name as the monitor it replaces; the fingerprint tag says for what.
+            current.meta.name = name.clone();
             repaired.push(current);
         } else if status == Status::Stale {
             rung = "beyond repair".into();
@@ -721,6 +727,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             risk: risks[name].clone(),
             features: features[name].clone(),
             eval: Some(rv.eval.clone()),
+            repaired_monitor: (status == Status::Repaired).then(|| format!("repaired/{name}")),
             stale_reasons: reasons,
             realignment,
             recalibration,
@@ -1009,6 +1016,7 @@ mod tests {
             realignment: None,
             recalibration: None,
             retraining: None,
+            repaired_monitor: None,
         }
     }
 

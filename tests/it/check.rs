@@ -85,6 +85,9 @@ fn stale_critical_monitor_fails_the_candidate() {
                 "critical = [\"privacy_pii*\", \"self_harm*\"]",
                 "critical = [\"self_harm*\"]",
             ),
+            // No repair ladder: this test is about the stale path.
+            ("enabled = true", "enabled = false"),
+            ("may_pass = true", "may_pass = false"),
         ],
     );
     let out = tmp.path().join("out");
@@ -255,6 +258,7 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
     // Before: ranking kept, threshold off.
     assert!(m["eval"]["delta_auroc"].as_f64().unwrap() > -0.05, "{m}");
     assert!(!m["stale_reasons"].as_array().unwrap().is_empty());
+    assert_eq!(m["repaired_monitor"], "repaired/self_harm-l22");
     let written: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("repaired/self_harm-l22/monitor.json")).unwrap(),
     )
