@@ -315,7 +315,11 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
         ev.push("every tensor is bit-identical in transformers' layout".into());
         return (Family::Identical, ev);
     }
-    let quantized_all = changed.len() == linear.len() && others_changed == 0 && median_rel < 0.25;
+    // Most projections moved a little and nothing else did. Not necessarily
+    // all: a quantizer leaves tensors already stored at its precision as
+    // they were (Gemma 3's Q4_K_M keeps some in Q8_0, so q8_0 is lossless there).
+    let quantized_all =
+        changed.len() * 2 >= linear.len() && others_changed == 0 && median_rel < 0.25;
     if let Some(ad) = &cand.adapter {
         ev.push(format!(
             "candidate carries a rank-{} LoRA adapter on {} modules",
@@ -341,7 +345,11 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
         return (Family::MergedLowRank, ev);
     }
     if quantized_all {
-        ev.push("every projection moved a little, norms and embeddings did not, and ΔW is full-rank noise: quantization".into());
+        ev.push(if changed.len() == linear.len() {
+            "every projection moved a little, norms and embeddings did not, and ΔW is full-rank noise: quantization".into()
+        } else {
+            "most projections moved a little (the rest were already stored at that precision), norms and embeddings did not, and ΔW is full-rank noise: quantization".into()
+        });
         return (Family::Quantization, ev);
     }
     ev.push(
