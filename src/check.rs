@@ -542,16 +542,8 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 // Unlabeled in-distribution texts go last, so the label-free
                 // choice is judged on them (choose() holds out the tail).
                 let (_, train) = &trains[&m.meta.concept];
-                let spec = ActSpec {
-                    pool: m.meta.pooling,
-                    precision: Precision::F32,
-                    batch_size: 16,
-                };
-                let l = m.meta.hook.layer;
-                let tb = cached_activations(&base, &cache, &train.texts, &[l], spec, &mut |_| {})?;
-                let tc = cached_activations(&cand, &cache, &train.texts, &[l], spec, &mut |_| {})?;
-                b.extend(tb[&l].to_vec2::<f32>()?);
-                c.extend(tc[&l].to_vec2::<f32>()?);
+                b.extend(monitor_acts(&base, &cache, &train.texts, m)?.to_vec2::<f32>()?);
+                c.extend(monitor_acts(&cand, &cache, &train.texts, m)?.to_vec2::<f32>()?);
             }
             let (b, c) = (&b, &c);
             let (map, choice) = realign::choose(m, c, b, 0.25)?;
@@ -608,18 +600,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             );
             let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
             let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
-            let x = cached_activations(
-                &cand,
-                &cache,
-                &texts,
-                &[m.meta.hook.layer],
-                ActSpec {
-                    pool: m.meta.pooling,
-                    precision: Precision::F32,
-                    batch_size: 16,
-                },
-                &mut |_| {},
-            )?;
+            let x = monitor_acts(&cand, &cache, &texts, m)?;
             used += texts.len();
             // Start from the original or the realigned monitor, whichever
             // separates the calibration labels better at its new threshold:
@@ -630,7 +611,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 starts.push(current.clone());
             }
             for start in starts {
-                let s = start.scores(&x[&m.meta.hook.layer])?;
+                let s = start.scores(&x)?;
                 let t = crate::monitor::metrics::choose_threshold(
                     &s,
                     &labels,
@@ -664,21 +645,10 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         }
         if status == Status::Stale && policy.retraining.enabled {
             let (_, train) = &trains[&m.meta.concept];
-            let x = cached_activations(
-                &cand,
-                &cache,
-                &train.texts,
-                &[m.meta.hook.layer],
-                ActSpec {
-                    pool: m.meta.pooling,
-                    precision: Precision::F32,
-                    batch_size: 16,
-                },
-                &mut |_| {},
-            )?;
+            let x = monitor_acts(&cand, &cache, &train.texts, m)?;
             used += train.texts.len();
             let tr = crate::monitor::train::train(
-                &x[&m.meta.hook.layer].to_vec2::<f32>()?,
+                &x.to_vec2::<f32>()?,
                 &train.labels,
                 &crate::monitor::train::TrainOptions {
                     threshold_rule: m.meta.classifier.threshold_rule,
@@ -781,6 +751,24 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         },
         repaired,
     })
+}
+
+/// Pooled activations of `texts` at `m`'s block through `ck` (cached).
+fn monitor_acts(
+    ck: &Checkpoint,
+    cache: &ActCache,
+    texts: &[String],
+    m: &Monitor,
+) -> Result<candle_core::Tensor> {
+    let l = m.meta.hook.layer;
+    let spec = ActSpec {
+        pool: m.meta.pooling,
+        precision: Precision::F32,
+        batch_size: 16,
+    };
+    let mut acts = cached_activations(ck, cache, texts, &[l], spec, &mut |_| {})?;
+    acts.remove(&l)
+        .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
 }
 
 /// Revalidation order over concepts (a concept's test set serves all its

@@ -12,7 +12,6 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{names, Checkpoint};
-use crate::convert::to_hf_values;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -175,12 +174,6 @@ fn stats(name: &str, w: &Tensor, c: &Tensor, delta: Option<&Tensor>) -> Result<T
     })
 }
 
-fn hf_tensor(ck: &Checkpoint, name: &str) -> Result<Tensor> {
-    let t = ck.get_f32(name)?;
-    let c = &ck.config;
-    Ok(to_hf_values(name, t, &ck.layout, c.arch, c.num_heads, c.num_kv_heads)?.0)
-}
-
 /// Diffs `cand` against `base`; `on_tensor` ticks once per tensor.
 pub fn diff(
     base: &Checkpoint,
@@ -213,7 +206,7 @@ pub fn diff(
                 "missing from the candidate",
             ));
         }
-        let w = hf_tensor(base, &t.name)?;
+        let w = base.get_hf(&t.name)?;
         let d = if same_base {
             let module = t.name.strip_suffix(".weight").unwrap_or(&t.name);
             match cand
@@ -227,7 +220,7 @@ pub fn diff(
                 None => stats(&t.name, &w, &w, None)?,
             }
         } else {
-            let mut c = hf_tensor(cand, &t.name)?;
+            let mut c = cand.get_hf(&t.name)?;
             if c.dims() != w.dims() {
                 return Err(Error::tensor(
                     cand.source_path(),

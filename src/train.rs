@@ -20,7 +20,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{adapter, Checkpoint};
-use crate::convert::to_hf_values;
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, Arch, ModelConfig};
 use crate::model::rope_tables;
@@ -260,18 +259,7 @@ impl TrainModel {
         let full = matches!(mode, Mode::Full);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut vars: Vec<(String, Var)> = Vec::new();
-        let hf = |name: &str| -> Result<Tensor> {
-            let t = ck.get_f32(name)?;
-            let (t, _, _) = to_hf_values(
-                name,
-                t,
-                &ck.layout,
-                cfg.arch,
-                cfg.num_heads,
-                cfg.num_kv_heads,
-            )?;
-            Ok(t.contiguous()?)
-        };
+        let hf = |name: &str| -> Result<Tensor> { Ok(ck.get_hf(name)?.contiguous()?) };
         let norm = |name: &str, vars: &mut Vec<(String, Var)>| -> Result<Norm> {
             let t = hf(name)?;
             if full {

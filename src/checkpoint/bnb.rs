@@ -402,15 +402,7 @@ pub fn write_dir(ck: &Checkpoint, scheme: &str, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut entries: Vec<RawEntry> = Vec::new();
     for s in ck.tensors() {
-        let t = ck.get_f32(&s.name)?;
-        let (t, _, _) = crate::convert::to_hf_values(
-            &s.name,
-            t,
-            &ck.layout,
-            cfg.arch,
-            cfg.num_heads,
-            cfg.num_kv_heads,
-        )?;
+        let t = ck.get_hf(&s.name)?;
         let module = s.name.strip_suffix(".weight");
         match (scheme, module) {
             ("nf4", Some(_)) if super::whatif::WhatIf::applies_to(&s.name) => {

@@ -540,6 +540,22 @@ impl Checkpoint {
         self.get(hf_name)?.to_f32()
     }
 
+    /// A tensor as transformers holds it: f32, q/k rows un-permuted, Gemma
+    /// norms as stored `w` (the layout the diff, training and writers use).
+    pub fn get_hf(&self, hf_name: &str) -> Result<Tensor> {
+        let c = &self.config;
+        let t = self.get_f32(hf_name)?;
+        Ok(crate::convert::to_hf_values(
+            hf_name,
+            t,
+            &self.layout,
+            c.arch,
+            c.num_heads,
+            c.num_kv_heads,
+        )?
+        .0)
+    }
+
     /// sha256 over the weight files' bytes, hex. Computed once per open.
     pub fn fingerprint(&self) -> Result<String> {
         if let Some(f) = self.fingerprint.get() {
