@@ -248,7 +248,7 @@ impl<'a> Corpus<'a> {
 fn prepare(
     base: &str,
     candidate: &str,
-    monitors: &Path,
+    monitors: Vec<Monitor>,
     corpus: Corpus,
     base_check: BaseCheck,
     secs: &mut BTreeMap<String, f64>,
@@ -257,7 +257,6 @@ fn prepare(
     let t0 = Instant::now();
     let base = Checkpoint::open_str(base)?;
     let cand = Checkpoint::open_str(candidate)?;
-    let monitors = mon::load_suite(monitors)?;
     let base_fp = base.fingerprint()?;
     mon::check_suite_base(
         &monitors,
@@ -342,7 +341,13 @@ pub fn features_only(
 ) -> Result<(crate::diff::DiffReport, usize, Vec<MonitorFeatures>)> {
     let mut secs = BTreeMap::new();
     let p = prepare(
-        base, candidate, monitors, corpus, base_check, &mut secs, progress,
+        base,
+        candidate,
+        mon::load_suite(monitors)?,
+        corpus,
+        base_check,
+        &mut secs,
+        progress,
     )?;
     Ok((p.diff, p.corpus_len, p.features.into_values().collect()))
 }
@@ -360,7 +365,7 @@ pub fn predict_only(
     let p = prepare(
         base,
         candidate,
-        monitors,
+        mon::load_suite(monitors)?,
         Corpus::of(policy),
         BaseCheck::Require,
         &mut secs,
@@ -411,7 +416,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     } = prepare(
         &req.base,
         &req.candidate,
-        &req.monitors,
+        suite,
         Corpus::of(policy),
         BaseCheck::Require,
         &mut secs,

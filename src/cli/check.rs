@@ -473,11 +473,12 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         if let Some(dir) = reports {
             check::write_outputs(&dir.join(name), &out)?;
         }
-        risk::append_history(history, &out.report.history(&base_id))?;
+        let rows = out.report.history(&base_id);
+        risk::append_history(history, &rows)?;
         let c = out.report.counts();
         summary.push(serde_json::json!({
             "condition": name, "family": out.report.diff.family, "verdict": out.report.verdict,
-            "counts": c, "stale_auroc": out.report.history(&base_id).iter().filter(|r| r.outcome.stale_auroc).count(),
+            "counts": c, "stale_auroc": rows.iter().filter(|r| r.outcome.stale_auroc).count(),
             "seconds": out.report.seconds.get("total"),
         }));
         if !g.quiet {
