@@ -54,6 +54,13 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("{}: job store: {msg}", path.display())]
+    Store { path: PathBuf, msg: String },
+
+    /// A call to a registry or GitHub failed; `what` names the call.
+    #[error("{what}: {msg}")]
+    Remote { what: String, msg: String },
+
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
 

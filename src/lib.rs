@@ -3,7 +3,8 @@
 //!
 //! The pipeline, one module per stage, each taking and returning plain data:
 //! checkpoint → model (forward, activations) → monitor → diff → risk →
-//! revalidate → realign → policy → report. `cli` is a thin adapter on top.
+//! revalidate → realign → policy → report. `cli`, `github`, `serve` and
+//! `hooks` are thin adapters on the one `check` pipeline.
 
 pub mod actcache;
 pub mod activations;
@@ -14,6 +15,8 @@ pub mod convert;
 pub mod diff;
 pub mod error;
 pub mod features;
+pub mod github;
+pub mod hooks;
 pub mod model;
 pub mod monitor;
 pub mod policy;
@@ -21,6 +24,7 @@ pub mod realign;
 pub mod report;
 pub mod revalidate;
 pub mod risk;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod zoo;

@@ -41,6 +41,9 @@ pub struct CheckArgs {
     /// Revalidate every monitor, ignoring the policy's budget.
     #[arg(long)]
     pub full: bool,
+    /// Override the policy's `budget.examples` (labeled examples run through the candidate).
+    #[arg(long)]
+    pub budget: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +147,32 @@ fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
     }
 }
 
+impl CheckArgs {
+    /// The pre-push hook's check: defaults as on the command line.
+    pub fn for_hook(
+        base: &str,
+        candidate: &str,
+        monitors: &Path,
+        policy: &Path,
+        data: &Path,
+        out: &Path,
+    ) -> Self {
+        CheckArgs {
+            base: base.into(),
+            candidate: candidate.into(),
+            monitors: monitors.into(),
+            policy: policy.into(),
+            data: data.into(),
+            out: out.into(),
+            risk_model: None,
+            history: None,
+            no_history: false,
+            full: false,
+            budget: None,
+        }
+    }
+}
+
 pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
     // Whatever happens below, the output directory never keeps a stale report.
     let r = run_check(g, a);
@@ -160,7 +189,17 @@ fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
     std::fs::write(&probe, b"").map_err(|e| Error::io(&a.out, e))?;
     let _ = std::fs::remove_file(&probe);
     let _ = std::fs::remove_file(a.out.join("report.json"));
-    let policy = Policy::load(&a.policy)?;
+    let mut policy = Policy::load(&a.policy)?;
+    if let Some(b) = a.budget {
+        if b == 0 {
+            return Err(Error::Usage(
+                "--budget: a budget of 0 examples cannot revalidate anything (critical monitors \
+                 are always revalidated; use at least 1)"
+                    .into(),
+            ));
+        }
+        policy.budget.examples = b;
+    }
     let req = CheckRequest {
         base: a.base.clone(),
         candidate: a.candidate.clone(),

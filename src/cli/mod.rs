@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub mod adapters;
 pub mod check;
 pub mod monitor;
 pub mod zoo;
@@ -126,6 +127,19 @@ pub enum Command {
     /// Show a checkpoint's architecture, tokenizer and tensors.
     #[command(after_help = "Example:\n  probegate inspect --model gemma3 --format json")]
     Inspect(InspectArgs),
+    /// Webhook server for model registries (Hugging Face Hub, MLflow) with a durable job queue.
+    #[command(after_help = "Example:\n  \
+        PROBEGATE_HF_WEBHOOK_SECRET=... probegate serve --config examples/serve.toml\n\n\
+        Endpoints: POST /webhooks/huggingface, POST /webhooks/mlflow, GET /jobs/{id},\n\
+        GET /jobs/{id}/report.md, GET /healthz. SIGTERM or Ctrl-C stops accepting and lets\n\
+        running checks finish; a job cut off by a crash is rerun on the next start.")]
+    Serve(adapters::ServeArgs),
+    /// Publish a report to GitHub: a check run and one sticky pull-request comment.
+    #[command(subcommand)]
+    Github(adapters::GithubCommand),
+    /// A git pre-push hook that runs the gate on changed adapters and checkpoints.
+    #[command(subcommand)]
+    Hook(adapters::HookCommand),
 }
 
 #[derive(Args, Debug)]
@@ -268,6 +282,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::cmd_check(&cli.global, a),
         Command::Risk(a) => check::cmd_risk(&cli.global, a),
         Command::Study(c) => check::cmd_study(&cli.global, c),
+        Command::Serve(a) => adapters::cmd_serve(&cli.global, a),
+        Command::Github(c) => adapters::cmd_github(&cli.global, c),
+        Command::Hook(c) => adapters::cmd_hook(&cli.global, c),
     }
 }
 

@@ -8,7 +8,7 @@ use predicates::prelude::*;
 use crate::harness::*;
 
 /// The default policy with a smaller corpus and budget, so a test run stays short.
-fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(repo().join("policies/default.toml")).unwrap();
     text = text
         .replace("max_prompts = 600", "max_prompts = 300")
@@ -282,4 +282,18 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
         md.starts_with("## 🛠️ probegate: PASS with repaired monitors"),
         "{md}"
     );
+}
+
+#[test]
+fn a_budget_of_zero_on_the_command_line_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = test_policy(tmp.path(), &[]);
+    let out = tmp.path().join("out");
+    check("smollm2", "smollm2", &policy, &out)
+        .args(["--budget", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--budget"));
+    let r = report(&out);
+    assert_eq!(r["verdict"], "error");
 }

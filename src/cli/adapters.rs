@@ -1,0 +1,317 @@
+//! `probegate serve`, `probegate github …` and `probegate hook …`: the thin
+//! adapters that put the `check` pipeline where its users are.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::check::{cmd_check, CheckArgs};
+use super::{emit_json, Format, Global, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK};
+use crate::error::{Error, Result};
+use crate::github::{self, CommentMode, Publish};
+use crate::hooks::{self, HookConfig};
+use crate::serve::ServeConfig;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Server configuration (TOML; see docs/serve.md and examples/serve.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Override the configuration's `listen` address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn cmd_serve(g: &Global, a: &ServeArgs) -> Result<i32> {
+    let mut cfg = ServeConfig::load(&a.config)?;
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PROBEGATE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if g.quiet { "warn" } else { "info" })
+        });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let quiet = g.quiet;
+    runtime()?.block_on(crate::serve::serve(cfg, move |addr| {
+        // One line on stdout, so scripts (and the tests) learn the port.
+        println!("probegate serve: listening on http://{addr}");
+        if !quiet {
+            eprintln!("webhooks: POST /webhooks/huggingface, POST /webhooks/mlflow; jobs: GET /jobs/{{id}}");
+        }
+    }))?;
+    Ok(EXIT_OK)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GithubCommand {
+    /// Create an in-progress check run for a commit; prints its id.
+    Start {
+        #[command(flatten)]
+        repo: GithubRepo,
+        #[arg(long)]
+        sha: String,
+        #[arg(long)]
+        details_url: Option<String>,
+    },
+    /// Publish a `check --out` directory: complete the check run and write the PR comment.
+    Publish {
+        #[command(flatten)]
+        repo: GithubRepo,
+        /// The report directory `check --out` wrote.
+        #[arg(long)]
+        report: PathBuf,
+        #[arg(long)]
+        sha: String,
+        /// Pull request number; without it no comment is written.
+        #[arg(long)]
+        pr: Option<u64>,
+        #[arg(long, value_enum, default_value_t = CommentMode::Sticky)]
+        comment: CommentMode,
+        /// Complete this check run (from `github start`) instead of creating one.
+        #[arg(long)]
+        check_run_id: Option<u64>,
+        /// Do not touch check runs (comment only).
+        #[arg(long)]
+        no_check_run: bool,
+        #[arg(long)]
+        details_url: Option<String>,
+        /// The monitor suite's path in the repository, for annotations.
+        #[arg(long)]
+        monitors: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GithubRepo {
+    /// owner/name.
+    #[arg(long, env = "GITHUB_REPOSITORY")]
+    pub repository: String,
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub api_url: String,
+    /// Token with checks:write and pull-requests:write.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
+    let rt = runtime()?;
+    match c {
+        GithubCommand::Start {
+            repo,
+            sha,
+            details_url,
+        } => {
+            let id = rt.block_on(async {
+                github::Client::new(&repo.api_url, &repo.token, &repo.repository)?
+                    .start_check_run(sha, details_url.as_deref())
+                    .await
+            })?;
+            match g.format {
+                Format::Json => emit_json(&serde_json::json!({"check_run_id": id}))?,
+                Format::Human => println!("{id}"),
+            }
+            Ok(EXIT_OK)
+        }
+        GithubCommand::Publish {
+            repo,
+            report,
+            sha,
+            pr,
+            comment,
+            check_run_id,
+            no_check_run,
+            details_url,
+            monitors,
+        } => {
+            let s = github::summarize(report, monitors.as_deref());
+            let p = Publish {
+                api_url: &repo.api_url,
+                token: &repo.token,
+                repository: &repo.repository,
+                sha,
+                pr: *pr,
+                comment: *comment,
+                details_url: details_url.as_deref(),
+                check_run: !no_check_run && check_run_id.is_none(),
+            };
+            let out = rt.block_on(async {
+                if let Some(id) = check_run_id {
+                    if !no_check_run {
+                        github::Client::new(&repo.api_url, &repo.token, &repo.repository)?
+                            .finish_check_run(*id, &s)
+                            .await?;
+                    }
+                }
+                let mut out = github::publish(&p, &s).await?;
+                if out.check_run_id.is_none() && !no_check_run {
+                    out.check_run_id = *check_run_id;
+                }
+                Ok::<_, Error>(out)
+            })?;
+            match g.format {
+                Format::Json => emit_json(&out)?,
+                Format::Human if !g.quiet => println!(
+                    "published {} (check run {:?}, comment {:?}{})",
+                    out.verdict,
+                    out.check_run_id,
+                    out.comment_id,
+                    if out.comment_created { ", created" } else { "" }
+                ),
+                Format::Human => {}
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HookCommand {
+    /// Install a git pre-push hook that gates adapters and checkpoints a push changes.
+    #[command(after_help = "Example:\n  \
+        probegate hook install --base smollm2 --monitors monitors/smollm2\n\n\
+        Skip it for one push with PROBEGATE_SKIP=1 git push (or git push --no-verify);\n\
+        delete .git/hooks/pre-push to uninstall.")]
+    Install {
+        #[command(flatten)]
+        cfg: HookArgs,
+        /// The repository (default: the current directory).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Replace an existing pre-push hook that is not probegate's.
+        #[arg(long)]
+        force: bool,
+    },
+    /// What the installed hook runs (reads git's pre-push lines on stdin).
+    Run {
+        #[command(flatten)]
+        cfg: HookArgs,
+        /// The remote's name, as git passes it.
+        #[arg(long, default_value = "")]
+        remote: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HookArgs {
+    #[arg(long, help = super::MODEL_HELP)]
+    pub base: String,
+    #[arg(long)]
+    pub monitors: PathBuf,
+    #[arg(long, default_value = "policies/default.toml")]
+    pub policy: PathBuf,
+    #[arg(long, default_value = "data/suite")]
+    pub data: PathBuf,
+    /// Report directories go under this path (one per candidate).
+    #[arg(long, default_value = ".probegate/pre-push")]
+    pub out: PathBuf,
+}
+
+impl HookArgs {
+    fn config(&self) -> HookConfig {
+        HookConfig {
+            base: self.base.clone(),
+            monitors: self.monitors.clone(),
+            policy: self.policy.clone(),
+            data: self.data.clone(),
+            out: self.out.clone(),
+        }
+    }
+}
+
+pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
+    match c {
+        HookCommand::Install { cfg, repo, force } => {
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::Usage(format!("cannot locate this probegate binary: {e}")))?;
+            let path = hooks::install(repo, &cfg.config(), &exe, *force)?;
+            match g.format {
+                Format::Json => emit_json(&serde_json::json!({"installed": path}))?,
+                Format::Human => println!(
+                    "installed {}\nskip once with {}=1 git push",
+                    path.display(),
+                    hooks::SKIP_ENV
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        HookCommand::Run { cfg, remote } => {
+            let mut stdin = String::new();
+            std::io::stdin()
+                .read_to_string(&mut stdin)
+                .map_err(|e| Error::io("<stdin>", e))?;
+            let root = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+            let files = hooks::changed_files(&root, &stdin)?;
+            let cands = hooks::candidates(&root, &files, &cfg.base);
+            if cands.is_empty() {
+                return Ok(EXIT_OK);
+            }
+            eprintln!(
+                "probegate: checking {} candidate(s) before pushing to {remote} (skip: {}=1 git push)",
+                cands.len(),
+                hooks::SKIP_ENV
+            );
+            // Reports are local artefacts: keep them out of the commits being pushed.
+            std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+            let ignore = cfg.out.join(".gitignore");
+            if !ignore.exists() {
+                std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
+            }
+            let mut worst = EXIT_OK;
+            for (i, cand) in cands.iter().enumerate() {
+                let out = cfg.out.join(format!("candidate-{}", i + 1));
+                eprintln!("probegate: {cand}");
+                let args = CheckArgs::for_hook(
+                    &cfg.base,
+                    cand,
+                    &cfg.monitors,
+                    &cfg.policy,
+                    &cfg.data,
+                    &out,
+                );
+                let code = match cmd_check(g, &args) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        EXIT_ERROR
+                    }
+                };
+                match code {
+                    EXIT_OK => {}
+                    EXIT_GATE_FAILED => eprintln!(
+                        "probegate: the gate FAILED {cand}; push blocked. Report: {}/report.md",
+                        out.display()
+                    ),
+                    _ => eprintln!(
+                        "probegate: could not evaluate {cand} (this is not a pass); push blocked. Report: {}/report.md",
+                        out.display()
+                    ),
+                }
+                // Could-not-evaluate outranks a failed gate: both block the push.
+                worst = match (worst, code) {
+                    (EXIT_ERROR, _) | (_, EXIT_ERROR) => EXIT_ERROR,
+                    (EXIT_GATE_FAILED, _) | (_, EXIT_GATE_FAILED) => EXIT_GATE_FAILED,
+                    _ => EXIT_OK,
+                };
+            }
+            if worst != EXIT_OK {
+                eprintln!(
+                    "probegate: to push anyway: {}=1 git push (or git push --no-verify)",
+                    hooks::SKIP_ENV
+                );
+            }
+            Ok(worst)
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The GitHub adapter: publishes a `check` report as a check run and as one
+//! sticky pull-request comment, through octocrab. The Action calls it via
+//! `probegate github publish`; it reads only the report directory, so it is
+//! the same whether the gate passed, failed or could not evaluate.
+
+use std::path::Path;
+
+use octocrab::models::CheckRunId;
+use octocrab::params::checks::{
+    CheckRunConclusion, CheckRunOutput, CheckRunOutputAnnotation, CheckRunOutputAnnotationLevel,
+    CheckRunStatus,
+};
+use octocrab::Octocrab;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Hidden marker that identifies probegate's sticky comment among a PR's comments.
+pub const STICKY_MARKER: &str = "<!-- probegate:sticky-report -->";
+pub const CHECK_NAME: &str = "probegate";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CommentMode {
+    /// Create the comment once, then edit it on every run.
+    Sticky,
+    /// A new comment on every run.
+    New,
+    Off,
+}
+
+fn remote(what: impl Into<String>, e: octocrab::Error) -> Error {
+    // octocrab's Display for an API error is just "GitHub"; the status and message are inside.
+    let msg = match e {
+        octocrab::Error::GitHub { source, .. } => {
+            format!("HTTP {}: {}", source.status_code, source.message)
+        }
+        octocrab::Error::Serde { source, .. } => format!("unexpected response: {source}"),
+        octocrab::Error::Json { source, .. } => format!("unexpected response: {source}"),
+        other => other.to_string(),
+    };
+    Error::Remote {
+        what: what.into(),
+        msg,
+    }
+}
+
+/// What the report directory says, reduced to what GitHub shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// pass, pass_with_repairs, fail or error.
+    pub verdict: String,
+    pub title: String,
+    pub markdown: String,
+    pub stale: usize,
+    pub repaired: usize,
+    pub annotations: Vec<Annotation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Annotation {
+    pub path: String,
+    pub level: String,
+    pub title: String,
+    pub message: String,
+}
+
+/// Read report.json and report.md from a `check --out` directory. A missing
+/// or unreadable report is itself an error outcome, never a pass.
+pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
+    let json: Option<serde_json::Value> = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(r) = json else {
+        return Summary {
+            verdict: "error".into(),
+            title: "probegate could not evaluate".into(),
+            markdown: format!(
+                "## probegate: could not evaluate\n\nNo readable report in `{}`. This is not a pass.\n",
+                out.display()
+            ),
+            stale: 0,
+            repaired: 0,
+            annotations: vec![],
+        };
+    };
+    let verdict = r["verdict"].as_str().unwrap_or("error").to_string();
+    let monitors = r["monitors"].as_array().cloned().unwrap_or_default();
+    let count = |s: &str| monitors.iter().filter(|m| m["status"] == s).count();
+    let (stale, repaired) = (count("stale"), count("repaired"));
+    let mut annotations = Vec::new();
+    for m in &monitors {
+        let status = m["status"].as_str().unwrap_or("");
+        if status != "stale" && status != "repaired" {
+            continue;
+        }
+        let name = m["name"].as_str().unwrap_or("?");
+        let reasons: Vec<&str> = m["stale_reasons"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        annotations.push(Annotation {
+            path: match monitors_dir {
+                Some(d) => format!("{}/{name}/monitor.json", d.trim_end_matches('/')),
+                None => format!("{name}/monitor.json"),
+            },
+            level: if status == "stale" {
+                "failure"
+            } else {
+                "warning"
+            }
+            .into(),
+            title: format!("{name}: {status}"),
+            message: if status == "stale" {
+                format!("Stale and not repaired: {}", reasons.join("; "))
+            } else {
+                format!(
+                    "Stale ({}), repaired by {}: deploy the repaired monitor with this model",
+                    reasons.join("; "),
+                    m["rung"].as_str().unwrap_or("realignment")
+                )
+            },
+        });
+    }
+    let title = match verdict.as_str() {
+        "pass" => "Gate passed".to_string(),
+        "pass_with_repairs" => format!("Gate passed with {repaired} repaired monitors"),
+        "fail" => format!("Gate failed: {stale} stale monitors"),
+        _ => "Gate could not evaluate (not a pass)".to_string(),
+    };
+    let markdown = if md.is_empty() {
+        format!("## probegate: {title}\n")
+    } else {
+        md
+    };
+    Summary {
+        verdict,
+        title,
+        markdown,
+        stale,
+        repaired,
+        annotations,
+    }
+}
+
+pub fn conclusion(verdict: &str) -> CheckRunConclusion {
+    match verdict {
+        "pass" => CheckRunConclusion::Success,
+        // Passing, but the repaired monitors must ship with the model.
+        "pass_with_repairs" => CheckRunConclusion::Neutral,
+        "fail" => CheckRunConclusion::Failure,
+        // Kept apart from a failed gate: nothing was decided.
+        _ => CheckRunConclusion::ActionRequired,
+    }
+}
+
+pub struct Client {
+    octo: Octocrab,
+    owner: String,
+    repo: String,
+}
+
+impl Client {
+    /// `api_url` is GitHub's API root (`https://api.github.com`, or a fake in tests).
+    pub fn new(api_url: &str, token: &str, repository: &str) -> Result<Self> {
+        let (owner, repo) = repository
+            .split_once('/')
+            .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+            .ok_or_else(|| Error::Usage(format!("repository `{repository}` is not owner/name")))?;
+        let octo = Octocrab::builder()
+            .base_uri(api_url)
+            .map_err(|e| remote(format!("GitHub API url {api_url}"), e))?
+            .personal_token(token.to_string())
+            .build()
+            .map_err(|e| remote("GitHub client", e))?;
+        Ok(Client {
+            octo,
+            owner: owner.into(),
+            repo: repo.into(),
+        })
+    }
+
+    pub async fn start_check_run(&self, head_sha: &str, details_url: Option<&str>) -> Result<u64> {
+        let checks = self.octo.checks(&self.owner, &self.repo);
+        let mut req = checks
+            .create_check_run(CHECK_NAME, head_sha)
+            .status(CheckRunStatus::InProgress);
+        if let Some(u) = details_url {
+            req = req.details_url(u);
+        }
+        let run = req.send().await.map_err(|e| {
+            remote(
+                format!("create check run on {}/{}", self.owner, self.repo),
+                e,
+            )
+        })?;
+        Ok(run.id.into_inner())
+    }
+
+    pub async fn finish_check_run(&self, id: u64, s: &Summary) -> Result<()> {
+        // GitHub caps output text at 65535 characters and 50 annotations per request.
+        let text: String = s.markdown.chars().take(65_000).collect();
+        let annotations: Vec<CheckRunOutputAnnotation> = s
+            .annotations
+            .iter()
+            .take(50)
+            .map(|a| CheckRunOutputAnnotation {
+                path: a.path.clone(),
+                start_line: 1,
+                end_line: 1,
+                start_column: None,
+                end_column: None,
+                annotation_level: if a.level == "failure" {
+                    CheckRunOutputAnnotationLevel::Failure
+                } else {
+                    CheckRunOutputAnnotationLevel::Warning
+                },
+                message: a.message.clone(),
+                title: Some(a.title.clone()),
+                raw_details: None,
+            })
+            .collect();
+        let output = CheckRunOutput {
+            title: s.title.clone(),
+            summary: text.clone(),
+            text: None,
+            annotations,
+            images: vec![],
+        };
+        self.octo
+            .checks(&self.owner, &self.repo)
+            .update_check_run(CheckRunId(id))
+            .status(CheckRunStatus::Completed)
+            .conclusion(conclusion(&s.verdict))
+            .output(output)
+            .send()
+            .await
+            .map_err(|e| remote(format!("update check run {id}"), e))?;
+        Ok(())
+    }
+
+    /// Create or update probegate's one comment on the pull request. Returns
+    /// the comment id and whether it was created.
+    pub async fn upsert_comment(
+        &self,
+        pr: u64,
+        body: &str,
+        mode: CommentMode,
+    ) -> Result<Option<(u64, bool)>> {
+        let body = format!("{STICKY_MARKER}\n{body}");
+        let issues = self.octo.issues(&self.owner, &self.repo);
+        if mode == CommentMode::Off {
+            return Ok(None);
+        }
+        if mode == CommentMode::Sticky {
+            let mut page = issues
+                .list_comments(pr)
+                .per_page(100)
+                .send()
+                .await
+                .map_err(|e| remote(format!("list comments on #{pr}"), e))?;
+            loop {
+                if let Some(c) = page
+                    .items
+                    .iter()
+                    .find(|c| c.body.as_deref().is_some_and(|b| b.contains(STICKY_MARKER)))
+                {
+                    let id = c.id;
+                    // GitHub documents PATCH for this; octocrab's update_comment sends POST.
+                    let route = format!("/repos/{}/{}/issues/comments/{id}", self.owner, self.repo);
+                    let _: octocrab::models::issues::Comment = self
+                        .octo
+                        .patch(route, Some(&serde_json::json!({ "body": body })))
+                        .await
+                        .map_err(|e| remote(format!("update comment {id}"), e))?;
+                    return Ok(Some((id.into_inner(), false)));
+                }
+                match self
+                    .octo
+                    .get_page(&page.next)
+                    .await
+                    .map_err(|e| remote(format!("list comments on #{pr}"), e))?
+                {
+                    Some(p) => page = p,
+                    None => break,
+                }
+            }
+        }
+        let c = issues
+            .create_comment(pr, &body)
+            .await
+            .map_err(|e| remote(format!("comment on #{pr}"), e))?;
+        Ok(Some((c.id.into_inner(), true)))
+    }
+}
+
+/// Everything `probegate github publish` does, in order: a check run (created
+/// and completed, so it carries the final conclusion) and the PR comment.
+pub struct Publish<'a> {
+    pub api_url: &'a str,
+    pub token: &'a str,
+    pub repository: &'a str,
+    pub sha: &'a str,
+    pub pr: Option<u64>,
+    pub comment: CommentMode,
+    pub details_url: Option<&'a str>,
+    pub check_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Published {
+    pub verdict: String,
+    pub check_run_id: Option<u64>,
+    pub comment_id: Option<u64>,
+    pub comment_created: bool,
+    pub stale: usize,
+    pub repaired: usize,
+}
+
+pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
+    let c = Client::new(p.api_url, p.token, p.repository)?;
+    let mut check_run_id = None;
+    if p.check_run {
+        let id = c.start_check_run(p.sha, p.details_url).await?;
+        c.finish_check_run(id, s).await?;
+        check_run_id = Some(id);
+    }
+    let mut comment = None;
+    if let Some(pr) = p.pr {
+        comment = c.upsert_comment(pr, &s.markdown, p.comment).await?;
+    }
+    Ok(Published {
+        verdict: s.verdict.clone(),
+        check_run_id,
+        comment_id: comment.map(|c| c.0),
+        comment_created: comment.is_some_and(|c| c.1),
+        stale: s.stale,
+        repaired: s.repaired,
+    })
+}

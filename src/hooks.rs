@@ -1,0 +1,215 @@
+//! The terminal adapter: a git pre-push hook that runs `check` on the
+//! adapters and checkpoints a push changes. `hook install` writes a small
+//! shell hook that calls back into `probegate hook run`, where the logic
+//! lives (and is tested).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// First line after the shebang: how an installed hook is recognised (and safely replaced).
+pub const HOOK_MARKER: &str = "# probegate pre-push hook";
+pub const SKIP_ENV: &str = "PROBEGATE_SKIP";
+
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub base: String,
+    pub monitors: PathBuf,
+    pub policy: PathBuf,
+    pub data: PathBuf,
+    /// Where each candidate's reports go, relative to the repository root.
+    pub out: PathBuf,
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Usage(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Write `.git/hooks/pre-push` (wherever `core.hooksPath` points). Refuses
+/// to overwrite a hook that is not probegate's unless `force`.
+pub fn install(repo: &Path, cfg: &HookConfig, exe: &Path, force: bool) -> Result<PathBuf> {
+    let hooks = PathBuf::from(git(repo, &["rev-parse", "--git-path", "hooks"])?);
+    let hooks = if hooks.is_absolute() {
+        hooks
+    } else {
+        repo.join(hooks)
+    };
+    std::fs::create_dir_all(&hooks).map_err(|e| Error::io(&hooks, e))?;
+    let path = hooks.join("pre-push");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.contains(HOOK_MARKER) && !force {
+            return Err(Error::Usage(format!(
+                "{} exists and is not probegate's; move it aside or pass --force",
+                path.display()
+            )));
+        }
+    }
+    let args = [
+        ("--base", cfg.base.clone()),
+        ("--monitors", cfg.monitors.display().to_string()),
+        ("--policy", cfg.policy.display().to_string()),
+        ("--data", cfg.data.display().to_string()),
+        ("--out", cfg.out.display().to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k} {}", sh_quote(v)))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let exe = sh_quote(&exe.display().to_string());
+    let script = format!(
+        "#!/bin/sh\n{HOOK_MARKER} (written by `probegate hook install`; delete this file to uninstall)\n\
+# Runs `probegate check` on adapters and checkpoints this push changes.\n\
+# Skip it once:  {SKIP_ENV}=1 git push   (or: git push --no-verify)\n\
+if [ \"${{{SKIP_ENV}:-0}}\" = 1 ]; then\n  echo \"probegate: pre-push check skipped ({SKIP_ENV}=1)\" >&2\n  exit 0\nfi\n\
+exe={exe}\n[ -x \"$exe\" ] || exe=probegate\n\
+exec \"$exe\" hook run --remote \"$1\" {args}\n"
+    );
+    std::fs::write(&path, script).map_err(|e| Error::io(&path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(path)
+}
+
+/// A file a push changed that makes a candidate, and the model reference for it.
+pub fn candidate_for(repo: &Path, file: &str, base: &str) -> Option<String> {
+    let p = Path::new(file);
+    let name = p.file_name()?.to_str()?;
+    let dir = p.parent().unwrap_or(Path::new(""));
+    let abs_dir = repo.join(dir);
+    if name.ends_with(".gguf") {
+        return Some(repo.join(p).display().to_string());
+    }
+    if name == "adapter_config.json" || name.starts_with("adapter_model.") {
+        return Some(format!("{base}+{}", abs_dir.display()));
+    }
+    if (name == "config.json" || name.ends_with(".safetensors"))
+        && abs_dir.join("config.json").is_file()
+    {
+        return Some(abs_dir.display().to_string());
+    }
+    None
+}
+
+/// Files changed by the commits a pre-push is about to send. Each stdin
+/// line is `<local ref> <local sha> <remote ref> <remote sha>`; commits
+/// already on any remote-tracking ref are not re-checked.
+pub fn changed_files(repo: &Path, stdin: &str) -> Result<Vec<String>> {
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+    let mut files = Vec::new();
+    for line in stdin.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 4 {
+            continue;
+        }
+        let (local_sha, remote_sha) = (f[1], f[3]);
+        if local_sha == ZERO {
+            continue; // deleting a remote ref
+        }
+        let out = if remote_sha == ZERO {
+            git(
+                repo,
+                &[
+                    "log",
+                    "--name-only",
+                    "--format=",
+                    local_sha,
+                    "--not",
+                    "--remotes",
+                ],
+            )?
+        } else {
+            git(
+                repo,
+                &["diff", "--name-only", &format!("{remote_sha}..{local_sha}")],
+            )?
+        };
+        for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !files.iter().any(|x| x == l) {
+                files.push(l.to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
+pub fn candidates(repo: &Path, files: &[String], base: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in files {
+        // A file the push deletes is nothing to check.
+        if !repo.join(f).exists() {
+            continue;
+        }
+        if let Some(c) = candidate_for(repo, f, base) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_changed_files_to_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("adapters/a")).unwrap();
+        std::fs::write(r.join("adapters/a/adapter_config.json"), "{}").unwrap();
+        std::fs::write(r.join("adapters/a/adapter_model.safetensors"), "").unwrap();
+        std::fs::create_dir_all(r.join("full")).unwrap();
+        std::fs::write(r.join("full/config.json"), "{}").unwrap();
+        std::fs::write(r.join("full/model.safetensors"), "").unwrap();
+        std::fs::write(r.join("m.gguf"), "").unwrap();
+        std::fs::write(r.join("README.md"), "").unwrap();
+        let files: Vec<String> = [
+            "adapters/a/adapter_config.json",
+            "adapters/a/adapter_model.safetensors",
+            "full/model.safetensors",
+            "m.gguf",
+            "README.md",
+            "gone.gguf",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = candidates(r, &files, "smollm2");
+        assert_eq!(
+            c,
+            vec![
+                format!("smollm2+{}", r.join("adapters/a").display()),
+                r.join("full").display().to_string(),
+                r.join("m.gguf").display().to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting_survives_spaces_and_quotes() {
+        assert_eq!(sh_quote("a b'c"), "'a b'\\''c'");
+    }
+}

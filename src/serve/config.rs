@@ -1,0 +1,377 @@
+//! `probegate serve`'s configuration file: where it listens, where jobs live,
+//! the registries it answers, and which base, monitors and policy gate each
+//! registered model or repository. Secrets are named by environment variable,
+//! never written in the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::policy::line_of;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    /// Base of the links written back to registries (`{public_url}/jobs/{id}/report.md`).
+    pub public_url: String,
+    pub huggingface: Option<HfConfig>,
+    pub mlflow: Option<MlflowConfig>,
+    pub targets: Vec<Target>,
+    pub callback_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HfConfig {
+    pub endpoint: String,
+    pub webhook_secret: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlflowConfig {
+    pub tracking_uri: String,
+    pub webhook_secret: String,
+    pub token: Option<String>,
+    /// Largest accepted difference between X-MLflow-Timestamp and now.
+    pub max_skew_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registry {
+    Huggingface,
+    Mlflow,
+}
+
+/// One registered model (MLflow) or repository (Hugging Face) and how to gate it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub registry: Registry,
+    pub name: String,
+    pub base: String,
+    pub monitors: PathBuf,
+    pub policy: PathBuf,
+    pub data: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Spanned<String>,
+    state_dir: PathBuf,
+    #[serde(default = "one")]
+    workers: Spanned<i64>,
+    #[serde(default = "default_body")]
+    max_body_bytes: Spanned<i64>,
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default = "default_retries")]
+    callback_retries: u32,
+    #[serde(default)]
+    huggingface: Option<RawHf>,
+    #[serde(default)]
+    mlflow: Option<RawMlflow>,
+    #[serde(default, rename = "target")]
+    targets: Vec<RawTarget>,
+}
+
+fn one() -> Spanned<i64> {
+    Spanned::new(0..0, 1)
+}
+fn default_body() -> Spanned<i64> {
+    Spanned::new(0..0, 256 * 1024)
+}
+fn default_retries() -> u32 {
+    5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHf {
+    #[serde(default = "hf_endpoint")]
+    endpoint: String,
+    webhook_secret_env: Spanned<String>,
+    #[serde(default)]
+    token_env: Option<Spanned<String>>,
+}
+
+fn hf_endpoint() -> String {
+    "https://huggingface.co".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMlflow {
+    tracking_uri: String,
+    webhook_secret_env: Spanned<String>,
+    #[serde(default)]
+    token_env: Option<Spanned<String>>,
+    #[serde(default = "skew")]
+    max_skew_seconds: u64,
+}
+
+fn skew() -> u64 {
+    300
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    registry: Registry,
+    name: String,
+    base: String,
+    monitors: PathBuf,
+    #[serde(default = "default_policy")]
+    policy: PathBuf,
+    #[serde(default = "default_data")]
+    data: PathBuf,
+}
+
+fn default_policy() -> PathBuf {
+    "policies/default.toml".into()
+}
+fn default_data() -> PathBuf {
+    "data/suite".into()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path, &|k| std::env::var(k).ok())
+    }
+
+    /// `env` looks secrets up; tests pass their own.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let at = |offset: usize, msg: String| Error::Input {
+            path: path.to_path_buf(),
+            line: line_of(text, offset),
+            msg,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            at(
+                e.span().map(|s| s.start).unwrap_or(0),
+                e.message().trim().to_string(),
+            )
+        })?;
+        let listen: SocketAddr = raw.listen.get_ref().parse().map_err(|e| {
+            at(
+                raw.listen.span().start,
+                format!(
+                    "field `listen`: `{}` is not an address: {e}",
+                    raw.listen.get_ref()
+                ),
+            )
+        })?;
+        let workers = *raw.workers.get_ref();
+        if !(1..=64).contains(&workers) {
+            return Err(at(
+                raw.workers.span().start,
+                format!("field `workers`: must be between 1 and 64, found {workers}"),
+            ));
+        }
+        let body = *raw.max_body_bytes.get_ref();
+        if !(1024..=64 * 1024 * 1024).contains(&body) {
+            return Err(at(
+                raw.max_body_bytes.span().start,
+                format!("field `max_body_bytes`: must be between 1 KiB and 64 MiB, found {body}"),
+            ));
+        }
+        // A webhook endpoint without its secret would accept anyone: refuse to start.
+        let secret = |field: &str, name: &Spanned<String>| -> Result<String> {
+            match env(name.get_ref()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(at(
+                    name.span().start,
+                    format!(
+                        "field `{field}`: environment variable `{}` is not set or empty",
+                        name.get_ref()
+                    ),
+                )),
+            }
+        };
+        let optional = |field: &str, name: &Option<Spanned<String>>| -> Result<Option<String>> {
+            name.as_ref().map(|n| secret(field, n)).transpose()
+        };
+        let huggingface = match &raw.huggingface {
+            Some(h) => Some(HfConfig {
+                endpoint: h.endpoint.trim_end_matches('/').to_string(),
+                webhook_secret: secret("huggingface.webhook_secret_env", &h.webhook_secret_env)?,
+                token: optional("huggingface.token_env", &h.token_env)?,
+            }),
+            None => None,
+        };
+        let mlflow = match &raw.mlflow {
+            Some(m) => Some(MlflowConfig {
+                tracking_uri: m.tracking_uri.trim_end_matches('/').to_string(),
+                webhook_secret: secret("mlflow.webhook_secret_env", &m.webhook_secret_env)?,
+                token: optional("mlflow.token_env", &m.token_env)?,
+                max_skew_seconds: m.max_skew_seconds,
+            }),
+            None => None,
+        };
+        // Relative paths in the file are relative to the file, so a config
+        // works from whatever directory the server starts in.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        let mut targets = Vec::new();
+        for t in raw.targets {
+            let section = match t.registry {
+                Registry::Huggingface => huggingface.is_some(),
+                Registry::Mlflow => mlflow.is_some(),
+            };
+            if !section {
+                let off = text.find(&format!("\"{}\"", t.name)).unwrap_or(0);
+                return Err(at(
+                    off,
+                    format!(
+                        "target `{}` uses registry `{:?}`, which has no section in this file",
+                        t.name, t.registry
+                    ),
+                ));
+            }
+            // A base that names a local file or directory is relative to the file too.
+            let base = if rel(Path::new(&t.base)).exists() {
+                rel(Path::new(&t.base)).display().to_string()
+            } else {
+                t.base
+            };
+            targets.push(Target {
+                registry: t.registry,
+                name: t.name,
+                base,
+                monitors: rel(&t.monitors),
+                policy: rel(&t.policy),
+                data: rel(&t.data),
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            listen,
+            state_dir: rel(&raw.state_dir),
+            workers: workers as usize,
+            max_body_bytes: body as usize,
+            public_url: raw
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}"))
+                .trim_end_matches('/')
+                .to_string(),
+            huggingface,
+            mlflow,
+            targets,
+            callback_retries: raw.callback_retries,
+        })
+    }
+
+    pub fn target(&self, registry: Registry, name: &str) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.registry == registry && t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+state_dir = "state"
+workers = 2
+
+[huggingface]
+endpoint = "http://127.0.0.1:9/"
+webhook_secret_env = "HF_SECRET"
+
+[mlflow]
+tracking_uri = "http://127.0.0.1:9"
+webhook_secret_env = "MLFLOW_SECRET"
+
+[[target]]
+registry = "huggingface"
+name = "acme/adapter"
+base = "smollm2"
+monitors = "monitors/smollm2"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "HF_SECRET" => Some("s1".into()),
+            "MLFLOW_SECRET" => Some("s2".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_and_resolves_relative_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/pg/serve.toml"), &env).unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.state_dir, PathBuf::from("/etc/pg/state"));
+        assert_eq!(
+            c.huggingface.as_ref().unwrap().endpoint,
+            "http://127.0.0.1:9"
+        );
+        let t = c.target(Registry::Huggingface, "acme/adapter").unwrap();
+        assert_eq!(t.monitors, PathBuf::from("/etc/pg/monitors/smollm2"));
+        assert_eq!(t.policy, PathBuf::from("/etc/pg/policies/default.toml"));
+        assert!(c.target(Registry::Mlflow, "acme/adapter").is_none());
+    }
+
+    #[test]
+    fn missing_secret_names_the_line_and_variable() {
+        let e = Config::parse(GOOD, Path::new("serve.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("serve.toml:8:"), "{e}");
+        assert!(e.contains("HF_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn bad_fields_point_at_their_line() {
+        let text = GOOD.replace("workers = 2", "workers = 0");
+        let e = Config::parse(&text, Path::new("s.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.toml:4:") && e.contains("workers"), "{e}");
+        let text = GOOD.replace("127.0.0.1:0", "localhost-ish");
+        let e = Config::parse(&text, Path::new("s.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.toml:2:") && e.contains("listen"), "{e}");
+        let text = GOOD.replace("workers = 2", "workers = 2\nwrokers = 3");
+        let e = Config::parse(&text, Path::new("s.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrokers"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The shipped example must stay loadable (secrets from a fake environment).
+    #[test]
+    fn shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&text, &path, &|_| Some("x".into())).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert!(c
+            .targets
+            .iter()
+            .all(|t| t.monitors.is_dir() && t.policy.is_file()));
+    }
+}

@@ -1,0 +1,224 @@
+//! `probegate github publish` through octocrab against a fake GitHub on
+//! loopback: exact endpoints, the auth header, and a sticky comment that a
+//! second run edits rather than duplicates.
+
+use crate::fakes::FakeGithub;
+use crate::harness::*;
+
+fn publish(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .current_dir(repo())
+        .env_remove("GITHUB_TOKEN")
+        .args([
+            "github",
+            "publish",
+            "--repository",
+            "acme/models",
+            "--api-url",
+        ])
+        .arg(gh.url())
+        .args(["--token", "ghs_test_token", "--sha", "0123abc", "--pr", "7"])
+        .args([
+            "--monitors",
+            "monitors/smollm2",
+            "--format",
+            "json",
+            "--report",
+        ])
+        .arg(report)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn publishes_check_runs_and_one_sticky_comment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = crate::check::test_policy(tmp.path(), &[]);
+    let base = model_path("smollm2").display().to_string();
+    let report = |name: &str, monitors: &str, code: i32| {
+        let out = tmp.path().join(name);
+        bin()
+            .current_dir(repo())
+            .args([
+                "check",
+                "--base",
+                &base,
+                "--candidate",
+                &base,
+                "--quiet",
+                "--no-history",
+            ])
+            .args(["--monitors", monitors, "--policy"])
+            .arg(&policy)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(code);
+        out
+    };
+    // A real passing report (the base against itself) and a real
+    // could-not-evaluate report (a monitor suite that does not exist).
+    let pass = report("pass", "monitors/smollm2", 0);
+    let err = report("err", "monitors/nope", 2);
+
+    let gh = FakeGithub::start();
+    let first = publish(&gh, &pass, &[]);
+    assert_eq!(first["verdict"], "pass");
+    assert_eq!(first["comment_created"], true);
+    let second = publish(&gh, &err, &[]);
+    assert_eq!(second["verdict"], "error");
+    assert_eq!(second["comment_created"], false);
+    assert_eq!(second["comment_id"], first["comment_id"]);
+
+    let log = gh.log();
+    let calls: Vec<String> = log
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let run1 = first["check_run_id"].as_u64().unwrap();
+    let run2 = second["check_run_id"].as_u64().unwrap();
+    let cid = first["comment_id"].as_u64().unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "POST /repos/acme/models/check-runs".to_string(),
+            format!("PATCH /repos/acme/models/check-runs/{run1}"),
+            "GET /repos/acme/models/issues/7/comments".into(),
+            "POST /repos/acme/models/issues/7/comments".into(),
+            "POST /repos/acme/models/check-runs".into(),
+            format!("PATCH /repos/acme/models/check-runs/{run2}"),
+            "GET /repos/acme/models/issues/7/comments".into(),
+            format!("PATCH /repos/acme/models/issues/comments/{cid}"),
+        ]
+    );
+    for r in &log {
+        assert_eq!(r.auth.as_deref(), Some("Bearer ghs_test_token"), "{r:?}");
+    }
+    assert_eq!(log[0].body["head_sha"], "0123abc");
+    assert_eq!(log[0].body["name"], "probegate");
+    assert_eq!(log[0].body["status"], "in_progress");
+    assert_eq!(log[1].body["status"], "completed");
+    assert_eq!(log[1].body["conclusion"], "success");
+    // "Could not evaluate" stays apart from a failed gate.
+    assert_eq!(log[5].body["conclusion"], "action_required");
+    assert!(log[5].body["output"]["title"]
+        .as_str()
+        .unwrap()
+        .contains("could not evaluate"));
+
+    // One comment, now carrying the second report, found by its hidden marker.
+    let comments = gh.comments(7);
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].1.starts_with(probegate::github::STICKY_MARKER));
+    assert!(
+        comments[0].1.contains("could not evaluate"),
+        "{}",
+        comments[0].1
+    );
+
+    // --comment new adds one; --comment off touches no comment.
+    publish(&gh, &pass, &["--comment", "new", "--no-check-run"]);
+    publish(&gh, &pass, &["--comment", "off", "--no-check-run"]);
+    assert_eq!(gh.comments(7).len(), 2);
+}
+
+#[test]
+fn an_api_error_is_a_clear_error() {
+    let gh = FakeGithub::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Not owner/name: refused before any request.
+    bin()
+        .args(["github", "publish", "--repository", "no-slash", "--api-url"])
+        .arg(gh.url())
+        .args(["--token", "t", "--sha", "s", "--report"])
+        .arg(tmp.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("owner/name"));
+    // An endpoint the fake does not know answers 404: the call is named.
+    bin()
+        .args([
+            "github",
+            "start",
+            "--repository",
+            "acme/models",
+            "--api-url",
+        ])
+        .arg(format!("{}/nowhere", gh.url()))
+        .args(["--token", "t", "--sha", "s"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("create check run on acme/models"));
+}
+
+/// action.yml is shell glued to the CLI: every input it reads is declared,
+/// and every probegate flag it passes exists.
+#[test]
+fn the_action_only_uses_declared_inputs_and_real_flags() {
+    let action = std::fs::read_to_string(repo().join("action.yml")).unwrap();
+    let (decl, _) = action.split_once("\noutputs:").unwrap();
+    let mut used: Vec<&str> = action
+        .match_indices("inputs.")
+        .map(|(i, _)| {
+            let rest = &action[i + 7..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 9, "{used:?}");
+    for u in &used {
+        assert!(
+            decl.contains(&format!("\n  {u}:\n")),
+            "input `{u}` is used but not declared"
+        );
+    }
+    for (cmd, flags) in [
+        (
+            vec!["check"],
+            vec![
+                "--base",
+                "--candidate",
+                "--monitors",
+                "--policy",
+                "--data",
+                "--out",
+                "--budget",
+            ],
+        ),
+        (
+            vec!["github", "publish"],
+            vec![
+                "--report",
+                "--sha",
+                "--comment",
+                "--monitors",
+                "--details-url",
+                "--pr",
+                "--check-run-id",
+            ],
+        ),
+        (vec!["github", "start"], vec!["--sha", "--details-url"]),
+        (vec!["inspect"], vec!["--model", "--format"]),
+    ] {
+        let help = bin().args(&cmd).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        for f in flags {
+            assert!(help.contains(f), "`probegate {}` has no {f}", cmd.join(" "));
+            assert!(
+                action.contains(f),
+                "{f} listed here but not used by action.yml"
+            );
+        }
+    }
+}

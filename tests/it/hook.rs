@@ -1,0 +1,147 @@
+//! `probegate hook install` in a real git repository pushing to a real
+//! (bare, local) remote: the hook checks what the push changes, blocks a
+//! push the gate cannot pass, and can be skipped.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::harness::*;
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env_remove("PROBEGATE_SKIP")
+        .output()
+        .unwrap();
+    out
+}
+
+fn ok(dir: &Path, args: &[&str]) {
+    let o = git(dir, args);
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn commit_all(dir: &Path, msg: &str) {
+    ok(dir, &["add", "-A"]);
+    ok(dir, &["commit", "-q", "-m", msg]);
+}
+
+#[test]
+fn pre_push_hook_gates_changed_candidates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("remote.git");
+    let work = tmp.path().join("work");
+    ok(
+        tmp.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    ok(
+        tmp.path(),
+        &["init", "-q", "-b", "main", work.to_str().unwrap()],
+    );
+    std::fs::write(work.join("README.md"), "models\n").unwrap();
+    commit_all(&work, "start");
+    ok(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    ok(&work, &["push", "-q", "origin", "main"]);
+
+    // The hook runs in the pushing repository, so every path it gets is absolute.
+    let corpus = repo().join("data/realign/corpus.jsonl");
+    let policy = crate::check::test_policy(
+        tmp.path(),
+        &[(
+            "corpus = \"data/realign/corpus.jsonl\"",
+            &format!("corpus = \"{}\"", corpus.display()),
+        )],
+    );
+    bin()
+        .args(["hook", "install", "--base", "smollm2", "--repo"])
+        .arg(&work)
+        .arg("--monitors")
+        .arg(repo().join("monitors/smollm2"))
+        .arg("--data")
+        .arg(repo().join("data/suite"))
+        .arg("--policy")
+        .arg(&policy)
+        .assert()
+        .success();
+    let hook = std::fs::read_to_string(work.join(".git/hooks/pre-push")).unwrap();
+    assert!(hook.contains(probegate::hooks::HOOK_MARKER));
+    // Installing again replaces probegate's own hook; another hook is kept unless --force.
+    std::fs::write(work.join(".git/hooks/pre-push"), "#!/bin/sh\nexit 0\n").unwrap();
+    bin()
+        .args([
+            "hook",
+            "install",
+            "--base",
+            "smollm2",
+            "--monitors",
+            "m",
+            "--repo",
+        ])
+        .arg(&work)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--force"));
+    std::fs::write(work.join(".git/hooks/pre-push"), hook).unwrap();
+
+    // Nothing to check: the push goes through silently.
+    std::fs::write(work.join("README.md"), "models, v2\n").unwrap();
+    commit_all(&work, "docs");
+    let o = git(&work, &["push", "origin", "main"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("probegate:"));
+
+    // A broken adapter: the gate cannot evaluate it, so the push is blocked.
+    std::fs::create_dir_all(work.join("adapters/bad")).unwrap();
+    std::fs::write(work.join("adapters/bad/adapter_config.json"), "{not json").unwrap();
+    std::fs::write(work.join("adapters/bad/adapter_model.safetensors"), "junk").unwrap();
+    commit_all(&work, "bad adapter");
+    let o = git(&work, &["push", "origin", "main"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("could not evaluate") && err.contains("PROBEGATE_SKIP=1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("adapter_config.json"),
+        "the error names the file: {err}"
+    );
+    let report =
+        std::fs::read_to_string(work.join(".probegate/pre-push/candidate-1/report.json")).unwrap();
+    assert!(report.contains("\"verdict\": \"error\""));
+
+    // The documented skip lets it through.
+    let o = Command::new("git")
+        .current_dir(&work)
+        .args(["push", "origin", "main"])
+        .env("PROBEGATE_SKIP", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped"));
+
+    // A checkpoint identical to the base passes the gate and the push proceeds.
+    std::fs::create_dir_all(work.join("models")).unwrap();
+    std::os::unix::fs::symlink(model_path("smollm2"), work.join("models/candidate.gguf")).unwrap();
+    commit_all(&work, "candidate");
+    let o = git(&work, &["push", "origin", "main"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("checking 1 candidate"), "{err}");
+    let report =
+        std::fs::read_to_string(work.join(".probegate/pre-push/candidate-1/report.json")).unwrap();
+    assert!(report.contains("\"verdict\": \"pass\""), "{report}");
+}

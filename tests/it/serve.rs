@@ -1,0 +1,544 @@
+//! `probegate serve` as a real process on loopback, against fake Hugging Face
+//! and MLflow servers: authentication, dedupe, real checks, SIGKILL in the
+//! middle of a job, and a bounded load test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fakes::{FakeHub, FakeMlflow, HfRepo};
+use crate::harness::*;
+
+const HF_SECRET: &str = "hf-test-secret";
+const ML_SECRET: &str = "mlflow-test-secret";
+const SHA: &str = "5f1e0c7a2b3d4e5f60718293a4b5c6d7e8f90a1b";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(cfg: &Path, log: &Path) -> Server {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("probegate"))
+        .current_dir(repo())
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .env("PG_TEST_HF_SECRET", HF_SECRET)
+        .env("PG_TEST_MLFLOW_SECRET", ML_SECRET)
+        .env("PROBEGATE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("probegate serve: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log in {}", log.display()))
+        .to_string();
+    Server { child, url }
+}
+
+fn config(dir: &Path, hub: &str, mlflow: &str, workers: usize) -> PathBuf {
+    let policy = crate::check::test_policy(dir, &[]);
+    let r = repo();
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+state_dir = "state"
+workers = {workers}
+max_body_bytes = 65536
+callback_retries = 3
+public_url = "http://probegate.test"
+
+[huggingface]
+endpoint = "{hub}"
+webhook_secret_env = "PG_TEST_HF_SECRET"
+
+[mlflow]
+tracking_uri = "{mlflow}"
+webhook_secret_env = "PG_TEST_MLFLOW_SECRET"
+
+[[target]]
+registry = "huggingface"
+name = "acme/smollm2-support"
+base = "smollm2"
+monitors = "{m}"
+policy = "{p}"
+data = "{d}"
+
+[[target]]
+registry = "mlflow"
+name = "smollm2-chat"
+base = "smollm2"
+monitors = "{m}"
+policy = "{p}"
+data = "{d}"
+"#,
+        m = r.join("monitors/smollm2").display(),
+        p = policy.display(),
+        d = r.join("data/suite").display(),
+    );
+    let p = dir.join("serve.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// POST and return (status, JSON body).
+fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let mut req = ureq::post(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("POST {url}: {e}"),
+    };
+    let status = resp.status();
+    let v = resp.into_json().unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn get(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+fn job(s: &Server, id: u64) -> Value {
+    let (code, body) = get(&format!("{}/jobs/{id}", s.url));
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wait_for(s: &Server, id: u64, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let j = job(s, id);
+        if pred(&j["job"]) {
+            return j;
+        }
+        assert!(t.elapsed() < limit, "job {id} timed out: {j}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn done(j: &Value) -> bool {
+    (j["state"] == "finished" || j["state"] == "error") && j["callback"] != "pending"
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn mlflow_body(name: &str, version: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"entity": "model_version", "action": "created",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "data": {"name": name, "version": version, "source": "ignored: re-read from the registry",
+                 "run_id": "r1", "tags": {}, "description": null}}))
+    .unwrap()
+}
+
+fn mlflow_post(s: &Server, delivery: &str, ts: i64, secret: &str, body: &[u8]) -> (u16, Value) {
+    let ts = ts.to_string();
+    let sig = probegate::serve::webhook::mlflow_signature(secret, delivery, &ts, body);
+    post(
+        &format!("{}/webhooks/mlflow", s.url),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-MLflow-Signature", &sig),
+            ("X-MLflow-Delivery-Id", delivery),
+            ("X-MLflow-Timestamp", &ts),
+        ],
+        body,
+    )
+}
+
+fn hf_body(repo: &str, scope: &str, git_ref: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "event": {"action": "update", "scope": scope},
+        "repo": {"type": "model", "name": repo, "id": "6570a1", "private": false, "headSha": SHA},
+        "webhook": {"id": "wh-1", "version": 3},
+        "updatedRefs": [{"ref": git_ref, "oldSha": null, "newSha": SHA}]
+    }))
+    .unwrap()
+}
+
+fn hf_post(s: &Server, secret: &str, body: &[u8]) -> (u16, Value) {
+    post(
+        &format!("{}/webhooks/huggingface", s.url),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Webhook-Secret", secret),
+        ],
+        body,
+    )
+}
+
+#[test]
+fn webhooks_authenticate_dedupe_and_run_real_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = FakeHub::start();
+    let ml = FakeMlflow::start();
+    let base = model_path("smollm2").display().to_string();
+    ml.add_version("smollm2-chat", "1", &format!("file://{base}"));
+    ml.add_version("smollm2-chat", "2", "s3://models/smollm2-chat/2");
+    let cfg = config(tmp.path(), &hub.url(), &ml.url(), 2);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+
+    // MLflow: forged, stale, unsigned and malformed deliveries are refused.
+    let body = mlflow_body("smollm2-chat", "1");
+    assert_eq!(mlflow_post(&s, "d-1", now(), "wrong-secret", &body).0, 401);
+    assert_eq!(mlflow_post(&s, "d-1", now() - 400, ML_SECRET, &body).0, 401);
+    assert_eq!(mlflow_post(&s, "d-1", now() + 400, ML_SECRET, &body).0, 401);
+    let mut tampered = body.clone();
+    let sig_ts = now();
+    let sig =
+        probegate::serve::webhook::mlflow_signature(ML_SECRET, "d-1", &sig_ts.to_string(), &body);
+    tampered.extend_from_slice(b" ");
+    let (code, _) = post(
+        &format!("{}/webhooks/mlflow", s.url),
+        &[
+            ("X-MLflow-Signature", &sig),
+            ("X-MLflow-Delivery-Id", "d-1"),
+            ("X-MLflow-Timestamp", &sig_ts.to_string()),
+        ],
+        &tampered,
+    );
+    assert_eq!(code, 401, "a body changed after signing");
+    assert_eq!(
+        post(&format!("{}/webhooks/mlflow", s.url), &[], &body).0,
+        401
+    );
+    assert_eq!(
+        mlflow_post(&s, "d-x", now(), ML_SECRET, b"{not json").0,
+        400
+    );
+    let big = vec![b' '; 70_000];
+    assert_eq!(mlflow_post(&s, "d-big", now(), ML_SECRET, &big).0, 413);
+    let other = mlflow_body("unknown-model", "1");
+    assert_eq!(mlflow_post(&s, "d-u", now(), ML_SECRET, &other).0, 422);
+
+    // Hugging Face: wrong or missing secret, malformed, unconfigured repo, other events.
+    let hb = hf_body("acme/smollm2-support", "repo.content", "refs/pr/3");
+    assert_eq!(hf_post(&s, "nope", &hb).0, 401);
+    assert_eq!(
+        post(&format!("{}/webhooks/huggingface", s.url), &[], &hb).0,
+        401
+    );
+    assert_eq!(hf_post(&s, HF_SECRET, b"[1,2").0, 400);
+    assert_eq!(hf_post(&s, HF_SECRET, &big).0, 413);
+    assert_eq!(
+        hf_post(
+            &s,
+            HF_SECRET,
+            &hf_body("acme/other", "repo.content", "refs/heads/main")
+        )
+        .0,
+        422
+    );
+    let (code, v) = hf_post(
+        &s,
+        HF_SECRET,
+        &hf_body("acme/smollm2-support", "discussion", "refs/pr/3"),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(v["ignored"].is_string());
+    // Nothing above made a job.
+    let (_, list) = get(&format!("{}/jobs", s.url));
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["jobs"],
+        json!([])
+    );
+
+    // A valid delivery: accepted (202), its retry deduplicated (200), run for real.
+    let (code, v) = mlflow_post(&s, "d-1", now(), ML_SECRET, &body);
+    assert_eq!(code, 202, "{v}");
+    let id = v["jobs"][0]["id"].as_u64().unwrap();
+    let (code, v) = mlflow_post(&s, "d-1", now(), ML_SECRET, &body);
+    assert_eq!(
+        (code, v["jobs"][0]["duplicate"].clone()),
+        (200, json!(true))
+    );
+    assert_eq!(v["jobs"][0]["id"].as_u64(), Some(id));
+    // An alias event on a version whose source this server cannot read.
+    let alias = serde_json::to_vec(
+        &json!({"entity": "model_version_alias", "action": "created",
+        "timestamp": "t", "data": {"name": "smollm2-chat", "alias": "prod", "version": "2"}}),
+    )
+    .unwrap();
+    let (code, v) = mlflow_post(&s, "d-2", now(), ML_SECRET, &alias);
+    assert_eq!(code, 202, "{v}");
+    let id2 = v["jobs"][0]["id"].as_u64().unwrap();
+
+    let j = wait_for(&s, id, Duration::from_secs(600), done);
+    assert_eq!(j["job"]["state"], "finished", "{j}");
+    assert_eq!(j["job"]["verdict"], "pass", "{j}");
+    assert_eq!(j["job"]["callback"], "sent");
+    assert_eq!(j["report"]["diff"]["family"], "identical");
+    let (code, md) = get(&format!("{}/jobs/{id}/report.md", s.url));
+    assert_eq!(code, 200);
+    assert!(md.starts_with("## ✅ probegate: PASS"), "{md}");
+    let j2 = wait_for(&s, id2, Duration::from_secs(120), done);
+    assert_eq!(j2["job"]["state"], "error", "{j2}");
+    assert!(
+        j2["job"]["error"].as_str().unwrap().contains("s3://"),
+        "{j2}"
+    );
+    assert_eq!(j2["report"]["verdict"], "error");
+
+    // The registry was re-read, then told: three tags per job, no more.
+    let gets = ml
+        .log()
+        .matching("GET", "/api/2.0/mlflow/model-versions/get");
+    assert!(gets.iter().any(|r| r.query.contains("version=1")));
+    let tags = ml
+        .log()
+        .matching("POST", "/api/2.0/mlflow/model-versions/set-tag");
+    let of = |v: &str| -> Vec<Value> {
+        tags.iter()
+            .filter(|r| r.body["version"] == v)
+            .map(|r| r.body.clone())
+            .collect()
+    };
+    assert_eq!(of("1").len(), 3, "{tags:?}");
+    assert!(of("1").contains(&json!({"name": "smollm2-chat", "version": "1", "key": "probegate.verdict", "value": "pass"})));
+    assert!(of("1").iter().any(|t| t["key"] == "probegate.report"
+        && t["value"] == format!("http://probegate.test/jobs/{id}/report.md")));
+    assert_eq!(of("2").len(), 3);
+    assert!(of("2")
+        .iter()
+        .any(|t| t["key"] == "probegate.verdict" && t["value"] == "error"));
+
+    let (code, h) = get(&format!("{}/healthz", s.url));
+    assert_eq!(code, 200);
+    assert!(
+        h.contains("\"finished\":1") && h.contains("\"error\":1"),
+        "{h}"
+    );
+    assert_eq!(get(&format!("{}/jobs/999", s.url)).0, 404);
+
+    // SIGTERM: a clean exit.
+    let mut s = s;
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = Instant::now();
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            assert!(st.success(), "{st:?}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_job_killed_mid_check_finishes_after_restart_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = FakeHub::start();
+    let ml = FakeMlflow::start();
+    let adapter = fixture("zoo/smollm2-lora-r8-attn-support");
+    hub.add_repo(
+        "acme/smollm2-support",
+        HfRepo {
+            sha: SHA.into(),
+            files: vec![
+                ("README.md".into(), repo().join("README.md")),
+                (
+                    "adapter_config.json".into(),
+                    adapter.join("adapter_config.json"),
+                ),
+                (
+                    "adapter_model.safetensors".into(),
+                    adapter.join("adapter_model.safetensors"),
+                ),
+            ],
+        },
+    );
+    let cfg = config(tmp.path(), &hub.url(), &ml.url(), 1);
+    let log = tmp.path().join("serve.log");
+    let s = start(&cfg, &log);
+    let body = hf_body("acme/smollm2-support", "repo.content", "refs/pr/3");
+    let (code, v) = hf_post(&s, HF_SECRET, &body);
+    assert_eq!(code, 202, "{v}");
+    let id = v["jobs"][0]["id"].as_u64().unwrap();
+    // Let the check get well under way (the candidate is fetched, the diff runs), then SIGKILL.
+    wait_for(&s, id, Duration::from_secs(60), |j| j["state"] == "running");
+    std::thread::sleep(Duration::from_secs(8));
+    let j = job(&s, id);
+    assert_eq!(
+        j["job"]["state"], "running",
+        "the check ended before the kill: {j}"
+    );
+    drop(s); // Child::kill is SIGKILL
+
+    let s = start(&cfg, &log);
+    // The Hub replays the delivery: still one job.
+    let (code, v) = hf_post(&s, HF_SECRET, &body);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["jobs"][0]["id"].as_u64(), Some(id));
+    let j = wait_for(&s, id, Duration::from_secs(1500), done);
+    let jj = &j["job"];
+    assert_eq!(jj["state"], "finished", "{j}");
+    assert_eq!(
+        jj["attempts"], 2,
+        "run once before the kill and once after: {j}"
+    );
+    assert_eq!(jj["callback"], "sent");
+    assert!(["pass", "pass_with_repairs", "fail"].contains(&jj["verdict"].as_str().unwrap()));
+    assert!(
+        jj["candidate"].as_str().unwrap().starts_with("smollm2+"),
+        "{j}"
+    );
+    assert_eq!(j["report"]["diff"]["family"], "low_rank_adapter", "{j}");
+    let (_, list) = get(&format!("{}/jobs", s.url));
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The Hub's repository state was re-read at the pushed sha, and the PR got one comment.
+    assert!(!hub
+        .log()
+        .matching(
+            "GET",
+            &format!("/api/models/acme/smollm2-support/revision/{SHA}")
+        )
+        .is_empty());
+    let comments = hub
+        .log()
+        .matching("POST", "/api/models/acme/smollm2-support/discussions");
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(
+        comments[0].path,
+        "/api/models/acme/smollm2-support/discussions/3/comment"
+    );
+    let text = comments[0].body["comment"].as_str().unwrap();
+    assert!(
+        text.contains("probegate") && text.contains(&format!("/jobs/{id}/report.md")),
+        "{text}"
+    );
+}
+
+#[test]
+fn load_test_accepts_every_delivery_once() {
+    const N: usize = 300;
+    const CLIENTS: usize = 8;
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = FakeHub::start();
+    let ml = FakeMlflow::start();
+    // No versions registered: every job fails fast at the registry re-read
+    // ("could not evaluate"), so the test measures the queue, not the gate.
+    let cfg = config(tmp.path(), &hub.url(), &ml.url(), 4);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+    let url = s.url.clone();
+    let t = Instant::now();
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for i in (c..N).step_by(CLIENTS) {
+                    let body = mlflow_body("smollm2-chat", &format!("{}", 100 + i));
+                    let ts = now().to_string();
+                    let id = format!("load-{i}");
+                    let sig =
+                        probegate::serve::webhook::mlflow_signature(ML_SECRET, &id, &ts, &body);
+                    let (code, _) = post(
+                        &format!("{url}/webhooks/mlflow"),
+                        &[
+                            ("X-MLflow-Signature", &sig),
+                            ("X-MLflow-Delivery-Id", &id),
+                            ("X-MLflow-Timestamp", &ts),
+                        ],
+                        &body,
+                    );
+                    codes.push(code);
+                }
+                codes
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(codes.len(), N);
+    assert!(codes.iter().all(|&c| c == 202), "{codes:?}");
+    eprintln!(
+        "load test: {N} signed deliveries from {CLIENTS} clients accepted in {secs:.2} s = {:.0} deliveries/s (each committed to redb before 202)",
+        N as f64 / secs
+    );
+    // Redeliver a third of them: all recognised, no new job.
+    for i in (0..N).step_by(3) {
+        let body = mlflow_body("smollm2-chat", &format!("{}", 100 + i));
+        assert_eq!(
+            mlflow_post(&s, &format!("load-{i}"), now(), ML_SECRET, &body).0,
+            200
+        );
+    }
+    // Every job reaches a terminal state and calls back once.
+    let t = Instant::now();
+    loop {
+        let (_, list) = get(&format!("{}/jobs", s.url));
+        let jobs: Value = serde_json::from_str(&list).unwrap();
+        let jobs = jobs["jobs"].as_array().unwrap().clone();
+        assert_eq!(jobs.len(), N);
+        if jobs.iter().all(done) {
+            assert!(jobs
+                .iter()
+                .all(|j| j["state"] == "error" && j["attempts"] == 1));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "jobs did not drain");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let tags = ml
+        .log()
+        .matching("POST", "/api/2.0/mlflow/model-versions/set-tag");
+    assert_eq!(tags.len(), 3 * N);
+    let mut versions: Vec<String> = tags
+        .iter()
+        .filter(|t| t.body["key"] == "probegate.verdict")
+        .map(|t| t.body["version"].as_str().unwrap().to_string())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), N, "one verdict per delivery, none lost");
+}
