@@ -25,6 +25,7 @@ pub mod report;
 pub mod revalidate;
 pub mod risk;
 pub mod serve;
+pub mod study;
 pub mod tokenizer;
 pub mod train;
 pub mod zoo;

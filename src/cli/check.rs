@@ -111,6 +111,23 @@ pub enum StudyCommand {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Write STUDY.md (and study/*.svg) from grid reports: the published study's tables, the
+    /// predictor's held-out quality, realignment and the gate's figures on the zoo.
+    #[command(
+        after_help = "Example:\n  probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md"
+    )]
+    Report {
+        /// Directories of per-condition report directories (`study grid --reports`), one per model.
+        #[arg(long, required = true)]
+        reports: Vec<PathBuf>,
+        #[arg(long, default_value = "STUDY.md")]
+        out: PathBuf,
+        /// The policy the budgeted gate is replayed under.
+        #[arg(long, default_value = "policies/default.toml")]
+        policy: PathBuf,
+        #[arg(long)]
+        risk_model: Option<PathBuf>,
+    },
     /// Summarise a grid's full-revalidation reports and replay each as the budgeted gate would run it.
     Summarize {
         /// Directory of per-condition report directories (`study grid --reports`).
@@ -446,6 +463,37 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &Path, model: Option<&Path>
 }
 
 pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
+    if let StudyCommand::Report {
+        reports,
+        out,
+        policy,
+        risk_model: rm,
+    } = c
+    {
+        let policy = Policy::load(policy)?;
+        let model = risk_model(rm.as_deref())?;
+        let loaded = crate::study::load(reports)?;
+        let study = crate::study::build(&loaded, &policy, &model);
+        let command = format!(
+            "probegate study report {}",
+            reports
+                .iter()
+                .map(|r| format!("--reports {}", r.display()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        crate::study::write(&study, out, &command)?;
+        match g.format {
+            Format::Json => emit_json(&study)?,
+            Format::Human => println!(
+                "wrote {} ({} runs, {} cells)",
+                out.display(),
+                study.conditions.len(),
+                study.cells.len()
+            ),
+        }
+        return Ok(EXIT_OK);
+    }
     if let StudyCommand::Summarize {
         reports,
         policy,

@@ -13,5 +13,6 @@ mod monitor;
 mod realign;
 mod reference;
 mod serve;
+mod study;
 mod tokenizer;
 mod zoo;

@@ -1,0 +1,88 @@
+//! The CI slice of the study (#8): `study grid` over a small zoo of real
+//! conditions on SmolLM2 (the base itself, GGUF Q8_0 requantization, the
+//! committed LoRA adapter), then `study report` writing STUDY.md from it.
+//! The full grid is the documented command in STUDY.md.
+
+use crate::harness::*;
+
+#[test]
+fn a_small_grid_and_its_study_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = crate::check::test_policy(tmp.path(), &[]);
+    let zoo = tmp.path().join("zoo");
+    std::fs::create_dir_all(&zoo).unwrap();
+    let adapter = fixture("zoo/smollm2-lora-r8-attn-support");
+    let manifest = serde_json::json!({
+        "format": 1, "base": "smollm2", "base_fingerprint": "", "seed": 0,
+        "budget": {"lora_steps": 30, "full_steps": 20, "batch_size": 4, "seq_len": 64,
+                   "lora_lr": 0.001, "full_lr": 5e-05, "eval_windows": 16},
+        "conditions": [
+            {"name": "q8_0", "family": "quantization", "recipe": {"recipe": "gguf", "scheme": "q8_0"},
+             "reference": "q8_0(smollm2)", "seconds": 0.0},
+            {"name": "lora-r8-attn-support", "family": "lora",
+             "recipe": {"recipe": "lora", "r": 8, "targets": "attn", "corpus": "support", "quantized_base": false},
+             "reference": format!("smollm2+{}", adapter.display()), "seconds": 0.0}
+        ]
+    });
+    std::fs::write(zoo.join("zoo.json"), manifest.to_string()).unwrap();
+    let reports = tmp.path().join("reports");
+    let history = tmp.path().join("grid.jsonl");
+    bin()
+        .current_dir(repo())
+        .args([
+            "study",
+            "grid",
+            "--quiet",
+            "--monitors",
+            "monitors/smollm2",
+            "--zoo",
+        ])
+        .arg(&zoo)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--history")
+        .arg(&history)
+        .arg("--reports")
+        .arg(&reports)
+        .assert()
+        .success();
+    // Every monitor revalidated on every condition: 3 × 18 history rows.
+    let rows = probegate::risk::read_history(&history).unwrap();
+    assert_eq!(rows.len(), 54);
+    assert!(rows.iter().all(|r| r.condition.is_some()));
+
+    let md = tmp.path().join("STUDY.md");
+    bin()
+        .current_dir(repo())
+        .args(["study", "report", "--reports"])
+        .arg(&reports)
+        .arg("--out")
+        .arg(&md)
+        .arg("--policy")
+        .arg(&policy)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        text.contains("3 model × condition runs, 54 cells"),
+        "{text}"
+    );
+    for row in [
+        "| identical | 18 | +0.0000 | 0/18 = 0.0% |",
+        "| quantization | 18 |",
+        "| LoRA | 18 |",
+    ] {
+        assert!(text.contains(row), "missing {row}:\n{text}");
+    }
+    // The LoRA-on-support adapter makes monitors stale (see tests/it/check.rs).
+    let lora = text
+        .lines()
+        .find(|l| l.starts_with("| LoRA | 18 |"))
+        .unwrap();
+    assert!(!lora.contains("| 0/18 = 0.0% |"), "{lora}");
+    assert!(text.contains("False passes: 0 of 3."), "{text}");
+    for svg in ["families.svg", "concepts.svg", "triage.svg"] {
+        let s = std::fs::read_to_string(tmp.path().join("study").join(svg)).unwrap();
+        assert!(s.starts_with("<svg"), "{svg}");
+    }
+}
