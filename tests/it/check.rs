@@ -297,3 +297,35 @@ fn a_budget_of_zero_on_the_command_line_is_refused() {
     let r = report(&out);
     assert_eq!(r["verdict"], "error");
 }
+
+/// A seconds budget stops revalidation once spent: critical monitors are
+/// still revalidated, the rest reported unverified (a warning under the
+/// default policy), and budget.seconds is recorded in the report.
+#[test]
+fn a_seconds_budget_leaves_the_rest_unverified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = test_policy(
+        tmp.path(),
+        &[
+            ("examples = 720", "examples = 100000"),
+            ("# seconds = 900", "seconds = 0.000001"),
+        ],
+    );
+    let out = tmp.path().join("out");
+    let base = model_path("smollm2").display().to_string();
+    check(&base, &base, &policy, &out).assert().code(0);
+    let r = report(&out);
+    assert_eq!(r["budget"]["seconds_limit"], 0.000001);
+    let ms = r["monitors"].as_array().unwrap();
+    let unverified = ms.iter().filter(|m| m["status"] == "unverified").count();
+    for m in ms {
+        if m["critical"] == true {
+            assert_eq!(m["status"], "healthy", "{m}");
+        }
+    }
+    // Only the first concept could start before the clock ran out; criticals always run.
+    let critical = ms.iter().filter(|m| m["critical"] == true).count();
+    assert!(unverified >= ms.len() - critical - 3, "{unverified} unverified");
+    assert!(unverified > 0);
+    assert!(r["budget"]["examples_used"].as_u64().unwrap() < r["budget"]["examples_full"].as_u64().unwrap());
+}
