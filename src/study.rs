@@ -563,6 +563,14 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
          The grid was not tuned to agree with them.\n"
     );
     let _ = writeln!(s, "Models: {}.\n", study.models.join(", "));
+    let _ = writeln!(
+        s,
+        "To reproduce from a clean clone (the zoo takes about 40 and 60 minutes to build on 2 cores, \
+         the grid 3–6 minutes per condition):\n\n```sh\nscripts/fetch-models.sh\nprobegate zoo build\n\
+         for m in smollm2 gemma3; do\n  probegate study grid --zoo ~/.cache/probegate/zoo/$m --monitors monitors/$m \\\n    \
+         --history grid/$m.jsonl --reports grid/reports-$m\ndone\n\
+         probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md\n```\n"
+    );
 
     let _ = writeln!(s, "## Update families\n\n![families](study/families.svg)\n");
     let _ = writeln!(

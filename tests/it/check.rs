@@ -325,7 +325,13 @@ fn a_seconds_budget_leaves_the_rest_unverified() {
     }
     // Only the first concept could start before the clock ran out; criticals always run.
     let critical = ms.iter().filter(|m| m["critical"] == true).count();
-    assert!(unverified >= ms.len() - critical - 3, "{unverified} unverified");
+    assert!(
+        unverified >= ms.len() - critical - 3,
+        "{unverified} unverified"
+    );
     assert!(unverified > 0);
-    assert!(r["budget"]["examples_used"].as_u64().unwrap() < r["budget"]["examples_full"].as_u64().unwrap());
+    assert!(
+        r["budget"]["examples_used"].as_u64().unwrap()
+            < r["budget"]["examples_full"].as_u64().unwrap()
+    );
 }
