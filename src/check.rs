@@ -165,6 +165,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// The base's short id (`smollm2`, a file stem): the history's model and
+    /// the leave-one-model-out unit.
+    pub fn model_id(&self) -> String {
+        let b = &self.base.reference;
+        Path::new(b)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| b.clone())
+    }
+
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut c = BTreeMap::new();
         for m in &self.monitors {

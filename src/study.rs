@@ -100,13 +100,6 @@ pub struct Loaded {
     pub reports: Vec<(String, PathBuf, Report)>,
 }
 
-fn model_id(r: &Report) -> String {
-    Path::new(&r.base.reference)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| r.base.reference.clone())
-}
-
 /// Every `<dir>/<condition>/report.json` under the given directories.
 pub fn load(dirs: &[PathBuf]) -> Result<Loaded> {
     let mut reports = Vec::new();
@@ -175,7 +168,7 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
                 None => (vec![], None),
             };
             out.push(Cell {
-                model: model_id(r),
+                model: r.model_id(),
                 condition: cond.clone(),
                 family: study_family(cond),
                 monitor: m.name.clone(),
@@ -207,7 +200,7 @@ pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Conditi
                 .count();
             let passes = b.verdict != Verdict::Fail;
             Condition {
-                model: model_id(full),
+                model: full.model_id(),
                 condition: cond.clone(),
                 family: study_family(cond),
                 diff_family: serde_json::to_value(full.diff.family)
@@ -362,7 +355,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     let rows: Vec<risk::HistoryRow> = l
         .reports
         .iter()
-        .flat_map(|(_, _, r)| r.history(&model_id(r)))
+        .flat_map(|(_, _, r)| r.history(&r.model_id()))
         .collect();
     let predictor = risk::evaluate(&rows, 1.0);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();

@@ -235,7 +235,7 @@ fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
             .history
             .clone()
             .unwrap_or_else(|| crate::checkpoint::cache_root().join("history.jsonl"));
-        let model = model_id(&out.report);
+        let model = out.report.model_id();
         risk::append_history(&path, &out.report.history(&model))?;
     }
     let r = &out.report;
@@ -258,15 +258,6 @@ fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
         Verdict::Fail => EXIT_GATE_FAILED,
         _ => EXIT_OK,
     })
-}
-
-/// The base's short id (`smollm2`, a file stem): the leave-one-model-out unit.
-fn model_id(r: &check::Report) -> String {
-    let b = &r.base.reference;
-    Path::new(b)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| b.clone())
 }
 
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {

@@ -294,10 +294,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
         };
         let out = check::run(&req, &mut |_: &str, _: usize, _: usize| {})?;
         check::write_outputs(&dir, &out)?;
-        let model = std::path::Path::new(&out.report.base.reference)
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let model = out.report.model_id();
         crate::risk::append_history(
             &state_dir.join("history.jsonl"),
             &out.report.history(&model),
