@@ -45,6 +45,17 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    /// The name report.json uses (`pass`, `pass_with_repairs`, `fail`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::PassWithRepairs => "pass_with_repairs",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -968,6 +979,13 @@ mod mon_pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdict_names_match_report_json() {
+        for v in [Verdict::Pass, Verdict::PassWithRepairs, Verdict::Fail] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+    }
 
     fn policy() -> Policy {
         let text = std::fs::read_to_string(

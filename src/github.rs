@@ -305,7 +305,17 @@ pub struct Publish<'a> {
     pub pr: Option<u64>,
     pub comment: CommentMode,
     pub details_url: Option<&'a str>,
-    pub check_run: bool,
+    pub check_run: CheckRun,
+}
+
+/// What publishing does with the check run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRun {
+    Off,
+    /// Create one and complete it at once.
+    Create,
+    /// Complete the one `github start` created before the gate ran.
+    Existing(u64),
 }
 
 #[derive(Debug, Serialize)]
@@ -320,11 +330,13 @@ pub struct Published {
 
 pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
     let c = Client::new(p.api_url, p.token, p.repository)?;
-    let mut check_run_id = None;
-    if p.check_run {
-        let id = c.start_check_run(p.sha, p.details_url).await?;
+    let check_run_id = match p.check_run {
+        CheckRun::Off => None,
+        CheckRun::Create => Some(c.start_check_run(p.sha, p.details_url).await?),
+        CheckRun::Existing(id) => Some(id),
+    };
+    if let Some(id) = check_run_id {
         c.finish_check_run(id, s).await?;
-        check_run_id = Some(id);
     }
     let mut comment = None;
     if let Some(pr) = p.pr {

@@ -728,12 +728,6 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
          | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | ladder | seconds |\n\
          | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |"
     );
-    let vs = |v: Verdict| {
-        serde_json::to_value(v)
-            .ok()
-            .and_then(|x| x.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
     let (mut used, mut full, mut fp, mut rep) = (0usize, 0usize, 0usize, 0usize);
     for c in &study.conditions {
         used += c.examples_used;
@@ -748,8 +742,8 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
             c.diff_family,
             c.stale,
             c.repaired,
-            vs(c.full_verdict),
-            vs(c.budgeted_verdict),
+            c.full_verdict.as_str(),
+            c.budgeted_verdict.as_str(),
             c.examples_used,
             c.examples_full,
             if c.false_pass { "**yes**" } else { "no" },

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::check::{cmd_check, CheckArgs};
 use super::{emit_json, Format, Global, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK};
 use crate::error::{Error, Result};
-use crate::github::{self, CommentMode, Publish};
+use crate::github::{self, CheckRun, CommentMode, Publish};
 use crate::hooks::{self, HookConfig};
 use crate::serve::ServeConfig;
 
@@ -144,22 +144,13 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
                 pr: *pr,
                 comment: *comment,
                 details_url: details_url.as_deref(),
-                check_run: !no_check_run && check_run_id.is_none(),
+                check_run: match (no_check_run, check_run_id) {
+                    (true, _) => CheckRun::Off,
+                    (false, Some(id)) => CheckRun::Existing(*id),
+                    (false, None) => CheckRun::Create,
+                },
             };
-            let out = rt.block_on(async {
-                if let Some(id) = check_run_id {
-                    if !no_check_run {
-                        github::Client::new(&repo.api_url, &repo.token, &repo.repository)?
-                            .finish_check_run(*id, &s)
-                            .await?;
-                    }
-                }
-                let mut out = github::publish(&p, &s).await?;
-                if out.check_run_id.is_none() && !no_check_run {
-                    out.check_run_id = *check_run_id;
-                }
-                Ok::<_, Error>(out)
-            })?;
+            let out = rt.block_on(github::publish(&p, &s))?;
             match g.format {
                 Format::Json => emit_json(&out)?,
                 Format::Human if !g.quiet => println!(

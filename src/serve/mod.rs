@@ -308,10 +308,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             let r = &out.report;
             Outcome {
                 state: JobState::Finished,
-                verdict: serde_json::to_value(r.verdict)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                verdict: r.verdict.as_str().to_string(),
                 exit_code: if r.verdict == Verdict::Fail {
                     crate::cli::EXIT_GATE_FAILED
                 } else {

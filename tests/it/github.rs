@@ -127,6 +127,19 @@ fn publishes_check_runs_and_one_sticky_comment() {
     publish(&gh, &pass, &["--comment", "new", "--no-check-run"]);
     publish(&gh, &pass, &["--comment", "off", "--no-check-run"]);
     assert_eq!(gh.comments(7).len(), 2);
+
+    // The Action's path: complete the check run `github start` created, create none.
+    let before = gh.log().len();
+    let out = publish(&gh, &pass, &["--comment", "off", "--check-run-id", "42"]);
+    assert_eq!(out["check_run_id"], 42);
+    let calls: Vec<String> = gh.log()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        calls,
+        vec!["PATCH /repos/acme/models/check-runs/42".to_string()]
+    );
 }
 
 #[test]
