@@ -5,6 +5,7 @@
 //! after the deepest requested block and never computes the LM head.
 
 pub mod config;
+mod kernels;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Weight};
 use crate::error::{Error, Result};
-use config::{Activation, Arch, ModelConfig, RopeScaling};
+use config::{Arch, ModelConfig, RopeScaling};
 
 /// How weights are held for the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -508,17 +509,18 @@ impl Model {
                     candle_nn::rotary_emb::rope(&k, cos, sin)?,
                 )
             };
-            let (k, v) = if nh != nkv {
-                let rep = nh / nkv;
-                (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
-            } else {
-                (k, v)
-            };
-            let scores = (q.matmul(&k.t()?)? * cfg.attn_scale)?;
-            let scores = scores.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            // Grouped-query attention without copying k/v per head: the `rep`
+            // query heads sharing a key/value head are adjacent, so they stack
+            // into one [rep·t, hd] matrix per group.
+            let rep = nh / nkv;
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let scores = (q.matmul(&k.t()?)? * cfg.attn_scale)?
+                .reshape((b, nkv, rep, t, t))?
+                .broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, t))?;
             let attn = probs
                 .matmul(&v)?
+                .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b * t, nh * hd))?;
             let attn = blk.o.forward(&attn)?;
@@ -535,11 +537,9 @@ impl Model {
             let (Some(gate), Some(up)) = (gu.next(), gu.next()) else {
                 return Err(Error::Usage("MLP projections missing".into()));
             };
-            let gate = match cfg.activation {
-                Activation::Silu => candle_nn::ops::silu(&gate)?,
-                Activation::GeluTanh => gate.gelu()?,
-            };
-            let ff = blk.down.forward(&(gate * up)?)?;
+            let ff = blk
+                .down
+                .forward(&kernels::act_mul(&gate, &up, cfg.activation)?)?;
             let ff = match (&blk.post_ff_norm, cfg.arch) {
                 (Some(n), Arch::Gemma3) => Self::rms(&ff, n, cfg.rms_norm_eps)?,
                 _ => ff,
