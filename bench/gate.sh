@@ -39,6 +39,9 @@ PY
 }
 
 pg_cold=$(run_pg cold)
+# Warm as in CI: the base's activations stay cached from earlier gates, the
+# candidate's are computed afresh.
+PROBEGATE_CACHE="$work/cache" "$PG" --quiet cache clear --model "smollm2+$ADAPTER"
 pg_warm=$(run_pg warm)
 t0=$(date +%s.%N)
 py=$(OMP_NUM_THREADS="$THREADS" "$PY" bench/py_gate.py --base "$BASE" --adapter "$ADAPTER" \

@@ -19,6 +19,26 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Pool, Precision};
 
 const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+/// Safetensors metadata key naming the model an entry came from.
+const MODEL_KEY: &str = "model_fingerprint";
+
+/// The model fingerprint in an entry's safetensors header, reading only the
+/// header; None for entries written before the tag or unreadable ones.
+fn entry_model(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    // Our entries' headers are tiny; anything huge is not ours.
+    if n > 1 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(v.get("__metadata__")?.get(MODEL_KEY)?.as_str()?.to_string())
+}
 
 pub struct ActCache {
     root: PathBuf,
@@ -96,7 +116,9 @@ impl ActCache {
         (t.dtype() == DType::F32 && t.rank() == 2).then_some(t)
     }
 
-    pub fn put(&self, key: &str, t: &Tensor) -> Result<()> {
+    /// Stores `t` under `key`, tagged with the fingerprint of the model that
+    /// produced it so [`ActCache::clear_model`] can find it again.
+    pub fn put(&self, key: &str, model_fingerprint: &str, t: &Tensor) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -104,8 +126,23 @@ impl ActCache {
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        activations::save_safetensors(vec![("x".into(), t.clone())], Default::default(), &p)?;
+        let meta = [(MODEL_KEY.to_string(), model_fingerprint.to_string())].into();
+        activations::save_safetensors(vec![("x".into(), t.clone())], meta, &p)?;
         self.evict()
+    }
+
+    /// Removes the entries one model produced (a candidate no longer wanted,
+    /// or to measure a run with only the base side cached).
+    pub fn clear_model(&self, model_fingerprint: &str) -> Result<usize> {
+        let mut n = 0;
+        for (p, _, _) in self.entries() {
+            if entry_model(&p).as_deref() == Some(model_fingerprint)
+                && std::fs::remove_file(&p).is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
@@ -229,6 +266,7 @@ pub fn cached_activations(
         for (l, t) in a.data {
             cache.put(
                 &ActCache::key(&fp, &data, l, pool, precision, max_tokens),
+                &fp,
                 &t,
             )?;
             out.insert(l, t);

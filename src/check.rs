@@ -518,6 +518,14 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     let t = Instant::now();
     let mut reports = Vec::new();
     let mut repaired = Vec::new();
+    let mut ladder = LadderActs::new(&cache);
+    for m in &monitors {
+        if let Some(rv) = evals.get(&m.meta.name) {
+            if !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty() {
+                ladder.need(m);
+            }
+        }
+    }
     for m in &monitors {
         let name = &m.meta.name;
         let critical = policy.is_critical(name, &m.meta.concept);
@@ -568,8 +576,12 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 // Unlabeled in-distribution texts go last, so the label-free
                 // choice is judged on them (choose() holds out the tail).
                 let (_, train) = &trains[&m.meta.concept];
-                b.extend(monitor_acts(&base, &cache, &train.texts, m)?.to_vec2::<f32>()?);
-                c.extend(monitor_acts(&cand, &cache, &train.texts, m)?.to_vec2::<f32>()?);
+                b.extend(ladder.get(&base, true, &train.texts, m)?.to_vec2::<f32>()?);
+                c.extend(
+                    ladder
+                        .get(&cand, false, &train.texts, m)?
+                        .to_vec2::<f32>()?,
+                );
             }
             let (b, c) = (&b, &c);
             let (map, choice) = realign::choose(m, c, b, 0.25)?;
@@ -626,7 +638,13 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             );
             let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
             let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
-            let x = monitor_acts(&cand, &cache, &texts, m)?;
+            let x = match ladder.peek(false, m) {
+                Some(all) => {
+                    let idx: Vec<u32> = pick.iter().map(|&i| i as u32).collect();
+                    all.index_select(&candle_core::Tensor::new(idx, all.device())?, 0)?
+                }
+                None => monitor_acts(&cand, &cache, &texts, m)?,
+            };
             used += texts.len();
             // Start from the original or the realigned monitor, whichever
             // separates the calibration labels better at its new threshold:
@@ -671,7 +689,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         }
         if status == Status::Stale && policy.retraining.enabled {
             let (_, train) = &trains[&m.meta.concept];
-            let x = monitor_acts(&cand, &cache, &train.texts, m)?;
+            let x = ladder.get(&cand, false, &train.texts, m)?;
             used += train.texts.len();
             let tr = crate::monitor::train::train(
                 &x.to_vec2::<f32>()?,
@@ -777,6 +795,82 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         },
         repaired,
     })
+}
+
+/// Training-text activations for the repair ladder, per (side, concept,
+/// pooling). The first request runs the concept's texts once through every
+/// block any of its stale monitors reads, rather than once per monitor.
+struct LadderActs<'a> {
+    cache: &'a ActCache,
+    layers: BTreeMap<(String, mon_pool::Key), Vec<usize>>,
+    memo: BTreeMap<(bool, String, mon_pool::Key), BTreeMap<usize, candle_core::Tensor>>,
+}
+
+impl<'a> LadderActs<'a> {
+    fn new(cache: &'a ActCache) -> Self {
+        LadderActs {
+            cache,
+            layers: BTreeMap::new(),
+            memo: BTreeMap::new(),
+        }
+    }
+
+    fn need(&mut self, m: &Monitor) {
+        let e = self
+            .layers
+            .entry((m.meta.concept.clone(), mon_pool::key(m.meta.pooling)))
+            .or_default();
+        if !e.contains(&m.meta.hook.layer) {
+            e.push(m.meta.hook.layer);
+        }
+    }
+
+    fn memo_key(on_base: bool, m: &Monitor) -> (bool, String, mon_pool::Key) {
+        (
+            on_base,
+            m.meta.concept.clone(),
+            mon_pool::key(m.meta.pooling),
+        )
+    }
+
+    /// Already computed: `m`'s training-text activations on one side.
+    fn peek(&self, on_base: bool, m: &Monitor) -> Option<&candle_core::Tensor> {
+        self.memo
+            .get(&Self::memo_key(on_base, m))?
+            .get(&m.meta.hook.layer)
+    }
+
+    fn get(
+        &mut self,
+        ck: &Checkpoint,
+        on_base: bool,
+        texts: &[String],
+        m: &Monitor,
+    ) -> Result<candle_core::Tensor> {
+        if let Some(t) = self.peek(on_base, m) {
+            return Ok(t.clone());
+        }
+        let mut layers = self
+            .layers
+            .get(&(m.meta.concept.clone(), mon_pool::key(m.meta.pooling)))
+            .cloned()
+            .unwrap_or_default();
+        if !layers.contains(&m.meta.hook.layer) {
+            layers.push(m.meta.hook.layer);
+        }
+        layers.sort_unstable();
+        let spec = ActSpec {
+            pool: m.meta.pooling,
+            precision: Precision::F32,
+            batch_size: 16,
+        };
+        let acts = cached_activations(ck, self.cache, texts, &layers, spec, &mut |_| {})?;
+        let slot = self.memo.entry(Self::memo_key(on_base, m)).or_default();
+        slot.extend(acts);
+        slot.get(&m.meta.hook.layer)
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("no activations at block {}", m.meta.hook.layer)))
+    }
 }
 
 /// Pooled activations of `texts` at `m`'s block through `ck` (cached).

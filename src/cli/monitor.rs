@@ -72,8 +72,12 @@ pub struct ImportArgs {
 pub enum CacheCommand {
     /// Where the activation cache is and how big.
     Info,
-    /// Remove every cached activation.
-    Clear,
+    /// Remove cached activations: all of them, or one model's.
+    Clear {
+        /// Only the entries computed through this model (any model reference).
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -211,8 +215,11 @@ pub fn run_cache(g: &Global, cmd: &CacheCommand) -> Result<i32> {
                 ),
             }
         }
-        CacheCommand::Clear => {
-            let n = cache.clear()?;
+        CacheCommand::Clear { model } => {
+            let n = match model {
+                Some(r) => cache.clear_model(&Checkpoint::open_str(r)?.fingerprint()?)?,
+                None => cache.clear()?,
+            };
             match g.format {
                 Format::Json => emit_json(&serde_json::json!({"removed": n}))?,
                 Format::Human if !g.quiet => eprintln!("removed {n} cached activation files"),

@@ -408,3 +408,47 @@ fn repeng_control_vectors_import_as_calibrated_monitors() {
         .code(2)
         .stderr(predicate::str::contains("general.architecture"));
 }
+
+/// `cache clear --model` removes one model's entries and keeps the others':
+/// how a run with only the base side cached is measured (bench/gate.sh).
+#[test]
+fn cache_clear_removes_only_the_named_models_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ActCache::at(dir.path().join("activations"), 1 << 30);
+    let base_ref = model_path("smollm2").display().to_string();
+    let cand_ref = format!(
+        "{base_ref}+{}",
+        fixture("adapters/smollm2-lora-r4").display()
+    );
+    let texts: Vec<String> = prompts().into_iter().take(3).collect();
+    let spec = ActSpec {
+        pool: Pool::Last,
+        precision: Precision::F32,
+        // Two batches on a miss, one report on a hit.
+        batch_size: 2,
+    };
+    for r in [&base_ref, &cand_ref] {
+        let ck = probegate::checkpoint::Checkpoint::open_str(r).unwrap();
+        cached_activations(&ck, &cache, &texts, &[1, 2], spec, &mut |_| {}).unwrap();
+    }
+    assert_eq!(cache.info().entries, 4);
+    let out = bin()
+        .env("PROBEGATE_CACHE", dir.path())
+        .args(["--format", "json", "cache", "clear", "--model", &cand_ref])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["removed"], 2, "{v}");
+    assert_eq!(cache.info().entries, 2);
+    // The base's entries are the ones left: they are hits, no forward pass.
+    let ck = probegate::checkpoint::Checkpoint::open_str(&base_ref).unwrap();
+    let mut batches = 0;
+    cached_activations(&ck, &cache, &texts, &[1, 2], spec, &mut |_| batches += 1).unwrap();
+    assert_eq!(batches, 1, "a miss would have run two batches");
+    let fp = ck.fingerprint().unwrap();
+    assert_eq!(cache.clear_model(&fp).unwrap(), 2);
+    assert_eq!(cache.info().entries, 0);
+}
