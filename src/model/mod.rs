@@ -53,12 +53,8 @@ impl std::fmt::Display for Pool {
 }
 
 enum Linear {
-    /// `w` is the transposed weight, [in, out].
-    Dense {
-        w: Tensor,
-        b: Option<Tensor>,
-        lora: Option<Lora>,
-    },
+    /// `w` is the transposed weight, [in, out], any adapter merged in.
+    Dense { w: Tensor, b: Option<Tensor> },
     Quant {
         w: QMatMul,
         b: Option<Tensor>,
@@ -66,7 +62,7 @@ enum Linear {
     },
 }
 
-/// An unmerged LoRA delta: y += scale · (x·Aᵀ)·Bᵀ.
+/// An unmerged LoRA delta, y += scale · (x·Aᵀ)·Bᵀ, beside quantized weights.
 struct Lora {
     a_t: Tensor,
     b_t: Tensor,
@@ -77,7 +73,7 @@ impl Linear {
     /// x: [n, in] contiguous -> [n, out]
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (y, b, lora) = match self {
-            Linear::Dense { w, b, lora } => (x.matmul(w)?, b, lora),
+            Linear::Dense { w, b } => (x.matmul(w)?, b, &None),
             Linear::Quant { w, b, lora } => (w.forward(x)?, b, lora),
         };
         let y = match lora {
@@ -91,7 +87,7 @@ impl Linear {
     }
 }
 
-/// Projections that read the same input. Dense ones without adapters are
+/// Projections that read the same input. Dense ones (adapters merged) are
 /// concatenated into one GEMM: fewer, larger matmuls use the cores better.
 enum Proj {
     Split(Vec<Linear>),
@@ -100,16 +96,14 @@ enum Proj {
 
 impl Proj {
     fn new(parts: Vec<Linear>, sizes: Vec<usize>) -> Result<Self> {
-        let fusable = parts
-            .iter()
-            .all(|l| matches!(l, Linear::Dense { lora: None, .. }));
+        let fusable = parts.iter().all(|l| matches!(l, Linear::Dense { .. }));
         if !fusable {
             return Ok(Proj::Split(parts));
         }
         let mut ws = Vec::new();
         let mut bs = Vec::new();
         for l in &parts {
-            if let Linear::Dense { w, b, .. } = l {
+            if let Linear::Dense { w, b } = l {
                 ws.push(w.clone());
                 bs.push(b.clone());
             }
@@ -125,7 +119,7 @@ impl Proj {
         } else {
             return Ok(Proj::Split(parts));
         };
-        Ok(Proj::Fused(Linear::Dense { w, b, lora: None }, sizes))
+        Ok(Proj::Fused(Linear::Dense { w, b }, sizes))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -270,12 +264,23 @@ impl Model {
                     b,
                     lora,
                 },
+                // Dense weights take the adapter merged in (W + s·B·A): one GEMM
+                // instead of three, two of them skinny rank-r ones, and the
+                // projection can fuse with its siblings. Rounding differs from
+                // the unmerged sum at float epsilon; the zoo's merged and
+                // unmerged adapters gave identical ΔAUROC in every cell.
                 // Stored [in, out] so the GEMM reads the weight contiguously.
-                (w, _) => Linear::Dense {
-                    w: w.to_f32()?.t()?.contiguous()?,
-                    b,
-                    lora,
-                },
+                (w, _) => {
+                    let w = w.to_f32()?;
+                    let w = match lora {
+                        Some(l) => (w + (l.a_t.matmul(&l.b_t)? * l.scale)?.t()?)?,
+                        None => w,
+                    };
+                    Linear::Dense {
+                        w: w.t()?.contiguous()?,
+                        b,
+                    }
+                }
             })
         };
 
