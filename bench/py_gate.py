@@ -100,32 +100,50 @@ def main() -> None:
     layers = sorted({m["layer"] for m in mons})
     pools = sorted({m["pool"] for m in mons})
 
+    def decoder(model):
+        """The bare decoder stack (no LM head), under peft's wrapper if any."""
+        m = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return m.model
+
     def acts(model, texts: list[str]) -> dict[tuple[str, int], np.ndarray]:
-        """Pooled residual-stream activations after each monitor block."""
+        """Pooled residual-stream activations after each monitor block.
+
+        The work an expert would do, as probegate does: the decoder stack cut
+        after the deepest monitor block (see `truncate` below), no LM head,
+        block outputs read by forward hooks (hidden_states' last entry would be
+        post-final-norm)."""
         out: dict[tuple[str, int], list[np.ndarray]] = {(p, l): [] for p in pools for l in layers}
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         rows: dict[int, dict] = {}
-        with torch.no_grad():
-            for s in range(0, len(order), a.batch_size):
-                idx = order[s:s + a.batch_size]
-                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
-                hs = model(**enc, output_hidden_states=True, use_cache=False).hidden_states
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                last = enc["attention_mask"].sum(1) - 1
-                for j, i in enumerate(idx):
-                    rows[i] = {}
-                    for l in layers:
-                        h = hs[l + 1][j]
-                        if "last" in pools:
-                            rows[i][("last", l)] = h[last[j]].numpy()
-                        if "mean" in pools:
-                            rows[i][("mean", l)] = ((h * mask[j]).sum(0) / mask[j].sum()).numpy()
+        dec = decoder(model)
+        hs: dict[int, torch.Tensor] = {}
+        hooks = [dec.layers[l].register_forward_hook(
+            lambda mod, inp, o, l=l: hs.__setitem__(l, o[0] if isinstance(o, tuple) else o)) for l in layers]
+        try:
+            with torch.no_grad():
+                for s in range(0, len(order), a.batch_size):
+                    idx = order[s:s + a.batch_size]
+                    enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
+                    dec(**enc, use_cache=False)
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    last = enc["attention_mask"].sum(1) - 1
+                    for j, i in enumerate(idx):
+                        rows[i] = {}
+                        for l in layers:
+                            h = hs[l][j]
+                            if "last" in pools:
+                                rows[i][("last", l)] = h[last[j]].numpy()
+                            if "mean" in pools:
+                                rows[i][("mean", l)] = ((h * mask[j]).sum(0) / mask[j].sum()).numpy()
+        finally:
+            for hk in hooks:
+                hk.remove()
         return {k: np.stack([rows[i][k] for i in range(len(texts))]).astype(np.float64) for k in out}
 
-    # The last block's hidden_states entry is post-final-norm in transformers;
-    # probegate reads the raw residual there. The shipped suites stop short of it.
-    n_layers = base.config.num_hidden_layers
-    assert max(layers) < n_layers - 1, "benchmark assumes monitors below the last block"
+    def truncate(model):
+        """Blocks past the deepest monitor are never read: drop them."""
+        dec = decoder(model)
+        dec.layers = dec.layers[: max(layers) + 1]
 
     # 1. diff
     t = time.perf_counter()
@@ -144,6 +162,8 @@ def main() -> None:
         diff.append({"tensor": mod_name, "rel": fro / wn, "cos": cos, "top_sv": s[:4].tolist(),
                      "stable_rank": float(fro ** 2 / max(float(s[0]) ** 2, 1e-30))})
     secs["diff"] = time.perf_counter() - t
+    truncate(base)
+    truncate(cand)
 
     # 2. features on the corpus
     t = time.perf_counter()
