@@ -584,8 +584,9 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 );
             }
             let (b, c) = (&b, &c);
-            let (map, choice) = realign::choose(m, c, b, 0.25)?;
-            let fixed = map.compose(m, &cand_fp);
+            let fitted = realign::choose(m, c, b, 0.25)?;
+            let choice = &fitted.choice;
+            let fixed = fitted.chosen.compose(m, &cand_fp);
             let (after, mut reasons_after) = verify(&fixed)?;
             if !choice.beats_identity() {
                 reasons_after.insert(
@@ -598,7 +599,10 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             }
             let mut alternatives = Vec::new();
             for (method, err) in &choice.errors {
-                let alt = realign::fit(*method, c, b)?.compose(m, &cand_fp);
+                let Some(map) = fitted.all.iter().find(|a| a.method == *method) else {
+                    continue;
+                };
+                let alt = map.compose(m, &cand_fp);
                 let (ae, ar) = verify(&alt)?;
                 alternatives.push(Alternative {
                     method: *method,

@@ -64,45 +64,70 @@ fn sym_pow(s: &DMatrix<f64>, p: f64, eps: f64) -> DMatrix<f64> {
     &e.eigenvectors * DMatrix::from_diagonal(&vals) * e.eigenvectors.transpose()
 }
 
-/// Fits `method` on paired rows (same prompts through candidate and base).
-pub fn fit(method: Method, cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<AffineMap> {
+/// What every method needs from paired rows, computed once per row set:
+/// means and the three Gram matrices of the centred rows.
+struct Paired {
+    mc: DVector<f64>,
+    mb: DVector<f64>,
+    /// ccᵀcc, cbᵀcb, ccᵀcb (candidate c, base b, centred)
+    gcc: DMatrix<f64>,
+    gbb: DMatrix<f64>,
+    gcb: DMatrix<f64>,
+    n: f64,
+}
+
+fn paired(cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<Paired> {
     if cand.len() != base.len() || cand.len() < 2 {
         return Err(Error::Usage(
             "realignment needs at least two paired prompts".into(),
         ));
     }
     let (xc, xb) = (to_matrix(cand), to_matrix(base));
-    let d = xc.ncols();
     let (mc, mb) = (mean(&xc), mean(&xb));
-    let n = xc.nrows() as f64;
     let (cc, cb) = (centered(&xc, &mc), centered(&xb, &mb));
+    let cct = cc.transpose();
+    let ((gcc, gcb), gbb) = rayon::join(
+        || rayon::join(|| &cct * &cc, || &cct * &cb),
+        || cb.transpose() * &cb,
+    );
+    Ok(Paired {
+        mc,
+        mb,
+        gcc,
+        gbb,
+        gcb,
+        n: xc.nrows() as f64,
+    })
+}
+
+fn fit_paired(method: Method, p: &Paired) -> Result<AffineMap> {
+    let d = p.mc.len();
     let a = match method {
         Method::MeanShift => DMatrix::identity(d, d),
         Method::Coral => {
             // Regularise covariances by a share of their mean variance: with
             // fewer prompts than dimensions they are singular.
-            let sc = cc.transpose() * &cc / n;
-            let sb = cb.transpose() * &cb / n;
+            let sc = &p.gcc / p.n;
+            let sb = &p.gbb / p.n;
             let lam_c = sc.trace() / d as f64 * 0.1 + 1e-9;
             let lam_b = sb.trace() / d as f64 * 0.1 + 1e-9;
             let sc = sc + DMatrix::identity(d, d) * lam_c;
             let sb = sb + DMatrix::identity(d, d) * lam_b;
             // Row-vector convention: x_b = x_c · Sc^-1/2 · Sb^1/2, so a = (Sc^-1/2 Sb^1/2)ᵀ.
-            (sym_pow(&sc, -0.5, 1e-12) * sym_pow(&sb, 0.5, 0.0)).transpose()
+            let (wc, rb) = rayon::join(|| sym_pow(&sc, -0.5, 1e-12), || sym_pow(&sb, 0.5, 0.0));
+            (wc * rb).transpose()
         }
         Method::Ridge => {
-            let g = cc.transpose() * &cc;
+            let g = &p.gcc;
             let lam = g.trace() / d as f64 * 0.1 + 1e-9;
             let g = g + DMatrix::identity(d, d) * lam;
-            let rhs = cc.transpose() * &cb;
             let chol = g
                 .cholesky()
                 .ok_or_else(|| Error::Usage("ridge system is not positive definite".into()))?;
-            chol.solve(&rhs).transpose()
+            chol.solve(&p.gcb).transpose()
         }
         Method::Procrustes => {
-            let m = cc.transpose() * &cb;
-            let svd = m.svd(true, true);
+            let svd = p.gcb.clone().svd(true, true);
             let (u, vt) = match (svd.u, svd.v_t) {
                 (Some(u), Some(vt)) => (u, vt),
                 _ => return Err(Error::Usage("Procrustes SVD did not converge".into())),
@@ -111,8 +136,21 @@ pub fn fit(method: Method, cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<Affin
             (u * vt).transpose()
         }
     };
-    let c = &mb - &a * &mc;
+    let c = &p.mb - &a * &p.mc;
     Ok(AffineMap { method, a, c })
+}
+
+/// Fits `method` on paired rows (same prompts through candidate and base).
+pub fn fit(method: Method, cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<AffineMap> {
+    fit_paired(method, &paired(cand, base)?)
+}
+
+/// Every method in [`METHODS`] order, sharing one pass over the rows and
+/// fitted in parallel.
+pub fn fit_all(cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<Vec<AffineMap>> {
+    use rayon::prelude::*;
+    let p = paired(cand, base)?;
+    METHODS.par_iter().map(|&m| fit_paired(m, &p)).collect()
 }
 
 impl AffineMap {
@@ -161,14 +199,19 @@ impl Choice {
     }
 }
 
+/// A label-free choice and every method's map fitted on all the prompts
+/// (the chosen one among them), for reporting the alternatives.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub chosen: AffineMap,
+    pub choice: Choice,
+    pub all: Vec<AffineMap>,
+}
+
 /// Fits every method on the first part of the paired prompts and picks the
-/// one whose repaired scores best reproduce the base's on the rest.
-pub fn choose(
-    m: &Monitor,
-    cand: &[Vec<f32>],
-    base: &[Vec<f32>],
-    holdout: f64,
-) -> Result<(AffineMap, Choice)> {
+/// one whose repaired scores best reproduce the base's on the rest; then
+/// refits every method on all the prompts.
+pub fn choose(m: &Monitor, cand: &[Vec<f32>], base: &[Vec<f32>], holdout: f64) -> Result<Fitted> {
     let n = cand.len();
     let k = ((n as f64) * (1.0 - holdout)).round() as usize;
     if k < 2 || n - k < 2 {
@@ -190,25 +233,29 @@ pub fn choose(
     let identity_error = mse(&logits(m, &cand[k..]));
     let mut best: Option<(f64, Method)> = None;
     let mut errors = Vec::new();
-    for method in METHODS {
-        let map = fit(method, &cand[..k], &base[..k])?;
+    for map in fit_all(&cand[..k], &base[..k])? {
         let repaired = map.compose(m, "");
         let err = mse(&logits(&repaired, &cand[k..]));
-        errors.push((method, err));
+        errors.push((map.method, err));
         if best.is_none_or(|(e, _)| err < e) {
-            best = Some((err, method));
+            best = Some((err, map.method));
         }
     }
     let (err, method) = best.ok_or_else(|| Error::Usage("no realignment method fitted".into()))?;
-    // Refit the chosen method on every prompt.
-    let map = fit(method, cand, base)?;
-    Ok((
-        map,
-        Choice {
+    let all = fit_all(cand, base)?;
+    let chosen = all
+        .iter()
+        .find(|a| a.method == method)
+        .cloned()
+        .ok_or_else(|| Error::Usage("the chosen realignment method was not refitted".into()))?;
+    Ok(Fitted {
+        chosen,
+        choice: Choice {
             method,
             heldout_error: err,
             errors,
             identity_error,
         },
-    ))
+        all,
+    })
 }

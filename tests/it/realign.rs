@@ -79,7 +79,15 @@ fn a_rotated_candidate_is_repaired_without_labels() {
     );
 
     let cand_corpus = apply(&fx.corpus_x, &rotate);
-    let (map, choice) = choose(&fx.monitor, &cand_corpus, &fx.corpus_x, 0.25).unwrap();
+    let fitted = choose(&fx.monitor, &cand_corpus, &fx.corpus_x, 0.25).unwrap();
+    let (map, choice) = (&fitted.chosen, &fitted.choice);
+    // The shared-statistics fits are the single-method fits, every one.
+    assert_eq!(fitted.all.len(), probegate::realign::METHODS.len());
+    for m in &fitted.all {
+        let alone = probegate::realign::fit(m.method, &cand_corpus, &fx.corpus_x).unwrap();
+        let gap = (&m.a - &alone.a).abs().max() + (&m.c - &alone.c).abs().max();
+        assert!(gap < 1e-9, "{:?} differs by {gap}", m.method);
+    }
     eprintln!(
         "chosen {:?}, held-out errors {:?}",
         choice.method, choice.errors
