@@ -5,7 +5,9 @@
 //!   PROBEGATE_BENCH_MODEL=gemma3 cargo bench --bench extract
 //!
 //! Work: 64 prompts of exactly 32 tokens, batch 16; (a) every block,
-//! (b) one mid-depth block. The peer is bench/hf_extract.py run from the
+//! (b) one mid-depth block. PROBEGATE_BENCH_PROMPTS / _TOKENS change the
+//! shape (bench/scaling.sh sweeps them), PROBEGATE_BENCH_ROWS=all keeps only
+//! the every-block row and PROBEGATE_BENCH_NATIVE=0 drops the quantized rows. The peer is bench/hf_extract.py run from the
 //! pinned reference venv (scripts/reference/setup-venv.sh); without it the
 //! peer column is skipped and says so.
 
@@ -17,8 +19,6 @@ use anyhow::{Context, Result};
 use probegate::checkpoint::{Checkpoint, ModelRef};
 use probegate::model::{Model, Pool, Precision};
 
-const PROMPTS: usize = 64;
-const TOKENS: usize = 32;
 const BATCH: usize = 16;
 const REPEATS: usize = 3;
 
@@ -33,20 +33,33 @@ const SENTENCES: &[&str] = &[
     "Photosynthesis converts light energy into chemical energy, producing glucose and oxygen from carbon dioxide and water inside the chloroplasts of plant cells.",
 ];
 
-fn prompts(ck: &Checkpoint) -> Result<Vec<Vec<u32>>> {
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+fn prompts(ck: &Checkpoint, n: usize, tokens: usize) -> Result<Vec<Vec<u32>>> {
     let mut out = Vec::new();
     let mut i = 0;
-    while out.len() < PROMPTS {
-        // Vary the text so batches are not identical rows.
-        let text = format!(
-            "{} {} (#{i})",
-            SENTENCES[i % SENTENCES.len()],
-            SENTENCES[(i * 3 + 1) % SENTENCES.len()]
-        );
-        let mut ids = ck.tokenizer.encode(&text)?;
-        anyhow::ensure!(ids.len() >= TOKENS, "prompt too short");
-        ids.truncate(TOKENS);
-        out.push(ids);
+    while out.len() < n {
+        // Vary the text so batches are not identical rows; add sentences
+        // until the prompt is long enough.
+        let mut text = format!("(#{i})");
+        let mut k = 0;
+        let ids = loop {
+            text.push(' ');
+            text.push_str(SENTENCES[(i * 3 + k) % SENTENCES.len()]);
+            let ids = ck.tokenizer.encode(&text)?;
+            if ids.len() >= tokens {
+                break ids;
+            }
+            k += 1;
+            anyhow::ensure!(k < 1000, "prompt too short");
+        };
+        out.push(ids[..tokens].to_vec());
         i += 1;
     }
     Ok(out)
@@ -73,11 +86,12 @@ fn time_probegate(
         run()?;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    Ok((PROMPTS * TOKENS) as f64 / best)
+    Ok(ids.iter().map(Vec::len).sum::<usize>() as f64 / best)
 }
 
 fn time_transformers(
     model_path: &std::path::Path,
+    shape: (usize, usize),
     threads: usize,
     layers: &str,
     mode: &str,
@@ -98,9 +112,9 @@ fn time_transformers(
         .args(["--threads", &threads.to_string()])
         .args([
             "--prompts",
-            &PROMPTS.to_string(),
+            &shape.0.to_string(),
             "--tokens",
-            &TOKENS.to_string(),
+            &shape.1.to_string(),
         ])
         .args([
             "--batch-size",
@@ -147,12 +161,23 @@ fn main() -> Result<()> {
         ModelRef::Gguf { path } => path.clone(),
         _ => anyhow::bail!("the benchmark runs on a GGUF model"),
     };
-    let ids = prompts(&ck)?;
+    let (n_prompts, tokens) = (
+        env_usize("PROBEGATE_BENCH_PROMPTS", 64),
+        env_usize("PROBEGATE_BENCH_TOKENS", 32),
+    );
+    let only_all = std::env::var("PROBEGATE_BENCH_ROWS").is_ok_and(|v| v == "all");
+    let precisions: &[Precision] =
+        if std::env::var("PROBEGATE_BENCH_NATIVE").is_ok_and(|v| v == "0") {
+            &[Precision::F32]
+        } else {
+            &[Precision::F32, Precision::Native]
+        };
+    let ids = prompts(&ck, n_prompts, tokens)?;
     let n = ck.config.num_layers;
     let mid = n / 2;
     let all: Vec<usize> = (0..n).collect();
     println!(
-        "model {alias}: {PROMPTS} prompts x {TOKENS} tokens, batch {BATCH}, {threads} threads, best of {REPEATS}"
+        "model {alias}: {n_prompts} prompts x {tokens} tokens, batch {BATCH}, {threads} threads, best of {REPEATS}"
     );
     println!(
         "{:<34} {:>14} {:>14} {:>8}",
@@ -172,9 +197,12 @@ fn main() -> Result<()> {
             mid.to_string(),
             "truncated",
         ),
-    ] {
-        let hf = time_transformers(&path, threads, &hf_layers, hf_mode);
-        for precision in [Precision::F32, Precision::Native] {
+    ]
+    .into_iter()
+    .take(if only_all { 1 } else { 3 })
+    {
+        let hf = time_transformers(&path, (n_prompts, tokens), threads, &hf_layers, hf_mode);
+        for &precision in precisions {
             let ours = time_probegate(&ck, precision, &layers, &ids)?;
             let (peer, ratio) = match &hf {
                 Ok(p) => (format!("{p:.0}"), format!("{:.2}x", ours / p)),

@@ -75,6 +75,90 @@ fn act_mul_rows(gate: &Tensor, up: &Tensor, act: Activation) -> Result<Option<Te
     Ok(Some(Tensor::from_vec(out, (n, k), &Device::Cpu)?))
 }
 
+/// Softmax over attention scores [.., k·t, t] (row r is query position r mod
+/// t: grouped heads stack their query rows)
+/// with the causal mask, an optional sliding window and the score scale
+/// applied in the same pass. candle would take three passes (scale, mask
+/// add, softmax), two of them over the full t×t including the masked half;
+/// at 512-token prompts that was the larger part of a block. Masked entries
+/// are written as exact zeros, as softmax of −∞ gives.
+pub(crate) fn causal_softmax(scores: &Tensor, scale: f64, window: Option<usize>) -> Result<Tensor> {
+    let dims = scores.dims().to_vec();
+    let t = match dims.as_slice() {
+        [.., a, b] if *b > 0 && a % b == 0 => *b,
+        _ => {
+            return Err(crate::error::Error::Usage(format!(
+                "attention scores must end in [k·t, t], found {dims:?}"
+            )))
+        }
+    };
+    let scores = scores.contiguous()?;
+    let (st, layout) = scores.storage_and_layout();
+    let Storage::Cpu(cpu) = &*st else {
+        drop(st);
+        return causal_softmax_candle(&scores, scale, window, &dims);
+    };
+    let src =
+        &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + scores.elem_count()];
+    let mut out = vec![0f32; src.len()];
+    let scale = scale as f32;
+    out.par_chunks_mut(t * 64)
+        .zip(src.par_chunks(t * 64))
+        .enumerate()
+        .for_each(|(c, (dst, srcs))| {
+            for (k, (d, s)) in dst
+                .chunks_exact_mut(t)
+                .zip(srcs.chunks_exact(t))
+                .enumerate()
+            {
+                let i = (c * 64 + k) % t;
+                let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                softmax_row(&s[lo..=i], &mut d[lo..=i], scale);
+            }
+        });
+    drop(st);
+    Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+}
+
+fn softmax_row(s: &[f32], d: &mut [f32], scale: f32) {
+    let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
+    let mut sum = 0f32;
+    for (o, &x) in d.iter_mut().zip(s) {
+        let e = exp(x * scale - m);
+        *o = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for o in d.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// The same through candle's ops, for a device without CPU storage.
+fn causal_softmax_candle(
+    scores: &Tensor,
+    scale: f64,
+    window: Option<usize>,
+    dims: &[usize],
+) -> Result<Tensor> {
+    let t = dims[dims.len() - 1];
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for j in 0..t {
+            if j > i || window.is_some_and(|w| i - j >= w) {
+                m[i * t + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(m, (t, t), scores.device())?;
+    // Rows stack k query blocks of t; the mask repeats per block.
+    let rows = dims[dims.len() - 2];
+    let mut split = dims[..dims.len() - 2].to_vec();
+    split.extend([rows / t, t, t]);
+    let s = (scores * scale)?.reshape(split)?.broadcast_add(&mask)?;
+    Ok(candle_nn::ops::softmax_last_dim(&s)?.reshape(dims)?)
+}
+
 fn apply(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -193,6 +277,24 @@ mod tests {
             }
             x += 0.01;
         }
+    }
+
+    #[test]
+    fn causal_softmax_matches_masked_candle_softmax() -> Result<()> {
+        let dev = Device::Cpu;
+        // Two batch rows, one key/value group of 3 stacked query heads.
+        let (b, h, t) = (2, 3, 37);
+        let data: Vec<f32> = (0..b * h * t * t)
+            .map(|i| ((i * 7919 % 2000) as f32 / 100.0) - 10.0)
+            .collect();
+        let s = Tensor::from_vec(data, (b, 1, h * t, t), &dev)?;
+        for window in [None, Some(5), Some(t + 3)] {
+            let got = causal_softmax(&s, 0.125, window)?;
+            let want = causal_softmax_candle(&s, 0.125, window, s.dims())?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "window {window:?}: max diff {diff}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -413,19 +413,6 @@ impl Model {
         rope_tables(&self.cfg, &self.ropes, t)
     }
 
-    fn mask(t: usize, window: Option<usize>) -> Result<Tensor> {
-        let mut m = vec![0f32; t * t];
-        for i in 0..t {
-            for j in 0..t {
-                let outside = j > i || window.is_some_and(|w| i - j >= w);
-                if outside {
-                    m[i * t + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
-    }
-
     fn rms(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
     }
@@ -475,21 +462,12 @@ impl Model {
         }
         // x: [b*t, h] throughout; attention reshapes locally.
         let ropes = self.rope_tables(t)?;
-        let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
         let pool_w = self.pool_weights(batch, t, pools)?;
 
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let mut outputs: Vec<Vec<Option<Tensor>>> = vec![vec![None; layers.len()]; pools.len()];
         for (l, blk) in self.blocks.iter().enumerate().take(deepest + 1) {
             let window = cfg.window_for(l).filter(|w| *w < t);
-            let mask = match masks.iter().find(|(w, _)| *w == window) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let m = Self::mask(t, window)?;
-                    masks.push((window, m.clone()));
-                    m
-                }
-            };
             let hn = Self::rms(&x, &blk.input_norm, cfg.rms_norm_eps)?;
             let mut qkv = blk.qkv.forward(&hn)?.into_iter();
             let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
@@ -519,10 +497,8 @@ impl Model {
             // into one [rep·t, hd] matrix per group.
             let rep = nh / nkv;
             let q = q.reshape((b, nkv, rep * t, hd))?;
-            let scores = (q.matmul(&k.t()?)? * cfg.attn_scale)?
-                .reshape((b, nkv, rep, t, t))?
-                .broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, t))?;
+            let scores = q.matmul(&k.t()?)?;
+            let probs = kernels::causal_softmax(&scores, cfg.attn_scale, window)?;
             let attn = probs
                 .matmul(&v)?
                 .reshape((b, nh, t, hd))?
