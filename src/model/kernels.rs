@@ -121,14 +121,62 @@ pub(crate) fn causal_softmax(scores: &Tensor, scale: f64, window: Option<usize>)
 }
 
 fn softmax_row(s: &[f32], d: &mut [f32], scale: f32) {
-    let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-    let mut sum = 0f32;
-    for (o, &x) in d.iter_mut().zip(s) {
-        let e = exp(x * scale - m);
-        *o = e;
-        sum += e;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU was just checked for the enabled feature.
+            return unsafe { softmax_row_avx512(s, d, scale) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { softmax_row_avx2(s, d, scale) };
+        }
     }
-    let inv = 1.0 / sum;
+    softmax_row_generic(s, d, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_row_avx512(s: &[f32], d: &mut [f32], scale: f32) {
+    softmax_row_generic(s, d, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(s: &[f32], d: &mut [f32], scale: f32) {
+    softmax_row_generic(s, d, scale)
+}
+
+/// Reductions run over 16 lanes so the compiler may vectorize them (strict
+/// float order would otherwise force one running total).
+#[inline(always)]
+fn softmax_row_generic(s: &[f32], d: &mut [f32], scale: f32) {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = s.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    let m = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+        * scale;
+    for (o, &x) in d.iter_mut().zip(s) {
+        *o = exp(x * scale - m);
+    }
+    let mut sums = [0f32; L];
+    let dchunks = d.chunks_exact(L);
+    let dtail: f32 = dchunks.remainder().iter().sum();
+    for c in dchunks {
+        for (a, &x) in sums.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    let inv = 1.0 / (sums.iter().sum::<f32>() + dtail);
     for o in d.iter_mut() {
         *o *= inv;
     }
