@@ -68,7 +68,10 @@ fn act_mul_rows(gate: &Tensor, up: &Tensor, act: Activation) -> Result<Option<Te
                 let r = c * rows_per_task + i;
                 let gr = &g[go + r * grs..go + r * grs + k];
                 let ur = &u[uo + r * urs..uo + r * urs + k];
-                apply(gr, ur, d, act);
+                simd(
+                    #[inline(always)]
+                    || apply(gr, ur, d, act),
+                );
             }
         });
     drop((gs, us));
@@ -113,44 +116,20 @@ pub(crate) fn causal_softmax(scores: &Tensor, scale: f64, window: Option<usize>)
             {
                 let i = (c * 64 + k) % t;
                 let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
-                softmax_row(&s[lo..=i], &mut d[lo..=i], scale);
+                simd(
+                    #[inline(always)]
+                    || softmax_row(&s[lo..=i], &mut d[lo..=i], scale),
+                );
             }
         });
     drop(st);
     Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
 }
 
-fn softmax_row(s: &[f32], d: &mut [f32], scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU was just checked for the enabled feature.
-            return unsafe { softmax_row_avx512(s, d, scale) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { softmax_row_avx2(s, d, scale) };
-        }
-    }
-    softmax_row_generic(s, d, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_row_avx512(s: &[f32], d: &mut [f32], scale: f32) {
-    softmax_row_generic(s, d, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(s: &[f32], d: &mut [f32], scale: f32) {
-    softmax_row_generic(s, d, scale)
-}
-
 /// Reductions run over 16 lanes so the compiler may vectorize them (strict
 /// float order would otherwise force one running total).
 #[inline(always)]
-fn softmax_row_generic(s: &[f32], d: &mut [f32], scale: f32) {
+fn softmax_row(s: &[f32], d: &mut [f32], scale: f32) {
     const L: usize = 16;
     let mut lanes = [f32::NEG_INFINITY; L];
     let chunks = s.chunks_exact(L);
@@ -207,35 +186,36 @@ fn causal_softmax_candle(
     Ok(candle_nn::ops::softmax_last_dim(&s)?.reshape(dims)?)
 }
 
-fn apply(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
+/// Runs `f` compiled for the widest vector unit this CPU has. The kernels
+/// it calls are `#[inline(always)]`, so they are inlined into, and
+/// vectorized for, the feature-enabled wrapper that calls `f`; the binary
+/// itself targets baseline x86-64.
+#[inline(always)]
+fn simd(f: impl FnOnce()) {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(f: impl FnOnce()) {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(f: impl FnOnce()) {
+            f()
+        }
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU was just checked for the enabled feature.
-            return unsafe { apply_avx512(g, u, out, act) };
+            return unsafe { avx512(f) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: as above.
-            return unsafe { apply_avx2(g, u, out, act) };
+            return unsafe { avx2(f) };
         }
     }
-    apply_generic(g, u, out, act)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn apply_avx512(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
-    apply_generic(g, u, out, act)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn apply_avx2(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
-    apply_generic(g, u, out, act)
+    f()
 }
 
 #[inline(always)]
-fn apply_generic(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
+fn apply(g: &[f32], u: &[f32], out: &mut [f32], act: Activation) {
     match act {
         Activation::Silu => {
             for ((o, &x), &y) in out.iter_mut().zip(g).zip(u) {
