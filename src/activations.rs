@@ -6,7 +6,7 @@
 //! and token counts, so a cached file says exactly what produced it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -26,8 +26,9 @@ pub fn for_each_json_line(
     path: &Path,
     mut f: impl FnMut(usize, serde_json::Value) -> Result<()>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+    // On disk or built into the binary (`builtin:data/...`).
+    let reader = crate::assets::open(path)?;
+    for (i, line) in reader.split(b'\n').enumerate() {
         let lineno = i + 1;
         let bytes = line.map_err(|e| Error::io(path, e))?;
         let line = String::from_utf8(bytes).map_err(|e| Error::Input {

@@ -27,8 +27,8 @@ pub struct CheckRequest {
     pub base: String,
     pub candidate: String,
     pub monitors: PathBuf,
-    /// Root of the labeled test sets: `<data>/<concept>/test.jsonl`.
-    pub data: PathBuf,
+    /// Where the labeled sets are found (`<root>/<concept>/test.jsonl`).
+    pub data: revalidate::DataSource,
     pub policy: Policy,
     pub risk_model: RiskModel,
     /// Revalidate every monitor regardless of the budget (ground truth for the grid).
@@ -291,6 +291,7 @@ fn prepare(
     let mut corpus = crate::activations::read_prompts(corpus.path)?;
     corpus.truncate(max_prompts);
     secs.insert("load".into(), t0.elapsed().as_secs_f64());
+    progress("load", 1, 1);
 
     let t = Instant::now();
     let n_tensors = base.tensors().len();
@@ -416,12 +417,14 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     let ladder = policy.recalibration.enabled
         || policy.retraining.enabled
         || (policy.realignment.enabled && policy.realignment.concept_texts);
+    let roots = req.data.roots(&req.monitors)?;
     for m in &suite {
         if !tests.contains_key(&m.meta.concept) {
-            tests.insert(m.meta.concept.clone(), revalidate::test_set(&req.data, m)?);
+            let sets = revalidate::find_sets(&roots, m)?;
             if ladder {
-                trains.insert(m.meta.concept.clone(), revalidate::train_set(&req.data, m)?);
+                trains.insert(m.meta.concept.clone(), revalidate::train_set(&sets, m)?);
             }
+            tests.insert(m.meta.concept.clone(), sets.test);
         }
     }
     let Prepared {
@@ -526,7 +529,9 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             }
         }
     }
-    for m in &monitors {
+    for (i, m) in monitors.iter().enumerate() {
+        // The ladder can take minutes (forward passes, map fits): say where it is.
+        progress("repair ladder", i, monitors.len());
         let name = &m.meta.name;
         let critical = policy.is_critical(name, &m.meta.concept);
         let Some(rv) = evals.get(name) else {
@@ -752,6 +757,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             retraining,
         });
     }
+    progress("repair ladder", monitors.len(), monitors.len());
     secs.insert("realignment".into(), t.elapsed().as_secs_f64());
     reports.sort_by(|a, b| {
         b.risk

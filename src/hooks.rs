@@ -14,10 +14,12 @@ pub const SKIP_ENV: &str = "PROBEGATE_SKIP";
 
 #[derive(Debug, Clone)]
 pub struct HookConfig {
-    pub base: String,
-    pub monitors: PathBuf,
-    pub policy: PathBuf,
-    pub data: PathBuf,
+    /// Each of these is passed only when given; the rest come from the
+    /// repository's probegate.toml when the hook runs.
+    pub base: Option<String>,
+    pub monitors: Option<PathBuf>,
+    pub policy: Option<String>,
+    pub data: Option<PathBuf>,
     /// Where each candidate's reports go, relative to the repository root.
     pub out: PathBuf,
 }
@@ -64,13 +66,16 @@ pub fn install(repo: &Path, cfg: &HookConfig, exe: &Path, force: bool) -> Result
     }
     let args = [
         ("--base", cfg.base.clone()),
-        ("--monitors", cfg.monitors.display().to_string()),
-        ("--policy", cfg.policy.display().to_string()),
-        ("--data", cfg.data.display().to_string()),
-        ("--out", cfg.out.display().to_string()),
+        (
+            "--monitors",
+            cfg.monitors.as_ref().map(|p| p.display().to_string()),
+        ),
+        ("--policy", cfg.policy.clone()),
+        ("--data", cfg.data.as_ref().map(|p| p.display().to_string())),
+        ("--out", Some(cfg.out.display().to_string())),
     ]
     .iter()
-    .map(|(k, v)| format!("{k} {}", sh_quote(v)))
+    .filter_map(|(k, v)| Some(format!("{k} {}", sh_quote(v.as_ref()?))))
     .collect::<Vec<_>>()
     .join(" ");
     let exe = sh_quote(&exe.display().to_string());

@@ -8,6 +8,7 @@
 
 pub mod actcache;
 pub mod activations;
+pub mod assets;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod hooks;
 pub mod model;
 pub mod monitor;
 pub mod policy;
+pub mod project;
 pub mod realign;
 pub mod report;
 pub mod revalidate;

@@ -128,9 +128,24 @@ impl Policy {
         })
     }
 
+    /// Reads a policy file; `builtin:` paths name the shipped policies.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::assets::read_to_string(path)?;
         Self::parse(&text, path)
+    }
+
+    /// A policy as users name it: a shipped policy's name (`default`,
+    /// `strict`, `quantization-only`), or a file, relative to `dir` (the
+    /// directory of the config file that names it, or the working directory).
+    pub fn resolve(name: &str, dir: Option<&Path>) -> PathBuf {
+        if let Some(p) = crate::assets::policy_by_name(name) {
+            return p;
+        }
+        let p = PathBuf::from(name);
+        match dir {
+            Some(d) if p.is_relative() && !crate::assets::is_builtin(&p) => d.join(p),
+            _ => p,
+        }
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
@@ -203,7 +218,9 @@ struct RawRealign {
     enabled: bool,
     may_pass: bool,
     verify: bool,
-    corpus: PathBuf,
+    /// Relative to the policy file; absent means the corpus built into probegate.
+    #[serde(default)]
+    corpus: Option<PathBuf>,
     min_prompts: Spanned<i64>,
     max_prompts: Spanned<i64>,
     #[serde(default)]
@@ -340,7 +357,10 @@ impl RawPolicy {
                 enabled: r.enabled,
                 may_pass: r.may_pass,
                 verify: r.verify,
-                corpus: r.corpus.clone(),
+                corpus: match &r.corpus {
+                    Some(c) => crate::assets::relative_to(path, c),
+                    None => PathBuf::from(crate::assets::DEFAULT_CORPUS),
+                },
                 min_prompts: minp as usize,
                 max_prompts: maxp as usize,
                 concept_texts: r.concept_texts,
@@ -414,5 +434,38 @@ max_prompts = 600
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("p.toml:3:") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn the_corpus_resolves_against_the_policy_file_or_is_built_in() {
+        let p = Policy::parse(GOOD, Path::new("/repo/ci/gate.toml")).unwrap();
+        assert_eq!(
+            p.realignment.corpus,
+            Path::new("/repo/ci/data/realign/corpus.jsonl")
+        );
+        let no_corpus = GOOD.replace("corpus = \"data/realign/corpus.jsonl\"\n", "");
+        let p = Policy::parse(&no_corpus, Path::new("/repo/ci/gate.toml")).unwrap();
+        assert_eq!(
+            p.realignment.corpus,
+            Path::new(crate::assets::DEFAULT_CORPUS)
+        );
+    }
+
+    #[test]
+    fn shipped_policies_load_by_name_from_anywhere() {
+        for name in crate::assets::policy_names() {
+            let path = Policy::resolve(name, Some(Path::new("/elsewhere")));
+            let p = Policy::load(&path).unwrap();
+            assert_eq!(p.name, name);
+            assert!(crate::assets::is_file(&p.realignment.corpus), "{name}");
+        }
+        assert_eq!(
+            Policy::resolve("gate.toml", Some(Path::new("/repo"))),
+            Path::new("/repo/gate.toml")
+        );
+        assert_eq!(
+            Policy::resolve("/abs/gate.toml", Some(Path::new("/repo"))),
+            Path::new("/abs/gate.toml")
+        );
     }
 }

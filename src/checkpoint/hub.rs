@@ -31,6 +31,84 @@ pub fn offline() -> bool {
     )
 }
 
+/// The Hub's address: HF_ENDPOINT (a mirror or a private Hub), else huggingface.co.
+pub fn endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "https://huggingface.co".into())
+}
+
+/// The token the Python client would send: HF_TOKEN, else the file
+/// HF_TOKEN_PATH names, else $HF_HOME/token (~/.cache/huggingface/token,
+/// where `huggingface-cli login` writes it). hf-hub alone looks only beside
+/// its cache, which misses CI secrets and a moved HF_HUB_CACHE.
+pub fn token() -> Option<String> {
+    let nonempty = |s: String| Some(s.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(t) = std::env::var("HF_TOKEN").ok().and_then(nonempty) {
+        return Some(t);
+    }
+    let file = match std::env::var_os("HF_TOKEN_PATH").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("HF_HOME").filter(|p| !p.is_empty()) {
+            Some(h) => PathBuf::from(h).join("token"),
+            None => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/huggingface/token"),
+        },
+    };
+    std::fs::read_to_string(file).ok().and_then(nonempty)
+}
+
+/// What a failed request means for the user, by HTTP status: a gated or
+/// private repository needs a token (or the licence accepted), a missing one
+/// a corrected name or revision.
+fn explain(repo_id: &str, revision: &str, file: &str, e: &hf_hub::api::sync::ApiError) -> String {
+    let status = match e {
+        hf_hub::api::sync::ApiError::RequestError(r) => match r.as_ref() {
+            ureq::Error::Status(code, _) => Some(*code),
+            _ => None,
+        },
+        _ => None,
+    };
+    let page = format!("{}/{repo_id}", endpoint());
+    match status {
+        Some(401) if token().is_none() => format!(
+            "{file}: the Hub answered 401: {repo_id} is gated or private (or does not exist) and no token \
+             was sent; set HF_TOKEN (in CI, from a secret) or run `huggingface-cli login`"
+        ),
+        Some(401) => format!(
+            "{file}: the Hub answered 401: the token from HF_TOKEN / the token file was refused; \
+             check it is valid and has read access"
+        ),
+        Some(403) => format!(
+            "{file}: the Hub answered 403: {repo_id} is gated; accept its terms at {page} with the \
+             account whose token probegate uses"
+        ),
+        Some(404) => format!(
+            "{file}: the Hub answered 404: no file {file} in {repo_id} at revision `{revision}` \
+             (check the name and revision; a private repository needs HF_TOKEN)"
+        ),
+        _ => format!("{file}: {e} (set HF_HUB_OFFLINE=1 to use only the cache)"),
+    }
+}
+
+/// A file name from a downloaded index, checked before it reaches a URL or a
+/// cache path: relative, no `..`, no query or fragment characters.
+fn safe_repo_file(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('/')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
 const CORE_FILES: &[&str] = &["config.json", "tokenizer.json"];
 
 /// The snapshot directory holding the model's files at `revision`.
@@ -70,18 +148,22 @@ fn download(repo: Repo, reference: &str) -> Result<PathBuf> {
         reference: reference.to_string(),
         msg,
     };
+    let (repo_id, revision) = (repo.url(), repo.revision().to_string());
     let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(hub_cache_dir()))
+        .with_endpoint(endpoint())
+        .with_token(token())
         .with_progress(false)
         .build()
         .map_err(|e| fail(format!("cannot reach the Hugging Face Hub: {e}")))?;
     let api_repo = api.repo(repo);
+    let get = |f: &str| {
+        api_repo
+            .get(f)
+            .map_err(|e| fail(explain(&repo_id, &revision, f, &e)))
+    };
     let mut dir = None;
     for f in CORE_FILES {
-        let p = api_repo.get(f).map_err(|e| {
-            fail(format!(
-                "downloading {f}: {e} (set HF_HUB_OFFLINE=1 to use only the cache)"
-            ))
-        })?;
+        let p = get(f)?;
         dir = p.parent().map(|d| d.to_path_buf());
     }
     let _ = api_repo.get("tokenizer_config.json");
@@ -97,17 +179,44 @@ fn download(repo: Repo, reference: &str) -> Result<PathBuf> {
                 .unwrap_or_default();
             shards.sort();
             shards.dedup();
+            if let Some(bad) = shards.iter().find(|s| !safe_repo_file(s)) {
+                return Err(Error::field(
+                    &index,
+                    "weight_map",
+                    format!("shard name {bad:?} is not a plain relative file name; refused before any request"),
+                ));
+            }
             for s in shards {
-                api_repo
-                    .get(s)
-                    .map_err(|e| fail(format!("downloading {s}: {e}")))?;
+                get(s)?;
             }
         }
         Err(_) => {
-            api_repo
-                .get("model.safetensors")
-                .map_err(|e| fail(format!("downloading model.safetensors: {e}")))?;
+            get("model.safetensors")?;
         }
     }
     dir.ok_or_else(|| fail("the hub returned no files".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_from_an_index_must_be_plain_relative_files() {
+        for ok in ["model-00001-of-00002.safetensors", "sub/dir/w.safetensors"] {
+            assert!(safe_repo_file(ok), "{ok}");
+        }
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../b",
+            "w.safetensors?x=1",
+            "w#x",
+            "",
+            "a//b",
+            "./a",
+        ] {
+            assert!(!safe_repo_file(bad), "{bad}");
+        }
+    }
 }

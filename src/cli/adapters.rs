@@ -191,19 +191,25 @@ pub enum HookCommand {
         /// The remote's name, as git passes it.
         #[arg(long, default_value = "")]
         remote: String,
+        /// Changed files, as pre-commit passes them (`.pre-commit-hooks.yaml`); without
+        /// them, git's pre-push lines are read on stdin.
+        files: Vec<String>,
     },
 }
 
+/// Settings the hook passes to each check; any left out come from
+/// probegate.toml (found from the repository), then the built-in defaults.
 #[derive(Args, Debug, Clone)]
 pub struct HookArgs {
     #[arg(long, help = super::MODEL_HELP)]
-    pub base: String,
+    pub base: Option<String>,
     #[arg(long)]
-    pub monitors: PathBuf,
-    #[arg(long, default_value = "policies/default.toml")]
-    pub policy: PathBuf,
-    #[arg(long, default_value = "data/suite")]
-    pub data: PathBuf,
+    pub monitors: Option<PathBuf>,
+    /// A shipped policy (default, strict, quantization-only) or a policy file.
+    #[arg(long)]
+    pub policy: Option<String>,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Report directories go under this path (one per candidate).
     #[arg(long, default_value = ".probegate/pre-push")]
     pub out: PathBuf,
@@ -217,6 +223,19 @@ impl HookArgs {
             policy: self.policy.clone(),
             data: self.data.clone(),
             out: self.out.clone(),
+        }
+    }
+
+    /// The check for one candidate: these flags over probegate.toml.
+    fn check(&self, candidate: &str, out: PathBuf) -> CheckArgs {
+        CheckArgs {
+            base: self.base.clone(),
+            candidate: candidate.to_string(),
+            monitors: self.monitors.clone(),
+            policy: self.policy.clone(),
+            data: self.data.clone(),
+            out: Some(out),
+            ..Default::default()
         }
     }
 }
@@ -237,14 +256,20 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        HookCommand::Run { cfg, remote } => {
-            let mut stdin = String::new();
-            std::io::stdin()
-                .read_to_string(&mut stdin)
-                .map_err(|e| Error::io("<stdin>", e))?;
+        HookCommand::Run { cfg, remote, files } => {
             let root = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-            let files = hooks::changed_files(&root, &stdin)?;
-            let cands = hooks::candidates(&root, &files, &cfg.base);
+            let files = if files.is_empty() {
+                let mut stdin = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut stdin)
+                    .map_err(|e| Error::io("<stdin>", e))?;
+                hooks::changed_files(&root, &stdin)?
+            } else {
+                files.clone()
+            };
+            // The base names adapter candidates (`BASE+DIR`): resolve it as check will.
+            let base = cfg.check("", cfg.out.clone()).settings()?.base;
+            let cands = hooks::candidates(&root, &files, &base);
             if cands.is_empty() {
                 return Ok(EXIT_OK);
             }
@@ -263,14 +288,7 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
             for (i, cand) in cands.iter().enumerate() {
                 let out = cfg.out.join(format!("candidate-{}", i + 1));
                 eprintln!("probegate: {cand}");
-                let args = CheckArgs::for_hook(
-                    &cfg.base,
-                    cand,
-                    &cfg.monitors,
-                    &cfg.policy,
-                    &cfg.data,
-                    &out,
-                );
+                let args = cfg.check(cand, out.clone());
                 let code = match cmd_check(g, &args) {
                     Ok(c) => c,
                     Err(e) => {

@@ -9,27 +9,43 @@ use super::{emit_json, progress, Format, Global, EXIT_GATE_FAILED, EXIT_OK};
 use crate::check::{self, CheckRequest, Verdict};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::project::{GateSettings, Overrides, ProjectConfig};
+use crate::report::junit;
 use crate::risk::{self, RiskModel};
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct CheckArgs {
-    #[arg(long, help = super::MODEL_HELP)]
-    pub base: String,
+    /// Base model reference (default: `base` in probegate.toml). A .gguf file, a Hugging Face
+    /// model directory, hf:org/name[@revision], or a fetched short name: smollm2, gemma3.
+    #[arg(long)]
+    pub base: Option<String>,
     /// The candidate: any model reference, including `nf4(BASE)`, `BASE+ADAPTER_DIR`,
     /// a bitsandbytes directory or a GGUF file.
     #[arg(long)]
     pub candidate: String,
-    /// Monitor suite directory (monitors trained on the base).
+    /// Monitor suite directory, trained on the base (default: `monitors` in probegate.toml).
     #[arg(long)]
-    pub monitors: PathBuf,
-    #[arg(long, default_value = "policies/default.toml")]
-    pub policy: PathBuf,
-    /// Labeled test sets: <DATA>/<concept>/test.jsonl.
-    #[arg(long, default_value = "data/suite")]
-    pub data: PathBuf,
-    /// Output directory: report.json, report.md, report.html, repaired/.
-    #[arg(long, default_value = "probegate-report")]
-    pub out: PathBuf,
+    pub monitors: Option<PathBuf>,
+    /// A shipped policy (default, strict, quantization-only) or a policy file
+    /// (default: `policy` in probegate.toml, else the built-in `default`).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Labeled test sets, <DATA>/<concept>/test.jsonl, used instead of any other
+    /// (default: the suite's own data/, then the data built into probegate, matched by hash).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory: report.json, report.md, report.html, repaired/ (default: probegate-report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write JUnit XML here: one test case per monitor (stale fails, unverified is skipped).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// The probegate.toml to read (default: the nearest one at or above the working directory).
+    #[arg(long, conflicts_with = "no_config")]
+    pub config: Option<PathBuf>,
+    /// Read no probegate.toml.
+    #[arg(long)]
+    pub no_config: bool,
     /// Risk model JSON (default: the one shipped, fitted on the zoo grid).
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
@@ -44,6 +60,31 @@ pub struct CheckArgs {
     /// Override the policy's `budget.examples` (labeled examples run through the candidate).
     #[arg(long)]
     pub budget: Option<usize>,
+}
+
+impl CheckArgs {
+    /// The command line over probegate.toml over the built-in defaults.
+    pub fn settings(&self) -> Result<GateSettings> {
+        let cfg = if self.no_config {
+            None
+        } else if let Some(p) = &self.config {
+            Some(ProjectConfig::load(p)?)
+        } else {
+            let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+            ProjectConfig::find(&cwd)?
+        };
+        GateSettings::resolve(
+            Overrides {
+                base: self.base.clone(),
+                monitors: self.monitors.clone(),
+                policy: self.policy.clone(),
+                data: self.data.clone(),
+                out: self.out.clone(),
+                risk_model: self.risk_model.clone(),
+            },
+            cfg.as_ref(),
+        )
+    }
 }
 
 #[derive(Args, Debug)]
@@ -63,8 +104,9 @@ pub struct PredictArgs {
     pub candidate: Option<String>,
     #[arg(long)]
     pub monitors: Option<PathBuf>,
-    #[arg(long, default_value = "policies/default.toml")]
-    pub policy: PathBuf,
+    /// A shipped policy (default, strict, quantization-only) or a policy file.
+    #[arg(long, default_value = "default")]
+    pub policy: String,
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
 }
@@ -97,10 +139,13 @@ pub enum StudyCommand {
         zoo: PathBuf,
         #[arg(long)]
         monitors: PathBuf,
-        #[arg(long, default_value = "policies/default.toml")]
-        policy: PathBuf,
-        #[arg(long, default_value = "data/suite")]
-        data: PathBuf,
+        /// A shipped policy (default, strict, quantization-only) or a policy file.
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Labeled test sets, <DATA>/<concept>/test.jsonl (default: the suite's own data/,
+        /// then the data built into probegate).
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// History file the grid's rows are appended to.
         #[arg(long)]
         history: PathBuf,
@@ -123,8 +168,9 @@ pub enum StudyCommand {
         #[arg(long, default_value = "STUDY.md")]
         out: PathBuf,
         /// The policy the budgeted gate is replayed under.
-        #[arg(long, default_value = "policies/default.toml")]
-        policy: PathBuf,
+        /// A shipped policy (default, strict, quantization-only) or a policy file.
+        #[arg(long, default_value = "default")]
+        policy: String,
         #[arg(long)]
         risk_model: Option<PathBuf>,
     },
@@ -132,8 +178,9 @@ pub enum StudyCommand {
     Summarize {
         /// Directory of per-condition report directories (`study grid --reports`).
         reports: PathBuf,
-        #[arg(long, default_value = "policies/default.toml")]
-        policy: PathBuf,
+        /// A shipped policy (default, strict, quantization-only) or a policy file.
+        #[arg(long, default_value = "default")]
+        policy: String,
         #[arg(long)]
         risk_model: Option<PathBuf>,
     },
@@ -146,67 +193,116 @@ fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
     }
 }
 
-/// A progress callback driving one bar that changes with the stage.
-fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
-    let pb = progress(g, 1, "");
-    let mut current = String::new();
-    move |stage: &str, done: usize, total: usize| {
-        if stage != current {
-            current = stage.to_string();
-            pb.reset();
-            pb.set_message(current.clone());
+/// How a long command reports its stages on stderr: one bar that changes
+/// with the stage on a terminal; in a log (CI, a pipe) one line per stage
+/// with its time, wrapped in `::group::` under GitHub Actions, so a
+/// non-terminal log is never silent for the minutes a gate takes.
+pub(crate) struct StageReporter {
+    bar: Option<indicatif::ProgressBar>,
+    log: bool,
+    github: bool,
+    /// The stage under way: its name, start, and last (done, total).
+    current: Option<(String, std::time::Instant, usize, usize)>,
+    started: std::time::Instant,
+}
+
+impl StageReporter {
+    pub(crate) fn new(g: &Global) -> Self {
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        StageReporter {
+            bar: (terminal && !g.quiet).then(|| progress(g, 1, "")),
+            log: !terminal && !g.quiet,
+            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            current: None,
+            started: std::time::Instant::now(),
         }
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        if done >= total {
+    }
+
+    pub(crate) fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if self.current.as_ref().is_none_or(|c| c.0 != stage) {
+            self.end_stage();
+            if self.log && self.github {
+                eprintln!("::group::probegate: {stage}");
+            }
+            self.current = Some((stage.to_string(), std::time::Instant::now(), done, total));
+            if let Some(pb) = &self.bar {
+                pb.reset();
+                pb.set_message(stage.to_string());
+            }
+        }
+        if let Some(c) = &mut self.current {
+            (c.2, c.3) = (done, total);
+        }
+        if let Some(pb) = &self.bar {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        }
+    }
+
+    fn end_stage(&mut self) {
+        let Some((stage, t, done, total)) = self.current.take() else {
+            return;
+        };
+        if let Some(pb) = &self.bar {
             pb.finish_and_clear();
+        }
+        if self.log {
+            eprintln!(
+                "probegate: {stage}: {done}/{total} in {:.1} s ({:.0} s elapsed)",
+                t.elapsed().as_secs_f64(),
+                self.started.elapsed().as_secs_f64()
+            );
+            if self.github {
+                eprintln!("::endgroup::");
+            }
         }
     }
 }
 
-impl CheckArgs {
-    /// The pre-push hook's check: defaults as on the command line.
-    pub fn for_hook(
-        base: &str,
-        candidate: &str,
-        monitors: &Path,
-        policy: &Path,
-        data: &Path,
-        out: &Path,
-    ) -> Self {
-        CheckArgs {
-            base: base.into(),
-            candidate: candidate.into(),
-            monitors: monitors.into(),
-            policy: policy.into(),
-            data: data.into(),
-            out: out.into(),
-            risk_model: None,
-            history: None,
-            no_history: false,
-            full: false,
-            budget: None,
-        }
+impl Drop for StageReporter {
+    fn drop(&mut self) {
+        self.end_stage();
     }
+}
+
+/// A progress callback over a [`StageReporter`].
+fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
+    let mut r = StageReporter::new(g);
+    move |stage: &str, done: usize, total: usize| r.update(stage, done, total)
 }
 
 pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
+    let settings = a.settings();
+    // Where a report goes even when the settings themselves are wrong.
+    let out = match &settings {
+        Ok(s) => s.out.clone(),
+        Err(_) => a.out.clone().unwrap_or_else(|| "probegate-report".into()),
+    };
+    let r = settings.and_then(|s| run_check(g, a, &s));
     // Whatever happens below, the output directory never keeps a stale report.
-    let r = run_check(g, a);
     if let Err(e) = &r {
-        let _ = check::write_error_report(&a.out, &e.to_string());
+        let _ = check::write_error_report(&out, &e.to_string());
+        if let Some(j) = &a.junit {
+            let _ = junit::write(j, &junit::for_error(&a.candidate, &e.to_string()));
+        }
     }
     r
 }
 
-fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<i32> {
+    std::fs::create_dir_all(&s.out).map_err(|e| Error::io(&s.out, e))?;
     // Probe writability first: failing after an hour of compute is worse.
-    let probe = a.out.join(".probegate-write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(&a.out, e))?;
+    let probe = s.out.join(".probegate-write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&s.out, e))?;
     let _ = std::fs::remove_file(&probe);
-    let _ = std::fs::remove_file(a.out.join("report.json"));
-    let mut policy = Policy::load(&a.policy)?;
+    let _ = std::fs::remove_file(s.out.join("report.json"));
+    if let Some(c) = &s.config {
+        if !g.quiet {
+            eprintln!("probegate: settings from {}", c.display());
+        }
+    }
+    let mut policy = Policy::load(&s.policy)?;
     if let Some(b) = a.budget {
         if b == 0 {
             return Err(Error::Usage(
@@ -218,18 +314,23 @@ fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
         policy.budget.examples = b;
     }
     let req = CheckRequest {
-        base: a.base.clone(),
+        base: s.base.clone(),
         candidate: a.candidate.clone(),
-        monitors: a.monitors.clone(),
-        data: a.data.clone(),
+        monitors: s.monitors.clone(),
+        data: s.data.clone(),
         policy,
-        risk_model: risk_model(a.risk_model.as_deref())?,
+        risk_model: risk_model(s.risk_model.as_deref())?,
         full_revalidation: a.full,
         condition: None,
     };
     let mut prog = stage_progress(g);
     let out = check::run(&req, &mut prog)?;
-    check::write_outputs(&a.out, &out)?;
+    // Close the last stage's log line before the verdict is printed.
+    drop(prog);
+    check::write_outputs(&s.out, &out)?;
+    if let Some(j) = &a.junit {
+        junit::write(j, &junit::from_report(&out.report))?;
+    }
     if !a.no_history {
         let path = a
             .history
@@ -250,7 +351,7 @@ fn run_check(g: &Global, a: &CheckArgs) -> Result<i32> {
                 for x in &r.warnings {
                     eprintln!("  warning: {x}");
                 }
-                eprintln!("reports in {}", a.out.display());
+                eprintln!("reports in {}", s.out.display());
             }
         }
     }
@@ -331,7 +432,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
                 ));
             };
             let model = risk_model(p.risk_model.as_deref())?;
-            let policy = Policy::load(&p.policy)?;
+            let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
             let rows = check::predict_only(
                 base,
                 cand,
@@ -368,8 +469,8 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     }
 }
 
-fn cmd_summarize(g: &Global, reports: &Path, policy: &Path, model: Option<&Path>) -> Result<i32> {
-    let policy = Policy::load(policy)?;
+fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>) -> Result<i32> {
+    let policy = Policy::load(&Policy::resolve(policy, None))?;
     let model = risk_model(model)?;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
         .map_err(|e| Error::io(reports, e))?
@@ -461,7 +562,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         risk_model: rm,
     } = c
     {
-        let policy = Policy::load(policy)?;
+        let policy = Policy::load(&Policy::resolve(policy, None))?;
         let model = risk_model(rm.as_deref())?;
         let loaded = crate::study::load(reports)?;
         let study = crate::study::build(&loaded, &policy, &model);
@@ -506,7 +607,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         return Ok(EXIT_OK);
     };
     let manifest = crate::zoo::Manifest::load(&zoo.join(crate::zoo::MANIFEST))?;
-    let policy = Policy::load(policy)?;
+    let policy = Policy::load(&Policy::resolve(policy, None))?;
     let model = risk_model(None)?;
     let only: Vec<&str> = only
         .as_deref()
@@ -541,7 +642,10 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             base: manifest.base.clone(),
             candidate: reference.clone(),
             monitors: monitors.clone(),
-            data: data.clone(),
+            data: data
+                .clone()
+                .map(crate::revalidate::DataSource::Dir)
+                .unwrap_or_default(),
             policy: policy.clone(),
             risk_model: model.clone(),
             full_revalidation: true,

@@ -140,6 +140,40 @@ pub enum Command {
     /// A git pre-push hook that runs the gate on changed adapters and checkpoints.
     #[command(subcommand)]
     Hook(adapters::HookCommand),
+    /// Set up a repository: a starter probegate.toml, a policy and a GitHub workflow.
+    #[command(after_help = "Example:\n  \
+        probegate init --base smollm2 --monitors monitors/smollm2\n  \
+        probegate check --candidate smollm2+adapters/new   # then, anywhere in the repository\n\n\
+        Writes probegate.toml, .probegate/policy.toml (a copy of the built-in default policy)\n\
+        and .github/workflows/probegate.yml; refuses to overwrite unless --force.")]
+    Init(InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = "Examples:\n  \
+        probegate completions bash > ~/.local/share/bash-completion/completions/probegate\n  \
+        probegate completions zsh > \"${fpath[1]}/_probegate\"")]
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages (probegate.1 and one per subcommand) into a directory.
+    #[command(after_help = "Example:\n  probegate man --out ~/.local/share/man/man1")]
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The repository root to write into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The base model the monitors were trained on (written into probegate.toml).
+    #[arg(long, default_value = "smollm2")]
+    pub base: String,
+    /// The monitor suite, relative to the repository root.
+    #[arg(long, default_value = "monitors")]
+    pub monitors: String,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -198,7 +232,7 @@ pub struct FeaturesArgs {
     #[arg(long)]
     pub monitors: PathBuf,
     /// Unlabeled JSONL prompts (default: the shipped realignment corpus).
-    #[arg(long, default_value = "data/realign/corpus.jsonl")]
+    #[arg(long, default_value = crate::assets::DEFAULT_CORPUS)]
     pub corpus: PathBuf,
     /// Use the first N prompts of the corpus.
     #[arg(long, default_value_t = 256)]
@@ -291,7 +325,48 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => adapters::cmd_serve(&cli.global, a),
         Command::Github(c) => adapters::cmd_github(&cli.global, c),
         Command::Hook(c) => adapters::cmd_hook(&cli.global, c),
+        Command::Init(a) => cmd_init(&cli.global, a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "probegate", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+            clap_mangen::generate_to(Cli::command(), out).map_err(|e| Error::io(out, e))?;
+            if !cli.global.quiet {
+                eprintln!("wrote man pages to {}", out.display());
+            }
+            Ok(EXIT_OK)
+        }
     }
+}
+
+fn cmd_init(g: &Global, a: &InitArgs) -> Result<i32> {
+    let opts = crate::project::InitOptions {
+        base: a.base.clone(),
+        monitors: a.monitors.clone(),
+        force: a.force,
+    };
+    let written = crate::project::init(&a.dir, &opts)?;
+    match g.format {
+        Format::Json => emit_json(&serde_json::json!({ "written": written }))?,
+        Format::Human => {
+            for p in &written {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "\nFill in the lines marked TODO:\n  \
+                 - probegate.toml: `base` (the model your monitors were trained on) and `monitors` (your suite);\n  \
+                 - .github/workflows/probegate.yml: the probegate release to use.\n\
+                 Then, anywhere in the repository:  probegate check --candidate <model or BASE+ADAPTER_DIR>\n\
+                 A pre-push gate:  probegate hook install   (or pre-commit's `probegate` hook)"
+            );
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {

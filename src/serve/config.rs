@@ -58,7 +58,8 @@ pub struct Target {
     pub base: String,
     pub monitors: PathBuf,
     pub policy: PathBuf,
-    pub data: PathBuf,
+    /// `None`: the suite's own data, then the data built into probegate.
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -128,17 +129,11 @@ struct RawTarget {
     name: String,
     base: String,
     monitors: PathBuf,
-    #[serde(default = "default_policy")]
-    policy: PathBuf,
-    #[serde(default = "default_data")]
-    data: PathBuf,
-}
-
-fn default_policy() -> PathBuf {
-    "policies/default.toml".into()
-}
-fn default_data() -> PathBuf {
-    "data/suite".into()
+    /// A shipped policy's name or a file relative to this config; default: the built-in `default`.
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    data: Option<PathBuf>,
 }
 
 impl Config {
@@ -253,8 +248,11 @@ impl Config {
                 name: t.name,
                 base,
                 monitors: rel(&t.monitors),
-                policy: rel(&t.policy),
-                data: rel(&t.data),
+                policy: match &t.policy {
+                    Some(p) => crate::policy::Policy::resolve(p, path.parent()),
+                    None => PathBuf::from(crate::assets::DEFAULT_POLICY),
+                },
+                data: t.data.as_deref().map(rel),
             });
         }
         Ok(Config {
@@ -325,7 +323,9 @@ monitors = "monitors/smollm2"
         );
         let t = c.target(Registry::Huggingface, "acme/adapter").unwrap();
         assert_eq!(t.monitors, PathBuf::from("/etc/pg/monitors/smollm2"));
-        assert_eq!(t.policy, PathBuf::from("/etc/pg/policies/default.toml"));
+        // No policy or data named: the built-in ones, wherever the server runs.
+        assert_eq!(t.policy, PathBuf::from(crate::assets::DEFAULT_POLICY));
+        assert_eq!(t.data, None);
         assert!(c.target(Registry::Mlflow, "acme/adapter").is_none());
     }
 

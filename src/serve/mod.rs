@@ -286,7 +286,11 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             base: target.base.clone(),
             candidate: cand,
             monitors: target.monitors.clone(),
-            data: target.data.clone(),
+            data: target
+                .data
+                .clone()
+                .map(crate::revalidate::DataSource::Dir)
+                .unwrap_or_default(),
             policy: Policy::load(&target.policy)?,
             risk_model: RiskModel::default_model()?,
             full_revalidation: false,

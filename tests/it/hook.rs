@@ -56,22 +56,15 @@ fn pre_push_hook_gates_changed_candidates() {
     );
     ok(&work, &["push", "-q", "origin", "main"]);
 
-    // The hook runs in the pushing repository, so every path it gets is absolute.
-    let corpus = repo().join("data/realign/corpus.jsonl");
-    let policy = crate::check::test_policy(
-        tmp.path(),
-        &[(
-            "corpus = \"data/realign/corpus.jsonl\"",
-            &format!("corpus = \"{}\"", corpus.display()),
-        )],
-    );
+    // The hook runs in the pushing repository, so every path it gets is
+    // absolute; no --data: the labeled sets built into probegate are found by
+    // the hash each monitor recorded, and the policy's corpus is built in too.
+    let policy = crate::check::test_policy(tmp.path(), &[]);
     bin()
         .args(["hook", "install", "--base", "smollm2", "--repo"])
         .arg(&work)
         .arg("--monitors")
         .arg(repo().join("monitors/smollm2"))
-        .arg("--data")
-        .arg(repo().join("data/suite"))
         .arg("--policy")
         .arg(&policy)
         .assert()

@@ -9,6 +9,7 @@ mod github;
 mod harness;
 mod hook;
 mod hostile;
+mod install;
 mod monitor;
 mod realign;
 mod reference;

@@ -10,6 +10,8 @@ use std::path::Path;
 use crate::check::{Report, Status, Verdict};
 use crate::error::{Error, Result};
 
+pub mod junit;
+
 pub fn write_all(out: &Path, r: &Report) -> Result<()> {
     let write = |name: &str, text: String| -> Result<()> {
         let p = out.join(name);
