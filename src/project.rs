@@ -120,7 +120,7 @@ impl GateSettings {
                 "{flag} is required: pass it, or set `{key}` in {FILE} ({})",
                 match cfg {
                     Some(c) => format!("{} has none", c.path.display()),
-                    None => format!("none found here or above; `probegate init` writes one"),
+                    None => "none found here or above; `probegate init` writes one".into(),
                 }
             ))
         };
