@@ -45,6 +45,25 @@ impl App {
     fn job_dir(&self, id: u64) -> PathBuf {
         self.cfg.state_dir.join("jobs").join(id.to_string())
     }
+
+    /// Where an MLflow job's candidate is downloaded; removed when the job ends.
+    fn mlflow_cache(&self, id: u64) -> PathBuf {
+        self.cfg.state_dir.join("mlflow-cache").join(id.to_string())
+    }
+}
+
+/// Removes a directory when dropped: whichever way a job ends, its
+/// downloaded candidate goes (the report keeps the candidate's fingerprint).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.0) {
+                tracing::warn!("could not remove {}: {e}", self.0.display());
+            }
+        }
+    }
 }
 
 fn error_response(status: u16, msg: &str) -> Response {
@@ -250,6 +269,8 @@ async fn execute(app: Shared, job: Job) -> Outcome {
         let _ = check::write_error_report(&dir, &e.to_string());
         return fail(None, &e);
     };
+    let _mlflow_cache =
+        matches!(job.source, Source::Mlflow { .. }).then(|| RemoveOnDrop(app.mlflow_cache(job.id)));
     let candidate = match &job.source {
         Source::Huggingface { repo, new_sha, .. } => {
             let (a, repo, sha, base) = (
@@ -268,7 +289,13 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             .unwrap_or_else(|e| Err(Error::Usage(format!("fetch task failed: {e}"))))
         }
         Source::Mlflow { name, version, .. } => match &app.cfg.mlflow {
-            Some(m) => registry::mlflow_resolve(m, name, version, &target.base).await,
+            Some(m) => match registry::ArtifactLimits::from_env() {
+                Ok(limits) => {
+                    let cache = app.mlflow_cache(job.id);
+                    registry::mlflow_fetch(m, name, version, &target.base, &cache, &limits).await
+                }
+                Err(e) => Err(e),
+            },
             None => Err(Error::Usage("no [mlflow] section".into())),
         },
     };
@@ -343,18 +370,32 @@ async fn callback(app: Shared, id: u64) {
     let summary = job.summary.clone().unwrap_or_default();
     let md = std::fs::read_to_string(app.job_dir(id).join("report.md"))
         .unwrap_or_else(|_| format!("## probegate: {summary}\n"));
+    // The bytes the verdict was reached on (a job that could not evaluate has none).
+    let fingerprint = if job.state == JobState::Finished {
+        let fp = candidate_fingerprint(&app.job_dir(id));
+        if fp.is_none() {
+            tracing::warn!(job = id, "report.json has no candidate fingerprint");
+        }
+        fp
+    } else {
+        None
+    };
     let mut delay = Duration::from_millis(500);
     let tries = app.cfg.callback_retries.max(1);
     for attempt in 1..=tries {
         let res = match &job.source {
             Source::Mlflow { name, version, .. } => match &app.cfg.mlflow {
                 Some(m) => {
-                    let tags = [
-                        ("probegate.verdict", verdict.clone()),
-                        ("probegate.report", link.clone()),
-                        ("probegate.summary", summary.clone()),
-                    ];
-                    registry::mlflow_tag(m, name, version, &tags).await
+                    mlflow_tags(
+                        m,
+                        name,
+                        version,
+                        fingerprint.as_deref(),
+                        &verdict,
+                        &link,
+                        &summary,
+                    )
+                    .await
                 }
                 None => Err(Error::Usage("no [mlflow] section".into())),
             },
@@ -401,6 +442,43 @@ async fn callback(app: Shared, id: u64) {
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
+}
+
+/// The model-version tag holding the checked candidate's fingerprint.
+pub const FINGERPRINT_TAG: &str = "probegate.candidate_fingerprint";
+
+/// `candidate.fingerprint` from a job's report.json: a sha256, hex.
+fn candidate_fingerprint(job_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(job_dir.join("report.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let fp = v["candidate"]["fingerprint"].as_str()?;
+    (fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit())).then(|| fp.to_string())
+}
+
+/// MLflow: the fingerprint first (or its removal, so an error never sits
+/// beside an older check's fingerprint), the verdict last, so a reader that
+/// sees the verdict sees the fingerprint it was reached on.
+async fn mlflow_tags(
+    m: &config::MlflowConfig,
+    name: &str,
+    version: &str,
+    fingerprint: Option<&str>,
+    verdict: &str,
+    link: &str,
+    summary: &str,
+) -> Result<()> {
+    match fingerprint {
+        Some(fp) => {
+            registry::mlflow_tag(m, name, version, &[(FINGERPRINT_TAG, fp.to_string())]).await?
+        }
+        None => registry::mlflow_untag(m, name, version, FINGERPRINT_TAG).await?,
+    }
+    let tags = [
+        ("probegate.report", link.to_string()),
+        ("probegate.summary", summary.to_string()),
+        ("probegate.verdict", verdict.to_string()),
+    ];
+    registry::mlflow_tag(m, name, version, &tags).await
 }
 
 async fn worker_loop(app: Shared, mut stop: watch::Receiver<bool>) {
@@ -486,6 +564,10 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
     let resumed = store.recover()?;
     if !resumed.is_empty() {
         tracing::warn!("resuming jobs interrupted by a crash: {resumed:?}");
+    }
+    if cfg.mlflow.is_some() {
+        // A bad download cap stops the server here, not each job later.
+        registry::ArtifactLimits::from_env()?;
     }
     let pending = store.pending_callbacks()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
