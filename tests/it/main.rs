@@ -10,6 +10,7 @@ mod harness;
 mod hook;
 mod hostile;
 mod install;
+mod mlflow;
 mod monitor;
 mod realign;
 mod reference;
