@@ -222,6 +222,26 @@ pub struct HfRepo {
 struct Hf {
     log: Log,
     repos: Mutex<HashMap<String, HfRepo>>,
+    /// Gated repositories → the one token whose account accepted the terms.
+    gated: Mutex<HashMap<String, String>>,
+}
+
+impl Hf {
+    /// The Hub's answer for a gated repository: 401 with no token, 403 for a
+    /// token whose account has not accepted the terms.
+    fn refuse(&self, repo: &str, headers: &HeaderMap) -> Option<Response> {
+        let gated = self.gated.lock().unwrap();
+        let want = gated.get(repo)?;
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+        match given {
+            None => Some((StatusCode::UNAUTHORIZED, "Access to model is restricted").into_response()),
+            Some(g) if g == format!("Bearer {want}") => None,
+            Some(_) => Some(
+                (StatusCode::FORBIDDEN, "Access to model is restricted and you are not in the authorized list")
+                    .into_response(),
+            ),
+        }
+    }
 }
 
 async fn hf_revision(
@@ -232,6 +252,9 @@ async fn hf_revision(
     headers: HeaderMap,
 ) -> Response {
     s.log.push(&method, &uri, &headers, b"");
+    if let Some(no) = s.refuse(&format!("{org}/{name}"), &headers) {
+        return no;
+    }
     let repos = s.repos.lock().unwrap();
     match repos.get(&format!("{org}/{name}")) {
         Some(r) if r.sha == rev => Json(json!({
@@ -255,6 +278,9 @@ async fn hf_resolve(
     headers: HeaderMap,
 ) -> Response {
     s.log.push(&method, &uri, &headers, b"");
+    if let Some(no) = s.refuse(&format!("{org}/{name}"), &headers) {
+        return no;
+    }
     let path = {
         let repos = s.repos.lock().unwrap();
         match repos.get(&format!("{org}/{name}")) {
@@ -340,6 +366,14 @@ impl FakeHub {
     }
     pub fn add_repo(&self, name: &str, repo: HfRepo) {
         self.state.repos.lock().unwrap().insert(name.into(), repo);
+    }
+    /// Gate a repository: only `token` (whose account accepted the terms) may read it.
+    pub fn gate(&self, name: &str, token: &str) {
+        self.state
+            .gated
+            .lock()
+            .unwrap()
+            .insert(name.into(), token.into());
     }
     pub fn log(&self) -> &Log {
         &self.state.log

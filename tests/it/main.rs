@@ -9,6 +9,7 @@ mod github;
 mod harness;
 mod hook;
 mod hostile;
+mod hub;
 mod install;
 mod mlflow;
 mod monitor;
