@@ -234,10 +234,15 @@ impl Hf {
         let want = gated.get(repo)?;
         let given = headers.get("authorization").and_then(|v| v.to_str().ok());
         match given {
-            None => Some((StatusCode::UNAUTHORIZED, "Access to model is restricted").into_response()),
+            None => {
+                Some((StatusCode::UNAUTHORIZED, "Access to model is restricted").into_response())
+            }
             Some(g) if g == format!("Bearer {want}") => None,
             Some(_) => Some(
-                (StatusCode::FORBIDDEN, "Access to model is restricted and you are not in the authorized list")
+                (
+                    StatusCode::FORBIDDEN,
+                    "Access to model is restricted and you are not in the authorized list",
+                )
                     .into_response(),
             ),
         }
