@@ -3,7 +3,8 @@
 //! `probegate github publish`; it reads only the report directory, so it is
 //! the same whether the gate passed, failed or could not evaluate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use octocrab::models::CheckRunId;
 use octocrab::params::checks::{
@@ -15,9 +16,53 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Hidden marker that identifies probegate's sticky comment among a PR's comments.
+/// Hidden marker that identifies probegate's sticky comment among a PR's
+/// comments (the unnamed job's; a named job's is [`sticky_marker`]).
 pub const STICKY_MARKER: &str = "<!-- probegate:sticky-report -->";
 pub const CHECK_NAME: &str = "probegate";
+/// Longest job name accepted: it ends up in a check run's name (GitHub
+/// allows far more) and an artifact name.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// A job name keys the check run's name and the sticky comment's marker, so
+/// that two candidates gated in one pull request (a matrix) keep two check
+/// runs and two comments. Only `[A-Za-z0-9._-]`: the name sits inside an HTML
+/// comment (`-->` must not end it early) and in artifact names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Usage(format!("--name `{name}`: {why}")));
+    if name.is_empty() {
+        return bad("must not be empty (omit --name for the unnamed job)");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad(&format!("longer than {MAX_NAME_LEN} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "character {c:?} is not allowed (only A-Z a-z 0-9 . _ -; the Action sanitises candidates into such names)"
+        ));
+    }
+    Ok(())
+}
+
+/// The check run's name: `probegate`, or `probegate (NAME)` for a named job.
+pub fn check_name(name: Option<&str>) -> String {
+    match name {
+        None => CHECK_NAME.to_string(),
+        Some(n) => format!("{CHECK_NAME} ({n})"),
+    }
+}
+
+/// The sticky comment's hidden marker. A named job's marker is never a
+/// substring of the unnamed one's, nor of another name's (it ends in ` -->`).
+pub fn sticky_marker(name: Option<&str>) -> String {
+    match name {
+        None => STICKY_MARKER.to_string(),
+        Some(n) => format!("<!-- probegate:sticky-report:{n} -->"),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +204,8 @@ pub struct Client {
     octo: Octocrab,
     owner: String,
     repo: String,
+    /// The job name (see [`validate_name`]); `None` for the unnamed job.
+    name: Option<String>,
 }
 
 impl Client {
@@ -178,13 +225,23 @@ impl Client {
             octo,
             owner: owner.into(),
             repo: repo.into(),
+            name: None,
         })
+    }
+
+    /// Name this job's check run and sticky comment (refused unless [`validate_name`] accepts it).
+    pub fn with_name(mut self, name: Option<&str>) -> Result<Self> {
+        if let Some(n) = name {
+            validate_name(n)?;
+        }
+        self.name = name.map(str::to_string);
+        Ok(self)
     }
 
     pub async fn start_check_run(&self, head_sha: &str, details_url: Option<&str>) -> Result<u64> {
         let checks = self.octo.checks(&self.owner, &self.repo);
         let mut req = checks
-            .create_check_run(CHECK_NAME, head_sha)
+            .create_check_run(check_name(self.name.as_deref()), head_sha)
             .status(CheckRunStatus::InProgress);
         if let Some(u) = details_url {
             req = req.details_url(u);
@@ -248,7 +305,8 @@ impl Client {
         body: &str,
         mode: CommentMode,
     ) -> Result<Option<(u64, bool)>> {
-        let body = format!("{STICKY_MARKER}\n{body}");
+        let marker = sticky_marker(self.name.as_deref());
+        let body = format!("{marker}\n{body}");
         let issues = self.octo.issues(&self.owner, &self.repo);
         if mode == CommentMode::Off {
             return Ok(None);
@@ -264,7 +322,7 @@ impl Client {
                 if let Some(c) = page
                     .items
                     .iter()
-                    .find(|c| c.body.as_deref().is_some_and(|b| b.contains(STICKY_MARKER)))
+                    .find(|c| c.body.as_deref().is_some_and(|b| b.starts_with(&marker)))
                 {
                     let id = c.id;
                     // GitHub documents PATCH for this; octocrab's update_comment sends POST.
@@ -306,6 +364,8 @@ pub struct Publish<'a> {
     pub comment: CommentMode,
     pub details_url: Option<&'a str>,
     pub check_run: CheckRun,
+    /// The job name (`--name`); `None` for the unnamed job.
+    pub name: Option<&'a str>,
 }
 
 /// What publishing does with the check run.
@@ -329,7 +389,7 @@ pub struct Published {
 }
 
 pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
-    let c = Client::new(p.api_url, p.token, p.repository)?;
+    let c = Client::new(p.api_url, p.token, p.repository)?.with_name(p.name)?;
     let check_run_id = match p.check_run {
         CheckRun::Off => None,
         CheckRun::Create => Some(c.start_check_run(p.sha, p.details_url).await?),
@@ -349,5 +409,124 @@ pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
         comment_created: comment.is_some_and(|c| c.1),
         stale: s.stale,
         repaired: s.repaired,
+    })
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Usage(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "git {} (in {}): {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// What `probegate github candidates` found.
+#[derive(Debug, Serialize)]
+pub struct Changed {
+    /// The commit `since` resolved to.
+    pub since: String,
+    /// Files changed since then, relative to the repository root.
+    pub files: Vec<String>,
+    /// Model references for the adapters and checkpoints among them (absolute paths).
+    pub candidates: Vec<String>,
+}
+
+/// The adapters and checkpoints changed on HEAD's side since it forked from
+/// `since` (`git diff since...HEAD`, what a pull request's "files changed"
+/// shows), as model references on `base`: the pre-push hook's rules
+/// ([`crate::hooks::candidates`]). Names are read NUL-separated so that
+/// non-ASCII and odd paths arrive intact; deleted files make no candidate.
+pub fn changed_candidates(repo: &Path, since: &str, base: &str) -> Result<Changed> {
+    // A revision starting with '-' would be read as an option by git.
+    if since.is_empty() || since.starts_with('-') {
+        return Err(Error::Usage(format!(
+            "--since `{since}`: not a git revision"
+        )));
+    }
+    let top = git(repo, &["rev-parse", "--show-toplevel"])?;
+    let top = PathBuf::from(
+        String::from_utf8(top)
+            .map_err(|_| {
+                Error::Usage(format!(
+                    "{}: the repository's path is not UTF-8",
+                    repo.display()
+                ))
+            })?
+            .trim_end_matches(['\n', '\r']),
+    );
+    let sha = git(
+        &top,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{since}^{{commit}}"),
+        ],
+    )
+    .ok()
+    .and_then(|o| String::from_utf8(o).ok())
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+    .ok_or_else(|| {
+        Error::Usage(format!(
+            "--since `{since}`: no such commit in {} (a shallow clone? check out with \
+             `fetch-depth: 0` so the pull request's base is present)",
+            top.display()
+        ))
+    })?;
+    let names = git(
+        &top,
+        &[
+            "-c",
+            "core.quotePath=false",
+            "diff",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            &format!("{sha}...HEAD"),
+        ],
+    )?;
+    let mut files = Vec::new();
+    for raw in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        // Model references are strings, so a path that is not UTF-8 cannot
+        // become one: skipping such a model file would be a silent pass.
+        let name = match String::from_utf8(raw.to_vec()) {
+            Ok(n) => n,
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(raw);
+                let file = lossy.rsplit('/').next().unwrap_or("");
+                if file.ends_with(".gguf")
+                    || file.ends_with(".safetensors")
+                    || file.ends_with("config.json")
+                    || file.starts_with("adapter_model.")
+                {
+                    return Err(Error::Usage(format!(
+                        "changed file `{lossy}` in {}: the path is not UTF-8, so it cannot be \
+                         passed as a model reference; rename it",
+                        top.display()
+                    )));
+                }
+                continue;
+            }
+        };
+        if !files.contains(&name) {
+            files.push(name);
+        }
+    }
+    let candidates = crate::hooks::candidates(&top, &files, base);
+    Ok(Changed {
+        since: sha,
+        files,
+        candidates,
     })
 }

@@ -64,6 +64,8 @@ pub enum GithubCommand {
         sha: String,
         #[arg(long)]
         details_url: Option<String>,
+        #[arg(long, alias = "job", help = NAME_HELP)]
+        name: Option<String>,
     },
     /// Publish a `check --out` directory: complete the check run and write the PR comment.
     Publish {
@@ -90,8 +92,33 @@ pub enum GithubCommand {
         /// The monitor suite's path in the repository, for annotations.
         #[arg(long)]
         monitors: Option<String>,
+        #[arg(long, alias = "job", help = NAME_HELP)]
+        name: Option<String>,
+    },
+    /// List model references for the adapters and checkpoints changed since a revision.
+    #[command(
+        after_help = "Example (a pull request's changes; needs its base commit, e.g. fetch-depth: 0):\n  \
+        probegate github candidates --base smollm2 --since \"$BASE_SHA\"\n\n\
+        Files are those `git diff --name-only BASE...HEAD` lists, mapped as the pre-push hook maps them:\n\
+        an adapter directory becomes BASE+DIR, a .gguf file or a model directory itself."
+    )]
+    Candidates {
+        #[arg(long, help = super::MODEL_HELP)]
+        base: String,
+        /// The git revision changes are counted from (a pull request's base commit).
+        #[arg(long)]
+        since: String,
+        /// The repository (default: the current directory).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// End each reference with NUL instead of a newline (paths may hold any character).
+        #[arg(short = 'z', long)]
+        null: bool,
     },
 }
+
+const NAME_HELP: &str = "Job name, for several candidates in one pull request: keys the check run's \
+    name (`probegate (NAME)`) and the sticky comment, so each keeps its own. A-Z a-z 0-9 . _ - only.";
 
 #[derive(Args, Debug)]
 pub struct GithubRepo {
@@ -112,9 +139,11 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
             repo,
             sha,
             details_url,
+            name,
         } => {
             let id = rt.block_on(async {
                 github::Client::new(&repo.api_url, &repo.token, &repo.repository)?
+                    .with_name(name.as_deref())?
                     .start_check_run(sha, details_url.as_deref())
                     .await
             })?;
@@ -134,7 +163,12 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
             no_check_run,
             details_url,
             monitors,
+            name,
         } => {
+            // Refuse a bad name before reading anything.
+            if let Some(n) = name {
+                github::validate_name(n)?;
+            }
             let s = github::summarize(report, monitors.as_deref());
             let p = Publish {
                 api_url: &repo.api_url,
@@ -149,6 +183,7 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
                     (false, Some(id)) => CheckRun::Existing(*id),
                     (false, None) => CheckRun::Create,
                 },
+                name: name.as_deref(),
             };
             let out = rt.block_on(github::publish(&p, &s))?;
             match g.format {
@@ -161,6 +196,34 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
                     if out.comment_created { ", created" } else { "" }
                 ),
                 Format::Human => {}
+            }
+            Ok(EXIT_OK)
+        }
+        GithubCommand::Candidates {
+            base,
+            since,
+            repo,
+            null,
+        } => {
+            let c = github::changed_candidates(repo, since, base)?;
+            match g.format {
+                Format::Json => emit_json(&c)?,
+                Format::Human => {
+                    use std::io::Write;
+                    let end = if *null { "\0" } else { "\n" };
+                    let mut out = std::io::stdout().lock();
+                    for r in &c.candidates {
+                        // A newline inside a path would split it: only -z can carry it.
+                        if !*null && r.contains('\n') {
+                            return Err(Error::Usage(format!(
+                                "candidate `{}` holds a newline; list with -z",
+                                r.escape_debug()
+                            )));
+                        }
+                        write!(out, "{r}{end}").map_err(|e| Error::io("<stdout>", e))?;
+                    }
+                    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+                }
             }
             Ok(EXIT_OK)
         }

@@ -1,13 +1,16 @@
 //! `probegate github publish` through octocrab against a fake GitHub on
-//! loopback: exact endpoints, the auth header, and a sticky comment that a
-//! second run edits rather than duplicates.
+//! loopback: exact endpoints, the auth header, a sticky comment that a
+//! second run edits rather than duplicates, and one check run and comment
+//! per job name; `probegate github candidates` on a real git repository.
 
+use crate::action::git;
 use crate::fakes::FakeGithub;
 use crate::harness::*;
 
-fn publish(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
-    let out = bin()
-        .current_dir(repo())
+/// `probegate github publish` against the fake, for PR 7 of acme/models.
+fn publish_cmd(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = bin();
+    c.current_dir(repo())
         .env_remove("GITHUB_TOKEN")
         .args([
             "github",
@@ -26,9 +29,12 @@ fn publish(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> serde_j
             "--report",
         ])
         .arg(report)
-        .args(extra)
-        .output()
-        .unwrap();
+        .args(extra);
+    c
+}
+
+fn publish(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = publish_cmd(gh, report, extra).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -219,9 +225,17 @@ fn the_action_only_uses_declared_inputs_and_real_flags() {
                 "--details-url",
                 "--pr",
                 "--check-run-id",
+                "--name",
             ],
         ),
-        (vec!["github", "start"], vec!["--sha", "--details-url"]),
+        (
+            vec!["github", "start"],
+            vec!["--sha", "--details-url", "--name"],
+        ),
+        (
+            vec!["github", "candidates"],
+            vec!["--base", "--since", "--repo", "-z"],
+        ),
         (vec!["inspect"], vec!["--model", "--format"]),
     ] {
         let help = bin().args(&cmd).arg("--help").output().unwrap();
@@ -233,5 +247,178 @@ fn the_action_only_uses_declared_inputs_and_real_flags() {
                 "{f} listed here but not used by action.yml"
             );
         }
+    }
+}
+
+/// A matrix gating two candidates in one pull request: each job name keeps
+/// its own sticky comment and its own check run, and the unnamed job's
+/// comment is a third, untouched by either.
+#[test]
+fn named_jobs_keep_their_own_check_run_and_comment() {
+    let gh = FakeGithub::start();
+    // No report in the directory: a real "could not evaluate" summary.
+    let empty = tempfile::tempdir().unwrap();
+    let report = empty.path();
+    let a1 = publish(&gh, report, &["--name", "smollm2-adapters-a"]);
+    let b1 = publish(&gh, report, &["--job", "smollm2-adapters-b"]);
+    let a2 = publish(&gh, report, &["--name", "smollm2-adapters-a"]);
+    let plain = publish(&gh, report, &[]);
+    assert_eq!(a1["comment_created"], true);
+    assert_eq!(b1["comment_created"], true);
+    assert_ne!(a1["comment_id"], b1["comment_id"]);
+    assert_eq!(a2["comment_created"], false);
+    assert_eq!(a2["comment_id"], a1["comment_id"]);
+    assert_eq!(plain["comment_created"], true);
+    let comments = gh.comments(7);
+    assert_eq!(comments.len(), 3, "{comments:?}");
+    for (c, name) in
+        comments
+            .iter()
+            .zip([Some("smollm2-adapters-a"), Some("smollm2-adapters-b"), None])
+    {
+        assert!(
+            c.1.starts_with(&format!("{}\n", probegate::github::sticky_marker(name))),
+            "{c:?}"
+        );
+    }
+    let names: Vec<String> = gh
+        .log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/check-runs"))
+        .map(|r| r.body["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "probegate (smollm2-adapters-a)",
+            "probegate (smollm2-adapters-b)",
+            "probegate (smollm2-adapters-a)",
+            "probegate",
+        ]
+    );
+
+    // `github start` names the in-progress run the same way.
+    let before = gh.log().len();
+    bin()
+        .env_remove("GITHUB_TOKEN")
+        .args([
+            "github",
+            "start",
+            "--repository",
+            "acme/models",
+            "--api-url",
+        ])
+        .arg(gh.url())
+        .args(["--token", "t", "--sha", "s", "--name", "gemma3-q4"])
+        .assert()
+        .success();
+    assert_eq!(gh.log()[before].body["name"], "probegate (gemma3-q4)");
+
+    // A name that could close the HTML comment (or is not a name) is refused
+    // before any request.
+    let before = gh.log().len();
+    for bad in ["a -->", "", "x/y", &"n".repeat(101)] {
+        publish_cmd(&gh, report, &["--name", bad])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("--name"));
+    }
+    assert_eq!(gh.log().len(), before);
+}
+
+/// `github candidates` lists what a pull request changed (`BASE...HEAD`:
+/// not what the base branch gained meanwhile), maps it as the pre-push hook
+/// does, keeps non-ASCII paths intact through `-z`, skips deleted files, and
+/// fails closed on a revision it cannot find.
+#[test]
+fn candidates_come_from_the_pull_requests_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = std::fs::canonicalize(tmp.path()).unwrap();
+    let w = |p: &str, text: &str| {
+        let p = r.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    git(&r, &["init", "-q", "-b", "main"]);
+    w("README.md", "models\n");
+    w("adapters/old/adapter_config.json", "{}");
+    w("gone.gguf", "");
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-q", "-m", "start"]);
+    let fork = git(&r, &["rev-parse", "HEAD"]);
+
+    // The base branch moves on after the pull request forked.
+    w("adapters/main-only/adapter_config.json", "{}");
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-q", "-m", "on main"]);
+    let main = git(&r, &["rev-parse", "HEAD"]);
+
+    git(&r, &["checkout", "-q", "-b", "pr", &fork]);
+    w("adapters/über ü/adapter_config.json", "{}");
+    w("adapters/über ü/adapter_model.safetensors", "");
+    w("full/config.json", "{}");
+    w("full/model.safetensors", "");
+    w("m.gguf", "");
+    w("notes.md", "");
+    std::fs::remove_file(r.join("gone.gguf")).unwrap();
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-q", "-m", "pr"]);
+
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["github", "candidates", "--base", "smollm2", "--repo"])
+            .arg(&r)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--since", &main, "-z"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_terminator('\0')
+        .map(str::to_string)
+        .collect();
+    let expected = vec![
+        format!("smollm2+{}", r.join("adapters/über ü").display()),
+        r.join("full").display().to_string(),
+        r.join("m.gguf").display().to_string(),
+    ];
+    assert_eq!(listed, expected);
+
+    let out = run(&["--since", &main, "--format", "json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["since"], main);
+    assert_eq!(j["candidates"], serde_json::json!(expected));
+    let files: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"adapters/über ü/adapter_config.json"),
+        "{files:?}"
+    );
+    assert!(files.contains(&"gone.gguf"), "{files:?}");
+    assert!(!files.iter().any(|f| f.contains("main-only")), "{files:?}");
+
+    // Nothing changed since HEAD itself: an empty list, not an error.
+    let out = run(&["--since", "HEAD"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+
+    for (since, msg) in [
+        ("0123456789abcdef0123456789abcdef01234567", "no such commit"),
+        ("-p", "not a git revision"),
+    ] {
+        let out = run(&[&format!("--since={since}")]);
+        assert_eq!(out.status.code(), Some(2), "{since}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{since}: {err}");
     }
 }

@@ -1,5 +1,6 @@
 //! One integration-test binary (as ripgrep does): shared harness, one module per area.
 
+mod action;
 mod candidates;
 mod check;
 mod convert;
