@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::features::MonitorFeatures;
 use crate::model::Precision;
 use crate::monitor::{self as mon, BaseCheck, Monitor};
-use crate::policy::{Policy, Unverified};
+use crate::policy::{Policy, Unverified, WeakMonitors};
 use crate::realign;
 use crate::revalidate::{self, EvalResult};
 use crate::risk::{HistoryRow, Outcome, Risk, RiskModel};
@@ -411,7 +411,39 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
     let policy = &req.policy;
     // Test sets are read (and their hashes checked) before any compute, so a
     // wrong data directory fails fast.
-    let suite = mon::load_suite(&req.monitors)?;
+    let mut suite = mon::load_suite(&req.monitors)?;
+    // Monitors below the policy on their own base are a finding about the
+    // suite, never a reason to fail the candidate.
+    let mut findings = Vec::new();
+    let weak: Vec<String> = suite
+        .iter()
+        .filter_map(|m| revalidate::weak_on_base(m, &policy.metrics))
+        .collect();
+    if !weak.is_empty() {
+        match policy.suite.weak_monitors {
+            WeakMonitors::Refuse => {
+                return Err(Error::Usage(format!(
+                    "the monitor suite does not meet policy `{}` on its own base (suite.weak_monitors = \"refuse\"): {}",
+                    policy.name,
+                    weak.join("; ")
+                )))
+            }
+            WeakMonitors::Exclude => {
+                suite.retain(|m| revalidate::weak_on_base(m, &policy.metrics).is_none());
+                if suite.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "every monitor is below policy `{}` on its own base and suite.weak_monitors excludes them: {}",
+                        policy.name,
+                        weak.join("; ")
+                    )));
+                }
+                findings.extend(weak.iter().map(|w| format!("suite: {w}; left out of this check")));
+            }
+            WeakMonitors::Warn => findings.extend(weak.iter().map(|w| {
+                format!("suite: {w}; judged only on what the candidate changed")
+            })),
+        }
+    }
     let mut tests = BTreeMap::new();
     let mut trains = BTreeMap::new();
     let ladder = policy.recalibration.enabled
@@ -766,7 +798,8 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             .then(a.name.cmp(&b.name))
     });
 
-    let (verdict, reasons, warnings) = decide(policy, diff.family, &reports, corpus_len);
+    let (verdict, reasons, mut warnings) = decide(policy, diff.family, &reports, corpus_len);
+    warnings.splice(0..0, findings);
     secs.insert("total".into(), t0.elapsed().as_secs_f64());
     Ok(CheckOutput {
         report: Report {
@@ -971,8 +1004,11 @@ pub fn decide(
 ) -> (Verdict, Vec<String>, Vec<String>) {
     let mut fail = Vec::new();
     let mut warn = Vec::new();
+    // A candidate identical to its base changed nothing, so nothing can be
+    // its fault: whatever a monitor shows is a fact about the suite.
+    let identical = family == Family::Identical;
     if let Some(allowed) = &policy.allowed_families {
-        if !allowed.contains(&family) {
+        if !allowed.contains(&family) && !identical {
             fail.push(format!(
                 "the candidate is a {family:?} update; policy `{}` allows only {allowed:?}",
                 policy.name
@@ -1022,6 +1058,11 @@ pub fn decide(
             }
             _ => {}
         }
+    }
+    if identical {
+        warn.extend(fail.drain(..).map(|f| {
+            format!("suite (the candidate is identical to its base, so this is not the candidate's doing): {f}")
+        }));
     }
     if policy.realignment.enabled && corpus_prompts < policy.realignment.min_prompts {
         warn.push(format!(
@@ -1191,6 +1232,19 @@ mod tests {
             600,
         );
         assert_eq!(v, Verdict::Pass);
+
+        // Nothing the suite shows fails a candidate identical to its base,
+        // not even under a policy that fails unverified monitors.
+        let stale = monitor("privacy_pii-l22", Status::Stale, true);
+        let unv = monitor("toxicity-l7", Status::Unverified, false);
+        for pol in [&p, &failing, &qonly] {
+            let (v, r, w) = decide(pol, Family::Identical, &[stale.clone(), unv.clone()], 600);
+            assert_eq!((v, r.len()), (Verdict::Pass, 0), "{r:?}");
+            assert!(
+                w.iter().any(|x| x.contains("identical to its base")),
+                "{w:?}"
+            );
+        }
 
         // Too small a corpus: realignment not attempted, said so.
         let (_, _, w) = decide(&p, fam, &[healthy], 10);

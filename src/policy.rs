@@ -11,6 +11,28 @@ use toml::Spanned;
 use crate::diff::Family;
 use crate::error::{Error, Result};
 
+/// What a monitor that never met the policy on its own base means for a
+/// check: the suite's problem, so never a reason to fail a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WeakMonitors {
+    /// Reported as a finding about the suite; judged only on what the
+    /// candidate changed (its drops), not on the absolute `min_auroc`.
+    #[default]
+    Warn,
+    /// Reported and left out of the check.
+    Exclude,
+    /// The check cannot evaluate (exit 2) until the suite is fixed.
+    Refuse,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SuitePolicy {
+    #[serde(default)]
+    pub weak_monitors: WeakMonitors,
+}
+
 /// What a monitor the budget did not reach means for the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +128,9 @@ pub struct Policy {
     pub retraining: Rung,
     /// Update families this pipeline accepts; others fail the candidate.
     pub allowed_families: Option<Vec<Family>>,
+    /// What the suite itself must meet.
+    #[serde(default)]
+    pub suite: SuitePolicy,
     /// Where the policy was read from.
     pub source: String,
 }
@@ -183,6 +208,8 @@ struct RawPolicy {
     retraining: Option<RawRung>,
     #[serde(default)]
     allowed_families: Option<Vec<Family>>,
+    #[serde(default)]
+    suite: SuitePolicy,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +395,7 @@ impl RawPolicy {
             recalibration,
             retraining,
             allowed_families: self.allowed_families,
+            suite: self.suite,
             source: path.display().to_string(),
         })
     }

@@ -414,6 +414,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
             for (dir, _) in &written {
                 eprintln!("wrote {}", dir.display());
             }
+            weak_warning(written.iter().map(|(_, r)| &r.2));
         }
         Format::Human => {}
     }
@@ -653,4 +654,22 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         Format::Human => {}
     }
     Ok(EXIT_OK)
+}
+
+/// Say at training time what `check` will say: a monitor below the built-in
+/// default policy's `min_auroc` on its own base is weak, reported as a
+/// finding about the suite (never a reason to fail a candidate).
+fn weak_warning<'a>(monitors: impl Iterator<Item = &'a mon::Monitor>) {
+    let Ok(p) = crate::policy::Policy::load(std::path::Path::new(crate::assets::DEFAULT_POLICY))
+    else {
+        return;
+    };
+    for m in monitors {
+        if let Some(w) = crate::revalidate::weak_on_base(m, &p.metrics) {
+            eprintln!(
+                "warning: {w} (the built-in default policy); `probegate check` will report it as a \
+                 weak monitor of the suite (policy [suite] weak_monitors = warn | exclude | refuse)"
+            );
+        }
+    }
 }

@@ -325,7 +325,12 @@ fn webhooks_authenticate_dedupe_and_run_real_checks() {
             .map(|r| r.body.clone())
             .collect()
     };
-    assert_eq!(of("1").len(), 3, "{tags:?}");
+    // The registry was re-read, then told: four tags for a verdict (the
+    // candidate's fingerprint first, the verdict last), three when the gate
+    // could not evaluate.
+    assert_eq!(of("1").len(), 4, "{tags:?}");
+    assert_eq!(of("1")[0]["key"], "probegate.candidate_fingerprint");
+    assert_eq!(of("1")[3]["key"], "probegate.verdict");
     assert!(of("1").contains(&json!({"name": "smollm2-chat", "version": "1", "key": "probegate.verdict", "value": "pass"})));
     assert!(of("1").iter().any(|t| t["key"] == "probegate.report"
         && t["value"] == format!("http://probegate.test/jobs/{id}/report.md")));
