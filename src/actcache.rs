@@ -127,7 +127,7 @@ impl ActCache {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let meta = [(MODEL_KEY.to_string(), model_fingerprint.to_string())].into();
-        activations::save_safetensors(vec![("x".into(), t.clone())], meta, &p)?;
+        crate::util::save_safetensors(vec![("x".into(), t.clone())], meta, &p)?;
         self.evict()
     }
 
@@ -235,7 +235,7 @@ pub fn cached_activations(
         batch_size,
     } = spec;
     let fp = ck.fingerprint()?;
-    let data = crate::monitor::data::texts_sha256(texts);
+    let data = crate::util::texts_sha256(texts);
     let max_tokens = 2048;
     let mut out = BTreeMap::new();
     let mut missing = Vec::new();

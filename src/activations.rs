@@ -6,8 +6,7 @@
 //! and token counts, so a cached file says exactly what produced it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -17,76 +16,6 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Pool, Precision};
 
 pub const FORMAT_VERSION: &str = "1";
-
-/// Reads JSONL prompts: one object per line with a string `text`; other
-/// fields are ignored and blank lines skipped.
-/// Calls `f(line_number, value)` for each non-blank line of a JSONL file;
-/// bytes that are not UTF-8 or lines that are not JSON are errors naming the line.
-pub fn for_each_json_line(
-    path: &Path,
-    mut f: impl FnMut(usize, serde_json::Value) -> Result<()>,
-) -> Result<()> {
-    // On disk or built into the binary (`builtin:data/...`).
-    let reader = crate::assets::open(path)?;
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let lineno = i + 1;
-        let bytes = line.map_err(|e| Error::io(path, e))?;
-        let line = String::from_utf8(bytes).map_err(|e| Error::Input {
-            path: path.into(),
-            line: lineno,
-            msg: format!("not valid UTF-8 ({e})"),
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Input {
-            path: path.into(),
-            line: lineno,
-            msg: format!("not a JSON object: {e}"),
-        })?;
-        f(lineno, v)?;
-    }
-    Ok(())
-}
-
-pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for_each_json_line(path, |lineno, v| {
-        match v.get("text") {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => out.push(s.clone()),
-            Some(serde_json::Value::String(_)) => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "field `text` is empty".into(),
-                })
-            }
-            Some(_) => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "field `text` is not a string".into(),
-                })
-            }
-            None => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "missing field `text`".into(),
-                })
-            }
-        }
-        Ok(())
-    })?;
-    if out.is_empty() {
-        return Err(Error::Input {
-            path: path.into(),
-            line: 0,
-            msg: "no prompts: the file has no lines with a `text` field".into(),
-        });
-    }
-    Ok(out)
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExtractOptions {
@@ -104,7 +33,7 @@ impl Default for ExtractOptions {
             layers: vec![],
             pools: vec![Pool::Last],
             precision: Precision::F32,
-            batch_size: 16,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
             max_tokens: 2048,
         }
     }
@@ -247,7 +176,7 @@ impl Activations {
             .iter()
             .map(|(l, t)| (format!("layer.{l}"), t.clone()))
             .collect();
-        save_safetensors(tensors, self.metadata(), path)
+        crate::util::save_safetensors(tensors, self.metadata(), path)
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -343,73 +272,4 @@ impl Activations {
             data,
         })
     }
-}
-
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes tensors with string metadata to `path` atomically (temp file, then rename).
-pub fn save_safetensors(
-    tensors: Vec<(String, Tensor)>,
-    metadata: HashMap<String, String>,
-    path: &Path,
-) -> Result<()> {
-    let data: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(data, Some(metadata))
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-    write_canonical_safetensors(bytes, path)
-}
-
-/// Writes serialized safetensors bytes atomically, with the JSON header's
-/// keys sorted: the crate writes its metadata map in hash order, and equal
-/// inputs must give byte-identical files (fingerprints, a seeded zoo).
-pub fn write_canonical_safetensors(mut bytes: Vec<u8>, path: &Path) -> Result<()> {
-    fn sorted(v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                let parts: Vec<String> = keys
-                    .iter()
-                    .map(|k| {
-                        format!(
-                            "{}:{}",
-                            serde_json::Value::String((*k).clone()),
-                            sorted(&m[*k])
-                        )
-                    })
-                    .collect();
-                format!("{{{}}}", parts.join(","))
-            }
-            other => other.to_string(),
-        }
-    }
-    if bytes.len() >= 8 {
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])) as usize;
-        if let Some(header) = bytes.get(8..8 + n) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) {
-                let canon = sorted(&v).into_bytes();
-                // Same entries, same length: only the order changes.
-                if canon.len() <= n {
-                    bytes[8..8 + canon.len()].copy_from_slice(&canon);
-                    bytes[8 + canon.len()..8 + n].fill(b' ');
-                }
-            }
-        }
-    }
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }

@@ -6,23 +6,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::actcache::{cached_activations, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
-use crate::diff::{BlockDiff, Family};
+use crate::diff::Family;
 use crate::error::{Error, Result};
 use crate::features::MonitorFeatures;
 use crate::model::Precision;
 use crate::monitor::{self as mon, BaseCheck, Monitor};
 use crate::policy::{Policy, Unverified, WeakMonitors};
 use crate::realign;
+pub use crate::report::{
+    Alternative, BudgetUse, DiffSummary, ModelInfo, MonitorReport, RealignReport, Report, Rung,
+    RungReport, Status, Verdict, REPORT_SCHEMA, REPORT_VERSION,
+};
 use crate::revalidate::{self, EvalResult};
-use crate::risk::{HistoryRow, Outcome, Risk, RiskModel};
+use crate::risk::{Risk, RiskModel};
 
-pub const REPORT_SCHEMA: &str = "probegate.report";
-pub const REPORT_VERSION: u32 = 1;
-
+/// What one gate run is asked to check.
 pub struct CheckRequest {
     pub base: String,
     pub candidate: String,
@@ -35,195 +35,6 @@ pub struct CheckRequest {
     pub full_revalidation: bool,
     /// A name for the candidate (the zoo's condition), recorded in history.
     pub condition: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    PassWithRepairs,
-    Fail,
-}
-
-impl Verdict {
-    /// The name report.json uses (`pass`, `pass_with_repairs`, `fail`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::PassWithRepairs => "pass_with_repairs",
-            Verdict::Fail => "fail",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Revalidated and within the policy's limits.
-    Healthy,
-    /// Stale, repaired by label-free realignment (verified if the policy says so).
-    Repaired,
-    /// Stale and not repaired.
-    Stale,
-    /// Outside the budget: not revalidated.
-    Unverified,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RealignReport {
-    pub method: realign::Method,
-    /// Label-free selection error (held-out unlabeled prompts, base-logit variance units).
-    pub heldout_error: f64,
-    /// The same error with no map: a map must beat it to be applied.
-    pub identity_error: f64,
-    pub prompts: usize,
-    /// Labeled metrics of the repaired monitor through the candidate.
-    pub after: EvalResult,
-    pub stale_reasons_after: Vec<String>,
-    pub verified: bool,
-    /// Where the repaired monitor was written (relative to the output directory).
-    pub written_to: Option<String>,
-    /// Every method's labeled result, for auditing the label-free choice
-    /// (never used to choose: that would spend the labels the choice must not see).
-    #[serde(default)]
-    pub alternatives: Vec<Alternative>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Alternative {
-    pub method: realign::Method,
-    pub heldout_error: f64,
-    pub auroc: f64,
-    pub balanced_accuracy: f64,
-    pub would_pass: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MonitorReport {
-    pub name: String,
-    pub concept: String,
-    pub layer: usize,
-    pub critical: bool,
-    pub status: Status,
-    /// The rung of the repair ladder this monitor needed (none, realignment).
-    pub rung: String,
-    pub risk: Risk,
-    pub features: MonitorFeatures,
-    pub eval: Option<EvalResult>,
-    pub stale_reasons: Vec<String>,
-    pub realignment: Option<RealignReport>,
-    /// Rung 2: the threshold chosen again on a few labeled training examples.
-    #[serde(default)]
-    pub recalibration: Option<RungReport>,
-    /// Rung 3: the probe retrained on the candidate's activations.
-    #[serde(default)]
-    pub retraining: Option<RungReport>,
-    /// The repaired monitor's directory under the output directory.
-    #[serde(default)]
-    pub repaired_monitor: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RungReport {
-    /// Labeled training examples this rung ran through the candidate.
-    pub examples: usize,
-    pub threshold: Option<f64>,
-    pub after: EvalResult,
-    pub stale_reasons_after: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub reference: String,
-    pub fingerprint: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DiffSummary {
-    pub family: Family,
-    pub evidence: Vec<String>,
-    pub blocks: Vec<BlockDiff>,
-    pub kinds: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BudgetUse {
-    pub examples_limit: usize,
-    pub examples_used: usize,
-    /// Examples a full revalidation of every monitor would run.
-    pub examples_full: usize,
-    pub seconds_limit: Option<f64>,
-    pub full_revalidation: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub schema: String,
-    pub version: u32,
-    pub probegate_version: String,
-    pub verdict: Verdict,
-    pub reasons: Vec<String>,
-    pub warnings: Vec<String>,
-    pub base: ModelInfo,
-    pub candidate: ModelInfo,
-    pub condition: Option<String>,
-    pub policy: Policy,
-    pub diff: DiffSummary,
-    pub budget: BudgetUse,
-    pub monitors: Vec<MonitorReport>,
-    pub corpus_prompts: usize,
-    pub seconds: BTreeMap<String, f64>,
-}
-
-impl Report {
-    /// The base's short id (`smollm2`, a file stem): the history's model and
-    /// the leave-one-model-out unit.
-    pub fn model_id(&self) -> String {
-        let b = &self.base.reference;
-        Path::new(b)
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| b.clone())
-    }
-
-    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut c = BTreeMap::new();
-        for m in &self.monitors {
-            let k = match m.status {
-                Status::Healthy => "healthy",
-                Status::Repaired => "repaired",
-                Status::Stale => "stale",
-                Status::Unverified => "unverified",
-            };
-            *c.entry(k).or_insert(0) += 1;
-        }
-        c
-    }
-
-    /// History rows for every revalidated monitor.
-    pub fn history(&self, model: &str) -> Vec<HistoryRow> {
-        self.monitors
-            .iter()
-            .filter_map(|m| {
-                let e = m.eval.as_ref()?;
-                Some(HistoryRow::new(
-                    model,
-                    &self.candidate.reference,
-                    &self.candidate.fingerprint,
-                    self.condition.clone(),
-                    m.features.clone(),
-                    Outcome {
-                        auroc: e.auroc,
-                        delta_auroc: e.delta_auroc,
-                        balanced_accuracy: e.balanced_accuracy,
-                        delta_balanced_accuracy: e.balanced_accuracy - e.base_balanced_accuracy,
-                        stale_auroc: e.delta_auroc <= -0.05 + 1e-12,
-                        stale_policy: !m.stale_reasons.is_empty(),
-                    },
-                ))
-            })
-            .collect()
-    }
 }
 
 /// Progress callbacks: (stage, done, total).
@@ -288,7 +99,7 @@ fn prepare(
     )?;
     let cand_fp = cand.fingerprint()?;
     let max_prompts = corpus.max_prompts.max(2);
-    let mut corpus = crate::activations::read_prompts(corpus.path)?;
+    let mut corpus = crate::util::read_prompts(corpus.path)?;
     corpus.truncate(max_prompts);
     secs.insert("load".into(), t0.elapsed().as_secs_f64());
     progress("load", 1, 1);
@@ -311,7 +122,7 @@ fn prepare(
         let spec = ActSpec {
             pool,
             precision: Precision::F32,
-            batch_size: 16,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
         let total = 2 * corpus.len();
         let mut seen = 0;
@@ -523,7 +334,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             let spec = ActSpec {
                 pool,
                 precision: Precision::F32,
-                batch_size: 16,
+                batch_size: crate::util::DEFAULT_BATCH_SIZE,
             };
             let mut seen = 0;
             let acts = cached_activations(&cand, &cache, &d.texts, &layers, spec, &mut |k| {
@@ -533,7 +344,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             for m in ms {
                 let x = &acts[&m.meta.hook.layer];
                 let s = m.scores(x)?;
-                let e = revalidate::evaluate(m, &s, &d.labels, 20261127)?;
+                let e = revalidate::evaluate(m, &s, &d.labels, crate::util::DEFAULT_SEED)?;
                 evals.insert(
                     m.meta.name.clone(),
                     Revalidated {
@@ -573,7 +384,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
                 layer: m.meta.hook.layer,
                 critical,
                 status: Status::Unverified,
-                rung: "none".into(),
+                rung: Rung::None,
                 risk: risks[name].clone(),
                 features: features[name].clone(),
                 eval: None,
@@ -588,7 +399,12 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         let reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
         let xt = candle_core::Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?;
         let verify = |fixed: &Monitor| -> Result<(EvalResult, Vec<String>)> {
-            let after = revalidate::evaluate(fixed, &fixed.scores(&xt)?, &rv.labels, 20261127)?;
+            let after = revalidate::evaluate(
+                fixed,
+                &fixed.scores(&xt)?,
+                &rv.labels,
+                crate::util::DEFAULT_SEED,
+            )?;
             let r = revalidate::stale_reasons(m, &after, &policy.metrics);
             Ok((after, r))
         };
@@ -597,7 +413,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
         } else {
             Status::Stale
         };
-        let mut rung = "none".to_string();
+        let mut rung = Rung::None;
         let mut realignment = None;
         let mut recalibration = None;
         let mut retraining = None;
@@ -656,7 +472,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             }
             if ok {
                 status = Status::Repaired;
-                rung = "realignment".into();
+                rung = Rung::Realignment;
             }
             realignment = Some(RealignReport {
                 method: choice.method,
@@ -675,7 +491,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             let (_, pick) = crate::monitor::train::stratified_split(
                 &train.labels,
                 (policy.recalibration.labels as f64 / train.labels.len().max(1) as f64).min(1.0),
-                20261127,
+                crate::util::DEFAULT_SEED,
             );
             let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
             let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
@@ -718,7 +534,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             let (after, reasons_after) = verify(&fixed)?;
             if reasons_after.is_empty() {
                 status = Status::Repaired;
-                rung = "recalibration".into();
+                rung = Rung::Recalibration;
                 current = fixed;
             }
             recalibration = Some(RungReport {
@@ -751,7 +567,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             let (after, reasons_after) = verify(&fixed)?;
             if reasons_after.is_empty() {
                 status = Status::Repaired;
-                rung = "retraining".into();
+                rung = Rung::Retraining;
                 current = fixed;
             }
             retraining = Some(RungReport {
@@ -762,7 +578,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             });
         }
         if status == Status::Repaired {
-            if let (Some(r), "realignment") = (realignment.as_mut(), rung.as_str()) {
+            if let (Some(r), Rung::Realignment) = (realignment.as_mut(), rung) {
                 r.written_to = Some(format!("repaired/{name}"));
             }
             current.meta.provenance.repaired_for = Some(cand_fp.clone());
@@ -770,7 +586,7 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             current.meta.name = name.clone();
             repaired.push(current);
         } else if status == Status::Stale {
-            rung = "beyond repair".into();
+            rung = Rung::BeyondRepair;
         }
         reports.push(MonitorReport {
             name: name.clone(),
@@ -798,7 +614,11 @@ pub fn run(req: &CheckRequest, progress: Progress) -> Result<CheckOutput> {
             .then(a.name.cmp(&b.name))
     });
 
-    let (verdict, reasons, mut warnings) = decide(policy, diff.family, &reports, corpus_len);
+    let Decision {
+        verdict,
+        reasons,
+        mut warnings,
+    } = decide(policy, diff.family, &reports, corpus_len);
     warnings.splice(0..0, findings);
     secs.insert("total".into(), t0.elapsed().as_secs_f64());
     Ok(CheckOutput {
@@ -905,7 +725,7 @@ impl<'a> LadderActs<'a> {
         let spec = ActSpec {
             pool: m.meta.pooling,
             precision: Precision::F32,
-            batch_size: 16,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
         let acts = cached_activations(ck, self.cache, texts, &layers, spec, &mut |_| {})?;
         let slot = self.memo.entry(Self::memo_key(on_base, m)).or_default();
@@ -927,7 +747,7 @@ fn monitor_acts(
     let spec = ActSpec {
         pool: m.meta.pooling,
         precision: Precision::F32,
-        batch_size: 16,
+        batch_size: crate::util::DEFAULT_BATCH_SIZE,
     };
     let mut acts = cached_activations(ck, cache, texts, &[l], spec, &mut |_| {})?;
     acts.remove(&l)
@@ -985,7 +805,11 @@ pub fn replay_budgeted(full: &Report, policy: &Policy, model: &RiskModel) -> Rep
             m.status = Status::Unverified;
         }
     }
-    let (v, reasons, warnings) = decide(policy, r.diff.family, &r.monitors, r.corpus_prompts);
+    let Decision {
+        verdict: v,
+        reasons,
+        warnings,
+    } = decide(policy, r.diff.family, &r.monitors, r.corpus_prompts);
     r.verdict = v;
     r.reasons = reasons;
     r.warnings = warnings;
@@ -996,12 +820,21 @@ pub fn replay_budgeted(full: &Report, policy: &Policy, model: &RiskModel) -> Rep
 }
 
 /// The verdict and its reasons, from the monitors' statuses under `policy`.
+/// What the policy makes of the monitors' states: the verdict, the reasons
+/// it fails (empty unless it does) and the warnings a reviewer should read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 pub fn decide(
     policy: &Policy,
     family: Family,
     monitors: &[MonitorReport],
     corpus_prompts: usize,
-) -> (Verdict, Vec<String>, Vec<String>) {
+) -> Decision {
     let mut fail = Vec::new();
     let mut warn = Vec::new();
     // A candidate identical to its base changed nothing, so nothing can be
@@ -1019,13 +852,13 @@ pub fn decide(
         match m.status {
             Status::Stale => {
                 let tried: Vec<&str> = [
-                    ("realignment", m.realignment.is_some()),
-                    ("recalibration", m.recalibration.is_some()),
-                    ("retraining", m.retraining.is_some()),
+                    (Rung::Realignment, m.realignment.is_some()),
+                    (Rung::Recalibration, m.recalibration.is_some()),
+                    (Rung::Retraining, m.retraining.is_some()),
                 ]
                 .iter()
                 .filter(|(_, t)| *t)
-                .map(|(n, _)| *n)
+                .map(|(n, _)| n.as_str())
                 .collect();
                 fail.push(format!(
                     "{}{} is stale{}: {}",
@@ -1039,7 +872,7 @@ pub fn decide(
                     m.stale_reasons.join("; ")
                 ))
             }
-            Status::Repaired if !policy.may_pass(&m.rung) => fail.push(format!(
+            Status::Repaired if !policy.may_pass(m.rung) => fail.push(format!(
                 "{} is stale ({}); {} repaired it but policy `{}` does not let that rung pass",
                 m.name,
                 m.stale_reasons.join("; "),
@@ -1078,7 +911,11 @@ pub fn decide(
     } else {
         Verdict::Pass
     };
-    (verdict, fail, warn)
+    Decision {
+        verdict,
+        reasons: fail,
+        warnings: warn,
+    }
 }
 
 /// Writes report.json, report.md, report.html and the repaired monitors.
@@ -1164,9 +1001,9 @@ mod tests {
             critical,
             status,
             rung: if status == Status::Repaired {
-                "realignment".into()
+                Rung::Realignment
             } else {
-                "none".into()
+                Rung::None
             },
             risk: Risk {
                 p_stale: 0.3,
@@ -1191,41 +1028,73 @@ mod tests {
         let p = policy();
         let fam = Family::LowRankAdapter;
         let healthy = monitor("toxicity-l15", Status::Healthy, false);
-        let (v, r, _) = decide(&p, fam, std::slice::from_ref(&healthy), 600);
+        let Decision {
+            verdict: v,
+            reasons: r,
+            warnings: _,
+        } = decide(&p, fam, std::slice::from_ref(&healthy), 600);
         assert_eq!((v, r.len()), (Verdict::Pass, 0));
 
         let repaired = monitor("privacy_pii-l15", Status::Repaired, true);
-        let (v, _, _) = decide(&p, fam, &[healthy.clone(), repaired.clone()], 600);
+        let Decision {
+            verdict: v,
+            reasons: _,
+            warnings: _,
+        } = decide(&p, fam, &[healthy.clone(), repaired.clone()], 600);
         assert_eq!(v, Verdict::PassWithRepairs);
 
         // Realignment may not pass a candidate under the strict policy.
         let mut strict = p.clone();
         strict.realignment.may_pass = false;
-        let (v, r, _) = decide(&strict, fam, &[repaired], 600);
+        let Decision {
+            verdict: v,
+            reasons: r,
+            warnings: _,
+        } = decide(&strict, fam, &[repaired], 600);
         assert_eq!(v, Verdict::Fail);
         assert!(r[0].contains("does not let that rung pass"), "{r:?}");
 
         let stale = monitor("privacy_pii-l22", Status::Stale, true);
-        let (v, r, _) = decide(&p, fam, &[healthy.clone(), stale], 600);
+        let Decision {
+            verdict: v,
+            reasons: r,
+            warnings: _,
+        } = decide(&p, fam, &[healthy.clone(), stale], 600);
         assert_eq!(v, Verdict::Fail);
         assert!(r[0].contains("(critical) is stale"), "{r:?}");
 
         // Unverified: a warning under default, a failure when the policy says so.
         let unv = monitor("toxicity-l7", Status::Unverified, false);
-        let (v, r, w) = decide(&p, fam, &[healthy.clone(), unv.clone()], 600);
+        let Decision {
+            verdict: v,
+            reasons: r,
+            warnings: w,
+        } = decide(&p, fam, &[healthy.clone(), unv.clone()], 600);
         assert_eq!((v, r.len(), w.len()), (Verdict::Pass, 0, 1));
         let mut failing = p.clone();
         failing.unverified = Unverified::Fail;
-        let (v, _, _) = decide(&failing, fam, &[healthy.clone(), unv], 600);
+        let Decision {
+            verdict: v,
+            reasons: _,
+            warnings: _,
+        } = decide(&failing, fam, &[healthy.clone(), unv], 600);
         assert_eq!(v, Verdict::Fail);
 
         // A family the policy does not allow fails even with healthy monitors.
         let mut qonly = p.clone();
         qonly.allowed_families = Some(vec![Family::Identical, Family::Quantization]);
-        let (v, r, _) = decide(&qonly, fam, std::slice::from_ref(&healthy), 600);
+        let Decision {
+            verdict: v,
+            reasons: r,
+            warnings: _,
+        } = decide(&qonly, fam, std::slice::from_ref(&healthy), 600);
         assert_eq!(v, Verdict::Fail);
         assert!(r[0].contains("LowRankAdapter"), "{r:?}");
-        let (v, _, _) = decide(
+        let Decision {
+            verdict: v,
+            reasons: _,
+            warnings: _,
+        } = decide(
             &qonly,
             Family::Quantization,
             std::slice::from_ref(&healthy),
@@ -1238,7 +1107,11 @@ mod tests {
         let stale = monitor("privacy_pii-l22", Status::Stale, true);
         let unv = monitor("toxicity-l7", Status::Unverified, false);
         for pol in [&p, &failing, &qonly] {
-            let (v, r, w) = decide(pol, Family::Identical, &[stale.clone(), unv.clone()], 600);
+            let Decision {
+                verdict: v,
+                reasons: r,
+                warnings: w,
+            } = decide(pol, Family::Identical, &[stale.clone(), unv.clone()], 600);
             assert_eq!((v, r.len()), (Verdict::Pass, 0), "{r:?}");
             assert!(
                 w.iter().any(|x| x.contains("identical to its base")),
@@ -1247,7 +1120,11 @@ mod tests {
         }
 
         // Too small a corpus: realignment not attempted, said so.
-        let (_, _, w) = decide(&p, fam, &[healthy], 10);
+        let Decision {
+            verdict: _,
+            reasons: _,
+            warnings: w,
+        } = decide(&p, fam, &[healthy], 10);
         assert!(w.iter().any(|x| x.contains("not attempted")), "{w:?}");
     }
 }

@@ -4,7 +4,6 @@
 //! the same whether the gate passed, failed or could not evaluate.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use octocrab::models::CheckRunId;
 use octocrab::params::checks::{
@@ -15,6 +14,8 @@ use octocrab::Octocrab;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+// The one git runner; -z output needs its bytes.
+use crate::hooks::git_bytes as git;
 
 /// Hidden marker that identifies probegate's sticky comment among a PR's
 /// comments (the unnamed job's; a named job's is [`sticky_marker`]).
@@ -410,24 +411,6 @@ pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
         stale: s.stale,
         repaired: s.repaired,
     })
-}
-
-fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Usage(format!("cannot run git: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Usage(format!(
-            "git {} (in {}): {}",
-            args.join(" "),
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(out.stdout)
 }
 
 /// What `probegate github candidates` found.

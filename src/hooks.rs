@@ -24,7 +24,8 @@ pub struct HookConfig {
     pub out: PathBuf,
 }
 
-fn git(repo: &Path, args: &[&str]) -> Result<String> {
+/// Run git in `repo`; its raw stdout (`-z` output stays byte-exact).
+pub(crate) fn git_bytes(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -33,12 +34,18 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
         .map_err(|e| Error::Usage(format!("cannot run git: {e}")))?;
     if !out.status.success() {
         return Err(Error::Usage(format!(
-            "git {}: {}",
+            "git {} (in {}): {}",
             args.join(" "),
+            repo.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    Ok(out.stdout)
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    let out = git_bytes(repo, args)?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
 }
 
 fn sh_quote(s: &str) -> String {

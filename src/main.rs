@@ -1,5 +1,12 @@
+//! The `probegate` binary: the command line is this crate's own (its flags,
+//! rendering and exit codes), as ripgrep keeps its flags in its binary; the
+//! gate itself is the library's.
+
 use clap::Parser;
-use probegate::cli::{self, Cli};
+
+mod cli;
+
+use cli::Cli;
 
 fn main() {
     let cli = Cli::parse();

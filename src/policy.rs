@@ -11,6 +11,45 @@ use toml::Spanned;
 use crate::diff::Family;
 use crate::error::{Error, Result};
 
+/// The rung of the repair ladder a monitor needed, in the order they are
+/// tried (report.json: "none", "realignment", "recalibration", "retraining",
+/// "beyond repair").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Rung {
+    #[default]
+    None,
+    /// Label-free realignment of the monitor to the candidate's activations.
+    Realignment,
+    /// The threshold chosen again on a few labeled training examples.
+    Recalibration,
+    /// The probe retrained on the candidate's activations.
+    Retraining,
+    /// Stale, and no rung the policy allows repaired it.
+    #[serde(rename = "beyond repair")]
+    BeyondRepair,
+}
+
+impl Rung {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rung::None => "none",
+            Rung::Realignment => "realignment",
+            Rung::Recalibration => "recalibration",
+            Rung::Retraining => "retraining",
+            Rung::BeyondRepair => "beyond repair",
+        }
+    }
+}
+
+impl std::fmt::Display for Rung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a monitor that never met the policy on its own base means for a
 /// check: the suite's problem, so never a reason to fail a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -89,7 +128,7 @@ pub struct RealignPolicy {
 
 /// A rung of the repair ladder beyond realignment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rung {
+pub struct RungPolicy {
     pub enabled: bool,
     /// Labeled training examples the rung may run through the candidate
     /// (recalibration; retraining uses the whole training split).
@@ -99,9 +138,9 @@ pub struct Rung {
     pub may_pass: bool,
 }
 
-impl Rung {
+impl RungPolicy {
     pub fn off() -> Self {
-        Rung {
+        RungPolicy {
             enabled: false,
             labels: 0,
             may_pass: false,
@@ -120,12 +159,12 @@ pub struct Policy {
     pub critical: Vec<String>,
     pub unverified: Unverified,
     pub realignment: RealignPolicy,
-    /// Rung 2: recalibrate the threshold on a few labeled training examples.
-    #[serde(default = "Rung::off")]
-    pub recalibration: Rung,
-    /// Rung 3: retrain the probe on the candidate's activations.
-    #[serde(default = "Rung::off")]
-    pub retraining: Rung,
+    /// RungPolicy 2: recalibrate the threshold on a few labeled training examples.
+    #[serde(default = "RungPolicy::off")]
+    pub recalibration: RungPolicy,
+    /// RungPolicy 3: retrain the probe on the candidate's activations.
+    #[serde(default = "RungPolicy::off")]
+    pub retraining: RungPolicy,
     /// Update families this pipeline accepts; others fail the candidate.
     pub allowed_families: Option<Vec<Family>>,
     /// What the suite itself must meet.
@@ -137,12 +176,12 @@ pub struct Policy {
 
 impl Policy {
     /// Whether a monitor repaired at `rung` counts as passing.
-    pub fn may_pass(&self, rung: &str) -> bool {
+    pub fn may_pass(&self, rung: Rung) -> bool {
         match rung {
-            "realignment" => self.realignment.may_pass,
-            "recalibration" => self.recalibration.may_pass,
-            "retraining" => self.retraining.may_pass,
-            _ => false,
+            Rung::Realignment => self.realignment.may_pass,
+            Rung::Recalibration => self.recalibration.may_pass,
+            Rung::Retraining => self.retraining.may_pass,
+            Rung::None | Rung::BeyondRepair => false,
         }
     }
 
@@ -175,7 +214,10 @@ impl Policy {
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let line = e
+                .span()
+                .map(|s| crate::util::line_of(text, s.start))
+                .unwrap_or(0);
             Error::Input {
                 path: path.to_path_buf(),
                 line,
@@ -184,10 +226,6 @@ impl Policy {
         })?;
         raw.validate(text, path)
     }
-}
-
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[derive(Deserialize)]
@@ -258,7 +296,7 @@ impl RawPolicy {
     fn validate(self, text: &str, path: &Path) -> Result<Policy> {
         let err = |field: &str, span: std::ops::Range<usize>, msg: String| Error::Input {
             path: path.to_path_buf(),
-            line: line_of(text, span.start),
+            line: crate::util::line_of(text, span.start),
             msg: format!("field `{field}`: {msg}"),
         };
         let unit = |field: &str, v: &Spanned<f64>| -> Result<f64> {
@@ -328,12 +366,12 @@ impl RawPolicy {
         if r.may_pass && !r.enabled {
             return Err(Error::Input {
                 path: path.to_path_buf(),
-                line: line_of(text, r.min_prompts.span().start),
+                line: crate::util::line_of(text, r.min_prompts.span().start),
                 msg: "field `realignment.may_pass`: true while realignment is disabled".into(),
             });
         }
         let recalibration = match &self.recalibration {
-            None => Rung::off(),
+            None => RungPolicy::off(),
             Some(r) => {
                 let labels = match &r.labels {
                     Some(l) if *l.get_ref() < 10 => {
@@ -355,7 +393,7 @@ impl RawPolicy {
                     }),
                     None => 0,
                 };
-                Rung {
+                RungPolicy {
                     enabled: r.enabled,
                     labels,
                     may_pass: r.may_pass,
@@ -363,8 +401,8 @@ impl RawPolicy {
             }
         };
         let retraining = match &self.retraining {
-            None => Rung::off(),
-            Some(r) => Rung {
+            None => RungPolicy::off(),
+            Some(r) => RungPolicy {
                 enabled: r.enabled,
                 labels: 0,
                 may_pass: r.may_pass,

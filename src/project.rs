@@ -57,7 +57,7 @@ impl ProjectConfig {
             path: path.to_path_buf(),
             line: e
                 .span()
-                .map(|s| crate::policy::line_of(text, s.start))
+                .map(|s| crate::util::line_of(text, s.start))
                 .unwrap_or(0),
             msg: e.message().trim().to_string(),
         })?;

@@ -137,7 +137,7 @@ impl DataSource {
                         path: file.clone(),
                         line: e
                             .span()
-                            .map(|sp| crate::policy::line_of(&text, sp.start))
+                            .map(|sp| crate::util::line_of(&text, sp.start))
                             .unwrap_or(0),
                         msg: e.message().trim().to_string(),
                     })?;

@@ -93,7 +93,7 @@ pub fn append_history(path: &Path, rows: &[HistoryRow]) -> Result<()> {
 
 pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>> {
     let mut rows = Vec::new();
-    crate::activations::for_each_json_line(path, &mut |line, v| {
+    crate::util::for_each_json_line(path, &mut |line, v| {
         let row: HistoryRow = serde_json::from_value(v).map_err(|e| Error::Input {
             path: path.to_path_buf(),
             line,

@@ -180,7 +180,7 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
                 methods,
                 chosen,
                 status: m.status,
-                rung: m.rung.clone(),
+                rung: m.rung.as_str().to_string(),
                 ladder: ladder(r),
             });
         }

@@ -19,9 +19,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::config::{Activation, Arch, ModelConfig};
 use crate::checkpoint::{adapter, Checkpoint};
 use crate::error::{Error, Result};
-use crate::model::config::{Activation, Arch, ModelConfig};
 use crate::model::rope_tables;
 
 /// Which projections a LoRA adapter trains, by PEFT module name.
@@ -535,7 +535,7 @@ impl TrainModel {
         let mut md: std::collections::HashMap<String, String> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         md.insert("format".into(), "pt".into());
-        crate::activations::save_safetensors(tensors, md, &dir.join(adapter::WEIGHTS_FILE))?;
+        crate::util::save_safetensors(tensors, md, &dir.join(adapter::WEIGHTS_FILE))?;
         let config = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",

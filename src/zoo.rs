@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activations::read_prompts;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::train::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
+use crate::util::read_prompts;
 
 pub const MANIFEST: &str = "zoo.json";
 
@@ -196,10 +196,8 @@ impl Manifest {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = crate::activations::tmp_path(path);
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::util::write_atomic(path, text.as_bytes())
     }
 }
 
@@ -262,13 +260,13 @@ pub fn run_training(spec: &RunSpec, on_step: &mut dyn FnMut(&LossPoint)) -> Resu
         Mode::Lora { .. } => model.save_adapter(spec.out, &train_base, &meta)?,
         Mode::Full => {
             let meta = meta.into_iter().collect();
-            crate::convert::write_hf_dir(
+            crate::export::write_hf_dir(
                 spec.out,
                 model.trained(),
                 &ck.config,
                 &ck.tokenizer,
                 meta,
-                crate::convert::OutDtype::F32,
+                crate::export::OutDtype::F32,
             )?;
         }
     }

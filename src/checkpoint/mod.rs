@@ -7,7 +7,9 @@
 
 pub mod adapter;
 pub mod bnb;
+pub mod config;
 pub mod hub;
+pub mod layout;
 pub mod names;
 pub mod safetensors_dir;
 pub mod whatif;
@@ -24,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::model::config::{Arch, ModelConfig};
 use crate::tokenizer::ModelTokenizer;
+use config::{Arch, ModelConfig};
 
 /// Models the project fetches with `scripts/fetch-models.sh`, by short name.
 pub const KNOWN_MODELS: &[(&str, &str)] = &[
@@ -299,6 +301,15 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// The GGUF file's parsed header and its tensor names (transformers' name →
+    /// GGUF name), for writers that copy a GGUF base's metadata.
+    pub fn gguf_parts(&self) -> Option<(&gguf_file::Content, &HashMap<String, String>)> {
+        match &self.store {
+            Store::Gguf { content, names, .. } => Some((content, names)),
+            _ => None,
+        }
+    }
+
     pub fn open(reference: &ModelRef) -> Result<Self> {
         match reference {
             ModelRef::Gguf { path } => Self::open_gguf(path, reference.clone()),
@@ -545,7 +556,7 @@ impl Checkpoint {
     pub fn get_hf(&self, hf_name: &str) -> Result<Tensor> {
         let c = &self.config;
         let t = self.get_f32(hf_name)?;
-        Ok(crate::convert::to_hf_values(
+        Ok(crate::checkpoint::layout::to_hf_values(
             hf_name,
             t,
             &self.layout,
@@ -597,46 +608,4 @@ pub fn fingerprint_files(files: &[PathBuf]) -> Result<String> {
             Ok(hex::encode(h.finalize()))
         }
     }
-}
-
-/// Writes `ck` (what-if quantization applied) as a GGUF file with the base
-/// GGUF's metadata: how `q8_0(BASE)` or `q4_0(BASE)` becomes a real file.
-pub fn write_gguf(ck: &Checkpoint, out: &Path) -> Result<()> {
-    let Store::Gguf { content, names, .. } = &ck.store else {
-        return Err(Error::Usage(format!(
-            "{}: writing GGUF needs a GGUF base (its metadata is copied)",
-            ck.spec
-        )));
-    };
-    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = Vec::new();
-    let mut hf: Vec<(&String, &String)> = names.iter().collect();
-    hf.sort_by(|a, b| a.1.cmp(b.1));
-    for (h, g) in hf {
-        let q = match ck.get(h)? {
-            Weight::Quantized(q) => q,
-            Weight::Dense(t) => candle_core::quantized::QTensor::quantize(
-                &t,
-                candle_core::quantized::GgmlDType::F32,
-            )?,
-        };
-        tensors.push((g.clone(), q));
-    }
-    let mut meta: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.file_type")
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    meta.sort_by(|a, b| a.0.cmp(b.0));
-    let refs: Vec<(&str, &candle_core::quantized::QTensor)> =
-        tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
-    let tmp = crate::activations::tmp_path(out);
-    let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-    gguf_file::write(&mut f, &meta, &refs).map_err(|e| Error::Gguf {
-        path: tmp.clone(),
-        msg: crate::error::candle_msg(&e),
-    })?;
-    std::io::Write::flush(&mut f).map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
 }

@@ -2,7 +2,7 @@
 //! (llama.cpp) names onto them, so every later stage matches tensors across
 //! naming schemes with one table.
 
-use crate::model::config::Arch;
+use crate::checkpoint::config::Arch;
 
 /// (hf module suffix, gguf suffix) inside a decoder block, common to all archs.
 const BLOCK_COMMON: &[(&str, &str)] = &[

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::check::{cmd_check, CheckArgs};
-use super::{emit_json, Format, Global, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK};
-use crate::error::{Error, Result};
-use crate::github::{self, CheckRun, CommentMode, Publish};
-use crate::hooks::{self, HookConfig};
-use crate::serve::ServeConfig;
+use super::check::{gate, CheckArgs, GateArgs};
+use super::{emit_json, Format, Global, EXIT_OK};
+use probegate::error::{Error, Result};
+use probegate::github::{self, CheckRun, CommentMode, Publish};
+use probegate::hooks::{self, HookConfig};
+use probegate::report::Outcome;
+use probegate::serve::ServeConfig;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -44,7 +45,7 @@ pub fn cmd_serve(g: &Global, a: &ServeArgs) -> Result<i32> {
         .with_writer(std::io::stderr)
         .try_init();
     let quiet = g.quiet;
-    runtime()?.block_on(crate::serve::serve(cfg, move |addr| {
+    runtime()?.block_on(probegate::serve::serve(cfg, move |addr| {
         // One line on stdout, so scripts (and the tests) learn the port.
         println!("probegate serve: listening on http://{addr}");
         if !quiet {
@@ -264,15 +265,8 @@ pub enum HookCommand {
 /// probegate.toml (found from the repository), then the built-in defaults.
 #[derive(Args, Debug, Clone)]
 pub struct HookArgs {
-    #[arg(long, help = super::MODEL_HELP)]
-    pub base: Option<String>,
-    #[arg(long)]
-    pub monitors: Option<PathBuf>,
-    /// A shipped policy (default, strict, quantization-only) or a policy file.
-    #[arg(long)]
-    pub policy: Option<String>,
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// Report directories go under this path (one per candidate).
     #[arg(long, default_value = ".probegate/pre-push")]
     pub out: PathBuf,
@@ -281,10 +275,10 @@ pub struct HookArgs {
 impl HookArgs {
     fn config(&self) -> HookConfig {
         HookConfig {
-            base: self.base.clone(),
-            monitors: self.monitors.clone(),
-            policy: self.policy.clone(),
-            data: self.data.clone(),
+            base: self.gate.base.clone(),
+            monitors: self.gate.monitors.clone(),
+            policy: self.gate.policy.clone(),
+            data: self.gate.data.clone(),
             out: self.out.clone(),
         }
     }
@@ -292,11 +286,8 @@ impl HookArgs {
     /// The check for one candidate: these flags over probegate.toml.
     fn check(&self, candidate: &str, out: PathBuf) -> CheckArgs {
         CheckArgs {
-            base: self.base.clone(),
+            gate: self.gate.clone(),
             candidate: candidate.to_string(),
-            monitors: self.monitors.clone(),
-            policy: self.policy.clone(),
-            data: self.data.clone(),
             out: Some(out),
             ..Default::default()
         }
@@ -347,43 +338,35 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
             if !ignore.exists() {
                 std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
             }
-            let mut worst = EXIT_OK;
+            let mut worst = Outcome::Pass;
             for (i, cand) in cands.iter().enumerate() {
                 let out = cfg.out.join(format!("candidate-{}", i + 1));
                 eprintln!("probegate: {cand}");
-                let args = cfg.check(cand, out.clone());
-                let code = match cmd_check(g, &args) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        EXIT_ERROR
-                    }
-                };
-                match code {
-                    EXIT_OK => {}
-                    EXIT_GATE_FAILED => eprintln!(
+                let outcome = gate(g, &cfg.check(cand, out.clone())).unwrap_or_else(|e| {
+                    eprintln!("error: {e}");
+                    Outcome::Error
+                });
+                match outcome {
+                    Outcome::Pass | Outcome::PassWithRepairs => {}
+                    Outcome::Fail => eprintln!(
                         "probegate: the gate FAILED {cand}; push blocked. Report: {}/report.md",
                         out.display()
                     ),
-                    _ => eprintln!(
+                    Outcome::Error => eprintln!(
                         "probegate: could not evaluate {cand} (this is not a pass); push blocked. Report: {}/report.md",
                         out.display()
                     ),
                 }
                 // Could-not-evaluate outranks a failed gate: both block the push.
-                worst = match (worst, code) {
-                    (EXIT_ERROR, _) | (_, EXIT_ERROR) => EXIT_ERROR,
-                    (EXIT_GATE_FAILED, _) | (_, EXIT_GATE_FAILED) => EXIT_GATE_FAILED,
-                    _ => EXIT_OK,
-                };
+                worst = worst.worst(outcome);
             }
-            if worst != EXIT_OK {
+            if worst.exit_code() != EXIT_OK {
                 eprintln!(
                     "probegate: to push anyway: {}=1 git push (or git push --no-verify)",
                     hooks::SKIP_ENV
                 );
             }
-            Ok(worst)
+            Ok(worst.exit_code())
         }
     }
 }

@@ -5,24 +5,22 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{emit_json, progress, Format, Global, EXIT_GATE_FAILED, EXIT_OK};
-use crate::check::{self, CheckRequest, Verdict};
-use crate::error::{Error, Result};
-use crate::policy::Policy;
-use crate::project::{GateSettings, Overrides, ProjectConfig};
-use crate::report::junit;
-use crate::risk::{self, RiskModel};
+use super::{emit_json, progress, Format, Global, EXIT_OK};
+use probegate::check::{self, CheckRequest, Verdict};
+use probegate::error::{Error, Result};
+use probegate::policy::Policy;
+use probegate::project::{GateSettings, Overrides, ProjectConfig};
+use probegate::report::{junit, Outcome};
+use probegate::risk::{self, RiskModel};
 
+/// What every gate run is configured with (`check` and the pre-push hook);
+/// each left out comes from probegate.toml, then the built-in defaults.
 #[derive(Args, Debug, Clone, Default)]
-pub struct CheckArgs {
+pub struct GateArgs {
     /// Base model reference (default: `base` in probegate.toml). A .gguf file, a Hugging Face
     /// model directory, hf:org/name[@revision], or a fetched short name: smollm2, gemma3.
     #[arg(long)]
     pub base: Option<String>,
-    /// The candidate: any model reference, including `nf4(BASE)`, `BASE+ADAPTER_DIR`,
-    /// a bitsandbytes directory or a GGUF file.
-    #[arg(long)]
-    pub candidate: String,
     /// Monitor suite directory, trained on the base (default: `monitors` in probegate.toml).
     #[arg(long)]
     pub monitors: Option<PathBuf>,
@@ -34,6 +32,16 @@ pub struct CheckArgs {
     /// (default: the suite's own data/, then the data built into probegate, matched by hash).
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The candidate: any model reference, including `nf4(BASE)`, `BASE+ADAPTER_DIR`,
+    /// a bitsandbytes directory or a GGUF file.
+    #[arg(long)]
+    pub candidate: String,
     /// Output directory: report.json, report.md, report.html, repaired/ (default: probegate-report).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -75,10 +83,10 @@ impl CheckArgs {
         };
         GateSettings::resolve(
             Overrides {
-                base: self.base.clone(),
-                monitors: self.monitors.clone(),
-                policy: self.policy.clone(),
-                data: self.data.clone(),
+                base: self.gate.base.clone(),
+                monitors: self.gate.monitors.clone(),
+                policy: self.gate.policy.clone(),
+                data: self.gate.data.clone(),
                 out: self.out.clone(),
                 risk_model: self.risk_model.clone(),
             },
@@ -273,6 +281,11 @@ fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
 }
 
 pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
+    gate(g, a).map(Outcome::exit_code)
+}
+
+/// Runs one gate; errors are returned (and written as an error report).
+pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
     let settings = a.settings();
     // Where a report goes even when the settings themselves are wrong.
     let out = match &settings {
@@ -290,7 +303,7 @@ pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
     r
 }
 
-fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<i32> {
+fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
     std::fs::create_dir_all(&s.out).map_err(|e| Error::io(&s.out, e))?;
     // Probe writability first: failing after an hour of compute is worse.
     let probe = s.out.join(".probegate-write-test");
@@ -335,7 +348,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<i32> {
         let path = a
             .history
             .clone()
-            .unwrap_or_else(|| crate::checkpoint::cache_root().join("history.jsonl"));
+            .unwrap_or_else(|| probegate::checkpoint::cache_root().join("history.jsonl"));
         let model = out.report.model_id();
         risk::append_history(&path, &out.report.history(&model))?;
     }
@@ -343,7 +356,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<i32> {
     match g.format {
         Format::Json => emit_json(r)?,
         Format::Human => {
-            println!("{}", crate::report::verdict_line(r));
+            println!("{}", probegate::report::verdict_line(r));
             for x in &r.reasons {
                 println!("  - {x}");
             }
@@ -355,10 +368,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<i32> {
             }
         }
     }
-    Ok(match r.verdict {
-        Verdict::Fail => EXIT_GATE_FAILED,
-        _ => EXIT_OK,
-    })
+    Ok(Outcome::from(r.verdict))
 }
 
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
@@ -564,8 +574,8 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     {
         let policy = Policy::load(&Policy::resolve(policy, None))?;
         let model = risk_model(rm.as_deref())?;
-        let loaded = crate::study::load(reports)?;
-        let study = crate::study::build(&loaded, &policy, &model);
+        let loaded = probegate::study::load(reports)?;
+        let study = probegate::study::build(&loaded, &policy, &model);
         let command = format!(
             "probegate study report {}",
             reports
@@ -574,7 +584,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        crate::study::write(&study, out, &command)?;
+        probegate::study::write(&study, out, &command)?;
         match g.format {
             Format::Json => emit_json(&study)?,
             Format::Human => println!(
@@ -606,7 +616,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     else {
         return Ok(EXIT_OK);
     };
-    let manifest = crate::zoo::Manifest::load(&zoo.join(crate::zoo::MANIFEST))?;
+    let manifest = probegate::zoo::Manifest::load(&zoo.join(probegate::zoo::MANIFEST))?;
     let policy = Policy::load(&Policy::resolve(policy, None))?;
     let model = risk_model(None)?;
     let only: Vec<&str> = only
@@ -644,7 +654,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             monitors: monitors.clone(),
             data: data
                 .clone()
-                .map(crate::revalidate::DataSource::Dir)
+                .map(probegate::revalidate::DataSource::Dir)
                 .unwrap_or_default(),
             policy: policy.clone(),
             risk_model: model.clone(),
@@ -664,7 +674,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             "seconds": out.report.seconds.get("total"),
         }));
         if !g.quiet {
-            eprintln!("  {}", crate::report::verdict_line(&out.report));
+            eprintln!("  {}", probegate::report::verdict_line(&out.report));
         }
     }
     match g.format {

@@ -16,15 +16,15 @@ pub mod check;
 pub mod monitor;
 pub mod zoo;
 
-use crate::activations::{self, ExtractOptions};
-use crate::checkpoint::Checkpoint;
-use crate::convert::{self, OutDtype};
-use crate::error::{Error, Result};
-use crate::model::{Model, Pool, Precision};
+use probegate::activations::{self, ExtractOptions};
+use probegate::checkpoint::Checkpoint;
+use probegate::error::{Error, Result};
+use probegate::export::{self, OutDtype};
+use probegate::model::{Model, Pool, Precision};
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_GATE_FAILED: i32 = 1;
-pub const EXIT_ERROR: i32 = 2;
+// The library's outcome decides the process exit code; the CLI only names them.
+pub const EXIT_OK: i32 = probegate::report::Outcome::EXIT_OK;
+pub const EXIT_ERROR: i32 = probegate::report::Outcome::EXIT_ERROR;
 
 pub(crate) const MODEL_HELP: &str =
     "Model reference: a .gguf file, a Hugging Face model directory, \
@@ -193,7 +193,7 @@ pub struct ActivationsArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Prompts longer than this many tokens are truncated (recorded in the metadata).
     #[arg(long, default_value_t = 2048)]
@@ -232,7 +232,7 @@ pub struct FeaturesArgs {
     #[arg(long)]
     pub monitors: PathBuf,
     /// Unlabeled JSONL prompts (default: the shipped realignment corpus).
-    #[arg(long, default_value = crate::assets::DEFAULT_CORPUS)]
+    #[arg(long, default_value = probegate::assets::DEFAULT_CORPUS)]
     pub corpus: PathBuf,
     /// Use the first N prompts of the corpus.
     #[arg(long, default_value_t = 256)]
@@ -345,12 +345,12 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn cmd_init(g: &Global, a: &InitArgs) -> Result<i32> {
-    let opts = crate::project::InitOptions {
+    let opts = probegate::project::InitOptions {
         base: a.base.clone(),
         monitors: a.monitors.clone(),
         force: a.force,
     };
-    let written = crate::project::init(&a.dir, &opts)?;
+    let written = probegate::project::init(&a.dir, &opts)?;
     match g.format {
         Format::Json => emit_json(&serde_json::json!({ "written": written }))?,
         Format::Human => {
@@ -372,7 +372,7 @@ fn cmd_init(g: &Global, a: &InitArgs) -> Result<i32> {
 fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
     let ck = Checkpoint::open_str(&a.model)?;
     let layers = parse_layers(&a.layers, ck.config.num_layers)?;
-    let texts = activations::read_prompts(&a.input)?;
+    let texts = probegate::util::read_prompts(&a.input)?;
     if a.batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
@@ -427,7 +427,7 @@ fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
 fn cmd_convert(g: &Global, a: &ConvertArgs) -> Result<i32> {
     let ck = Checkpoint::open_str(&a.model)?;
     let pb = progress(g, ck.tensors().len() as u64, "tensors");
-    let summary = convert::convert(&ck, &a.out, a.dtype, &mut || pb.inc(1))?;
+    let summary = export::convert(&ck, &a.out, a.dtype, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     match g.format {
         Format::Json => emit_json(&summary)?,
@@ -490,7 +490,7 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
     let base = Checkpoint::open_str(&a.base)?;
     let cand = Checkpoint::open_str(&a.candidate)?;
     let pb = progress(g, base.tensors().len() as u64, "tensors");
-    let report = crate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
+    let report = probegate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     match g.format {
         Format::Json => emit_json(&report)?,
@@ -531,16 +531,16 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
 
 fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
     let check = if a.allow_base_mismatch {
-        crate::monitor::BaseCheck::AllowMismatch
+        probegate::monitor::BaseCheck::AllowMismatch
     } else {
-        crate::monitor::BaseCheck::Require
+        probegate::monitor::BaseCheck::Require
     };
     let pb = progress(g, 1, "features");
-    let (report, n_prompts, mut out) = crate::check::features_only(
+    let (report, n_prompts, mut out) = probegate::check::features_only(
         &a.base,
         &a.candidate,
         &a.monitors,
-        crate::check::Corpus {
+        probegate::check::Corpus {
             path: &a.corpus,
             max_prompts: a.limit,
         },

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{emit_json, parse_layers, progress, Format, Global, EXIT_OK, MODEL_HELP};
-use crate::actcache::{cached_activations, ActCache, ActSpec};
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
-use crate::model::{Pool, Precision};
-use crate::monitor::metrics::ThresholdRule;
-use crate::monitor::train::{train, TrainOptions};
-use crate::monitor::{self as mon, data, BaseCheck, Monitor};
+use probegate::actcache::{cached_activations, ActCache, ActSpec};
+use probegate::checkpoint::Checkpoint;
+use probegate::error::{Error, Result};
+use probegate::model::{Pool, Precision};
+use probegate::monitor::metrics::ThresholdRule;
+use probegate::monitor::train::{train, TrainOptions};
+use probegate::monitor::{self as mon, data, BaseCheck, Monitor};
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
@@ -118,11 +118,11 @@ pub struct TrainArgs {
     /// Choose the threshold for this validation false-positive rate instead of max balanced accuracy.
     #[arg(long)]
     pub target_fpr: Option<f64>,
-    #[arg(long, default_value_t = 20261127)]
+    #[arg(long, default_value_t = probegate::util::DEFAULT_SEED)]
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -144,7 +144,7 @@ pub struct EvalArgs {
     pub labels: Option<String>,
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -159,7 +159,7 @@ fn label_pair(s: &str) -> Result<(String, String)> {
     }
 }
 
-pub use crate::revalidate::{evaluate, EvalResult};
+pub use probegate::revalidate::{evaluate, EvalResult};
 
 fn held_out_metrics(e: &EvalResult, data: &data::Labeled) -> mon::Metrics {
     mon::Metrics {
@@ -459,7 +459,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
         pb.finish_and_clear();
         for m in group {
             let s = m.scores(&acts[&m.meta.hook.layer])?;
-            results.push(evaluate(m, &s, &d.labels, 20261127)?);
+            results.push(evaluate(m, &s, &d.labels, probegate::util::DEFAULT_SEED)?);
         }
     }
     results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
@@ -492,7 +492,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
 }
 
 fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
-    use crate::monitor::import::{calibrate, read_control_vector};
+    use probegate::monitor::import::{calibrate, read_control_vector};
     let (neg, pos) = label_pair(&a.labels)?;
     let cv = read_control_vector(&a.vector)?;
     let (layer, dir) = match a.layer {
@@ -545,12 +545,12 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         ActSpec {
             pool: a.pool,
             precision: Precision::F32,
-            batch_size: 16,
+            batch_size: probegate::util::DEFAULT_BATCH_SIZE,
         },
         &mut |_| {},
     )?;
     let x = acts[&layer].to_vec2::<f32>()?;
-    let cal = calibrate(&dir, &x, &calib.labels, rule, 20261127)?;
+    let cal = calibrate(&dir, &x, &calib.labels, rule, probegate::util::DEFAULT_SEED)?;
     let name = a.name.clone().unwrap_or_else(|| {
         a.vector
             .file_stem()
@@ -594,7 +594,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
                 train_data_sha256: calib.sha256.clone(),
                 n_train: 0,
                 n_validation: calib.labels.len(),
-                seed: 20261127,
+                seed: probegate::util::DEFAULT_SEED,
                 probegate_version: env!("CARGO_PKG_VERSION").into(),
                 repaired_for: None,
             },
@@ -624,12 +624,12 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             ActSpec {
                 pool: a.pool,
                 precision: Precision::F32,
-                batch_size: 16,
+                batch_size: probegate::util::DEFAULT_BATCH_SIZE,
             },
             &mut |_| {},
         )?;
         let s = m.scores(&ta[&layer])?;
-        let e = evaluate(&m, &s, &t.labels, 20261127)?;
+        let e = evaluate(&m, &s, &t.labels, probegate::util::DEFAULT_SEED)?;
         m.meta.base_metrics = held_out_metrics(&e, t);
     }
     m.save(&a.out)?;
@@ -660,12 +660,13 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
 /// default policy's `min_auroc` on its own base is weak, reported as a
 /// finding about the suite (never a reason to fail a candidate).
 fn weak_warning<'a>(monitors: impl Iterator<Item = &'a mon::Monitor>) {
-    let Ok(p) = crate::policy::Policy::load(std::path::Path::new(crate::assets::DEFAULT_POLICY))
+    let Ok(p) =
+        probegate::policy::Policy::load(std::path::Path::new(probegate::assets::DEFAULT_POLICY))
     else {
         return;
     };
     for m in monitors {
-        if let Some(w) = crate::revalidate::weak_on_base(m, &p.metrics) {
+        if let Some(w) = probegate::revalidate::weak_on_base(m, &p.metrics) {
             eprintln!(
                 "warning: {w} (the built-in default policy); `probegate check` will report it as a \
                  weak monitor of the suite (policy [suite] weak_monitors = warn | exclude | refuse)"

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{emit_json, progress, Format, Global};
-use crate::error::{Error, Result};
-use crate::train::{Mode, Targets, TrainConfig};
-use crate::zoo::{self, Built, Manifest, Recipe, RunSpec};
+use probegate::error::{Error, Result};
+use probegate::train::{Mode, Targets, TrainConfig};
+use probegate::zoo::{self, Built, Manifest, Recipe, RunSpec};
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
@@ -121,7 +121,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         Mode::Full => 3e-5,
     });
     // `nf4(B)` as the model trains a QLoRA adapter against the rounded base.
-    let spec = crate::checkpoint::ModelSpec::parse(&a.model)?;
+    let spec = probegate::checkpoint::ModelSpec::parse(&a.model)?;
     let quantized = spec.whatif.is_some();
     let config = TrainConfig {
         mode: mode.clone(),
@@ -142,7 +142,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     } else {
         a.model.clone()
     };
-    if quantized && spec.whatif != Some(crate::checkpoint::whatif::WhatIf::Nf4) {
+    if quantized && spec.whatif != Some(probegate::checkpoint::whatif::WhatIf::Nf4) {
         return Err(Error::Usage(
             "training against a quantized base supports nf4(BASE) (QLoRA) only".into(),
         ));
@@ -186,7 +186,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
     let root = a
         .out
         .clone()
-        .unwrap_or_else(|| crate::checkpoint::cache_root().join("zoo"));
+        .unwrap_or_else(|| probegate::checkpoint::cache_root().join("zoo"));
     let corpora: Vec<PathBuf> = a
         .corpora
         .split(',')
@@ -221,7 +221,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
     }
     let mut manifests = Vec::new();
     for model in a.models.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let base_ck = crate::checkpoint::Checkpoint::open_str(model)?;
+        let base_ck = probegate::checkpoint::Checkpoint::open_str(model)?;
         let base_ref = base_ck.spec.clone();
         let dir = root.join(model.replace(['/', '\\', ':', '(', ')', '+'], "_"));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -331,7 +331,7 @@ fn build_one(
     budget: &zoo::Budget,
     seed: u64,
     manifest: &Manifest,
-) -> Result<(String, Option<crate::train::TrainReport>)> {
+) -> Result<(String, Option<probegate::train::TrainReport>)> {
     let corpus_dir = |name: &str| -> Result<&PathBuf> {
         names
             .iter()
@@ -408,19 +408,19 @@ fn build_one(
                 .iter()
                 .find(|b| &b.name == of)
                 .ok_or_else(|| Error::Usage(format!("merge needs {of} built first")))?;
-            let ck = crate::checkpoint::Checkpoint::open_str(&src.reference)?;
-            crate::convert::convert(&ck, out, crate::convert::OutDtype::F32, &mut || {})?;
+            let ck = probegate::checkpoint::Checkpoint::open_str(&src.reference)?;
+            probegate::export::convert(&ck, out, probegate::export::OutDtype::F32, &mut || {})?;
             Ok((abs(out).display().to_string(), None))
         }
         Recipe::Bnb { scheme } => {
-            let ck = crate::checkpoint::Checkpoint::open_str(base)?;
-            crate::checkpoint::bnb::write_dir(&ck, scheme, out)?;
+            let ck = probegate::checkpoint::Checkpoint::open_str(base)?;
+            probegate::export::bnb::write_dir(&ck, scheme, out)?;
             Ok((abs(out).display().to_string(), None))
         }
         Recipe::Gguf { scheme } => {
-            let ck = crate::checkpoint::Checkpoint::open_str(&format!("{scheme}({base})"))?;
+            let ck = probegate::checkpoint::Checkpoint::open_str(&format!("{scheme}({base})"))?;
             let file = out.with_extension("gguf");
-            crate::checkpoint::write_gguf(&ck, &file)?;
+            probegate::export::gguf::write_gguf(&ck, &file)?;
             Ok((abs(&file).display().to_string(), None))
         }
     }

@@ -11,7 +11,7 @@
 use candle_core::{Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::config::Activation;
+use crate::checkpoint::config::Activation;
 use crate::error::Result;
 
 /// `act(gate) * up` for two [n, k] tensors whose rows are contiguous (a fused

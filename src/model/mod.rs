@@ -4,16 +4,15 @@
 //! `blocks.L.hook_resid_post`, transformers `hidden_states[L+1]`. The pass stops
 //! after the deepest requested block and never computes the LM head.
 
-pub mod config;
 mod kernels;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::config::{Arch, ModelConfig, RopeScaling};
 use crate::checkpoint::{Checkpoint, Weight};
 use crate::error::{Error, Result};
-use config::{Arch, ModelConfig, RopeScaling};
 
 /// How weights are held for the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -243,9 +242,9 @@ impl Model {
                         // GGUF Llama bases store q/k rows permuted; permute B's rows to match.
                         if ck.layout.rope_interleaved {
                             if name.ends_with("self_attn.q_proj") {
-                                bm = crate::convert::permute_qk(&bm, cfg.num_heads)?;
+                                bm = crate::checkpoint::layout::permute_qk(&bm, cfg.num_heads)?;
                             } else if name.ends_with("self_attn.k_proj") {
-                                bm = crate::convert::permute_qk(&bm, cfg.num_kv_heads)?;
+                                bm = crate::checkpoint::layout::permute_qk(&bm, cfg.num_kv_heads)?;
                             }
                         }
                         Some(Lora {

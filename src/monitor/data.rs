@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -20,16 +18,6 @@ impl Labeled {
     }
 }
 
-/// sha256 over the texts in order (NUL-separated): the dataset part of cache keys.
-pub fn texts_sha256(texts: &[String]) -> String {
-    let mut h = Sha256::new();
-    for t in texts {
-        h.update(t.as_bytes());
-        h.update([0u8]);
-    }
-    hex::encode(h.finalize())
-}
-
 /// Reads a labeled JSONL file. `names` maps label strings (negative, positive) to 0/1.
 pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled> {
     let mut texts = Vec::new();
@@ -40,7 +28,7 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
         line,
         msg,
     };
-    crate::activations::for_each_json_line(path, |lineno, v| {
+    crate::util::for_each_json_line(path, |lineno, v| {
         let text = match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(serde_json::Value::String(_)) => {
@@ -96,7 +84,7 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
             ),
         ));
     }
-    let sha256 = texts_sha256(&texts);
+    let sha256 = crate::util::texts_sha256(&texts);
     Ok(Labeled {
         texts,
         labels,

@@ -201,13 +201,11 @@ impl Monitor {
         ];
         let mut md = HashMap::new();
         md.insert("format".to_string(), FORMAT.to_string());
-        crate::activations::save_safetensors(tensors, md, &dir.join(TENSOR_FILE))?;
+        crate::util::save_safetensors(tensors, md, &dir.join(TENSOR_FILE))?;
         let json = serde_json::to_string_pretty(&self.meta)
             .map_err(|e| Error::Usage(format!("serialising monitor: {e}")))?;
         let p = dir.join(JSON_FILE);
-        let tmp = crate::activations::tmp_path(&p);
-        std::fs::write(&tmp, json + "\n").map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+        crate::util::write_atomic(&p, (json + "\n").as_bytes())
     }
 
     /// Loads and checks every field and shape.

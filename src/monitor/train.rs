@@ -27,7 +27,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            seed: 20261127,
+            seed: crate::util::DEFAULT_SEED,
             validation_share: 0.2,
             folds: 5,
             l2_grid: vec![0.01, 0.1, 1.0, 10.0, 100.0],

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
 
-use crate::check::{Report, Status};
+use super::{Report, Status};
 use crate::error::{Error, Result};
 
 /// Healthy and repaired monitors pass, stale ones fail, unverified ones
@@ -80,9 +80,7 @@ pub fn write(path: &Path, report: &JReport) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let tmp = crate::activations::tmp_path(path);
-    std::fs::write(&tmp, xml).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::util::write_atomic(path, xml.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,17 +7,16 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::check::{Report, Status, Verdict};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub mod junit;
+mod types;
+
+pub use types::*;
 
 pub fn write_all(out: &Path, r: &Report) -> Result<()> {
     let write = |name: &str, text: String| -> Result<()> {
-        let p = out.join(name);
-        let tmp = crate::activations::tmp_path(&p);
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+        crate::util::write_atomic(&out.join(name), text.as_bytes())
     };
     write(
         "report.json",
@@ -123,7 +122,7 @@ pub fn markdown(r: &Report) -> String {
 }
 
 /// What the repair ladder did for one monitor, in a table cell.
-fn repair_summary(m: &crate::check::MonitorReport) -> String {
+fn repair_summary(m: &MonitorReport) -> String {
     let mut parts = Vec::new();
     if let Some(x) = &m.realignment {
         parts.push(format!(

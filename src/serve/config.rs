@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::policy::line_of;
+use crate::util::line_of;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -372,6 +372,10 @@ mod example {
         assert!(c
             .targets
             .iter()
-            .all(|t| t.monitors.is_dir() && t.policy.is_file()));
+            .all(|t| t.monitors.is_dir() && crate::assets::is_file(&t.policy)));
+        assert_eq!(
+            c.targets[1].policy,
+            Path::new("builtin:policies/strict.toml")
+        );
     }
 }

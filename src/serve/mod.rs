@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::check::{self, CheckRequest, Verdict};
+use crate::check::{self, CheckRequest};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::risk::RiskModel;
@@ -251,7 +251,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
     let fail = |candidate: Option<String>, e: &Error| Outcome {
         state: JobState::Error,
         verdict: "error".into(),
-        exit_code: crate::cli::EXIT_ERROR,
+        exit_code: crate::report::Outcome::Error.exit_code(),
         summary: format!("ERROR: the gate could not evaluate: {e}"),
         error: Some(e.to_string()),
         candidate,
@@ -340,11 +340,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             Outcome {
                 state: JobState::Finished,
                 verdict: r.verdict.as_str().to_string(),
-                exit_code: if r.verdict == Verdict::Fail {
-                    crate::cli::EXIT_GATE_FAILED
-                } else {
-                    crate::cli::EXIT_OK
-                },
+                exit_code: crate::report::Outcome::from(r.verdict).exit_code(),
                 summary: crate::report::verdict_line(r),
                 error: None,
                 candidate: Some(candidate),

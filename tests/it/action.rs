@@ -824,25 +824,6 @@ fn packaged(dir: &Path) -> (String, Vec<u8>, String) {
     (asset, bytes, sum)
 }
 
-/// Run git in `dir` (as a fixed author); its trimmed stdout.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "u")
-        .env("GIT_AUTHOR_EMAIL", "u@example.com")
-        .env("GIT_COMMITTER_NAME", "u")
-        .env("GIT_COMMITTER_EMAIL", "u@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 /// A fake `cargo` first on PATH: records its arguments and fails, so a source
 /// build the Action must not start (or must start) is seen, never run.
 fn fake_cargo(dir: &Path) -> PathBuf {

@@ -103,10 +103,10 @@ fn unmerged_adapter_equals_the_merged_checkpoint() {
     let spec = format!("smollm2+{}", adapter("smollm2-lora-r4").display());
     let unmerged = Checkpoint::open_str(&spec).unwrap();
     let out = tempfile::tempdir().unwrap();
-    probegate::convert::convert(
+    probegate::export::convert(
         &unmerged,
         out.path(),
-        probegate::convert::OutDtype::F32,
+        probegate::export::OutDtype::F32,
         &mut || {},
     )
     .unwrap();

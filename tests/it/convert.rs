@@ -66,7 +66,7 @@ fn converted_qk_rows_are_unpermuted_like_transformers() {
     let conv = hf.get_f32(name).unwrap();
     let same = rel_max_diff(&raw, &conv);
     assert!(same > 1e-3, "rows should have moved");
-    let back = probegate::convert::permute_qk(&conv, gguf.config.num_heads).unwrap();
+    let back = probegate::checkpoint::layout::permute_qk(&conv, gguf.config.num_heads).unwrap();
     assert_eq!(rel_max_diff(&back, &raw), 0.0);
 }
 
@@ -209,10 +209,10 @@ fn converted_gemma3_matches_gguf_to_1e_5() {
     // unbake the norms and leave q/k alone.
     let gguf = open("gemma3");
     let dir = tempfile::tempdir().unwrap();
-    let summary = probegate::convert::convert(
+    let summary = probegate::export::convert(
         &gguf,
         dir.path(),
-        probegate::convert::OutDtype::F32,
+        probegate::export::OutDtype::F32,
         &mut || {},
     )
     .unwrap();

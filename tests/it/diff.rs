@@ -65,10 +65,10 @@ fn merged_adapter_is_recognised_across_naming_schemes() {
     let adapter = fixture("adapters/smollm2-lora-r4").display().to_string();
     let unmerged = Checkpoint::open_str(&format!("smollm2+{adapter}")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    probegate::convert::convert(
+    probegate::export::convert(
         &unmerged,
         dir.path(),
-        probegate::convert::OutDtype::F32,
+        probegate::export::OutDtype::F32,
         &mut || {},
     )
     .unwrap();

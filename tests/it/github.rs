@@ -3,7 +3,6 @@
 //! second run edits rather than duplicates, and one check run and comment
 //! per job name; `probegate github candidates` on a real git repository.
 
-use crate::action::git;
 use crate::fakes::FakeGithub;
 use crate::harness::*;
 

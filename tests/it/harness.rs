@@ -2,6 +2,7 @@
 //! running the binary, comparing activations.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
@@ -31,7 +32,7 @@ pub fn open(alias: &str) -> Checkpoint {
 }
 
 pub fn prompts() -> Vec<String> {
-    probegate::activations::read_prompts(&fixture("reference/prompts.jsonl")).expect("prompts")
+    probegate::util::read_prompts(&fixture("reference/prompts.jsonl")).expect("prompts")
 }
 
 /// The `probegate` binary, with a clean environment for hub variables.
@@ -78,14 +79,33 @@ pub fn converted_smollm2() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let ck = open("smollm2");
-        probegate::convert::convert(
+        probegate::export::convert(
             &ck,
             dir.path(),
-            probegate::convert::OutDtype::F32,
+            probegate::export::OutDtype::F32,
             &mut || {},
         )
         .expect("convert");
         dir
     })
     .path()
+}
+
+/// Run git in `dir` (as a fixed author); its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "u")
+        .env("GIT_AUTHOR_EMAIL", "u@example.com")
+        .env("GIT_COMMITTER_NAME", "u")
+        .env("GIT_COMMITTER_EMAIL", "u@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
 }

@@ -33,7 +33,7 @@ fn fixture_acts() -> Fixture {
     };
     let test = read_labeled(&repo().join("data/suite/self_harm/test.jsonl"), None).unwrap();
     let mut corpus =
-        probegate::activations::read_prompts(&repo().join("data/realign/corpus.jsonl")).unwrap();
+        probegate::util::read_prompts(&repo().join("data/realign/corpus.jsonl")).unwrap();
     corpus.truncate(400);
     let t = cached_activations(&ck, &cache, &test.texts, &[15], spec, &mut |_| {}).unwrap();
     let c = cached_activations(&ck, &cache, &corpus, &[15], spec, &mut |_| {}).unwrap();

@@ -92,7 +92,7 @@ fn zoo_bitsandbytes_dirs_reload_as_candidates() {
     let name = "model.layers.3.mlp.down_proj.weight";
     for scheme in ["nf4", "int8"] {
         let out = tmp.path().join(scheme);
-        bnb::write_dir(&base, scheme, &out).unwrap();
+        probegate::export::bnb::write_dir(&base, scheme, &out).unwrap();
         let ck = Checkpoint::open_str(&out.display().to_string()).unwrap();
         let whatif =
             Checkpoint::open_str(&format!("{scheme}({})", model_path("smollm2").display()))
@@ -212,10 +212,10 @@ fn lora_training_lowers_heldout_loss_and_reloads_bit_identically() {
     let spec = format!("{}+{}", model_path("smollm2").display(), out.display());
     let unmerged = Checkpoint::open_str(&spec).unwrap();
     let merged_dir = tmp.path().join("merged");
-    probegate::convert::convert(
+    probegate::export::convert(
         &unmerged,
         &merged_dir,
-        probegate::convert::OutDtype::F32,
+        probegate::export::OutDtype::F32,
         &mut || {},
     )
     .unwrap();

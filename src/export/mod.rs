@@ -1,7 +1,11 @@
-//! `probegate convert`: any readable checkpoint to a Hugging Face model
+//! Writers: checkpoints out in the formats others load. `probegate
+//! convert` (this file): any readable checkpoint to a Hugging Face model
 //! directory (config.json, model.safetensors, tokenizer.json), holding the
 //! tensors transformers would load: the llama q/k row permutation that GGUF
 //! converters apply is undone and Gemma's baked (1 + w) norms are unbaked.
+
+pub mod bnb;
+pub mod gguf;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,9 +13,9 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, WeightLayout};
+use crate::checkpoint::layout::to_hf_values;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::config::Arch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -31,78 +35,13 @@ pub struct ConvertSummary {
     pub bytes: u64,
 }
 
-/// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped per head as
-/// (half, 2) interleaved pairs go back to (2, half) rotate-half order.
-pub fn unpermute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let dims = w.dims().to_vec();
-    let out = dims[0];
-    if n_head == 0 || out % (2 * n_head) != 0 {
-        return Err(Error::Usage(format!(
-            "cannot unpermute {out} rows over {n_head} heads"
-        )));
-    }
-    let half = out / n_head / 2;
-    let rest: usize = dims[1..].iter().product();
-    Ok(w.reshape((n_head, half, 2, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
-}
-
-/// Inverse of [`unpermute_qk`] (used by tests and by adapters on GGUF bases).
-pub fn permute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let dims = w.dims().to_vec();
-    let out = dims[0];
-    if n_head == 0 || out % (2 * n_head) != 0 {
-        return Err(Error::Usage(format!(
-            "cannot permute {out} rows over {n_head} heads"
-        )));
-    }
-    let half = out / n_head / 2;
-    let rest: usize = dims[1..].iter().product();
-    Ok(w.reshape((n_head, 2, half, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
-}
-
-/// The tensor as transformers holds it, given how it is stored.
-pub fn to_hf_values(
-    name: &str,
-    t: Tensor,
-    layout: &WeightLayout,
-    arch: Arch,
-    n_heads: usize,
-    n_kv_heads: usize,
-) -> Result<(Tensor, bool, bool)> {
-    let mut permuted = false;
-    let mut unbaked = false;
-    let mut t = t;
-    if layout.rope_interleaved {
-        if name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias") {
-            t = unpermute_qk(&t, n_heads)?;
-            permuted = true;
-        } else if name.ends_with("self_attn.k_proj.weight")
-            || name.ends_with("self_attn.k_proj.bias")
-        {
-            t = unpermute_qk(&t, n_kv_heads)?;
-            permuted = true;
-        }
-    }
-    if layout.norm_plus_one_baked && arch == Arch::Gemma3 && name.ends_with("norm.weight") {
-        t = (t - 1.0)?;
-        unbaked = true;
-    }
-    Ok((t, permuted, unbaked))
-}
-
 /// Writes a transformers model directory: model.safetensors (tensors in
 /// transformers' layout, sorted by name), config.json and the tokenizer.
 /// Returns the safetensors path.
 pub fn write_hf_dir(
     out_dir: &Path,
     mut tensors: Vec<(String, Tensor)>,
-    cfg: &crate::model::config::ModelConfig,
+    cfg: &crate::checkpoint::config::ModelConfig,
     tokenizer: &crate::tokenizer::ModelTokenizer,
     mut meta: HashMap<String, String>,
     dtype: OutDtype,
@@ -122,7 +61,7 @@ pub fn write_hf_dir(
     meta.insert("format".to_string(), "pt".to_string());
     let st_path = out_dir.join("model.safetensors");
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    crate::activations::save_safetensors(tensors, meta, &st_path)?;
+    crate::util::save_safetensors(tensors, meta, &st_path)?;
     write_config_and_tokenizer(out_dir, &config_json, tokenizer)?;
     Ok(st_path)
 }
@@ -206,40 +145,4 @@ pub fn convert(
         unbaked_norms: unbaked,
         bytes,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn permute_and_unpermute_are_inverse_and_match_llama_cpp() {
-        // 2 heads of dim 4, 3 input columns; rows numbered so we can see moves.
-        let w = Tensor::arange(0f32, 24.0, &Device::Cpu)
-            .unwrap()
-            .reshape((8, 3))
-            .unwrap();
-        let p = permute_qk(&w, 2).unwrap();
-        // llama.cpp: head rows [0,1,2,3] -> [0,2,1,3] (first half interleaved with second).
-        let first_col: Vec<f32> = p
-            .narrow(1, 0, 1)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(first_col, vec![0., 6., 3., 9., 12., 18., 15., 21.]);
-        let back = unpermute_qk(&p, 2).unwrap();
-        let diff = (back - &w)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0);
-        assert!(unpermute_qk(&w, 3).is_err());
-    }
 }

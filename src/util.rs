@@ -1,0 +1,217 @@
+//! The bottom layer: file utilities every other module may use and none of
+//! which knows about models. Atomic writes (one temp file per process,
+//! removed on failure), JSONL reading with line numbers, canonical
+//! safetensors writing, and line numbers for errors in config files.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// The seed every seeded step defaults to (data splits, bootstrap intervals,
+/// threshold validation splits), so two runs on the same inputs agree.
+pub const DEFAULT_SEED: u64 = 20261127;
+
+/// Prompts per forward-pass batch: enough to keep the GEMMs busy on two
+/// cores, small enough that 512-token prompts stay in memory.
+pub const DEFAULT_BATCH_SIZE: usize = 16;
+
+/// The temporary sibling a file is written to before it is renamed into place.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes tensors with string metadata to `path` atomically (temp file, then rename).
+pub fn save_safetensors(
+    tensors: Vec<(String, Tensor)>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let data: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(data, Some(metadata))
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    write_canonical_safetensors(bytes, path)
+}
+
+/// Writes serialized safetensors bytes atomically, with the JSON header's
+/// keys sorted: the crate writes its metadata map in hash order, and equal
+/// inputs must give byte-identical files (fingerprints, a seeded zoo).
+pub fn write_canonical_safetensors(mut bytes: Vec<u8>, path: &Path) -> Result<()> {
+    fn sorted(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let parts: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}:{}",
+                            serde_json::Value::String((*k).clone()),
+                            sorted(&m[*k])
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+    if bytes.len() >= 8 {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])) as usize;
+        if let Some(header) = bytes.get(8..8 + n) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) {
+                let canon = sorted(&v).into_bytes();
+                // Same entries, same length: only the order changes.
+                if canon.len() <= n {
+                    bytes[8..8 + canon.len()].copy_from_slice(&canon);
+                    bytes[8 + canon.len()..8 + n].fill(b' ');
+                }
+            }
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// sha256 over the texts in order (NUL-separated): the dataset part of cache keys.
+pub fn texts_sha256(texts: &[String]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes `bytes` to `path` atomically: readers see the old file or the new
+/// one, never a torn write, and a failed write leaves no temporary behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// [`write_atomic`] for content produced by a writer (streamed, not held in memory).
+pub fn write_atomic_with(
+    path: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let tmp = tmp_path(path);
+    let res = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        f(&mut w)?;
+        w.flush().map_err(|e| Error::io(&tmp, e))?;
+        drop(w);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Calls `f(line_number, value)` for each non-blank line of a JSONL file;
+/// bytes that are not UTF-8 or lines that are not JSON are errors naming the line.
+pub fn for_each_json_line(
+    path: &Path,
+    mut f: impl FnMut(usize, serde_json::Value) -> Result<()>,
+) -> Result<()> {
+    // On disk or built into the binary (`builtin:data/...`).
+    let reader = crate::assets::open(path)?;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let lineno = i + 1;
+        let bytes = line.map_err(|e| Error::io(path, e))?;
+        let line = String::from_utf8(bytes).map_err(|e| Error::Input {
+            path: path.into(),
+            line: lineno,
+            msg: format!("not valid UTF-8 ({e})"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Input {
+            path: path.into(),
+            line: lineno,
+            msg: format!("not a JSON object: {e}"),
+        })?;
+        f(lineno, v)?;
+    }
+    Ok(())
+}
+
+/// Reads JSONL prompts: one object per line with a string `text`; other
+/// fields are ignored and blank lines skipped.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for_each_json_line(path, |lineno, v| {
+        match v.get("text") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => out.push(s.clone()),
+            Some(serde_json::Value::String(_)) => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "field `text` is empty".into(),
+                })
+            }
+            Some(_) => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "field `text` is not a string".into(),
+                })
+            }
+            None => {
+                return Err(Error::Input {
+                    path: path.into(),
+                    line: lineno,
+                    msg: "missing field `text`".into(),
+                })
+            }
+        }
+        Ok(())
+    })?;
+    if out.is_empty() {
+        return Err(Error::Input {
+            path: path.into(),
+            line: 0,
+            msg: "no prompts: the file has no lines with a `text` field".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The 1-based line of a byte offset in a config file (for errors with spans).
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("report.json");
+        write_atomic(&p, b"old").unwrap();
+        let e = write_atomic_with(&p, |w| {
+            w.write_all(b"half").map_err(|e| Error::io(&p, e))?;
+            Err(Error::Usage("interrupted".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+}
