@@ -1127,4 +1127,145 @@ mod tests {
         } = decide(&p, fam, &[healthy], 10);
         assert!(w.iter().any(|x| x.contains("not attempted")), "{w:?}");
     }
+
+    /// Verdict rules as data (cargo-semver-checks keeps its lints' cases the
+    /// same way): tests/cases/verdict/<case>/case.json holds the policy (a
+    /// shipped name or a file beside it), the update family, the monitors'
+    /// states and the decision expected; reasons and warnings match by
+    /// prefix, one each, in order.
+    #[test]
+    fn verdict_cases() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/verdict");
+        let mut cases: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cases.sort();
+        assert!(cases.len() >= 9, "{cases:?}");
+        let mut failures = Vec::new();
+        for dir in cases {
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let case: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap())
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let policy = Policy::load(&Policy::resolve(
+                case["policy"].as_str().unwrap(),
+                Some(&dir),
+            ))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let family: Family = serde_json::from_value(case["family"].clone()).unwrap();
+            let monitors: Vec<MonitorReport> = case["monitors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let status: Status = serde_json::from_value(m["status"].clone()).unwrap();
+                    let mut r = monitor(
+                        m["name"].as_str().unwrap(),
+                        status,
+                        m["critical"].as_bool().unwrap_or(false),
+                    );
+                    if let Some(rung) = m.get("rung") {
+                        r.rung = serde_json::from_value(rung.clone()).unwrap();
+                    }
+                    r.stale_reasons = m["reasons"]
+                        .as_array()
+                        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default();
+                    if let Some(p) = m["p_stale"].as_f64() {
+                        r.risk.p_stale = p;
+                    }
+                    // The rungs tried: a report of each (its figures do not enter the decision).
+                    for t in m["tried"].as_array().into_iter().flatten() {
+                        let after = revalidate::EvalResult {
+                            monitor: r.name.clone(),
+                            layer: 15,
+                            n: 180,
+                            auroc: 0.9,
+                            auroc_ci95: [0.85, 0.95],
+                            balanced_accuracy: 0.8,
+                            tpr: 0.8,
+                            fpr: 0.2,
+                            threshold: 0.5,
+                            base_auroc: 0.99,
+                            delta_auroc: -0.09,
+                            base_balanced_accuracy: 0.9,
+                        };
+                        let rung = RungReport {
+                            examples: 60,
+                            threshold: None,
+                            after: after.clone(),
+                            stale_reasons_after: r.stale_reasons.clone(),
+                        };
+                        match t.as_str().unwrap() {
+                            "realignment" => {
+                                r.realignment = Some(RealignReport {
+                                    method: realign::Method::MeanShift,
+                                    heldout_error: 0.1,
+                                    identity_error: 0.2,
+                                    prompts: 600,
+                                    after,
+                                    stale_reasons_after: r.stale_reasons.clone(),
+                                    verified: true,
+                                    written_to: None,
+                                    alternatives: vec![],
+                                })
+                            }
+                            "recalibration" => r.recalibration = Some(rung),
+                            "retraining" => r.retraining = Some(rung),
+                            other => panic!("{name}: unknown rung {other}"),
+                        }
+                    }
+                    r
+                })
+                .collect();
+            let corpus = case["corpus_prompts"].as_u64().unwrap_or(600) as usize;
+            let d = decide(&policy, family, &monitors, corpus);
+            let e = &case["expect"];
+            let want_verdict: Verdict = serde_json::from_value(e["verdict"].clone()).unwrap();
+            let matches = |got: &[String], want: &serde_json::Value| {
+                let want: Vec<&str> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+                    .collect();
+                got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| g.starts_with(w))
+            };
+            if d.verdict != want_verdict
+                || !matches(&d.reasons, &e["reasons"])
+                || !matches(&d.warnings, &e["warnings"])
+            {
+                failures.push(format!("{name}: got {d:#?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Bad policies and the error each must give, file, line and field:
+    /// tests/cases/policy/<case>.toml, whose `# expect:` line holds the text.
+    #[test]
+    fn bad_policy_cases() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/policy");
+        let mut n = 0;
+        for e in std::fs::read_dir(&root).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let want = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{}: no `# expect:` line", p.display()));
+            let name = p.file_name().unwrap();
+            let got = Policy::parse(&text, Path::new(name))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                got.starts_with(want),
+                "{}:\n got  {got}\n want {want}",
+                p.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 6);
+    }
 }
