@@ -116,6 +116,22 @@ fn pre_push_hook_gates_changed_candidates() {
         std::fs::read_to_string(work.join(".probegate/pre-push/candidate-1/report.json")).unwrap();
     assert!(report.contains("\"verdict\": \"error\""));
 
+    // As pre-commit runs it (.pre-commit-hooks.yaml): the changed files as
+    // arguments instead of git's pre-push lines, settings as installed.
+    let o = Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .current_dir(&work)
+        .args(["hook", "run", "--base", "smollm2", "--monitors"])
+        .arg(repo().join("monitors/smollm2"))
+        .args(["README.md", "adapters/bad/adapter_config.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("checking 1 candidate") && err.contains("could not evaluate"),
+        "{err}"
+    );
+
     // The documented skip lets it through.
     let o = Command::new("git")
         .current_dir(&work)
@@ -137,4 +153,44 @@ fn pre_push_hook_gates_changed_candidates() {
     let report =
         std::fs::read_to_string(work.join(".probegate/pre-push/candidate-1/report.json")).unwrap();
     assert!(report.contains("\"verdict\": \"pass\""), "{report}");
+}
+
+/// .pre-commit-hooks.yaml is what pre-commit reads: one pre-push hook that
+/// runs `probegate hook run` on the changed model files, built from this
+/// repository with cargo.
+#[test]
+fn pre_commit_hook_definition_matches_the_cli() {
+    let text = std::fs::read_to_string(repo().join(".pre-commit-hooks.yaml")).unwrap();
+    let hooks: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let h = &hooks[0];
+    assert_eq!(h["id"], "probegate");
+    assert_eq!(h["language"], "rust");
+    assert_eq!(h["stages"], serde_json::json!(["pre-push"]));
+    assert_eq!(h["pass_filenames"], true);
+    let entry: Vec<&str> = h["entry"].as_str().unwrap().split(' ').collect();
+    assert_eq!(entry, ["probegate", "hook", "run"]);
+    // The files pattern takes exactly what the hook can gate.
+    let files = h["files"].as_str().unwrap();
+    for (path, gated) in [
+        ("adapters/x/adapter_config.json", true),
+        ("adapters/x/adapter_model.safetensors", true),
+        ("models/m.gguf", true),
+        ("m/config.json", true),
+        ("README.md", false),
+        ("src/lib.rs", false),
+    ] {
+        // pre-commit uses Python's re.search; these patterns need nothing beyond POSIX ERE.
+        let ok = std::process::Command::new("grep")
+            .args(["-qE", files])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(path.as_bytes())?;
+                c.wait()
+            })
+            .unwrap()
+            .success();
+        assert_eq!(ok, gated, "{path}");
+    }
 }
