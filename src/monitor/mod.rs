@@ -235,8 +235,21 @@ impl Monitor {
                 ),
             );
         }
-        if meta.name.trim().is_empty() {
-            return bad("name", "must not be empty".into());
+        // The name becomes a path (`repaired/<name>`) and a cell in reports and
+        // PR comments: only characters that are safe in all three.
+        let n = &meta.name;
+        if n.is_empty()
+            || n.len() > 128
+            || n == "."
+            || n == ".."
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return bad(
+                "name",
+                format!("{n:?} must be 1-128 characters of A-Z a-z 0-9 . _ - (it names a directory), and not . or .."),
+            );
         }
         if meta.hook.point != "resid_post" {
             return bad(
@@ -421,15 +434,39 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     if dir.join(JSON_FILE).is_file() {
         return Ok(vec![Monitor::load(dir)?]);
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Monitor> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    // Symlinked directories are followed (a suite may link its monitors in),
+    // each real directory once, so a link to an ancestor cannot loop.
+    let mut seen = std::collections::HashSet::new();
+    let mut where_from: HashMap<String, PathBuf> = HashMap::new();
     while let Some(d) = stack.pop() {
+        let real = std::fs::canonicalize(&d).map_err(|e| Error::io(&d, e))?;
+        if !seen.insert(real) {
+            continue;
+        }
         let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
         for e in entries {
             let p = e.map_err(|e| Error::io(&d, e))?.path();
             if p.is_dir() {
                 if p.join(JSON_FILE).is_file() {
-                    out.push(Monitor::load(&p)?);
+                    let m = Monitor::load(&p)?;
+                    // Two monitors of one name would share repaired/<name> and a report row.
+                    if let Some(first) = where_from.insert(m.meta.name.clone(), p.clone()) {
+                        if std::fs::canonicalize(&first).ok() == std::fs::canonicalize(&p).ok() {
+                            continue;
+                        }
+                        return Err(Error::field(
+                            p.join(JSON_FILE),
+                            "name",
+                            format!(
+                                "{:?} is also the name of the monitor in {}: names must be unique in a suite",
+                                m.meta.name,
+                                first.display()
+                            ),
+                        ));
+                    }
+                    out.push(m);
                 } else {
                     stack.push(p);
                 }
@@ -447,4 +484,61 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     }
     out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_monitor(name: &str, to: &Path) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("monitors/smollm2")
+            .join(name);
+        std::fs::create_dir_all(to).unwrap();
+        for f in [JSON_FILE, TENSOR_FILE] {
+            std::fs::copy(src.join(f), to.join(f)).unwrap();
+        }
+    }
+
+    fn rename(dir: &Path, name: &str) {
+        let p = dir.join(JSON_FILE);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["name"] = name.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_name_that_would_escape_repaired_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("m");
+        copy_monitor("toxicity-l15", &m);
+        for bad in ["../../etc/x", "a/b", "..", "", "x`y", "name with\nnewline"] {
+            rename(&m, bad);
+            let e = Monitor::load(&m).err().unwrap().to_string();
+            assert!(
+                e.contains("monitor.json") && e.contains("name"),
+                "{bad:?}: {e}"
+            );
+        }
+        rename(&m, "my_pii-monitor.v2");
+        assert!(Monitor::load(&m).is_ok());
+    }
+
+    #[test]
+    fn a_symlink_loop_ends_and_duplicate_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let suite = tmp.path().join("suite");
+        copy_monitor("toxicity-l15", &suite.join("a/toxicity-l15"));
+        // A link back to the suite's root and one to the monitor itself.
+        std::os::unix::fs::symlink(&suite, suite.join("a/loop")).unwrap();
+        std::os::unix::fs::symlink(suite.join("a/toxicity-l15"), suite.join("again")).unwrap();
+        let ms = load_suite(&suite).unwrap();
+        assert_eq!(ms.len(), 1);
+        // A second monitor under the same name is an error naming both places.
+        copy_monitor("toxicity-l22", &suite.join("b"));
+        rename(&suite.join("b"), "toxicity-l15");
+        let e = load_suite(&suite).err().unwrap().to_string();
+        assert!(e.contains("unique") && e.contains("toxicity-l15"), "{e}");
+    }
 }
