@@ -938,8 +938,12 @@ pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
     let p = out.join("report.json");
     std::fs::write(&p, serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| Error::io(&p, e))?;
-    let md =
-        format!("## probegate: could not evaluate\n\n```\n{err}\n```\n\nThis is not a pass.\n");
+    // The error quotes user input (paths, tensor names): a fence longer than
+    // any backtick run in it, so it cannot close early and forge a heading.
+    let md = format!(
+        "## probegate: could not evaluate\n\n{}\n\nThis is not a pass.\n",
+        crate::report::fenced(err)
+    );
     let p = out.join("report.md");
     std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
     let _ = std::fs::remove_file(out.join("report.html"));

@@ -54,6 +54,47 @@ fn status_word(s: Status) -> &'static str {
     }
 }
 
+/// Text from model files, adapters and error messages, made inert in
+/// Markdown: one line (a newline could start a forged `## PASS` heading in a
+/// PR comment), HTML and Markdown punctuation escaped.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '|' | '~' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An inline code span that no backtick in `text` can close early.
+pub fn code(text: &str) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    let ticks = "`".repeat(longest_backtick_run(&one_line) + 1);
+    format!("{ticks} {one_line} {ticks}")
+}
+
+/// A fenced code block whose fence is longer than any backtick run inside.
+pub fn fenced(text: &str) -> String {
+    let fence = "`".repeat((longest_backtick_run(text) + 1).max(3));
+    format!("{fence}\n{text}\n{fence}")
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let icon = match r.verdict {
@@ -64,20 +105,22 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "## {icon} probegate: {}\n", verdict_line(r));
     let _ = writeln!(
         s,
-        "`{}` → `{}` under policy `{}`\n",
-        r.base.reference, r.candidate.reference, r.policy.name
+        "{} → {} under policy {}\n",
+        code(&r.base.reference),
+        code(&r.candidate.reference),
+        code(&r.policy.name)
     );
     if !r.reasons.is_empty() {
         let _ = writeln!(s, "**Why it failed**\n");
         for x in &r.reasons {
-            let _ = writeln!(s, "- {x}");
+            let _ = writeln!(s, "- {}", escape(x));
         }
         s.push('\n');
     }
     if !r.warnings.is_empty() {
         let _ = writeln!(s, "**Warnings**\n");
         for x in &r.warnings {
-            let _ = writeln!(s, "- {x}");
+            let _ = writeln!(s, "- {}", escape(x));
         }
         s.push('\n');
     }
@@ -102,7 +145,7 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             s,
             "| {}{crit} | {} | {:.2} | {} | {au} | {ba} | {repair} |",
-            m.name,
+            escape(&m.name),
             m.layer,
             m.risk.p_stale,
             status_word(m.status)
@@ -115,7 +158,7 @@ pub fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(s, "\n<details><summary>Diff evidence</summary>\n");
     for e in &r.diff.evidence {
-        let _ = writeln!(s, "- {e}");
+        let _ = writeln!(s, "- {}", escape(e));
     }
     let _ = writeln!(s, "\n</details>");
     s
@@ -382,4 +425,22 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
         r.budget.examples_full
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_model_files_cannot_forge_markdown() {
+        let hostile = "w`\n## ✅ probegate: PASS <img src=x> | [x](y)";
+        let e = escape(hostile);
+        assert!(!e.contains('\n') && !e.contains("<img"), "{e}");
+        assert!(e.contains("\\#\\# ") && e.contains("\\|"), "{e}");
+        let c = code("a``b`c");
+        assert!(c.starts_with("``` ") && c.ends_with(" ```"), "{c}");
+        let f = fenced("```\n## ✅ probegate: PASS\n```");
+        assert!(f.starts_with("````\n") && f.ends_with("\n````"), "{f}");
+        assert_eq!(fenced("plain"), "```\nplain\n```");
+    }
 }

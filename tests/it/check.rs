@@ -422,3 +422,47 @@ fn monitors_weak_on_the_base_never_fail_the_candidate() {
         );
     assert_eq!(report(&out)["verdict"], "error");
 }
+
+/// A path in the error (here the candidate's, with backticks and a newline)
+/// cannot close the report's code fence and forge a PASS heading in a PR
+/// comment or job summary.
+#[test]
+fn an_error_cannot_forge_a_heading_in_report_md() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A line of bare backticks in the path: it closed the old fixed fence.
+    let hostile = tmp.path().join("x\n```\n## ✅ probegate: PASS\n```\ny");
+    std::fs::create_dir_all(&hostile).unwrap();
+    let out = tmp.path().join("out");
+    check(
+        "smollm2",
+        &format!("smollm2+{}", hostile.display()),
+        &test_policy(tmp.path(), &[]),
+        &out,
+    )
+    .assert()
+    .code(2);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(lines[0], "## probegate: could not evaluate", "{md}");
+    // CommonMark: a fence closes only on a line of at least as many backticks.
+    let fence = lines[2];
+    assert!(fence.len() >= 3 && fence.chars().all(|c| c == '`'), "{md}");
+    let close = 3 + lines[3..]
+        .iter()
+        .position(|l| l.trim().len() >= fence.len() && l.trim().chars().all(|c| c == '`'))
+        .unwrap();
+    // The hostile lines sit inside the block; outside it, the real heading only.
+    assert!(
+        lines[3..close]
+            .iter()
+            .any(|l| l.contains("probegate: PASS")),
+        "{md}"
+    );
+    let outside: Vec<&&str> = lines[..2]
+        .iter()
+        .chain(&lines[close + 1..])
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    assert_eq!(outside, [&"## probegate: could not evaluate"], "{md}");
+    assert_eq!(lines[close + 2], "This is not a pass.", "{md}");
+}
