@@ -557,9 +557,19 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(&cfg.state_dir, e))?;
     let store = Store::open(&cfg.state_dir.join("jobs.redb"))?;
-    let resumed = store.recover()?;
-    if !resumed.is_empty() {
-        tracing::warn!("resuming jobs interrupted by a crash: {resumed:?}");
+    let recovered = store.recover()?;
+    if !recovered.requeued.is_empty() {
+        tracing::warn!(
+            "resuming jobs interrupted by a crash: {:?}",
+            recovered.requeued
+        );
+    }
+    if !recovered.failed.is_empty() {
+        tracing::error!(
+            "failing jobs the server died in {} times, not retrying them: {:?}",
+            store::MAX_ATTEMPTS,
+            recovered.failed
+        );
     }
     if cfg.mlflow.is_some() {
         // A bad download cap stops the server here, not each job later.

@@ -116,6 +116,16 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Times the server may die in one job before the job is failed instead of retried.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// What [`Store::recover`] did with the jobs a crash left running.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub requeued: Vec<u64>,
+    pub failed: Vec<u64>,
+}
+
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -297,16 +307,36 @@ impl Store {
         Ok(claimed)
     }
 
-    /// After a crash: jobs left running go back to the queue. Returns their ids.
-    pub fn recover(&self) -> Result<Vec<u64>> {
-        let mut ids = Vec::new();
+    /// After a crash: jobs left running go back to the queue, unless the
+    /// server has now died in one [`MAX_ATTEMPTS`] times; that job is failed
+    /// with its reason (and the registry told), so one crafted repository
+    /// cannot hold the server in a crash loop while other jobs wait.
+    pub fn recover(&self) -> Result<Recovered> {
+        let mut r = Recovered::default();
         for j in self.list()? {
-            if j.state == JobState::Running {
+            if j.state != JobState::Running {
+                continue;
+            }
+            if j.attempts >= MAX_ATTEMPTS {
+                self.update(j.id, |j| {
+                    let msg = format!(
+                        "the server stopped {} times while running this job (a crash, an abort or an out-of-memory kill); it is not retried",
+                        j.attempts
+                    );
+                    j.state = JobState::Error;
+                    j.verdict = Some("error".into());
+                    j.exit_code = Some(crate::report::Outcome::Error.exit_code());
+                    j.summary = Some(format!("ERROR: the gate could not evaluate: {msg}"));
+                    j.error = Some(msg);
+                    j.callback = CallbackState::Pending;
+                })?;
+                r.failed.push(j.id);
+            } else {
                 self.update(j.id, |j| j.state = JobState::Queued)?;
-                ids.push(j.id);
+                r.requeued.push(j.id);
             }
         }
-        Ok(ids)
+        Ok(r)
     }
 
     /// Done jobs whose registry has not been told yet.
@@ -350,7 +380,7 @@ mod tests {
             // Dropped without finishing: the process "crashed".
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.recover().unwrap(), vec![1]);
+        assert_eq!(s.recover().unwrap().requeued, vec![1]);
         let again = s.claim_next().unwrap().unwrap();
         assert_eq!((again.id, again.attempts), (1, 2));
         s.update(1, |j| j.state = JobState::Finished).unwrap();
@@ -359,6 +389,43 @@ mod tests {
         assert!(s.claim_next().unwrap().is_none());
         // The dedupe table survived the reopen too.
         assert!(!s.enqueue(mlflow("d1")).unwrap().1);
+    }
+
+    #[test]
+    fn a_job_that_keeps_killing_the_server_is_failed_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            s.enqueue(mlflow("poison")).unwrap();
+            s.enqueue(mlflow("next")).unwrap();
+        }
+        // The server dies in job 1 on every attempt.
+        for attempt in 1..=MAX_ATTEMPTS {
+            let s = Store::open(&path).unwrap();
+            let r = s.recover().unwrap();
+            if attempt > 1 {
+                assert_eq!(r.requeued, vec![1], "attempt {attempt}");
+            }
+            let j = s.claim_next().unwrap().unwrap();
+            assert_eq!((j.id, j.attempts), (1, attempt));
+        }
+        let s = Store::open(&path).unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                requeued: vec![],
+                failed: vec![1]
+            }
+        );
+        let j = s.get(1).unwrap().unwrap();
+        assert_eq!(j.state, JobState::Error);
+        assert_eq!(j.exit_code, Some(2));
+        assert!(j.error.unwrap().contains("stopped 3 times"));
+        // The registry is still told, and the next job runs.
+        assert!(s.pending_callbacks().unwrap().iter().any(|p| p.id == 1));
+        assert_eq!(s.claim_next().unwrap().unwrap().id, 2);
     }
 
     #[test]
