@@ -118,10 +118,11 @@ pub fn read_to_string(path: &Path) -> Result<Cow<'static, str>> {
 /// A file's bytes as a reader, from disk or from the binary.
 pub fn open(path: &Path) -> Result<Box<dyn std::io::BufRead>> {
     if is_builtin(path) {
-        let text = read_to_string(path)?;
-        return Ok(Box::new(std::io::Cursor::new(
-            text.into_owned().into_bytes(),
-        )));
+        // Built-in text is 'static: read it in place, no copy.
+        return match read_to_string(path)? {
+            Cow::Borrowed(text) => Ok(Box::new(text.as_bytes())),
+            Cow::Owned(text) => Ok(Box::new(std::io::Cursor::new(text.into_bytes()))),
+        };
     }
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(Box::new(std::io::BufReader::new(f)))
