@@ -1,54 +1,163 @@
 //! The layering src/lib.rs promises, checked: every module imports only
-//! modules declared before it there (no cycles, nothing upward). Reads the
-//! sources as text, so it needs no model and runs in the model-free tier.
+//! modules declared before it (no cycles, nothing upward). The same rule
+//! holds inside the folders whose order is the design: the gate's stages,
+//! the repair rungs, the lab and the adapters; a stage imports earlier
+//! stages, never the pipeline that calls it. Reads the sources as text, so
+//! it needs no model and runs in the model-free tier.
+//!
+//! Hand-written rather than `syn`-based: paths are all it needs, and a full
+//! Rust parser as a dev-dependency would cost every fresh clone a build.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Every top-level module, parsed from lib.rs in declaration order.
-fn order() -> Vec<String> {
-    let lib = include_str!("lib.rs");
-    lib.lines()
-        .filter_map(|l| l.trim().strip_prefix("pub mod "))
-        .map(|m| m.trim_end_matches(';').to_string())
+/// Modules whose declaration order is a layering, by module path.
+const LAYERED: &[&str] = &["", "gate", "gate::repair", "lab", "adapters"];
+
+/// Child modules declared in `text` (`pub mod x;` / `mod x;`), in order.
+fn declared(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            l.strip_prefix("mod ")?
+                .strip_suffix(';')
+                .map(str::to_string)
+        })
         .collect()
 }
 
-/// Top-level modules a source file names through `crate::`.
-fn imports(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+fn ident(s: &str) -> (&str, &str) {
+    let n = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    (&s[..n], &s[n..])
+}
+
+/// The paths a use-tree starting at `s` names: `a::b::{c, d::{e, f}}` gives
+/// a::b::c, a::b::d::e, a::b::d::f. Stops at the end of the tree.
+fn tree(s: &str) -> Vec<Vec<String>> {
+    let mut segs = Vec::new();
+    // `crate::{a, b}`: a group with nothing before it.
+    let mut rest = s;
+    if let Some(group) = s.strip_prefix('{') {
+        return group_paths(&segs, group);
+    }
+    loop {
+        let (id, after) = ident(rest);
+        if !id.is_empty() {
+            segs.push(id.to_string());
+        }
+        if let Some(group) = after.strip_prefix("::{") {
+            return group_paths(&segs, group);
+        }
+        match after.strip_prefix("::") {
+            Some(r) if !id.is_empty() => rest = r,
+            _ => return vec![segs],
+        }
+    }
+}
+
+/// The paths of a brace group's members, `group` starting after its `{`.
+fn group_paths(prefix: &[String], group: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                out.extend(sub(prefix, &group[start..i]));
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.extend(sub(prefix, &group[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn sub(prefix: &[String], part: &str) -> Vec<Vec<String>> {
+    let part = part.trim();
+    if part.is_empty() || part == "self" {
+        return vec![prefix.to_vec()];
+    }
+    tree(part)
+        .into_iter()
+        .map(|t| prefix.iter().cloned().chain(t).collect())
+        .collect()
+}
+
+/// Absolute module paths a file at `me` names through `crate::` and
+/// `super::` (the latter only outside its test module, where it would mean
+/// the file itself).
+fn imports(text: &str, me: &[String]) -> Vec<Vec<String>> {
     let code: String = text
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n");
-    let mut rest = code.as_str();
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // `use crate::{a, b::c}`: every first segment in the braces.
-            let end = group.find('}').unwrap_or(group.len());
-            for part in group[..end].split(',') {
-                let name: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    out.insert(name);
-                }
-            }
-        } else {
-            let name: String = rest
+    let tests_at = code.find("mod tests").unwrap_or(code.len());
+    let mut out = Vec::new();
+    let parent = me[..me.len().saturating_sub(1)].to_vec();
+    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent)] {
+        let mut at = 0;
+        while let Some(i) = code[at..].find(prefix) {
+            let i = at + i;
+            at = i + prefix.len();
+            // `crate::` inside a longer word (`my_crate::`) is not ours.
+            let inside_word = code[..i]
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                out.insert(name);
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            if inside_word || (prefix == "super::" && i >= tests_at) {
+                continue;
+            }
+            for p in tree(&code[at..]) {
+                out.push(base.iter().cloned().chain(p).collect());
             }
         }
     }
     out
+}
+
+/// Why `import`, named from the file at module path `me`, breaks the
+/// layering, if it does. `decls` gives a module's declared children.
+fn violation(
+    me: &[String],
+    import: &[String],
+    decls: &dyn Fn(&[String]) -> Option<Vec<String>>,
+) -> Option<String> {
+    let common = me.iter().zip(import).take_while(|(a, b)| a == b).count();
+    let parent = &me[..common];
+    let parent_name = parent.join("::");
+    let layered = LAYERED.contains(&parent_name.as_str());
+    // A module may use what it contains.
+    let x = me.get(common)?;
+    let children = decls(parent).unwrap_or_default();
+    let Some(y) = import.get(common) else {
+        return (layered && common > 0).then(|| format!("imports its parent `{parent_name}`"));
+    };
+    match children.iter().position(|c| c == y) {
+        // An item of the parent itself (a re-export or the pipeline's own
+        // types): the stage that defines it is where to import it from.
+        None if layered && common > 0 => Some(format!(
+            "imports `{parent_name}::{y}` from its parent; import it from the module that defines it"
+        )),
+        None => None,
+        Some(j) => {
+            let i = children.iter().position(|c| c == x)?;
+            (layered && j > i).then(|| {
+                format!(
+                    "imports `{}`, declared after `{}`",
+                    import[..=common].join("::"),
+                    me[..=common].join("::")
+                )
+            })
+        }
+    }
 }
 
 fn visit(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
@@ -62,47 +171,66 @@ fn visit(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The module path of a source file: src/gate/risk.rs is gate::risk,
+/// src/gate/mod.rs is gate, src/lib.rs is the root.
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if let Some(last) = parts.pop() {
+        let stem = last.trim_end_matches(".rs");
+        if stem != "mod" && stem != "lib" {
+            parts.push(stem.to_string());
+        }
+    }
+    parts
+}
+
 #[test]
 fn modules_import_only_the_layers_before_them() {
-    let order = order();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let decls = |m: &[String]| -> Option<Vec<String>> {
+        let dir = m.iter().fold(src.clone(), |d, s| d.join(s));
+        let file = if m.is_empty() {
+            src.join("lib.rs")
+        } else {
+            dir.join("mod.rs")
+        };
+        std::fs::read_to_string(file).ok().map(|t| declared(&t))
+    };
     let mut files = Vec::new();
     visit(&src, &mut files);
     let mut bad = Vec::new();
+    let mut checked = 0;
     for f in files {
         let rel = f.strip_prefix(&src).unwrap();
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .trim_end_matches(".rs")
-            .to_string();
-        // The binary (main.rs, cli/) sits above the whole library; lib.rs
-        // and this test only declare modules.
-        if ["main", "cli", "lib", "layering"].contains(&top.as_str()) {
+        let me = module_of(rel);
+        // The binary (main.rs, cli/) sits above the whole library; this test
+        // only reads.
+        if me
+            .first()
+            .is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str()))
+        {
             continue;
         }
-        let me = order
-            .iter()
-            .position(|m| *m == top)
-            .unwrap_or_else(|| panic!("{} is not declared in lib.rs", rel.display()));
         let text = std::fs::read_to_string(&f).unwrap();
-        for m in imports(&text) {
-            if m == top || m == "Error" || m == "Result" {
+        for import in imports(&text, &me) {
+            if import.len() == 1 && ["Error", "Result"].contains(&import[0].as_str()) {
                 continue;
             }
-            match order.iter().position(|o| *o == m) {
-                Some(i) if i < me => {}
-                Some(_) => bad.push(format!(
-                    "{} imports `{m}`, declared after `{top}`",
-                    rel.display()
-                )),
-                None => bad.push(format!("{} imports unknown module `{m}`", rel.display())),
+            checked += 1;
+            if let Some(why) = violation(&me, &import, &decls) {
+                bad.push(format!("{}: {why}", rel.display()));
             }
         }
     }
+    bad.sort();
+    bad.dedup();
+    assert!(
+        checked > 100,
+        "only {checked} imports seen: is the scanner broken?"
+    );
     assert!(
         bad.is_empty(),
         "imports against the layering:\n{}",
@@ -110,11 +238,48 @@ fn modules_import_only_the_layers_before_them() {
     );
 }
 
+fn paths(v: Vec<Vec<String>>) -> Vec<String> {
+    v.into_iter().map(|p| p.join("::")).collect()
+}
+
 #[test]
-fn the_import_scanner_sees_grouped_and_inline_paths() {
+fn the_import_scanner_sees_grouped_nested_and_inline_paths() {
+    let me = vec!["gate".to_string(), "risk".to_string()];
     let m = imports(
-        "use crate::{a, b::c};\n// crate::ignored\nfn f() { crate::d::e(); }\nuse crate::report::{X, Y};",
+        "use crate::{a, b::c};\n// crate::ignored\nfn f() { crate::d::e(); my_crate::x(); }\nuse crate::gate::{report::{X, Y}, diff};\nuse super::features::F;",
+        &me,
     );
-    let names: Vec<&str> = m.iter().map(String::as_str).collect();
-    assert_eq!(names, vec!["a", "b", "d", "report"]);
+    assert_eq!(
+        paths(m),
+        vec![
+            "a",
+            "b::c",
+            "d::e",
+            "gate::report::X",
+            "gate::report::Y",
+            "gate::diff",
+            "gate::features::F"
+        ]
+    );
+}
+
+#[test]
+fn the_rule_catches_upward_sibling_and_parent_imports() {
+    let decls = |m: &[String]| -> Option<Vec<String>> {
+        let v: &[&str] = match m.join("::").as_str() {
+            "" => &["util", "gate", "adapters"],
+            "gate" => &["diff", "risk", "report"],
+            _ => return None,
+        };
+        Some(v.iter().map(|s| s.to_string()).collect())
+    };
+    let p = |s: &str| -> Vec<String> { s.split("::").map(str::to_string).collect() };
+    let check = |me: &str, imp: &str| violation(&p(me), &p(imp), &decls);
+    assert!(check("gate::risk", "gate::diff::DiffReport").is_none());
+    assert!(check("gate::risk", "util::write_atomic").is_none());
+    assert!(check("gate", "gate::report::Report").is_none());
+    assert!(check("gate::risk", "gate::report::Report").is_some());
+    assert!(check("gate::risk", "gate::run").is_some());
+    assert!(check("gate::diff", "adapters::serve").is_some());
+    assert!(check("util", "gate").is_some());
 }

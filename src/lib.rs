@@ -1,29 +1,31 @@
 //! probegate: a deployment gate that checks activation monitors survive
 //! model updates.
 //!
-//! Modules are declared in layer order; each imports only from the layers
-//! above it in this list (tests/it/layers.rs checks it):
+//! Modules are declared in the order of the pipeline, and each imports only
+//! from those declared before it; inside [`gate`], [`lab`] and [`adapters`]
+//! the same holds among their parts (src/layering.rs checks it):
 //!
 //! 1. **Files**: [`tokenizer`] (no dependencies: the error type wraps its
 //!    errors), [`error`], [`assets`] (the policies and data built into the
 //!    binary), [`util`] (atomic writes, JSONL, hashing, safetensors writing).
-//! 2. **Checkpoints**: [`checkpoint`] (GGUF, Hugging Face
+//! 2. **Checkpoints**: [`checkpoint`] (readers: GGUF, Hugging Face
 //!    directories, bitsandbytes, PEFT adapters, what-if quantization; the
-//!    config and the tensor-layout code the readers need).
+//!    config and the tensor-layout code they need).
 //! 3. **Model**: [`model`] (the forward pass to the deepest block asked for).
-//! 4. **Export**: [`export`] (Hugging Face directories, bitsandbytes, GGUF).
-//! 5. **Activations**: [`activations`] (pooled hidden states), [`actcache`].
-//! 6. **Monitors**: [`monitor`] (linear probes: load, train, score).
-//! 7. **The gate**, a stage per module, plain data in and out:
-//!    [`diff`] (name the update) → [`features`] (pre-deployment features) →
-//!    [`risk`] (P(stale)) → [`policy`] → [`revalidate`] (labeled data within
-//!    a budget) → [`realign`] (label-free repair) → [`report`] (the report's
-//!    types and writers) → [`check`] (the pipeline in order, and the verdict).
-//! 8. **Lab**: [`train`] (fine-tuning), [`zoo`], [`study`]: research tooling
+//! 4. **Export**: [`export`] (writers: Hugging Face directories,
+//!    bitsandbytes, GGUF).
+//! 5. **Activations**: [`activations`] (pooled hidden states and their
+//!    content-addressed cache).
+//! 6. **Monitors**: [`monitor`] (linear probes: load, build, train, score).
+//! 7. **The gate**: [`gate`], a stage per module, plain data in and out —
+//!    prepare → diff (name the update) → features → risk (P(stale)) →
+//!    policy → revalidate (labeled data within a budget) → repair (the
+//!    ladder: realignment, recalibration, retraining) → verdict → report.
+//! 8. **Lab**: [`lab`] (fine-tuning, the zoo, the study): research tooling
 //!    that runs the gate, not part of it.
-//! 9. **Adapters** on the one gate: [`project`] (probegate.toml), [`hooks`]
-//!    (pre-push), [`github`], [`serve`] (registry webhooks). The command line
-//!    is the binary's own (`src/main.rs`, `src/cli/`).
+//! 9. **Adapters** on the one gate: [`adapters`] (probegate.toml, the git
+//!    hook, GitHub, the registry webhook server). The command line is the
+//!    binary's own (`src/main.rs`, `src/cli/`).
 
 // 1. Files
 pub mod tokenizer;
@@ -38,27 +40,14 @@ pub mod model;
 pub mod export;
 // 5. Activations
 pub mod activations;
-pub mod actcache;
 // 6. Monitors
 pub mod monitor;
 // 7. The gate
-pub mod diff;
-pub mod features;
-pub mod risk;
-pub mod policy;
-pub mod revalidate;
-pub mod realign;
-pub mod report;
-pub mod check;
+pub mod gate;
 // 8. Lab
-pub mod train;
-pub mod zoo;
-pub mod study;
+pub mod lab;
 // 9. Adapters
-pub mod project;
-pub mod hooks;
-pub mod github;
-pub mod serve;
+pub mod adapters;
 
 pub use error::{Error, Result};
 

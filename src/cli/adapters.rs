@@ -8,11 +8,11 @@ use clap::{Args, Subcommand};
 
 use super::check::{gate, CheckArgs, GateArgs};
 use super::{emit_json, Format, Global, EXIT_OK};
+use probegate::adapters::github::{self, CheckRun, CommentMode, Publish};
+use probegate::adapters::hook::{self, HookConfig};
+use probegate::adapters::serve::ServeConfig;
 use probegate::error::{Error, Result};
-use probegate::github::{self, CheckRun, CommentMode, Publish};
-use probegate::hooks::{self, HookConfig};
-use probegate::report::Outcome;
-use probegate::serve::ServeConfig;
+use probegate::gate::report::Outcome;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -45,7 +45,7 @@ pub fn cmd_serve(g: &Global, a: &ServeArgs) -> Result<i32> {
         .with_writer(std::io::stderr)
         .try_init();
     let quiet = g.quiet;
-    runtime()?.block_on(probegate::serve::serve(cfg, move |addr| {
+    runtime()?.block_on(probegate::adapters::serve::serve(cfg, move |addr| {
         // One line on stdout, so scripts (and the tests) learn the port.
         println!("probegate serve: listening on http://{addr}");
         if !quiet {
@@ -299,13 +299,13 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
         HookCommand::Install { cfg, repo, force } => {
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Usage(format!("cannot locate this probegate binary: {e}")))?;
-            let path = hooks::install(repo, &cfg.config(), &exe, *force)?;
+            let path = hook::install(repo, &cfg.config(), &exe, *force)?;
             match g.format {
                 Format::Json => emit_json(&serde_json::json!({"installed": path}))?,
                 Format::Human => println!(
                     "installed {}\nskip once with {}=1 git push",
                     path.display(),
-                    hooks::SKIP_ENV
+                    hook::SKIP_ENV
                 ),
             }
             Ok(EXIT_OK)
@@ -317,20 +317,20 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
                 std::io::stdin()
                     .read_to_string(&mut stdin)
                     .map_err(|e| Error::io("<stdin>", e))?;
-                hooks::changed_files(&root, &stdin)?
+                hook::changed_files(&root, &stdin)?
             } else {
                 files.clone()
             };
             // The base names adapter candidates (`BASE+DIR`): resolve it as check will.
             let base = cfg.check("", cfg.out.clone()).settings()?.base;
-            let cands = hooks::candidates(&root, &files, &base);
+            let cands = hook::candidates(&root, &files, &base);
             if cands.is_empty() {
                 return Ok(EXIT_OK);
             }
             eprintln!(
                 "probegate: checking {} candidate(s) before pushing to {remote} (skip: {}=1 git push)",
                 cands.len(),
-                hooks::SKIP_ENV
+                hook::SKIP_ENV
             );
             // Reports are local artefacts: keep them out of the commits being pushed.
             std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -363,7 +363,7 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
             if worst.exit_code() != EXIT_OK {
                 eprintln!(
                     "probegate: to push anyway: {}=1 git push (or git push --no-verify)",
-                    hooks::SKIP_ENV
+                    hook::SKIP_ENV
                 );
             }
             Ok(worst.exit_code())

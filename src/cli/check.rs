@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::{emit_json, progress, Format, Global, EXIT_OK};
-use probegate::check::{self, CheckRequest, Verdict};
+use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig};
 use probegate::error::{Error, Result};
-use probegate::policy::Policy;
-use probegate::project::{GateSettings, Overrides, ProjectConfig};
-use probegate::report::{junit, Outcome};
-use probegate::risk::{self, RiskModel};
+use probegate::gate::policy::Policy;
+use probegate::gate::report::{junit, Outcome};
+use probegate::gate::risk::{self, RiskModel};
+use probegate::gate::{self, CheckRequest, Verdict};
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -295,7 +295,7 @@ pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
     let r = settings.and_then(|s| run_check(g, a, &s));
     // Whatever happens below, the output directory never keeps a stale report.
     if let Err(e) = &r {
-        let _ = check::write_error_report(&out, &e.to_string());
+        let _ = gate::write_error_report(&out, &e.to_string());
         if let Some(j) = &a.junit {
             let _ = junit::write(j, &junit::for_error(&a.candidate, &e.to_string()));
         }
@@ -337,10 +337,10 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
         condition: None,
     };
     let mut prog = stage_progress(g);
-    let out = check::run(&req, &mut prog)?;
+    let out = gate::run(&req, &mut prog)?;
     // Close the last stage's log line before the verdict is printed.
     drop(prog);
-    check::write_outputs(&s.out, &out)?;
+    gate::write_outputs(&s.out, &out)?;
     if let Some(j) = &a.junit {
         junit::write(j, &junit::from_report(&out.report))?;
     }
@@ -356,7 +356,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
     match g.format {
         Format::Json => emit_json(r)?,
         Format::Human => {
-            println!("{}", probegate::report::verdict_line(r));
+            println!("{}", probegate::gate::report::verdict_line(r));
             for x in &r.reasons {
                 println!("  - {x}");
             }
@@ -443,7 +443,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             };
             let model = risk_model(p.risk_model.as_deref())?;
             let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
-            let rows = check::predict_only(
+            let rows = gate::predict_only(
                 base,
                 cand,
                 monitors,
@@ -492,17 +492,17 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
     for d in dirs {
         let p = d.join("report.json");
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let full: check::Report = serde_json::from_str(&text).map_err(|e| Error::Input {
+        let full: gate::Report = serde_json::from_str(&text).map_err(|e| Error::Input {
             path: p.clone(),
             line: e.line(),
             msg: e.to_string(),
         })?;
-        let b = check::replay_budgeted(&full, &policy, &model);
+        let b = gate::replay_budgeted(&full, &policy, &model);
         let stale = |crit_only: bool| {
             full.monitors
                 .iter()
                 .filter(|m| {
-                    m.status == check::Status::Stale
+                    m.status == gate::Status::Stale
                         && (!crit_only || policy.is_critical(&m.name, &m.concept))
                 })
                 .count()
@@ -513,7 +513,7 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
             "family": full.diff.family,
             "stale_auroc": full.monitors.iter().filter(|m| m.eval.as_ref().is_some_and(|e| e.delta_auroc <= -0.05 + 1e-12)).count(),
             "stale_policy": full.monitors.iter().filter(|m| !m.stale_reasons.is_empty()).count(),
-            "repaired": full.monitors.iter().filter(|m| m.status == check::Status::Repaired).count(),
+            "repaired": full.monitors.iter().filter(|m| m.status == gate::Status::Repaired).count(),
             "stale_unrepaired": stale(false),
             "critical_stale_unrepaired": stale(true),
             "full_verdict": full.verdict,
@@ -574,8 +574,8 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     {
         let policy = Policy::load(&Policy::resolve(policy, None))?;
         let model = risk_model(rm.as_deref())?;
-        let loaded = probegate::study::load(reports)?;
-        let study = probegate::study::build(&loaded, &policy, &model);
+        let loaded = probegate::lab::study::load(reports)?;
+        let study = probegate::lab::study::build(&loaded, &policy, &model);
         let command = format!(
             "probegate study report {}",
             reports
@@ -584,7 +584,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        probegate::study::write(&study, out, &command)?;
+        probegate::lab::study::write(&study, out, &command)?;
         match g.format {
             Format::Json => emit_json(&study)?,
             Format::Human => println!(
@@ -616,7 +616,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     else {
         return Ok(EXIT_OK);
     };
-    let manifest = probegate::zoo::Manifest::load(&zoo.join(probegate::zoo::MANIFEST))?;
+    let manifest = probegate::lab::zoo::Manifest::load(&zoo.join(probegate::lab::zoo::MANIFEST))?;
     let policy = Policy::load(&Policy::resolve(policy, None))?;
     let model = risk_model(None)?;
     let only: Vec<&str> = only
@@ -654,16 +654,16 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             monitors: monitors.clone(),
             data: data
                 .clone()
-                .map(probegate::revalidate::DataSource::Dir)
+                .map(probegate::gate::revalidate::DataSource::Dir)
                 .unwrap_or_default(),
             policy: policy.clone(),
             risk_model: model.clone(),
             full_revalidation: true,
             condition: Some(name.clone()),
         };
-        let out = check::run(&req, &mut stage_progress(g))?;
+        let out = gate::run(&req, &mut stage_progress(g))?;
         if let Some(dir) = reports {
-            check::write_outputs(&dir.join(name), &out)?;
+            gate::write_outputs(&dir.join(name), &out)?;
         }
         let rows = out.report.history(&base_id);
         risk::append_history(history, &rows)?;
@@ -674,7 +674,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             "seconds": out.report.seconds.get("total"),
         }));
         if !g.quiet {
-            eprintln!("  {}", probegate::report::verdict_line(&out.report));
+            eprintln!("  {}", probegate::gate::report::verdict_line(&out.report));
         }
     }
     match g.format {

@@ -23,8 +23,8 @@ use probegate::export::{self, OutDtype};
 use probegate::model::{Model, Pool, Precision};
 
 // The library's outcome decides the process exit code; the CLI only names them.
-pub const EXIT_OK: i32 = probegate::report::Outcome::EXIT_OK;
-pub const EXIT_ERROR: i32 = probegate::report::Outcome::EXIT_ERROR;
+pub const EXIT_OK: i32 = probegate::gate::report::Outcome::EXIT_OK;
+pub const EXIT_ERROR: i32 = probegate::gate::report::Outcome::EXIT_ERROR;
 
 pub(crate) const MODEL_HELP: &str =
     "Model reference: a .gguf file, a Hugging Face model directory, \
@@ -345,12 +345,12 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn cmd_init(g: &Global, a: &InitArgs) -> Result<i32> {
-    let opts = probegate::project::InitOptions {
+    let opts = probegate::adapters::project::InitOptions {
         base: a.base.clone(),
         monitors: a.monitors.clone(),
         force: a.force,
     };
-    let written = probegate::project::init(&a.dir, &opts)?;
+    let written = probegate::adapters::project::init(&a.dir, &opts)?;
     match g.format {
         Format::Json => emit_json(&serde_json::json!({ "written": written }))?,
         Format::Human => {
@@ -490,7 +490,7 @@ fn cmd_diff(g: &Global, a: &DiffArgs) -> Result<i32> {
     let base = Checkpoint::open_str(&a.base)?;
     let cand = Checkpoint::open_str(&a.candidate)?;
     let pb = progress(g, base.tensors().len() as u64, "tensors");
-    let report = probegate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
+    let report = probegate::gate::diff::diff(&base, &cand, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     match g.format {
         Format::Json => emit_json(&report)?,
@@ -536,11 +536,11 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
         probegate::monitor::BaseCheck::Require
     };
     let pb = progress(g, 1, "features");
-    let (report, n_prompts, mut out) = probegate::check::features_only(
+    let (report, n_prompts, mut out) = probegate::gate::features_only(
         &a.base,
         &a.candidate,
         &a.monitors,
-        probegate::check::Corpus {
+        probegate::gate::Corpus {
             path: &a.corpus,
             max_prompts: a.limit,
         },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{emit_json, parse_layers, progress, Format, Global, EXIT_OK, MODEL_HELP};
-use probegate::actcache::{cached_activations, ActCache, ActSpec};
+use probegate::activations::cache::{cached_activations, ActCache, ActSpec};
 use probegate::checkpoint::Checkpoint;
 use probegate::error::{Error, Result};
 use probegate::model::{Pool, Precision};
@@ -159,7 +159,7 @@ fn label_pair(s: &str) -> Result<(String, String)> {
     }
 }
 
-pub use probegate::revalidate::{evaluate, EvalResult};
+pub use probegate::gate::revalidate::{evaluate, EvalResult};
 
 fn held_out_metrics(e: &EvalResult, data: &data::Labeled) -> mon::Metrics {
     mon::Metrics {
@@ -660,13 +660,13 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
 /// default policy's `min_auroc` on its own base is weak, reported as a
 /// finding about the suite (never a reason to fail a candidate).
 fn weak_warning<'a>(monitors: impl Iterator<Item = &'a mon::Monitor>) {
-    let Ok(p) =
-        probegate::policy::Policy::load(std::path::Path::new(probegate::assets::DEFAULT_POLICY))
-    else {
+    let Ok(p) = probegate::gate::policy::Policy::load(std::path::Path::new(
+        probegate::assets::DEFAULT_POLICY,
+    )) else {
         return;
     };
     for m in monitors {
-        if let Some(w) = probegate::revalidate::weak_on_base(m, &p.metrics) {
+        if let Some(w) = probegate::gate::revalidate::weak_on_base(m, &p.metrics) {
             eprintln!(
                 "warning: {w} (the built-in default policy); `probegate check` will report it as a \
                  weak monitor of the suite (policy [suite] weak_monitors = warn | exclude | refuse)"

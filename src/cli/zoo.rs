@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::{emit_json, progress, Format, Global};
 use probegate::error::{Error, Result};
-use probegate::train::{Mode, Targets, TrainConfig};
-use probegate::zoo::{self, Built, Manifest, Recipe, RunSpec};
+use probegate::lab::finetune::{Mode, Targets, TrainConfig};
+use probegate::lab::zoo::{self, Built, Manifest, Recipe, RunSpec};
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
@@ -331,7 +331,7 @@ fn build_one(
     budget: &zoo::Budget,
     seed: u64,
     manifest: &Manifest,
-) -> Result<(String, Option<probegate::train::TrainReport>)> {
+) -> Result<(String, Option<probegate::lab::finetune::TrainReport>)> {
     let corpus_dir = |name: &str| -> Result<&PathBuf> {
         names
             .iter()

@@ -1002,7 +1002,7 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
     let done = &runs[1].body;
     assert_eq!(
         done["conclusion"],
-        serde_json::to_value(probegate::github::conclusion(verdict)).unwrap()
+        serde_json::to_value(probegate::adapters::github::conclusion(verdict)).unwrap()
     );
     for a in done["output"]["annotations"]
         .as_array()
@@ -1017,7 +1017,7 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
     assert!(
         comments[0]
             .1
-            .starts_with(&probegate::github::sticky_marker(Some(name))),
+            .starts_with(&probegate::adapters::github::sticky_marker(Some(name))),
         "{}",
         comments[0].1
     );

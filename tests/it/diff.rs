@@ -2,11 +2,11 @@
 
 use predicates::prelude::*;
 use probegate::checkpoint::Checkpoint;
-use probegate::diff::{diff, Family};
+use probegate::gate::diff::{diff, Family};
 
 use crate::harness::*;
 
-fn family(base: &str, cand: &str) -> probegate::diff::DiffReport {
+fn family(base: &str, cand: &str) -> probegate::gate::diff::DiffReport {
     let b = Checkpoint::open_str(base).unwrap();
     let c = Checkpoint::open_str(cand).unwrap();
     diff(&b, &c, &mut || {}).unwrap()

@@ -121,7 +121,9 @@ fn publishes_check_runs_and_one_sticky_comment() {
     // One comment, now carrying the second report, found by its hidden marker.
     let comments = gh.comments(7);
     assert_eq!(comments.len(), 1);
-    assert!(comments[0].1.starts_with(probegate::github::STICKY_MARKER));
+    assert!(comments[0]
+        .1
+        .starts_with(probegate::adapters::github::STICKY_MARKER));
     assert!(
         comments[0].1.contains("could not evaluate"),
         "{}",
@@ -276,7 +278,10 @@ fn named_jobs_keep_their_own_check_run_and_comment() {
             .zip([Some("smollm2-adapters-a"), Some("smollm2-adapters-b"), None])
     {
         assert!(
-            c.1.starts_with(&format!("{}\n", probegate::github::sticky_marker(name))),
+            c.1.starts_with(&format!(
+                "{}\n",
+                probegate::adapters::github::sticky_marker(name)
+            )),
             "{c:?}"
         );
     }

@@ -57,7 +57,7 @@ pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
     t.to_vec2::<f32>().expect("2d f32")
 }
 
-pub use probegate::features::cosine;
+pub use probegate::gate::features::cosine;
 
 /// max |a-b| / max |b| over the whole tensor.
 pub fn rel_max_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -70,7 +70,7 @@ fn pre_push_hook_gates_changed_candidates() {
         .assert()
         .success();
     let hook = std::fs::read_to_string(work.join(".git/hooks/pre-push")).unwrap();
-    assert!(hook.contains(probegate::hooks::HOOK_MARKER));
+    assert!(hook.contains(probegate::adapters::hook::HOOK_MARKER));
     // Installing again replaces probegate's own hook; another hook is kept unless --force.
     std::fs::write(work.join(".git/hooks/pre-push"), "#!/bin/sh\nexit 0\n").unwrap();
     bin()

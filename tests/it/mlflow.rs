@@ -17,8 +17,8 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
+use probegate::adapters::serve::registry::{mlflow_fetch, ArtifactLimits};
 use probegate::checkpoint::Checkpoint;
-use probegate::serve::registry::{mlflow_fetch, ArtifactLimits};
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -357,7 +357,7 @@ data = "{d}"
         .unwrap();
     assert_eq!(report["candidate"]["fingerprint"], expected.as_str());
     assert_eq!(
-        tags.get(probegate::serve::FINGERPRINT_TAG),
+        tags.get(probegate::adapters::serve::FINGERPRINT_TAG),
         Some(&expected),
         "{tags:?}"
     );
@@ -516,7 +516,7 @@ fn fetch(
     cache: &Path,
     limits: ArtifactLimits,
 ) -> Result<String, String> {
-    let cfg = probegate::serve::config::MlflowConfig {
+    let cfg = probegate::adapters::serve::config::MlflowConfig {
         tracking_uri: url.to_string(),
         webhook_secret: "unused".into(),
         token: None,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use predicates::prelude::*;
-use probegate::actcache::{cached_activations, ActCache, ActSpec};
+use probegate::activations::cache::{cached_activations, ActCache, ActSpec};
 use probegate::model::{Pool, Precision};
 use probegate::monitor::data::read_labeled;
 use probegate::monitor::metrics::auroc;

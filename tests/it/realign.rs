@@ -3,12 +3,12 @@
 //! breaks the monitor; a map fitted on unlabeled prompts repairs it.
 
 use nalgebra::DMatrix;
-use probegate::actcache::{cached_activations, ActCache, ActSpec};
+use probegate::activations::cache::{cached_activations, ActCache, ActSpec};
+use probegate::gate::repair::realign::{choose, fit, Method};
 use probegate::model::{Pool, Precision};
 use probegate::monitor::data::read_labeled;
 use probegate::monitor::metrics::{at_threshold, auroc};
 use probegate::monitor::Monitor;
-use probegate::realign::{choose, fit, Method};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -82,9 +82,13 @@ fn a_rotated_candidate_is_repaired_without_labels() {
     let fitted = choose(&fx.monitor, &cand_corpus, &fx.corpus_x, 0.25).unwrap();
     let (map, choice) = (&fitted.chosen, &fitted.choice);
     // The shared-statistics fits are the single-method fits, every one.
-    assert_eq!(fitted.all.len(), probegate::realign::METHODS.len());
+    assert_eq!(
+        fitted.all.len(),
+        probegate::gate::repair::realign::METHODS.len()
+    );
     for m in &fitted.all {
-        let alone = probegate::realign::fit(m.method, &cand_corpus, &fx.corpus_x).unwrap();
+        let alone =
+            probegate::gate::repair::realign::fit(m.method, &cand_corpus, &fx.corpus_x).unwrap();
         let gap = (&m.a - &alone.a).abs().max() + (&m.c - &alone.c).abs().max();
         assert!(gap < 1e-9, "{:?} differs by {gap}", m.method);
     }

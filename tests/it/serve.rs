@@ -165,7 +165,7 @@ fn mlflow_body(name: &str, version: &str) -> Vec<u8> {
 
 fn mlflow_post(s: &Server, delivery: &str, ts: i64, secret: &str, body: &[u8]) -> (u16, Value) {
     let ts = ts.to_string();
-    let sig = probegate::serve::webhook::mlflow_signature(secret, delivery, &ts, body);
+    let sig = probegate::adapters::serve::webhook::mlflow_signature(secret, delivery, &ts, body);
     post(
         &format!("{}/webhooks/mlflow", s.url),
         &[
@@ -217,8 +217,12 @@ fn webhooks_authenticate_dedupe_and_run_real_checks() {
     assert_eq!(mlflow_post(&s, "d-1", now() + 400, ML_SECRET, &body).0, 401);
     let mut tampered = body.clone();
     let sig_ts = now();
-    let sig =
-        probegate::serve::webhook::mlflow_signature(ML_SECRET, "d-1", &sig_ts.to_string(), &body);
+    let sig = probegate::adapters::serve::webhook::mlflow_signature(
+        ML_SECRET,
+        "d-1",
+        &sig_ts.to_string(),
+        &body,
+    );
     tampered.extend_from_slice(b" ");
     let (code, _) = post(
         &format!("{}/webhooks/mlflow", s.url),
@@ -482,8 +486,9 @@ fn load_test_accepts_every_delivery_once() {
                     let body = mlflow_body("smollm2-chat", &format!("{}", 100 + i));
                     let ts = now().to_string();
                     let id = format!("load-{i}");
-                    let sig =
-                        probegate::serve::webhook::mlflow_signature(ML_SECRET, &id, &ts, &body);
+                    let sig = probegate::adapters::serve::webhook::mlflow_signature(
+                        ML_SECRET, &id, &ts, &body,
+                    );
                     let (code, _) = post(
                         &format!("{url}/webhooks/mlflow"),
                         &[

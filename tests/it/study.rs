@@ -47,7 +47,7 @@ fn a_small_grid_and_its_study_report() {
         .assert()
         .success();
     // Every monitor revalidated on every condition: 3 × 18 history rows.
-    let rows = probegate::risk::read_history(&history).unwrap();
+    let rows = probegate::gate::risk::read_history(&history).unwrap();
     assert_eq!(rows.len(), 54);
     assert!(rows.iter().all(|r| r.condition.is_some()));
 

@@ -8,8 +8,8 @@ use candle_core::{Device, Tensor};
 use probegate::checkpoint::adapter::LoraAdapter;
 use probegate::checkpoint::safetensors_dir::SafetensorsDir;
 use probegate::checkpoint::{bnb, Checkpoint};
-use probegate::train::{Mode, Targets, TrainConfig};
-use probegate::zoo::{run_training, RunSpec};
+use probegate::lab::finetune::{Mode, Targets, TrainConfig};
+use probegate::lab::zoo::{run_training, RunSpec};
 
 use crate::harness::*;
 
@@ -116,7 +116,7 @@ fn zoo_bitsandbytes_dirs_reload_as_candidates() {
     }
 }
 
-fn lora_run(out: &std::path::Path, steps: usize, seed: u64) -> probegate::zoo::TrainOutput {
+fn lora_run(out: &std::path::Path, steps: usize, seed: u64) -> probegate::lab::zoo::TrainOutput {
     run_training(
         &RunSpec {
             base: &model_path("smollm2").display().to_string(),

@@ -2,25 +2,33 @@
 //! diff → features → risk → budgeted revalidation → realignment → verdict.
 //! The CLI, the GitHub Action and the webhook server all call [`run`].
 
+pub mod diff;
+pub mod features;
+pub mod risk;
+pub mod policy;
+pub mod revalidate;
+pub mod repair;
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::actcache::{cached_activations, ActCache, ActSpec};
+use crate::activations::cache::{cached_activations, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
-use crate::diff::Family;
 use crate::error::{Error, Result};
-use crate::features::MonitorFeatures;
-use crate::model::Precision;
-use crate::monitor::{self as mon, BaseCheck, Monitor};
-use crate::policy::{Policy, Unverified, WeakMonitors};
-use crate::realign;
-pub use crate::report::{
+use crate::gate::diff::Family;
+use crate::gate::features::MonitorFeatures;
+use crate::gate::policy::{Policy, Unverified, WeakMonitors};
+use crate::gate::repair::realign;
+pub use crate::gate::report::{
     Alternative, BudgetUse, DiffSummary, ModelInfo, MonitorReport, RealignReport, Report, Rung,
     RungReport, Status, Verdict, REPORT_SCHEMA, REPORT_VERSION,
 };
-use crate::revalidate::{self, EvalResult};
-use crate::risk::{Risk, RiskModel};
+use crate::gate::risk::{Risk, RiskModel};
+use crate::model::Precision;
+use crate::monitor::{self as mon, BaseCheck, Monitor};
+use revalidate::EvalResult;
 
 /// What one gate run is asked to check.
 pub struct CheckRequest {
@@ -56,7 +64,7 @@ struct Prepared {
     monitors: Vec<Monitor>,
     base_fp: String,
     cand_fp: String,
-    diff: crate::diff::DiffReport,
+    diff: crate::gate::diff::DiffReport,
     corpus_len: usize,
     corpus_acts: PairedActs,
     features: BTreeMap<String, MonitorFeatures>,
@@ -107,7 +115,7 @@ fn prepare(
     let t = Instant::now();
     let n_tensors = base.tensors().len();
     let mut done = 0;
-    let diff = crate::diff::diff(&base, &cand, &mut || {
+    let diff = crate::gate::diff::diff(&base, &cand, &mut || {
         done += 1;
         progress("diff", done, n_tensors);
     })?;
@@ -144,7 +152,7 @@ fn prepare(
             let (b, c) = &corpus_acts[&(mon_pool::key(pool), m.meta.hook.layer)];
             features.insert(
                 m.meta.name.clone(),
-                crate::features::monitor_features(m, &diff, b, c)?,
+                crate::gate::features::monitor_features(m, &diff, b, c)?,
             );
         }
     }
@@ -171,7 +179,7 @@ pub fn features_only(
     corpus: Corpus,
     base_check: BaseCheck,
     progress: Progress,
-) -> Result<(crate::diff::DiffReport, usize, Vec<MonitorFeatures>)> {
+) -> Result<(crate::gate::diff::DiffReport, usize, Vec<MonitorFeatures>)> {
     let mut secs = BTreeMap::new();
     let p = prepare(
         base,
@@ -924,7 +932,7 @@ pub fn write_outputs(out: &Path, output: &CheckOutput) -> Result<()> {
     for m in &output.repaired {
         m.save(&out.join("repaired").join(&m.meta.name))?;
     }
-    crate::report::write_all(out, &output.report)
+    crate::gate::report::write_all(out, &output.report)
 }
 
 /// What the CLI writes when the gate could not evaluate: never a file that
@@ -942,7 +950,7 @@ pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
     // any backtick run in it, so it cannot close early and forge a heading.
     let md = format!(
         "## probegate: could not evaluate\n\n{}\n\nThis is not a pass.\n",
-        crate::report::fenced(err)
+        crate::gate::report::fenced(err)
     );
     let p = out.join("report.md");
     std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;

@@ -11,15 +11,15 @@ use std::path::Path;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::Family;
 use crate::error::{Error, Result};
-use crate::features::MonitorFeatures;
+use crate::gate::diff::Family;
+use crate::gate::features::MonitorFeatures;
 use crate::monitor::metrics::auroc;
 
 pub const HISTORY_FORMAT: &str = "probegate.history";
 pub const MODEL_FORMAT: &str = "probegate.risk";
 /// The shipped default, fitted on the zoo grid (`risk/zoo-grid.jsonl`).
-pub const DEFAULT_MODEL: &str = include_str!("../risk/default.json");
+pub const DEFAULT_MODEL: &str = include_str!("../../risk/default.json");
 
 /// What revalidation measured for one monitor through one candidate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -249,7 +249,7 @@ impl Config {
                 base,
                 monitors: rel(&t.monitors),
                 policy: match &t.policy {
-                    Some(p) => crate::policy::Policy::resolve(p, path.parent()),
+                    Some(p) => crate::gate::policy::Policy::resolve(p, path.parent()),
                     None => PathBuf::from(crate::assets::DEFAULT_POLICY),
                 },
                 data: t.data.as_deref().map(rel),

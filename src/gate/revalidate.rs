@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gate::policy::MetricLimits;
 use crate::monitor::{data, metrics, Monitor};
-use crate::policy::MetricLimits;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalResult {
@@ -326,7 +326,7 @@ mod tests {
         // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
         let mut m = shipped("toxicity-l15");
         m.meta.base_metrics.auroc = 0.713;
-        let lim = crate::policy::MetricLimits {
+        let lim = crate::gate::policy::MetricLimits {
             max_auroc_drop: 0.05,
             min_auroc: 0.80,
             max_balanced_accuracy_drop: 0.05,

@@ -5,6 +5,8 @@
 //! `__metadata__` recording the model fingerprint, layers, pooling, precision
 //! and token counts, so a cached file says exactly what produced it.
 
+pub mod cache;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{DiffReport, Family};
 use crate::error::{Error, Result};
+use crate::gate::diff::{DiffReport, Family};
 use crate::monitor::Monitor;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

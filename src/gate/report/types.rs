@@ -8,13 +8,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{BlockDiff, Family};
-use crate::features::MonitorFeatures;
-use crate::policy::Policy;
-pub use crate::policy::Rung;
-use crate::realign;
-use crate::revalidate::EvalResult;
-use crate::risk::{self, HistoryRow, Risk};
+use crate::gate::diff::{BlockDiff, Family};
+use crate::gate::features::MonitorFeatures;
+use crate::gate::policy::Policy;
+pub use crate::gate::policy::Rung;
+use crate::gate::repair::realign;
+use crate::gate::revalidate::EvalResult;
+use crate::gate::risk::{self, HistoryRow, Risk};
 
 pub const REPORT_SCHEMA: &str = "probegate.report";
 pub const REPORT_VERSION: u32 = 1;

@@ -23,10 +23,10 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::check::{self, CheckRequest};
 use crate::error::{Error, Result};
-use crate::policy::Policy;
-use crate::risk::RiskModel;
+use crate::gate::policy::Policy;
+use crate::gate::risk::RiskModel;
+use crate::gate::{self, CheckRequest};
 use config::{Config, Registry};
 use store::{CallbackState, Job, JobState, Source, Store};
 use webhook::{MlflowHeaders, Parsed, Reject};
@@ -251,7 +251,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
     let fail = |candidate: Option<String>, e: &Error| Outcome {
         state: JobState::Error,
         verdict: "error".into(),
-        exit_code: crate::report::Outcome::Error.exit_code(),
+        exit_code: crate::gate::report::Outcome::Error.exit_code(),
         summary: format!("ERROR: the gate could not evaluate: {e}"),
         error: Some(e.to_string()),
         candidate,
@@ -266,7 +266,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             job.source.registry_name(),
             app.cfg.path.display()
         ));
-        let _ = check::write_error_report(&dir, &e.to_string());
+        let _ = gate::write_error_report(&dir, &e.to_string());
         return fail(None, &e);
     };
     let _mlflow_cache =
@@ -302,13 +302,13 @@ async fn execute(app: Shared, job: Job) -> Outcome {
     let candidate = match candidate {
         Ok(c) => c,
         Err(e) => {
-            let _ = check::write_error_report(&dir, &e.to_string());
+            let _ = gate::write_error_report(&dir, &e.to_string());
             return fail(None, &e);
         }
     };
     let state_dir = app.cfg.state_dir.clone();
     let cand = candidate.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<check::CheckOutput> {
+    let res = tokio::task::spawn_blocking(move || -> Result<gate::CheckOutput> {
         let req = CheckRequest {
             base: target.base.clone(),
             candidate: cand,
@@ -316,17 +316,17 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             data: target
                 .data
                 .clone()
-                .map(crate::revalidate::DataSource::Dir)
+                .map(crate::gate::revalidate::DataSource::Dir)
                 .unwrap_or_default(),
             policy: Policy::load(&target.policy)?,
             risk_model: RiskModel::default_model()?,
             full_revalidation: false,
             condition: None,
         };
-        let out = check::run(&req, &mut |_: &str, _: usize, _: usize| {})?;
-        check::write_outputs(&dir, &out)?;
+        let out = gate::run(&req, &mut |_: &str, _: usize, _: usize| {})?;
+        gate::write_outputs(&dir, &out)?;
         let model = out.report.model_id();
-        crate::risk::append_history(
+        crate::gate::risk::append_history(
             &state_dir.join("history.jsonl"),
             &out.report.history(&model),
         )?;
@@ -340,14 +340,14 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             Outcome {
                 state: JobState::Finished,
                 verdict: r.verdict.as_str().to_string(),
-                exit_code: crate::report::Outcome::from(r.verdict).exit_code(),
-                summary: crate::report::verdict_line(r),
+                exit_code: crate::gate::report::Outcome::from(r.verdict).exit_code(),
+                summary: crate::gate::report::verdict_line(r),
                 error: None,
                 candidate: Some(candidate),
             }
         }
         Err(e) => {
-            let _ = check::write_error_report(&app.job_dir(job.id), &e.to_string());
+            let _ = gate::write_error_report(&app.job_dir(job.id), &e.to_string());
             fail(Some(candidate), &e)
         }
     }

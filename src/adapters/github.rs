@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 // The one git runner; -z output needs its bytes.
-use crate::hooks::git_bytes as git;
+use crate::adapters::hook::git_bytes as git;
 
 /// Hidden marker that identifies probegate's sticky comment among a PR's
 /// comments (the unnamed job's; a named job's is [`sticky_marker`]).
@@ -427,7 +427,7 @@ pub struct Changed {
 /// The adapters and checkpoints changed on HEAD's side since it forked from
 /// `since` (`git diff since...HEAD`, what a pull request's "files changed"
 /// shows), as model references on `base`: the pre-push hook's rules
-/// ([`crate::hooks::candidates`]). Names are read NUL-separated so that
+/// ([`crate::adapters::hook::candidates`]). Names are read NUL-separated so that
 /// non-ASCII and odd paths arrive intact; deleted files make no candidate.
 pub fn changed_candidates(repo: &Path, since: &str, base: &str) -> Result<Changed> {
     // A revision starting with '-' would be read as an option by git.
@@ -506,7 +506,7 @@ pub fn changed_candidates(repo: &Path, since: &str, base: &str) -> Result<Change
             files.push(name);
         }
     }
-    let candidates = crate::hooks::candidates(&top, &files, base);
+    let candidates = crate::adapters::hook::candidates(&top, &files, base);
     Ok(Changed {
         since: sha,
         files,

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::check::{self, Report, Status, Verdict};
 use crate::error::{Error, Result};
-use crate::policy::Policy;
-use crate::realign::Method;
-use crate::risk::{self, RiskModel};
+use crate::gate::policy::Policy;
+use crate::gate::repair::realign::Method;
+use crate::gate::risk::{self, RiskModel};
+use crate::gate::{self, Report, Status, Verdict};
 
 /// The study's threshold for a "big drop".
 pub const BIG_DROP: f64 = -0.05;
@@ -192,7 +192,7 @@ pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Conditi
     l.reports
         .iter()
         .map(|(cond, _, full)| {
-            let b = check::replay_budgeted(full, policy, model);
+            let b = gate::replay_budgeted(full, policy, model);
             let crit = full
                 .monitors
                 .iter()
@@ -365,7 +365,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
             .iter()
             .any(|(mm, a)| *mm == m && *a >= c.base_auroc + BIG_DROP - 1e-12)
     };
-    let realign_methods = crate::realign::METHODS
+    let realign_methods = crate::gate::repair::realign::METHODS
         .iter()
         .map(|&m| {
             (
@@ -381,7 +381,11 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         .count();
     let any_method_repaired = with_re
         .iter()
-        .filter(|c| crate::realign::METHODS.iter().any(|&m| recovered(c, m)))
+        .filter(|c| {
+            crate::gate::repair::realign::METHODS
+                .iter()
+                .any(|&m| recovered(c, m))
+        })
         .count();
     let mut rungs = BTreeMap::new();
     for c in &stale {

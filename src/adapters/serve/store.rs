@@ -325,7 +325,7 @@ impl Store {
                     );
                     j.state = JobState::Error;
                     j.verdict = Some("error".into());
-                    j.exit_code = Some(crate::report::Outcome::Error.exit_code());
+                    j.exit_code = Some(crate::gate::report::Outcome::Error.exit_code());
                     j.summary = Some(format!("ERROR: the gate could not evaluate: {msg}"));
                     j.error = Some(msg);
                     j.callback = CallbackState::Pending;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::train::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
+use crate::lab::finetune::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
 use crate::util::read_prompts;
 
 pub const MANIFEST: &str = "zoo.json";
@@ -209,8 +209,8 @@ pub fn corpus_windows(ck: &Checkpoint, dir: &Path, seq_len: usize) -> Result<Win
     let train = read_prompts(&dir.join("train.jsonl"))?;
     let heldout = read_prompts(&dir.join("heldout.jsonl"))?;
     Ok((
-        train::windows(ck, &train, seq_len)?,
-        train::windows(ck, &heldout, seq_len)?,
+        finetune::windows(ck, &train, seq_len)?,
+        finetune::windows(ck, &heldout, seq_len)?,
     ))
 }
 
@@ -241,7 +241,7 @@ pub fn run_training(spec: &RunSpec, on_step: &mut dyn FnMut(&LossPoint)) -> Resu
     let ck = Checkpoint::open_str(&train_base)?;
     let (train_w, heldout_w) = corpus_windows(&ck, spec.corpus_dir, spec.config.seq_len)?;
     let model = TrainModel::load(&ck, &spec.mode, spec.config.seed)?;
-    let report = train::train(
+    let report = finetune::train(
         &model,
         &train_base,
         &train_w,

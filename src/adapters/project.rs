@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::revalidate::DataSource;
+use crate::gate::revalidate::DataSource;
 
 pub const FILE: &str = "probegate.toml";
 
@@ -74,7 +74,7 @@ impl ProjectConfig {
             monitors: raw.monitors.map(rel),
             policy: raw
                 .policy
-                .map(|p| crate::policy::Policy::resolve(&p, Some(dir))),
+                .map(|p| crate::gate::policy::Policy::resolve(&p, Some(dir))),
             data: raw.data.map(rel),
             out: raw.out.map(rel),
             risk_model: raw.risk_model.map(rel),
@@ -136,7 +136,7 @@ impl GateSettings {
                 .ok_or_else(|| missing("--monitors", "monitors"))?,
             policy: cli
                 .policy
-                .map(|p| crate::policy::Policy::resolve(&p, None))
+                .map(|p| crate::gate::policy::Policy::resolve(&p, None))
                 .or(c.policy)
                 .unwrap_or_else(|| PathBuf::from(crate::assets::DEFAULT_POLICY)),
             data: match cli.data.or(c.data) {
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(c.base.as_deref(), Some("smollm2"));
         assert_eq!(c.monitors, Some(tmp.path().join("monitors/smollm2")));
         let policy = c.policy.unwrap();
-        let p = crate::policy::Policy::load(&policy).unwrap();
+        let p = crate::gate::policy::Policy::load(&policy).unwrap();
         assert_eq!(
             p.realignment.corpus,
             Path::new(crate::assets::DEFAULT_CORPUS)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::diff::Family;
 use crate::error::{Error, Result};
+use crate::gate::diff::Family;
 
 /// The rung of the repair ladder a monitor needed, in the order they are
 /// tried (report.json: "none", "realignment", "recalibration", "retraining",

@@ -1,0 +1,3 @@
+//! The repair ladder.
+
+pub mod realign;
