@@ -1,10 +1,8 @@
 //! Architecture hyper-parameters, read from GGUF metadata or a Hugging Face
 //! `config.json`, normalised into one plain struct the forward pass uses.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -16,6 +14,16 @@ use crate::error::{Error, Result};
 pub enum Arch {
     Llama,
     Gemma3,
+}
+
+impl Arch {
+    /// The rope base when a checkpoint names none (transformers' defaults).
+    pub(super) fn default_rope_theta(self) -> f64 {
+        match self {
+            Arch::Gemma3 => 1_000_000.0,
+            Arch::Llama => 10_000.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +139,7 @@ impl ModelConfig {
     }
 
     /// Gemma 3's pattern: every sixth layer attends globally, the rest use a window.
-    fn gemma3_layer_types(n: usize, pattern: usize) -> Vec<AttnKind> {
+    pub(super) fn gemma3_layer_types(n: usize, pattern: usize) -> Vec<AttnKind> {
         (0..n)
             .map(|i| {
                 if pattern > 0 && (i + 1) % pattern == 0 {
@@ -141,6 +149,22 @@ impl ModelConfig {
                 }
             })
             .collect()
+    }
+
+    /// `head_dim` as given, else hidden_size / num_heads as transformers derives it;
+    /// `heads_field` is blamed when there are no heads to divide by.
+    pub(super) fn head_dim_or_derived(
+        given: Option<usize>,
+        hidden_size: usize,
+        num_heads: usize,
+        path: &Path,
+        heads_field: impl Into<String>,
+    ) -> Result<usize> {
+        match given {
+            Some(d) => Ok(d),
+            None if num_heads > 0 => Ok(hidden_size / num_heads),
+            None => Err(Error::field(path, heads_field, "must be positive")),
+        }
     }
 
     pub fn rope_theta_for(&self, layer: usize) -> f64 {
@@ -165,156 +189,8 @@ impl ModelConfig {
         }
     }
 
-    // ---------------------------------------------------------------- GGUF
-
-    pub fn from_gguf(md: &HashMap<String, Value>, path: &Path) -> Result<Self> {
-        let arch_name = gguf_str(md, path, "general.architecture")?;
-        let arch = match arch_name.as_str() {
-            "llama" | "mistral" | "qwen2" => Arch::Llama,
-            "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(Error::UnsupportedArch {
-                    path: path.into(),
-                    arch: other.into(),
-                    supported: SUPPORTED.into(),
-                })
-            }
-        };
-        let k = |s: &str| format!("{arch_name}.{s}");
-        let u = |s: &str| gguf_usize(md, path, &k(s));
-        let uo = |s: &str| -> Result<Option<usize>> {
-            match md.get(&k(s)) {
-                None => Ok(None),
-                Some(_) => u(s).map(Some),
-            }
-        };
-        let fo = |s: &str| -> Result<Option<f64>> {
-            match md.get(&k(s)) {
-                None => Ok(None),
-                Some(v) => value_f64(v)
-                    .map(Some)
-                    .ok_or_else(|| Error::field(path, k(s), "expected a number")),
-            }
-        };
-
-        let hidden_size = u("embedding_length")?;
-        let num_layers = u("block_count")?;
-        let num_heads = u("attention.head_count")?;
-        let num_kv_heads = uo("attention.head_count_kv")?.unwrap_or(num_heads);
-        let head_dim = match uo("attention.key_length")? {
-            Some(d) => d,
-            None if num_heads > 0 => hidden_size / num_heads,
-            None => {
-                return Err(Error::field(
-                    path,
-                    k("attention.head_count"),
-                    "must be positive",
-                ))
-            }
-        };
-        let vocab_size = match uo("vocab_size")? {
-            Some(v) => v,
-            None => match md.get("tokenizer.ggml.tokens") {
-                Some(Value::Array(a)) => a.len(),
-                _ => {
-                    return Err(Error::field(
-                        path,
-                        "tokenizer.ggml.tokens",
-                        "missing: cannot tell the vocabulary size",
-                    ))
-                }
-            },
-        };
-        let rms_norm_eps = fo("attention.layer_norm_rms_epsilon")?
-            .ok_or_else(|| Error::field(path, k("attention.layer_norm_rms_epsilon"), "missing"))?;
-        let default_theta = if arch == Arch::Gemma3 {
-            1_000_000.0
-        } else {
-            10_000.0
-        };
-        let rope_theta = fo("rope.freq_base")?.unwrap_or(default_theta);
-        let rope_scaling = match md.get(&k("rope.scaling.type")) {
-            None => RopeScaling::None,
-            Some(v) => match v.to_string().map(|s| s.as_str()) {
-                Ok("none") => RopeScaling::None,
-                Ok("linear") => RopeScaling::Linear {
-                    factor: fo("rope.scaling.factor")?.unwrap_or(1.0),
-                },
-                Ok(other) => {
-                    return Err(Error::field(
-                        path,
-                        k("rope.scaling.type"),
-                        format!("rope scaling `{other}` is not supported (none, linear)"),
-                    ))
-                }
-                Err(_) => {
-                    return Err(Error::field(
-                        path,
-                        k("rope.scaling.type"),
-                        "expected a string",
-                    ))
-                }
-            },
-        };
-        let sliding_window = uo("attention.sliding_window")?;
-        let (layer_types, rope_local_theta, activation, embed_scale, attn_scale) = match arch {
-            Arch::Gemma3 => (
-                // llama.cpp and transformers both hard-code Gemma 3's pattern of 6.
-                Self::gemma3_layer_types(num_layers, 6),
-                Some(10_000.0),
-                Activation::GeluTanh,
-                Some((hidden_size as f64).sqrt()),
-                1.0 / (head_dim as f64).sqrt(),
-            ),
-            Arch::Llama => {
-                let kind = if sliding_window.is_some() {
-                    AttnKind::Sliding
-                } else {
-                    AttnKind::Full
-                };
-                (
-                    vec![kind; num_layers],
-                    None,
-                    Activation::Silu,
-                    None,
-                    1.0 / (head_dim as f64).sqrt(),
-                )
-            }
-        };
-        let cfg = ModelConfig {
-            arch,
-            model_type: arch_name.clone(),
-            vocab_size,
-            hidden_size,
-            intermediate_size: u("feed_forward_length")?,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            rms_norm_eps,
-            rope_theta,
-            rope_local_theta,
-            rope_scaling,
-            attention_bias: arch_name == "qwen2",
-            sliding_window,
-            layer_types,
-            attn_scale,
-            activation,
-            embed_scale,
-            tie_word_embeddings: true,
-            max_position_embeddings: uo("context_length")?.unwrap_or(4096),
-            bos_token_id: md
-                .get("tokenizer.ggml.bos_token_id")
-                .and_then(|v| v.to_u32().ok()),
-            eos_token_id: md
-                .get("tokenizer.ggml.eos_token_id")
-                .and_then(|v| v.to_u32().ok()),
-        };
-        cfg.validate(path)?;
-        Ok(cfg)
-    }
-
     // --------------------------------------------------------- config.json
+    // (GGUF metadata: config_gguf.rs)
 
     pub fn from_hf_json(json: &Json, path: &Path) -> Result<Self> {
         // Multimodal Gemma 3 checkpoints nest the language model's config.
@@ -367,17 +243,13 @@ impl ModelConfig {
         let num_layers = req("num_hidden_layers")?;
         let num_heads = req("num_attention_heads")?;
         let num_kv_heads = opt_u("num_key_value_heads")?.unwrap_or(num_heads);
-        let head_dim = match opt_u("head_dim")? {
-            Some(d) => d,
-            None if num_heads > 0 => hidden_size / num_heads,
-            None => {
-                return Err(Error::field(
-                    path,
-                    "num_attention_heads",
-                    "must be positive",
-                ))
-            }
-        };
+        let head_dim = Self::head_dim_or_derived(
+            opt_u("head_dim")?,
+            hidden_size,
+            num_heads,
+            path,
+            "num_attention_heads",
+        )?;
 
         // transformers 5 moved rope settings into `rope_parameters`, keyed by
         // layer type for Gemma 3; older configs use rope_theta/rope_scaling.
@@ -391,14 +263,9 @@ impl ModelConfig {
         };
         let theta_of =
             |rp: Option<&Json>| rp.and_then(|r| r.get("rope_theta")).and_then(Json::as_f64);
-        let default_theta = if arch == Arch::Gemma3 {
-            1_000_000.0
-        } else {
-            10_000.0
-        };
         let rope_theta = theta_of(global_rp)
             .or(opt_f("rope_theta")?)
-            .unwrap_or(default_theta);
+            .unwrap_or(arch.default_rope_theta());
         let rope_local_theta = match arch {
             Arch::Gemma3 => Some(
                 theta_of(local_rp)
@@ -647,39 +514,5 @@ fn parse_rope_scaling(v: Option<&Json>, path: &Path) -> Result<RopeScaling> {
             "rope_scaling.rope_type",
             format!("`{other}` is not supported (default, linear, llama3)"),
         )),
-    }
-}
-
-pub(crate) fn value_f64(v: &Value) -> Option<f64> {
-    Some(match v {
-        Value::U8(x) => *x as f64,
-        Value::I8(x) => *x as f64,
-        Value::U16(x) => *x as f64,
-        Value::I16(x) => *x as f64,
-        Value::U32(x) => *x as f64,
-        Value::I32(x) => *x as f64,
-        Value::U64(x) => *x as f64,
-        Value::I64(x) => *x as f64,
-        Value::F32(x) => *x as f64,
-        Value::F64(x) => *x,
-        _ => return None,
-    })
-}
-
-pub(crate) fn gguf_usize(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<usize> {
-    let v = md
-        .get(key)
-        .ok_or_else(|| Error::field(path, key, "missing from the GGUF metadata"))?;
-    match value_f64(v) {
-        Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e12 => Ok(x as usize),
-        _ => Err(Error::field(path, key, "expected a non-negative integer")),
-    }
-}
-
-pub(crate) fn gguf_str(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<String> {
-    match md.get(key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::field(path, key, "expected a string")),
-        None => Err(Error::field(path, key, "missing from the GGUF metadata")),
     }
 }

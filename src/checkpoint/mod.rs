@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod bnb;
 pub mod config;
+mod config_gguf;
 pub mod hub;
 pub mod layout;
 pub mod names;
