@@ -14,6 +14,7 @@ use octocrab::Octocrab;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gate::report::{Outcome, ReportFile, Status, Verdict};
 // The one git runner; -z output needs its bytes.
 use crate::adapters::hook::git_bytes as git;
 
@@ -95,7 +96,7 @@ fn remote(what: impl Into<String>, e: octocrab::Error) -> Error {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// pass, pass_with_repairs, fail or error.
-    pub verdict: String,
+    pub verdict: Outcome,
     pub title: String,
     pub markdown: String,
     pub stale: usize,
@@ -115,65 +116,71 @@ pub struct Annotation {
 /// or unreadable report is itself an error outcome, never a pass.
 pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
-    let json: Option<serde_json::Value> = std::fs::read_to_string(out.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(r) = json else {
-        return Summary {
-            verdict: "error".into(),
+    let report = match ReportFile::read(out) {
+        Ok(ReportFile::Decided(r)) => r,
+        Ok(ReportFile::Error(_)) => {
+            return Summary {
+                verdict: Outcome::Error,
+                title: "Gate could not evaluate (not a pass)".into(),
+                markdown: if md.is_empty() {
+                    "## probegate: could not evaluate\n\nThis is not a pass.\n".into()
+                } else {
+                    md
+                },
+                stale: 0,
+                repaired: 0,
+                annotations: vec![],
+            }
+        }
+        Err(e) => return Summary {
+            verdict: Outcome::Error,
             title: "probegate could not evaluate".into(),
             markdown: format!(
-                "## probegate: could not evaluate\n\nNo readable report in `{}`. This is not a pass.\n",
-                out.display()
+                "## probegate: could not evaluate\n\nNo readable report: {}. This is not a pass.\n",
+                crate::gate::report::escape(&e.to_string())
             ),
             stale: 0,
             repaired: 0,
             annotations: vec![],
-        };
+        },
     };
-    let verdict = r["verdict"].as_str().unwrap_or("error").to_string();
-    let monitors = r["monitors"].as_array().cloned().unwrap_or_default();
-    let count = |s: &str| monitors.iter().filter(|m| m["status"] == s).count();
+    let counts = report.counts();
+    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
     let (stale, repaired) = (count("stale"), count("repaired"));
     let mut annotations = Vec::new();
-    for m in &monitors {
-        let status = m["status"].as_str().unwrap_or("");
-        if status != "stale" && status != "repaired" {
-            continue;
-        }
-        let name = m["name"].as_str().unwrap_or("?");
-        let reasons: Vec<&str> = m["stale_reasons"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
+    for m in &report.monitors {
+        let stale_now = match m.status {
+            Status::Stale => true,
+            Status::Repaired => false,
+            _ => continue,
+        };
+        let name = &m.name;
+        let reasons = m.stale_reasons.join("; ");
         annotations.push(Annotation {
             path: match monitors_dir {
                 Some(d) => format!("{}/{name}/monitor.json", d.trim_end_matches('/')),
                 None => format!("{name}/monitor.json"),
             },
-            level: if status == "stale" {
-                "failure"
-            } else {
-                "warning"
-            }
-            .into(),
-            title: format!("{name}: {status}"),
-            message: if status == "stale" {
-                format!("Stale and not repaired: {}", reasons.join("; "))
+            level: if stale_now { "failure" } else { "warning" }.into(),
+            title: format!(
+                "{name}: {}",
+                if stale_now { "stale" } else { "repaired" }
+            ),
+            message: if stale_now {
+                format!("Stale and not repaired: {reasons}")
             } else {
                 format!(
-                    "Stale ({}), repaired by {}: deploy the repaired monitor with this model",
-                    reasons.join("; "),
-                    m["rung"].as_str().unwrap_or("realignment")
+                    "Stale ({reasons}), repaired by {}: deploy the repaired monitor with this model",
+                    m.rung
                 )
             },
         });
     }
-    let title = match verdict.as_str() {
-        "pass" => "Gate passed".to_string(),
-        "pass_with_repairs" => format!("Gate passed with {repaired} repaired monitors"),
-        "fail" => format!("Gate failed: {stale} stale monitors"),
-        _ => "Gate could not evaluate (not a pass)".to_string(),
+    let verdict = Outcome::from(report.verdict);
+    let title = match report.verdict {
+        Verdict::Pass => "Gate passed".to_string(),
+        Verdict::PassWithRepairs => format!("Gate passed with {repaired} repaired monitors"),
+        Verdict::Fail => format!("Gate failed: {stale} stale monitors"),
     };
     let markdown = if md.is_empty() {
         format!("## probegate: {title}\n")
@@ -190,14 +197,14 @@ pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
     }
 }
 
-pub fn conclusion(verdict: &str) -> CheckRunConclusion {
+pub fn conclusion(verdict: Outcome) -> CheckRunConclusion {
     match verdict {
-        "pass" => CheckRunConclusion::Success,
+        Outcome::Pass => CheckRunConclusion::Success,
         // Passing, but the repaired monitors must ship with the model.
-        "pass_with_repairs" => CheckRunConclusion::Neutral,
-        "fail" => CheckRunConclusion::Failure,
+        Outcome::PassWithRepairs => CheckRunConclusion::Neutral,
+        Outcome::Fail => CheckRunConclusion::Failure,
         // Kept apart from a failed gate: nothing was decided.
-        _ => CheckRunConclusion::ActionRequired,
+        Outcome::Error => CheckRunConclusion::ActionRequired,
     }
 }
 
@@ -290,7 +297,7 @@ impl Client {
             .checks(&self.owner, &self.repo)
             .update_check_run(CheckRunId(id))
             .status(CheckRunStatus::Completed)
-            .conclusion(conclusion(&s.verdict))
+            .conclusion(conclusion(s.verdict))
             .output(output)
             .send()
             .await
@@ -381,7 +388,7 @@ pub enum CheckRun {
 
 #[derive(Debug, Serialize)]
 pub struct Published {
-    pub verdict: String,
+    pub verdict: Outcome,
     pub check_run_id: Option<u64>,
     pub comment_id: Option<u64>,
     pub comment_created: bool,
@@ -404,7 +411,7 @@ pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
         comment = c.upsert_comment(pr, &s.markdown, p.comment).await?;
     }
     Ok(Published {
-        verdict: s.verdict.clone(),
+        verdict: s.verdict,
         check_run_id,
         comment_id: comment.map(|c| c.0),
         comment_created: comment.is_some_and(|c| c.1),

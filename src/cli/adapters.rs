@@ -191,7 +191,7 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
                 Format::Json => emit_json(&out)?,
                 Format::Human if !g.quiet => println!(
                     "published {} (check run {:?}, comment {:?}{})",
-                    out.verdict,
+                    out.verdict.as_str(),
                     out.check_run_id,
                     out.comment_id,
                     if out.comment_created { ", created" } else { "" }

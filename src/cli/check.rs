@@ -11,7 +11,7 @@ use probegate::error::{Error, Result};
 use probegate::gate::policy::Policy;
 use probegate::gate::report::{junit, Outcome};
 use probegate::gate::risk::{self, RiskModel};
-use probegate::gate::{self, CheckRequest, Verdict};
+use probegate::gate::{self, GateRequest, Verdict};
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -295,7 +295,7 @@ pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
     let r = settings.and_then(|s| run_check(g, a, &s));
     // Whatever happens below, the output directory never keeps a stale report.
     if let Err(e) = &r {
-        let _ = gate::write_error_report(&out, &e.to_string());
+        let _ = gate::report::write_error_report(&out, &e.to_string());
         if let Some(j) = &a.junit {
             let _ = junit::write(j, &junit::for_error(&a.candidate, &e.to_string()));
         }
@@ -326,7 +326,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
         }
         policy.budget.examples = b;
     }
-    let req = CheckRequest {
+    let req = GateRequest {
         base: s.base.clone(),
         candidate: a.candidate.clone(),
         monitors: s.monitors.clone(),
@@ -337,20 +337,16 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
         condition: None,
     };
     let mut prog = stage_progress(g);
-    let out = gate::run(&req, &mut prog)?;
+    let history = (!a.no_history).then(|| {
+        a.history
+            .clone()
+            .unwrap_or_else(|| probegate::checkpoint::cache_root().join("history.jsonl"))
+    });
+    let out = gate::run_and_record(&req, Some(&s.out), history.as_deref(), &mut prog)?;
     // Close the last stage's log line before the verdict is printed.
     drop(prog);
-    gate::write_outputs(&s.out, &out)?;
     if let Some(j) = &a.junit {
         junit::write(j, &junit::from_report(&out.report))?;
-    }
-    if !a.no_history {
-        let path = a
-            .history
-            .clone()
-            .unwrap_or_else(|| probegate::checkpoint::cache_root().join("history.jsonl"));
-        let model = out.report.model_id();
-        risk::append_history(&path, &out.report.history(&model))?;
     }
     let r = &out.report;
     match g.format {
@@ -497,7 +493,7 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
             line: e.line(),
             msg: e.to_string(),
         })?;
-        let b = gate::replay_budgeted(&full, &policy, &model);
+        let b = gate::replay::replay_budgeted(&full, &policy, &model);
         let stale = |crit_only: bool| {
             full.monitors
                 .iter()
@@ -636,10 +632,6 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         conditions.retain(|(n, _)| only.contains(&n.as_str()));
         conditions.sort_by_key(|(n, _)| only.iter().position(|o| o == n));
     }
-    let base_id = Path::new(&manifest.base)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| manifest.base.clone());
     let mut summary = Vec::new();
     for (i, (name, reference)) in conditions.iter().enumerate() {
         if !only.is_empty() && !only.contains(&name.as_str()) {
@@ -648,7 +640,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         if !g.quiet {
             eprintln!("[{}/{}] {name}", i + 1, conditions.len());
         }
-        let req = CheckRequest {
+        let req = GateRequest {
             base: manifest.base.clone(),
             candidate: reference.clone(),
             monitors: monitors.clone(),
@@ -661,12 +653,13 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             full_revalidation: true,
             condition: Some(name.clone()),
         };
-        let out = gate::run(&req, &mut stage_progress(g))?;
-        if let Some(dir) = reports {
-            gate::write_outputs(&dir.join(name), &out)?;
-        }
-        let rows = out.report.history(&base_id);
-        risk::append_history(history, &rows)?;
+        let out = gate::run_and_record(
+            &req,
+            reports.as_ref().map(|d| d.join(name)).as_deref(),
+            Some(history),
+            &mut stage_progress(g),
+        )?;
+        let rows = out.report.history(&out.report.model_id());
         let c = out.report.counts();
         summary.push(serde_json::json!({
             "condition": name, "family": out.report.diff.family, "verdict": out.report.verdict,

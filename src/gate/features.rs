@@ -7,11 +7,108 @@
 //! | change_below, max_stable_rank, family | the diff | one streamed pass over both checkpoints |
 //! | act_cosine, projected_shift, score_ks, flip_rate | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached) |
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::diff::{DiffReport, Family};
-use crate::monitor::Monitor;
+use crate::gate::prepare::{Prepared, Progress};
+use crate::model::{Pool, Precision};
+use crate::monitor::{self as mon, Monitor};
+
+/// Paired corpus activations (base rows, candidate rows: the same prompts)
+/// per (pooling, block): the features read them, and realignment fits its
+/// maps on them.
+#[derive(Default)]
+pub struct PairedActs(BTreeMap<(u8, usize), Paired>);
+
+/// The same prompts' pooled activations through both models, row for row.
+pub struct Paired {
+    pub base: Vec<Vec<f32>>,
+    pub cand: Vec<Vec<f32>>,
+}
+
+impl PairedActs {
+    // Pool is not Ord; its rank is the key.
+    fn key(pool: Pool, layer: usize) -> (u8, usize) {
+        let p = match pool {
+            Pool::Last => 0,
+            Pool::Mean => 1,
+        };
+        (p, layer)
+    }
+
+    /// The rows at `m`'s block and pooling.
+    pub fn at(&self, m: &Monitor) -> Result<&Paired> {
+        self.0
+            .get(&Self::key(m.meta.pooling, m.meta.hook.layer))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "no corpus activations at block {}",
+                    m.meta.hook.layer
+                ))
+            })
+    }
+}
+
+/// The corpus through both models at every block a monitor reads, each
+/// pooling once (the base side comes from the cache after the first run).
+pub fn corpus_activations(
+    p: &Prepared,
+    monitors: &[Monitor],
+    cache: &ActCache,
+    progress: Progress,
+) -> Result<PairedActs> {
+    let mut out = PairedActs::default();
+    let total = 2 * p.corpus.len() * mon::by_pooling(monitors).len();
+    let mut seen = 0;
+    for (pool, _, layers) in mon::by_pooling(monitors) {
+        let spec = ActSpec {
+            pool,
+            precision: Precision::F32,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
+        };
+        let mut pass = |ck: &Checkpoint| {
+            cached_activations(ck, cache, &p.corpus, &layers, spec, &mut |n| {
+                seen += n;
+                progress("corpus activations", seen, total)
+            })
+        };
+        let ab = pass(&p.base)?;
+        let ac = pass(&p.cand)?;
+        for &l in &layers {
+            out.0.insert(
+                PairedActs::key(pool, l),
+                Paired {
+                    base: ab[&l].to_vec2::<f32>()?,
+                    cand: ac[&l].to_vec2::<f32>()?,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Every monitor's features, by monitor name.
+pub fn features(
+    monitors: &[Monitor],
+    diff: &DiffReport,
+    acts: &PairedActs,
+) -> Result<BTreeMap<String, MonitorFeatures>> {
+    monitors
+        .iter()
+        .map(|m| {
+            let p = acts.at(m)?;
+            Ok((
+                m.meta.name.clone(),
+                monitor_features(m, diff, &p.base, &p.cand)?,
+            ))
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MonitorFeatures {

@@ -534,4 +534,31 @@ max_prompts = 600
             Path::new("/abs/gate.toml")
         );
     }
+
+    /// Bad policies and the error each must give, file, line and field:
+    /// tests/cases/policy/<case>.toml, whose `# expect:` line holds the text.
+    #[test]
+    fn bad_policy_cases() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/policy");
+        let mut n = 0;
+        for e in std::fs::read_dir(&root).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let want = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{}: no `# expect:` line", p.display()));
+            let name = p.file_name().unwrap();
+            let got = Policy::parse(&text, Path::new(name))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                got.starts_with(want),
+                "{}:\n got  {got}\n want {want}",
+                p.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 6);
+    }
 }

@@ -223,6 +223,17 @@ impl RiskModel {
             .map_err(|e| Error::io(path, e))
     }
 
+    /// Every monitor's risk, by monitor name.
+    pub fn predict_each(
+        &self,
+        features: &std::collections::BTreeMap<String, MonitorFeatures>,
+    ) -> std::collections::BTreeMap<String, Risk> {
+        features
+            .iter()
+            .map(|(n, f)| (n.clone(), self.predict(f)))
+            .collect()
+    }
+
     pub fn predict(&self, f: &MonitorFeatures) -> Risk {
         let x = feature_vector(f);
         let mut z = self.intercept;

@@ -192,7 +192,7 @@ pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Conditi
     l.reports
         .iter()
         .map(|(cond, _, full)| {
-            let b = gate::replay_budgeted(full, policy, model);
+            let b = gate::replay::replay_budgeted(full, policy, model);
             let crit = full
                 .monitors
                 .iter()

@@ -486,6 +486,17 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     Ok(out)
 }
 
+/// A monitor shipped in monitors/smollm2, for tests.
+#[cfg(test)]
+pub(crate) fn shipped(name: &str) -> Monitor {
+    Monitor::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("monitors/smollm2")
+            .join(name),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1002,7 +1002,10 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
     let done = &runs[1].body;
     assert_eq!(
         done["conclusion"],
-        serde_json::to_value(probegate::adapters::github::conclusion(verdict)).unwrap()
+        serde_json::to_value(probegate::adapters::github::conclusion(
+            serde_json::from_value(serde_json::Value::String(verdict.clone())).unwrap()
+        ))
+        .unwrap()
     );
     for a in done["output"]["annotations"]
         .as_array()

@@ -25,8 +25,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
+use crate::gate::report::{Outcome, ReportFile};
 use crate::gate::risk::RiskModel;
-use crate::gate::{self, CheckRequest};
+use crate::gate::{self, GateRequest};
 use config::{Config, Registry};
 use store::{CallbackState, Job, JobState, Source, Store};
 use webhook::{MlflowHeaders, Parsed, Reject};
@@ -235,9 +236,9 @@ fn router(app: Shared) -> Router {
 }
 
 /// What a finished job records.
-struct Outcome {
+struct Finished {
     state: JobState,
-    verdict: String,
+    verdict: Outcome,
     exit_code: i32,
     summary: String,
     error: Option<String>,
@@ -246,12 +247,12 @@ struct Outcome {
 
 /// Resolve the candidate from the registry and run the gate. Never panics
 /// into the worker: every failure is an `error` outcome with its message.
-async fn execute(app: Shared, job: Job) -> Outcome {
+async fn execute(app: Shared, job: Job) -> Finished {
     let dir = app.job_dir(job.id);
-    let fail = |candidate: Option<String>, e: &Error| Outcome {
+    let fail = |candidate: Option<String>, e: &Error| Finished {
         state: JobState::Error,
-        verdict: "error".into(),
-        exit_code: crate::gate::report::Outcome::Error.exit_code(),
+        verdict: Outcome::Error,
+        exit_code: Outcome::Error.exit_code(),
         summary: format!("ERROR: the gate could not evaluate: {e}"),
         error: Some(e.to_string()),
         candidate,
@@ -266,7 +267,7 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             job.source.registry_name(),
             app.cfg.path.display()
         ));
-        let _ = gate::write_error_report(&dir, &e.to_string());
+        let _ = gate::report::write_error_report(&dir, &e.to_string());
         return fail(None, &e);
     };
     let _mlflow_cache =
@@ -302,14 +303,14 @@ async fn execute(app: Shared, job: Job) -> Outcome {
     let candidate = match candidate {
         Ok(c) => c,
         Err(e) => {
-            let _ = gate::write_error_report(&dir, &e.to_string());
+            let _ = gate::report::write_error_report(&dir, &e.to_string());
             return fail(None, &e);
         }
     };
     let state_dir = app.cfg.state_dir.clone();
     let cand = candidate.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<gate::CheckOutput> {
-        let req = CheckRequest {
+    let res = tokio::task::spawn_blocking(move || -> Result<gate::GateOutput> {
+        let req = GateRequest {
             base: target.base.clone(),
             candidate: cand,
             monitors: target.monitors.clone(),
@@ -323,31 +324,29 @@ async fn execute(app: Shared, job: Job) -> Outcome {
             full_revalidation: false,
             condition: None,
         };
-        let out = gate::run(&req, &mut |_: &str, _: usize, _: usize| {})?;
-        gate::write_outputs(&dir, &out)?;
-        let model = out.report.model_id();
-        crate::gate::risk::append_history(
-            &state_dir.join("history.jsonl"),
-            &out.report.history(&model),
-        )?;
-        Ok(out)
+        gate::run_and_record(
+            &req,
+            Some(&dir),
+            Some(&state_dir.join("history.jsonl")),
+            &mut |_: &str, _: usize, _: usize| {},
+        )
     })
     .await
     .unwrap_or_else(|e| Err(Error::Usage(format!("check task failed: {e}"))));
     match res {
         Ok(out) => {
             let r = &out.report;
-            Outcome {
+            Finished {
                 state: JobState::Finished,
-                verdict: r.verdict.as_str().to_string(),
-                exit_code: crate::gate::report::Outcome::from(r.verdict).exit_code(),
+                verdict: r.verdict.into(),
+                exit_code: Outcome::from(r.verdict).exit_code(),
                 summary: crate::gate::report::verdict_line(r),
                 error: None,
                 candidate: Some(candidate),
             }
         }
         Err(e) => {
-            let _ = gate::write_error_report(&app.job_dir(job.id), &e.to_string());
+            let _ = gate::report::write_error_report(&app.job_dir(job.id), &e.to_string());
             fail(Some(candidate), &e)
         }
     }
@@ -362,7 +361,7 @@ async fn callback(app: Shared, id: u64) {
         return;
     }
     let link = format!("{}/jobs/{id}/report.md", app.cfg.public_url);
-    let verdict = job.verdict.clone().unwrap_or_else(|| "error".into());
+    let verdict = job.verdict.unwrap_or(Outcome::Error);
     let summary = job.summary.clone().unwrap_or_default();
     let md = std::fs::read_to_string(app.job_dir(id).join("report.md"))
         .unwrap_or_else(|_| format!("## probegate: {summary}\n"));
@@ -387,7 +386,7 @@ async fn callback(app: Shared, id: u64) {
                         name,
                         version,
                         fingerprint.as_deref(),
-                        &verdict,
+                        verdict,
                         &link,
                         &summary,
                     )
@@ -403,7 +402,8 @@ async fn callback(app: Shared, id: u64) {
             } => match &app.cfg.huggingface {
                 Some(h) => {
                     let short: String = new_sha.chars().take(7).collect();
-                    let title = format!("probegate: {} for {short}", verdict.to_uppercase());
+                    let title =
+                        format!("probegate: {} for {short}", verdict.as_str().to_uppercase());
                     let body =
                         format!("{md}\n\nFull report: {link}\n\n<!-- probegate job {id} -->\n");
                     registry::hf_comment(h, repo, git_ref, &title, &body).await
@@ -424,7 +424,7 @@ async fn callback(app: Shared, id: u64) {
             }
         });
         if ok {
-            tracing::info!(job = id, "registry told: {verdict}");
+            tracing::info!(job = id, "registry told: {}", verdict.as_str());
             return;
         }
         tracing::warn!(
@@ -445,9 +445,10 @@ pub const FINGERPRINT_TAG: &str = "probegate.candidate_fingerprint";
 
 /// `candidate.fingerprint` from a job's report.json: a sha256, hex.
 fn candidate_fingerprint(job_dir: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(job_dir.join("report.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let fp = v["candidate"]["fingerprint"].as_str()?;
+    let ReportFile::Decided(r) = ReportFile::read(job_dir).ok()? else {
+        return None;
+    };
+    let fp = &r.candidate.fingerprint;
     (fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit())).then(|| fp.to_string())
 }
 
@@ -459,7 +460,7 @@ async fn mlflow_tags(
     name: &str,
     version: &str,
     fingerprint: Option<&str>,
-    verdict: &str,
+    verdict: Outcome,
     link: &str,
     summary: &str,
 ) -> Result<()> {
@@ -472,7 +473,7 @@ async fn mlflow_tags(
     let tags = [
         ("probegate.report", link.to_string()),
         ("probegate.summary", summary.to_string()),
-        ("probegate.verdict", verdict.to_string()),
+        ("probegate.verdict", verdict.as_str().to_string()),
     ];
     registry::mlflow_tag(m, name, version, &tags).await
 }

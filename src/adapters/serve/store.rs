@@ -16,6 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gate::report::Outcome;
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
@@ -90,7 +91,7 @@ pub struct Job {
     pub state: JobState,
     /// Times a worker started the job; above 1 only after a crash.
     pub attempts: u32,
-    pub verdict: Option<String>,
+    pub verdict: Option<Outcome>,
     pub exit_code: Option<i32>,
     pub summary: Option<String>,
     pub error: Option<String>,
@@ -324,8 +325,8 @@ impl Store {
                         j.attempts
                     );
                     j.state = JobState::Error;
-                    j.verdict = Some("error".into());
-                    j.exit_code = Some(crate::gate::report::Outcome::Error.exit_code());
+                    j.verdict = Some(Outcome::Error);
+                    j.exit_code = Some(Outcome::Error.exit_code());
                     j.summary = Some(format!("ERROR: the gate could not evaluate: {msg}"));
                     j.error = Some(msg);
                     j.callback = CallbackState::Pending;

@@ -1,3 +1,193 @@
-//! The repair ladder.
+//! The repair ladder for stale monitors, cheapest first, each rung only if
+//! the policy allows it and each verified on the labeled test data
+//! revalidation already ran: [`realign`] (label-free), [`recalibrate`] (a
+//! threshold chosen again on a few labels), [`retrain`] (the probe refitted
+//! on the candidate). The first rung that repairs a monitor ends its climb.
 
+pub mod context;
 pub mod realign;
+pub mod recalibrate;
+pub mod retrain;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gate::features::MonitorFeatures;
+pub use crate::gate::policy::Rung;
+use crate::gate::prepare::Progress;
+use crate::gate::revalidate::{self, EvalResult, Revalidated, Status};
+use crate::gate::risk::Risk;
+use crate::monitor::Monitor;
+pub use context::{Context, RungReport};
+use context::{LadderActs, Verifier};
+pub use realign::{Alternative, RealignReport};
+
+/// One monitor after the ladder: everything the verdict and the report say about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorReport {
+    pub name: String,
+    pub concept: String,
+    pub layer: usize,
+    pub critical: bool,
+    pub status: Status,
+    /// The rung of the repair ladder this monitor needed.
+    pub rung: Rung,
+    pub risk: Risk,
+    pub features: MonitorFeatures,
+    pub eval: Option<EvalResult>,
+    pub stale_reasons: Vec<String>,
+    pub realignment: Option<RealignReport>,
+    /// Rung 2: the threshold chosen again on a few labeled training examples.
+    #[serde(default)]
+    pub recalibration: Option<RungReport>,
+    /// Rung 3: the probe retrained on the candidate's activations.
+    #[serde(default)]
+    pub retraining: Option<RungReport>,
+    /// The repaired monitor's directory under the output directory.
+    #[serde(default)]
+    pub repaired_monitor: Option<String>,
+}
+
+/// Every monitor's report (in suite order), the repaired monitors to write
+/// beside it, and the labeled training examples the rungs spent.
+pub struct Repairs {
+    pub reports: Vec<MonitorReport>,
+    pub repaired: Vec<Monitor>,
+    pub examples_used: usize,
+}
+
+/// Runs the ladder over the suite. Monitors revalidation did not reach are
+/// reported unverified; healthy ones pass through.
+pub fn repair(
+    cx: &Context,
+    monitors: &[Monitor],
+    evals: &BTreeMap<String, Revalidated>,
+    risks: &BTreeMap<String, Risk>,
+    features: &BTreeMap<String, MonitorFeatures>,
+    progress: Progress,
+) -> Result<Repairs> {
+    let policy = cx.policy;
+    let mut acts = LadderActs::new(cx.cache);
+    for m in monitors {
+        if let Some(rv) = evals.get(&m.meta.name) {
+            if !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty() {
+                acts.need(m);
+            }
+        }
+    }
+    let mut out = Repairs {
+        reports: Vec::new(),
+        repaired: Vec::new(),
+        examples_used: 0,
+    };
+    for (i, m) in monitors.iter().enumerate() {
+        // The ladder can take minutes (forward passes, map fits): say where it is.
+        progress("repair ladder", i, monitors.len());
+        let name = &m.meta.name;
+        let mut r = MonitorReport {
+            name: name.clone(),
+            concept: m.meta.concept.clone(),
+            layer: m.meta.hook.layer,
+            critical: policy.is_critical(name, &m.meta.concept),
+            status: Status::Unverified,
+            rung: Rung::None,
+            risk: risks
+                .get(name)
+                .cloned()
+                .ok_or_else(|| missing("risk", name))?,
+            features: features
+                .get(name)
+                .cloned()
+                .ok_or_else(|| missing("features", name))?,
+            eval: None,
+            stale_reasons: Vec::new(),
+            realignment: None,
+            recalibration: None,
+            retraining: None,
+            repaired_monitor: None,
+        };
+        if let Some(rv) = evals.get(name) {
+            if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
+                out.repaired.push(fixed);
+            }
+            out.examples_used += [&r.recalibration, &r.retraining]
+                .iter()
+                .filter_map(|x| x.as_ref().map(|x| x.examples))
+                .sum::<usize>();
+        }
+        out.reports.push(r);
+    }
+    progress("repair ladder", monitors.len(), monitors.len());
+    Ok(out)
+}
+
+fn missing(what: &str, name: &str) -> Error {
+    Error::Usage(format!("internal: no {what} computed for monitor {name}"))
+}
+
+/// One revalidated monitor up the ladder; fills `r` and returns the
+/// repaired monitor when a rung repaired it.
+fn climb(
+    cx: &Context,
+    acts: &mut LadderActs,
+    m: &Monitor,
+    rv: &Revalidated,
+    r: &mut MonitorReport,
+) -> Result<Option<Monitor>> {
+    let policy = cx.policy;
+    let name = &m.meta.name;
+    r.eval = Some(rv.eval.clone());
+    r.stale_reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
+    if r.stale_reasons.is_empty() {
+        r.status = Status::Healthy;
+        return Ok(None);
+    }
+    r.status = Status::Stale;
+    let verifier = Verifier::new(m, rv, policy)?;
+    // The monitor later rungs start from: realigned when the map was applied.
+    let mut current = m.clone();
+    let mut rung = Rung::None;
+    if policy.realignment.enabled && cx.models.corpus.len() >= policy.realignment.min_prompts {
+        let a = realign::rung(cx, acts, m, &verifier)?;
+        if let Some(f) = a.fixed {
+            current = f;
+        }
+        if a.repaired {
+            rung = Rung::Realignment;
+        }
+        r.realignment = Some(a.report);
+    }
+    if rung == Rung::None && policy.recalibration.enabled {
+        let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
+        if let (true, Some(f)) = (a.repaired, a.fixed) {
+            rung = Rung::Recalibration;
+            current = f;
+        }
+        r.recalibration = Some(a.report);
+    }
+    if rung == Rung::None && policy.retraining.enabled {
+        let a = retrain::rung(cx, acts, m, &verifier)?;
+        if let (true, Some(f)) = (a.repaired, a.fixed) {
+            rung = Rung::Retraining;
+            current = f;
+        }
+        r.retraining = Some(a.report);
+    }
+    if rung == Rung::None {
+        r.rung = Rung::BeyondRepair;
+        return Ok(None);
+    }
+    r.status = Status::Repaired;
+    r.rung = rung;
+    let dir = format!("repaired/{name}");
+    if let (Some(re), Rung::Realignment) = (r.realignment.as_mut(), rung) {
+        re.written_to = Some(dir.clone());
+    }
+    r.repaired_monitor = Some(dir);
+    current.meta.provenance.repaired_for = Some(cx.models.cand_fp.clone());
+    // Same name as the monitor it replaces; the fingerprint tag says for what.
+    current.meta.name = name.clone();
+    Ok(Some(current))
+}

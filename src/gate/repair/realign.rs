@@ -13,6 +13,8 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gate::repair::context::{Attempt, Context, LadderActs, Verifier};
+use crate::gate::revalidate::EvalResult;
 use crate::monitor::Monitor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,5 +259,108 @@ pub fn choose(m: &Monitor, cand: &[Vec<f32>], base: &[Vec<f32>], holdout: f64) -
             identity_error,
         },
         all,
+    })
+}
+
+/// What the realignment rung did for one monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RealignReport {
+    pub method: Method,
+    /// Label-free selection error (held-out unlabeled prompts, base-logit variance units).
+    pub heldout_error: f64,
+    /// The same error with no map: a map must beat it to be applied.
+    pub identity_error: f64,
+    pub prompts: usize,
+    /// Labeled metrics of the repaired monitor through the candidate.
+    pub after: EvalResult,
+    pub stale_reasons_after: Vec<String>,
+    pub verified: bool,
+    /// Where the repaired monitor was written (relative to the output directory).
+    pub written_to: Option<String>,
+    /// Every method's labeled result, for auditing the label-free choice
+    /// (never used to choose: that would spend the labels the choice must not see).
+    #[serde(default)]
+    pub alternatives: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alternative {
+    pub method: Method,
+    pub heldout_error: f64,
+    pub auroc: f64,
+    pub balanced_accuracy: f64,
+    pub would_pass: bool,
+}
+
+/// Rung 1, label-free: fit every map on the paired corpus (and, when the
+/// policy says so, the concept's unlabeled training texts), choose one on
+/// held-out unlabeled prompts, and verify it on the labeled test data.
+/// `fixed` is the realigned monitor whenever the map beat leaving it alone,
+/// even when it does not repair: later rungs may start from it.
+pub fn rung(
+    cx: &Context,
+    acts: &mut LadderActs,
+    m: &Monitor,
+    verifier: &Verifier,
+) -> Result<Attempt<RealignReport>> {
+    let policy = cx.policy;
+    let paired = cx.corpus_acts.at(m)?;
+    let (mut b, mut c) = (paired.base.clone(), paired.cand.clone());
+    if policy.realignment.concept_texts {
+        // Unlabeled in-distribution texts go last, so the label-free choice
+        // is judged on them (choose() holds out the tail).
+        let train = cx.train(m)?;
+        b.extend(
+            acts.get(&cx.models.base, true, &train.texts, m)?
+                .to_vec2::<f32>()?,
+        );
+        c.extend(
+            acts.get(&cx.models.cand, false, &train.texts, m)?
+                .to_vec2::<f32>()?,
+        );
+    }
+    let fitted = choose(m, &c, &b, 0.25)?;
+    let choice = &fitted.choice;
+    let fixed = fitted.chosen.compose(m, &cx.models.cand_fp);
+    let (after, mut reasons_after) = verifier.verify(&fixed)?;
+    if !choice.beats_identity() {
+        reasons_after.insert(
+            0,
+            format!(
+                "no map beat leaving the monitor as it is on held-out unlabeled prompts ({:.3} vs {:.3}): not applied",
+                choice.heldout_error, choice.identity_error
+            ),
+        );
+    }
+    let mut alternatives = Vec::new();
+    for (method, err) in &choice.errors {
+        let Some(map) = fitted.all.iter().find(|a| a.method == *method) else {
+            continue;
+        };
+        let (ae, ar) = verifier.verify(&map.compose(m, &cx.models.cand_fp))?;
+        alternatives.push(Alternative {
+            method: *method,
+            heldout_error: *err,
+            auroc: ae.auroc,
+            balanced_accuracy: ae.balanced_accuracy,
+            would_pass: ar.is_empty(),
+        });
+    }
+    let repaired =
+        choice.beats_identity() && (reasons_after.is_empty() || !policy.realignment.verify);
+    Ok(Attempt {
+        report: RealignReport {
+            method: choice.method,
+            heldout_error: choice.heldout_error,
+            identity_error: choice.identity_error,
+            prompts: c.len(),
+            after,
+            stale_reasons_after: reasons_after,
+            verified: policy.realignment.verify,
+            written_to: None,
+            alternatives,
+        },
+        fixed: choice.beats_identity().then_some(fixed),
+        repaired,
     })
 }

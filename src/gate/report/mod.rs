@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::monitor::Monitor;
 
 pub mod junit;
 mod types;
@@ -24,6 +25,38 @@ pub fn write_all(out: &Path, r: &Report) -> Result<()> {
     )?;
     write("report.md", markdown(r))?;
     write("report.html", html(r))
+}
+
+/// Writes report.json, report.md, report.html and the repaired monitors
+/// (each under `repaired/<name>`).
+pub fn write_outputs(out: &Path, report: &Report, repaired: &[Monitor]) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for m in repaired {
+        m.save(&out.join("repaired").join(&m.meta.name))?;
+    }
+    write_all(out, report)
+}
+
+/// What is written when the gate could not evaluate: never a file that
+/// reads like a pass. A report.html of an earlier run is removed.
+pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json = ErrorReport::new(err);
+    crate::util::write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    // The error quotes user input (paths, tensor names): a fence longer than
+    // any backtick run in it, so it cannot close early and forge a heading.
+    let md = format!(
+        "## probegate: could not evaluate\n\n{}\n\nThis is not a pass.\n",
+        fenced(err)
+    );
+    crate::util::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    let _ = std::fs::remove_file(out.join("report.html"));
+    Ok(())
 }
 
 pub fn verdict_line(r: &Report) -> String {

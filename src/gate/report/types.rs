@@ -9,110 +9,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::gate::diff::{BlockDiff, Family};
-use crate::gate::features::MonitorFeatures;
 use crate::gate::policy::Policy;
 pub use crate::gate::policy::Rung;
-use crate::gate::repair::realign;
-use crate::gate::revalidate::EvalResult;
-use crate::gate::risk::{self, HistoryRow, Risk};
+pub use crate::gate::repair::{Alternative, MonitorReport, RealignReport, RungReport};
+pub use crate::gate::revalidate::Status;
+use crate::gate::risk::{self, HistoryRow};
+pub use crate::gate::verdict::{Outcome, Verdict};
 
 pub const REPORT_SCHEMA: &str = "probegate.report";
 pub const REPORT_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    PassWithRepairs,
-    Fail,
-}
-
-impl Verdict {
-    /// The name report.json uses (`pass`, `pass_with_repairs`, `fail`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::PassWithRepairs => "pass_with_repairs",
-            Verdict::Fail => "fail",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Revalidated and within the policy's limits.
-    Healthy,
-    /// Stale, repaired by label-free realignment (verified if the policy says so).
-    Repaired,
-    /// Stale and not repaired.
-    Stale,
-    /// Outside the budget: not revalidated.
-    Unverified,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RealignReport {
-    pub method: realign::Method,
-    /// Label-free selection error (held-out unlabeled prompts, base-logit variance units).
-    pub heldout_error: f64,
-    /// The same error with no map: a map must beat it to be applied.
-    pub identity_error: f64,
-    pub prompts: usize,
-    /// Labeled metrics of the repaired monitor through the candidate.
-    pub after: EvalResult,
-    pub stale_reasons_after: Vec<String>,
-    pub verified: bool,
-    /// Where the repaired monitor was written (relative to the output directory).
-    pub written_to: Option<String>,
-    /// Every method's labeled result, for auditing the label-free choice
-    /// (never used to choose: that would spend the labels the choice must not see).
-    #[serde(default)]
-    pub alternatives: Vec<Alternative>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Alternative {
-    pub method: realign::Method,
-    pub heldout_error: f64,
-    pub auroc: f64,
-    pub balanced_accuracy: f64,
-    pub would_pass: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MonitorReport {
-    pub name: String,
-    pub concept: String,
-    pub layer: usize,
-    pub critical: bool,
-    pub status: Status,
-    /// The rung of the repair ladder this monitor needed.
-    pub rung: Rung,
-    pub risk: Risk,
-    pub features: MonitorFeatures,
-    pub eval: Option<EvalResult>,
-    pub stale_reasons: Vec<String>,
-    pub realignment: Option<RealignReport>,
-    /// Rung 2: the threshold chosen again on a few labeled training examples.
-    #[serde(default)]
-    pub recalibration: Option<RungReport>,
-    /// Rung 3: the probe retrained on the candidate's activations.
-    #[serde(default)]
-    pub retraining: Option<RungReport>,
-    /// The repaired monitor's directory under the output directory.
-    #[serde(default)]
-    pub repaired_monitor: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RungReport {
-    /// Labeled training examples this rung ran through the candidate.
-    pub examples: usize,
-    pub threshold: Option<f64>,
-    pub after: EvalResult,
-    pub stale_reasons_after: Vec<String>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -208,65 +113,63 @@ impl Report {
     }
 }
 
-/// How a gate run ended, as every adapter reports it: the verdict, or
-/// "could not evaluate". It knows its process exit code, so the CLI, the
-/// hook and the server agree on what 0, 1 and 2 mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Pass,
-    PassWithRepairs,
-    Fail,
-    /// The gate could not evaluate the candidate: never a pass.
-    Error,
+/// report.json when the gate could not evaluate the candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub schema: String,
+    pub version: u32,
+    /// Always [`Outcome::Error`]: the field every reader checks first.
+    pub verdict: Outcome,
+    pub error: String,
 }
 
-impl Outcome {
-    pub const EXIT_OK: i32 = 0;
-    pub const EXIT_GATE_FAILED: i32 = 1;
-    pub const EXIT_ERROR: i32 = 2;
-
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Outcome::Pass | Outcome::PassWithRepairs => Self::EXIT_OK,
-            Outcome::Fail => Self::EXIT_GATE_FAILED,
-            Outcome::Error => Self::EXIT_ERROR,
-        }
-    }
-
-    /// The name report.json and the registries' tags use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::PassWithRepairs => "pass_with_repairs",
-            Outcome::Fail => "fail",
-            Outcome::Error => "error",
-        }
-    }
-
-    /// The worse of two runs (several candidates in one push or job):
-    /// could-not-evaluate outranks a failed gate, which outranks a pass.
-    pub fn worst(self, other: Outcome) -> Outcome {
-        let rank = |o: Outcome| match o {
-            Outcome::Pass => 0,
-            Outcome::PassWithRepairs => 1,
-            Outcome::Fail => 2,
-            Outcome::Error => 3,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
+impl ErrorReport {
+    pub fn new(error: &str) -> Self {
+        ErrorReport {
+            schema: REPORT_SCHEMA.into(),
+            version: REPORT_VERSION,
+            verdict: Outcome::Error,
+            error: error.into(),
         }
     }
 }
 
-impl From<Verdict> for Outcome {
-    fn from(v: Verdict) -> Self {
-        match v {
-            Verdict::Pass => Outcome::Pass,
-            Verdict::PassWithRepairs => Outcome::PassWithRepairs,
-            Verdict::Fail => Outcome::Fail,
+/// report.json as the adapters read it back: a decided gate or an error.
+#[derive(Debug, Clone)]
+pub enum ReportFile {
+    Decided(Box<Report>),
+    Error(ErrorReport),
+}
+
+impl ReportFile {
+    /// Reads `<dir>/report.json`. A file that is neither a report nor an
+    /// error report of this schema is an error naming the file.
+    pub fn read(dir: &Path) -> crate::error::Result<Self> {
+        let path = dir.join("report.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| crate::error::Error::io(&path, e))?;
+        let bad = |msg: String| crate::error::Error::field(&path, "(contents)", msg);
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if v["schema"] != REPORT_SCHEMA {
+            return Err(bad(format!(
+                "schema is {}, not {REPORT_SCHEMA}",
+                v["schema"]
+            )));
+        }
+        if v["verdict"] == Outcome::Error.as_str() {
+            return serde_json::from_value(v)
+                .map(ReportFile::Error)
+                .map_err(|e| bad(format!("error report: {e}")));
+        }
+        serde_json::from_value(v)
+            .map(|r| ReportFile::Decided(Box::new(r)))
+            .map_err(|e| bad(format!("report: {e}")))
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ReportFile::Decided(r) => r.verdict.into(),
+            ReportFile::Error(_) => Outcome::Error,
         }
     }
 }

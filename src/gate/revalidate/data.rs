@@ -1,98 +1,12 @@
-//! Revalidation: a monitor's labeled test set through the candidate, its
-//! metrics against the base figures recorded in the monitor, and whether the
-//! policy calls it stale. Thresholded metrics are judged as well as AUROC:
-//! staleness often shows as a shifted threshold while ranking survives.
+//! Where a monitor's labeled data is found: `--data`, the suite's own
+//! `data/` (or the directory its `suite.toml` names), then the data built
+//! into probegate, each test set checked against the hash the monitor
+//! recorded so base and candidate figures are measured on the same examples.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
-use crate::gate::policy::MetricLimits;
-use crate::monitor::{data, metrics, Monitor};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EvalResult {
-    pub monitor: String,
-    pub layer: usize,
-    pub n: usize,
-    pub auroc: f64,
-    pub auroc_ci95: [f64; 2],
-    pub balanced_accuracy: f64,
-    pub tpr: f64,
-    pub fpr: f64,
-    pub threshold: f64,
-    pub base_auroc: f64,
-    pub delta_auroc: f64,
-    pub base_balanced_accuracy: f64,
-}
-
-/// Metrics of a monitor on scores of labeled data, against its base figures.
-pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
-    let auroc = metrics::auroc(scores, labels)
-        .ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
-    let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
-    let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
-    Ok(EvalResult {
-        monitor: m.meta.name.clone(),
-        layer: m.meta.hook.layer,
-        n: labels.len(),
-        auroc,
-        auroc_ci95: [lo, hi],
-        balanced_accuracy: t.balanced_accuracy,
-        tpr: t.tpr,
-        fpr: t.fpr,
-        threshold: t.threshold,
-        base_auroc: m.meta.base_metrics.auroc,
-        delta_auroc: auroc - m.meta.base_metrics.auroc,
-        base_balanced_accuracy: m.meta.base_metrics.balanced_accuracy,
-    })
-}
-
-/// Why a monitor never met the policy on its own base (its recorded
-/// held-out AUROC is below `min_auroc`): a fact about the suite, not about
-/// any candidate.
-pub fn weak_on_base(m: &Monitor, lim: &MetricLimits) -> Option<String> {
-    let b = &m.meta.base_metrics;
-    (b.auroc < lim.min_auroc).then(|| {
-        format!(
-            "{} is below the policy on its own base: held-out AUROC {:.3} < min_auroc {}",
-            m.meta.name, b.auroc, lim.min_auroc
-        )
-    })
-}
-
-/// Why a monitor is stale (empty when it is not). A monitor weak on its
-/// base is judged only on what the candidate changed (the drops), never on
-/// the absolute `min_auroc` it did not meet before the update either.
-pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<String> {
-    let b = &m.meta.base_metrics;
-    let mut out = Vec::new();
-    // A tiny epsilon so a drop of exactly the limit counts despite rounding.
-    if e.delta_auroc <= -lim.max_auroc_drop + 1e-12 {
-        out.push(format!(
-            "AUROC {:.3} → {:.3} (Δ {:+.3} ≤ −{})",
-            b.auroc, e.auroc, e.delta_auroc, lim.max_auroc_drop
-        ));
-    }
-    if e.auroc < lim.min_auroc && weak_on_base(m, lim).is_none() {
-        out.push(format!("AUROC {:.3} below {}", e.auroc, lim.min_auroc));
-    }
-    let dba = e.balanced_accuracy - b.balanced_accuracy;
-    if dba < -lim.max_balanced_accuracy_drop {
-        out.push(format!(
-            "balanced accuracy at the threshold {:.3} → {:.3} (Δ {:+.3})",
-            b.balanced_accuracy, e.balanced_accuracy, dba
-        ));
-    }
-    if e.fpr - b.fpr > lim.max_fpr_increase {
-        out.push(format!("FPR {:.3} → {:.3}", b.fpr, e.fpr));
-    }
-    if b.tpr - e.tpr > lim.max_tpr_drop {
-        out.push(format!("TPR {:.3} → {:.3}", b.tpr, e.tpr));
-    }
-    out
-}
+use crate::monitor::{data, Monitor};
 
 /// Where a suite's labeled data comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -226,14 +140,7 @@ pub fn train_set(sets: &LabeledSets, m: &Monitor) -> Result<(PathBuf, data::Labe
 mod tests {
     use super::*;
 
-    fn shipped(name: &str) -> Monitor {
-        Monitor::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("monitors/smollm2")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use crate::monitor::shipped;
 
     /// A suite directory holding one copied monitor.
     fn suite_with(m: &str) -> tempfile::TempDir {
@@ -319,57 +226,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("suite.toml:1:") && e.contains("dta"), "{e}");
-    }
-
-    #[test]
-    fn a_monitor_weak_on_its_base_is_judged_only_on_what_changed() {
-        // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
-        let mut m = shipped("toxicity-l15");
-        m.meta.base_metrics.auroc = 0.713;
-        let lim = crate::gate::policy::MetricLimits {
-            max_auroc_drop: 0.05,
-            min_auroc: 0.80,
-            max_balanced_accuracy_drop: 0.05,
-            max_fpr_increase: 0.05,
-            max_tpr_drop: 0.10,
-        };
-        assert!(weak_on_base(&m, &lim)
-            .unwrap()
-            .contains("0.713 < min_auroc 0.8"));
-        let b = m.meta.base_metrics.clone();
-        let eval = |auroc: f64| EvalResult {
-            monitor: m.meta.name.clone(),
-            layer: 15,
-            n: 180,
-            auroc,
-            auroc_ci95: [auroc - 0.05, auroc + 0.05],
-            balanced_accuracy: b.balanced_accuracy,
-            tpr: b.tpr,
-            fpr: b.fpr,
-            threshold: 0.5,
-            base_auroc: b.auroc,
-            delta_auroc: auroc - b.auroc,
-            base_balanced_accuracy: b.balanced_accuracy,
-        };
-        // Improved under the update (0.713 → 0.767): not stale.
-        assert!(stale_reasons(&m, &eval(0.767), &lim).is_empty());
-        // Unchanged: not stale.
-        assert!(stale_reasons(&m, &eval(0.713), &lim).is_empty());
-        // A real drop is still caught, by the drop alone.
-        let r = stale_reasons(&m, &eval(0.64), &lim);
-        assert_eq!(r.len(), 1, "{r:?}");
-        assert!(r[0].contains("Δ -0.073"), "{r:?}");
-        // A monitor that met the policy on its base still gets the absolute limit.
-        let mut strong = shipped("toxicity-l15");
-        strong.meta.base_metrics.auroc = 0.82;
-        let e = EvalResult {
-            delta_auroc: -0.03,
-            auroc: 0.79,
-            ..eval(0.79)
-        };
-        assert!(stale_reasons(&strong, &e, &lim)
-            .iter()
-            .any(|x| x.contains("below 0.8")));
     }
 
     #[test]

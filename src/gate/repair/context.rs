@@ -1,0 +1,183 @@
+//! What every rung of the ladder reads: the run's inputs, the training
+//! texts' activations (computed once per concept, shared across rungs and
+//! monitors), and the verifier that judges a repaired monitor on the
+//! labeled test data revalidation already ran.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::gate::features::PairedActs;
+use crate::gate::policy::Policy;
+use crate::gate::prepare::Prepared;
+use crate::gate::revalidate::{self, EvalResult, Revalidated};
+use crate::model::{Pool, Precision};
+use crate::monitor::{data::Labeled, Monitor};
+
+/// The run's inputs, as the rungs need them.
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub models: &'a Prepared,
+    pub cache: &'a ActCache,
+    pub corpus_acts: &'a PairedActs,
+    /// Training splits per concept (present when a rung that spends labels is on).
+    pub trains: &'a BTreeMap<String, (PathBuf, Labeled)>,
+}
+
+impl Context<'_> {
+    /// The concept's training split, or why it is missing.
+    pub fn train(&self, m: &Monitor) -> Result<&Labeled> {
+        self.trains
+            .get(&m.meta.concept)
+            .map(|(_, d)| d)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "no training split read for concept {}",
+                    m.meta.concept
+                ))
+            })
+    }
+}
+
+/// What one rung measured: the labeled examples it spent, the threshold it
+/// chose, and the repaired monitor's figures on the test data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RungReport {
+    /// Labeled training examples this rung ran through the candidate.
+    pub examples: usize,
+    pub threshold: Option<f64>,
+    pub after: EvalResult,
+    pub stale_reasons_after: Vec<String>,
+}
+
+/// A rung's result: its report, the monitor it produced (if any) and
+/// whether that monitor passes the policy's limits.
+pub struct Attempt<R> {
+    pub report: R,
+    pub fixed: Option<Monitor>,
+    pub repaired: bool,
+}
+
+/// Judges a repaired monitor by the original's base figures on the
+/// candidate's test activations, without another forward pass.
+pub struct Verifier<'a> {
+    original: &'a Monitor,
+    x: Tensor,
+    labels: &'a [u8],
+    policy: &'a Policy,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(original: &'a Monitor, rv: &'a Revalidated, policy: &'a Policy) -> Result<Self> {
+        Ok(Verifier {
+            original,
+            x: Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?,
+            labels: &rv.labels,
+            policy,
+        })
+    }
+
+    /// The repaired monitor's metrics and why it would still be stale.
+    pub fn verify(&self, fixed: &Monitor) -> Result<(EvalResult, Vec<String>)> {
+        let after = revalidate::evaluate(
+            fixed,
+            &fixed.scores(&self.x)?,
+            self.labels,
+            crate::util::DEFAULT_SEED,
+        )?;
+        let reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
+        Ok((after, reasons))
+    }
+}
+
+type Key = (String, u8);
+
+fn key(m: &Monitor) -> Key {
+    // Pool is not Ord; its rank is the key.
+    let p = match m.meta.pooling {
+        Pool::Last => 0,
+        Pool::Mean => 1,
+    };
+    (m.meta.concept.clone(), p)
+}
+
+/// Training-text activations for the ladder, per (side, concept, pooling).
+/// The first request runs the concept's texts once through every block any
+/// of its stale monitors reads, rather than once per monitor.
+pub struct LadderActs<'a> {
+    cache: &'a ActCache,
+    layers: BTreeMap<Key, Vec<usize>>,
+    memo: BTreeMap<(bool, Key), BTreeMap<usize, Tensor>>,
+}
+
+impl<'a> LadderActs<'a> {
+    pub fn new(cache: &'a ActCache) -> Self {
+        LadderActs {
+            cache,
+            layers: BTreeMap::new(),
+            memo: BTreeMap::new(),
+        }
+    }
+
+    /// Announces that `m` will need its concept's training activations.
+    pub fn need(&mut self, m: &Monitor) {
+        let e = self.layers.entry(key(m)).or_default();
+        if !e.contains(&m.meta.hook.layer) {
+            e.push(m.meta.hook.layer);
+        }
+    }
+
+    /// Already computed: `m`'s training-text activations on one side.
+    pub fn peek(&self, on_base: bool, m: &Monitor) -> Option<&Tensor> {
+        self.memo.get(&(on_base, key(m)))?.get(&m.meta.hook.layer)
+    }
+
+    pub fn get(
+        &mut self,
+        ck: &Checkpoint,
+        on_base: bool,
+        texts: &[String],
+        m: &Monitor,
+    ) -> Result<Tensor> {
+        if let Some(t) = self.peek(on_base, m) {
+            return Ok(t.clone());
+        }
+        let mut layers = self.layers.get(&key(m)).cloned().unwrap_or_default();
+        if !layers.contains(&m.meta.hook.layer) {
+            layers.push(m.meta.hook.layer);
+        }
+        layers.sort_unstable();
+        let acts = cached_activations(ck, self.cache, texts, &layers, spec(m), &mut |_| {})?;
+        let slot = self.memo.entry((on_base, key(m))).or_default();
+        slot.extend(acts);
+        slot.get(&m.meta.hook.layer)
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("no activations at block {}", m.meta.hook.layer)))
+    }
+}
+
+fn spec(m: &Monitor) -> ActSpec {
+    ActSpec {
+        pool: m.meta.pooling,
+        precision: Precision::F32,
+        batch_size: crate::util::DEFAULT_BATCH_SIZE,
+    }
+}
+
+/// Pooled activations of `texts` at `m`'s block through `ck` (cached).
+pub fn monitor_acts(
+    ck: &Checkpoint,
+    cache: &ActCache,
+    texts: &[String],
+    m: &Monitor,
+) -> Result<Tensor> {
+    let l = m.meta.hook.layer;
+    let mut acts = cached_activations(ck, cache, texts, &[l], spec(m), &mut |_| {})?;
+    acts.remove(&l)
+        .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
+}

@@ -1,0 +1,47 @@
+//! Rung 3: the probe retrained on the candidate's activations of the
+//! concept's labeled training split (the test split verifies it).
+
+use crate::error::Result;
+use crate::gate::repair::context::{Attempt, Context, LadderActs, RungReport, Verifier};
+use crate::monitor::{
+    train::{train, TrainOptions},
+    Monitor,
+};
+
+pub fn rung(
+    cx: &Context,
+    acts: &mut LadderActs,
+    m: &Monitor,
+    verifier: &Verifier,
+) -> Result<Attempt<RungReport>> {
+    let data = cx.train(m)?;
+    let x = acts.get(&cx.models.cand, false, &data.texts, m)?;
+    let tr = train(
+        &x.to_vec2::<f32>()?,
+        &data.labels,
+        &TrainOptions {
+            threshold_rule: m.meta.classifier.threshold_rule,
+            ..Default::default()
+        },
+    )?;
+    let mut fixed = m.clone();
+    fixed.w = tr.w;
+    fixed.mean = tr.mean;
+    fixed.std = tr.std;
+    fixed.meta.classifier.bias = tr.bias;
+    fixed.meta.classifier.l2 = tr.l2;
+    fixed.meta.classifier.threshold = tr.threshold.threshold;
+    fixed.meta.provenance.repaired_for = Some(cx.models.cand_fp.clone());
+    let (after, reasons_after) = verifier.verify(&fixed)?;
+    let repaired = reasons_after.is_empty();
+    Ok(Attempt {
+        report: RungReport {
+            examples: data.texts.len(),
+            threshold: Some(tr.threshold.threshold),
+            after,
+            stale_reasons_after: reasons_after,
+        },
+        fixed: repaired.then_some(fixed),
+        repaired,
+    })
+}

@@ -1,0 +1,363 @@
+//! Revalidation: a monitor's labeled test set through the candidate, its
+//! metrics against the base figures recorded in the monitor, and whether the
+//! policy calls it stale. Thresholded metrics are judged as well as AUROC:
+//! staleness often shows as a shifted threshold while ranking survives.
+//!
+//! Concepts are revalidated in [`plan`] order (critical first, then by
+//! predicted risk) until the policy's budget is spent; a concept's test set
+//! serves all its monitors with one forward pass per pooling.
+
+pub mod data;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::gate::policy::{MetricLimits, Policy, WeakMonitors};
+use crate::gate::prepare::Progress;
+use crate::model::Precision;
+use crate::monitor::{self as mon, metrics, Monitor};
+pub use data::{DataSource, LabeledSets};
+
+/// A monitor's state after revalidation and the repair ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Revalidated and within the policy's limits.
+    Healthy,
+    /// Stale, repaired by a rung of the ladder (verified if the policy says so).
+    Repaired,
+    /// Stale and not repaired.
+    Stale,
+    /// Outside the budget: not revalidated.
+    Unverified,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalResult {
+    pub monitor: String,
+    pub layer: usize,
+    pub n: usize,
+    pub auroc: f64,
+    pub auroc_ci95: [f64; 2],
+    pub balanced_accuracy: f64,
+    pub tpr: f64,
+    pub fpr: f64,
+    pub threshold: f64,
+    pub base_auroc: f64,
+    pub delta_auroc: f64,
+    pub base_balanced_accuracy: f64,
+}
+
+/// Metrics of a monitor on scores of labeled data, against its base figures.
+pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
+    let auroc = metrics::auroc(scores, labels)
+        .ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
+    let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
+    let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
+    Ok(EvalResult {
+        monitor: m.meta.name.clone(),
+        layer: m.meta.hook.layer,
+        n: labels.len(),
+        auroc,
+        auroc_ci95: [lo, hi],
+        balanced_accuracy: t.balanced_accuracy,
+        tpr: t.tpr,
+        fpr: t.fpr,
+        threshold: t.threshold,
+        base_auroc: m.meta.base_metrics.auroc,
+        delta_auroc: auroc - m.meta.base_metrics.auroc,
+        base_balanced_accuracy: m.meta.base_metrics.balanced_accuracy,
+    })
+}
+
+/// Why a monitor never met the policy on its own base (its recorded
+/// held-out AUROC is below `min_auroc`): a fact about the suite, not about
+/// any candidate.
+pub fn weak_on_base(m: &Monitor, lim: &MetricLimits) -> Option<String> {
+    let b = &m.meta.base_metrics;
+    (b.auroc < lim.min_auroc).then(|| {
+        format!(
+            "{} is below the policy on its own base: held-out AUROC {:.3} < min_auroc {}",
+            m.meta.name, b.auroc, lim.min_auroc
+        )
+    })
+}
+
+/// Why a monitor is stale (empty when it is not). A monitor weak on its
+/// base is judged only on what the candidate changed (the drops), never on
+/// the absolute `min_auroc` it did not meet before the update either.
+pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<String> {
+    let b = &m.meta.base_metrics;
+    let mut out = Vec::new();
+    // A tiny epsilon so a drop of exactly the limit counts despite rounding.
+    if e.delta_auroc <= -lim.max_auroc_drop + 1e-12 {
+        out.push(format!(
+            "AUROC {:.3} → {:.3} (Δ {:+.3} ≤ −{})",
+            b.auroc, e.auroc, e.delta_auroc, lim.max_auroc_drop
+        ));
+    }
+    if e.auroc < lim.min_auroc && weak_on_base(m, lim).is_none() {
+        out.push(format!("AUROC {:.3} below {}", e.auroc, lim.min_auroc));
+    }
+    let dba = e.balanced_accuracy - b.balanced_accuracy;
+    if dba < -lim.max_balanced_accuracy_drop {
+        out.push(format!(
+            "balanced accuracy at the threshold {:.3} → {:.3} (Δ {:+.3})",
+            b.balanced_accuracy, e.balanced_accuracy, dba
+        ));
+    }
+    if e.fpr - b.fpr > lim.max_fpr_increase {
+        out.push(format!("FPR {:.3} → {:.3}", b.fpr, e.fpr));
+    }
+    if b.tpr - e.tpr > lim.max_tpr_drop {
+        out.push(format!("TPR {:.3} → {:.3}", b.tpr, e.tpr));
+    }
+    out
+}
+
+/// The suite as the policy lets it be checked, and what the policy makes
+/// of monitors below it on their own base: a finding about the suite, never
+/// a reason to fail the candidate (warned, left out, or refused).
+pub fn triage_suite(
+    mut suite: Vec<Monitor>,
+    policy: &Policy,
+) -> Result<(Vec<Monitor>, Vec<String>)> {
+    let weak: Vec<String> = suite
+        .iter()
+        .filter_map(|m| weak_on_base(m, &policy.metrics))
+        .collect();
+    if weak.is_empty() {
+        return Ok((suite, Vec::new()));
+    }
+    let findings = match policy.suite.weak_monitors {
+        WeakMonitors::Refuse => {
+            return Err(Error::Usage(format!(
+                "the monitor suite does not meet policy `{}` on its own base (suite.weak_monitors = \"refuse\"): {}",
+                policy.name,
+                weak.join("; ")
+            )))
+        }
+        WeakMonitors::Exclude => {
+            suite.retain(|m| weak_on_base(m, &policy.metrics).is_none());
+            if suite.is_empty() {
+                return Err(Error::Usage(format!(
+                    "every monitor is below policy `{}` on its own base and suite.weak_monitors excludes them: {}",
+                    policy.name,
+                    weak.join("; ")
+                )));
+            }
+            weak.iter()
+                .map(|w| format!("suite: {w}; left out of this check"))
+                .collect()
+        }
+        WeakMonitors::Warn => weak
+            .iter()
+            .map(|w| format!("suite: {w}; judged only on what the candidate changed"))
+            .collect(),
+    };
+    Ok((suite, findings))
+}
+
+/// Labeled data per concept: the test sets (always) and the training splits
+/// the repair ladder may spend (only when a rung that reads them is on).
+pub struct LabeledData {
+    pub tests: BTreeMap<String, (PathBuf, mon::data::Labeled)>,
+    pub trains: BTreeMap<String, (PathBuf, mon::data::Labeled)>,
+}
+
+impl LabeledData {
+    /// Read (and hash-checked) before any compute, so a wrong data directory fails fast.
+    pub fn find(
+        suite: &[Monitor],
+        suite_dir: &Path,
+        source: &DataSource,
+        with_train: bool,
+    ) -> Result<Self> {
+        let roots = source.roots(suite_dir)?;
+        let mut out = LabeledData {
+            tests: BTreeMap::new(),
+            trains: BTreeMap::new(),
+        };
+        for m in suite {
+            if out.tests.contains_key(&m.meta.concept) {
+                continue;
+            }
+            let sets: LabeledSets = data::find_sets(&roots, m)?;
+            if with_train {
+                out.trains
+                    .insert(m.meta.concept.clone(), data::train_set(&sets, m)?);
+            }
+            out.tests.insert(m.meta.concept.clone(), sets.test);
+        }
+        Ok(out)
+    }
+
+    /// Examples a full revalidation of every concept would run.
+    pub fn examples_full(&self) -> usize {
+        self.tests.values().map(|(_, d)| d.texts.len()).sum()
+    }
+}
+
+/// Revalidation order over concepts (a concept's test set serves all its
+/// monitors): those holding a critical monitor first, then by their riskiest
+/// monitor. Input: (concept, critical, p_stale) per monitor.
+pub fn plan<'a>(monitors: impl IntoIterator<Item = (&'a str, bool, f64)>) -> Vec<(String, bool)> {
+    let mut by: BTreeMap<&str, (bool, f64)> = BTreeMap::new();
+    for (c, crit, risk) in monitors {
+        let e = by.entry(c).or_insert((false, 0.0));
+        e.0 |= crit;
+        e.1 = e.1.max(risk);
+    }
+    let mut v: Vec<(&str, bool, f64)> = by.into_iter().map(|(c, (k, r))| (c, k, r)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    v.into_iter().map(|(c, k, _)| (c.to_string(), k)).collect()
+}
+
+/// The order concepts are revalidated in ([`plan`]) and whether the budget
+/// applies (`full`: every concept, the grid's ground truth).
+pub struct Schedule {
+    pub order: Vec<(String, bool)>,
+    pub full: bool,
+}
+
+/// One revalidated monitor: its metrics, and the labels and candidate test
+/// activations behind them (kept so a repair is verified without another
+/// forward pass).
+pub struct Revalidated {
+    pub eval: EvalResult,
+    pub labels: Vec<u8>,
+    pub x: Vec<Vec<f32>>,
+}
+
+/// What revalidation measured, by monitor name, and what it spent.
+pub struct Revalidation {
+    pub evals: BTreeMap<String, Revalidated>,
+    pub examples_used: usize,
+}
+
+/// Runs concepts in `order` through the candidate until the policy's
+/// budget (examples, seconds) is spent; a concept holding a critical
+/// monitor always runs, and `full` ignores the budget (the grid's ground
+/// truth).
+pub fn revalidate(
+    cand: &Checkpoint,
+    cache: &ActCache,
+    monitors: &[Monitor],
+    tests: &BTreeMap<String, (PathBuf, mon::data::Labeled)>,
+    schedule: &Schedule,
+    policy: &Policy,
+    progress: Progress,
+) -> Result<Revalidation> {
+    let Schedule { order, full } = schedule;
+    let t = Instant::now();
+    let mut used = 0usize;
+    let mut evals = BTreeMap::new();
+    for (concept, critical) in order {
+        let Some((_, d)) = tests.get(concept) else {
+            continue;
+        };
+        let n = d.texts.len();
+        let over_examples = used + n > policy.budget.examples;
+        let over_time = policy
+            .budget
+            .seconds
+            .is_some_and(|s| t.elapsed().as_secs_f64() > s);
+        if !*full && !critical && (over_examples || over_time) {
+            continue;
+        }
+        used += n;
+        let group = monitors.iter().filter(|m| &m.meta.concept == concept);
+        for (pool, ms, layers) in mon::by_pooling(group) {
+            let spec = ActSpec {
+                pool,
+                precision: Precision::F32,
+                batch_size: crate::util::DEFAULT_BATCH_SIZE,
+            };
+            let mut seen = 0;
+            let acts = cached_activations(cand, cache, &d.texts, &layers, spec, &mut |k| {
+                seen += k;
+                progress(&format!("revalidating {concept}"), seen, n)
+            })?;
+            for m in ms {
+                let x = &acts[&m.meta.hook.layer];
+                let e = evaluate(m, &m.scores(x)?, &d.labels, crate::util::DEFAULT_SEED)?;
+                evals.insert(
+                    m.meta.name.clone(),
+                    Revalidated {
+                        eval: e,
+                        labels: d.labels.clone(),
+                        x: x.to_vec2()?,
+                    },
+                );
+            }
+        }
+    }
+    Ok(Revalidation {
+        evals,
+        examples_used: used,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::monitor::shipped;
+
+    #[test]
+    fn a_monitor_weak_on_its_base_is_judged_only_on_what_changed() {
+        // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
+        let mut m = shipped("toxicity-l15");
+        m.meta.base_metrics.auroc = 0.713;
+        let lim = crate::gate::policy::MetricLimits {
+            max_auroc_drop: 0.05,
+            min_auroc: 0.80,
+            max_balanced_accuracy_drop: 0.05,
+            max_fpr_increase: 0.05,
+            max_tpr_drop: 0.10,
+        };
+        assert!(weak_on_base(&m, &lim)
+            .unwrap()
+            .contains("0.713 < min_auroc 0.8"));
+        let b = m.meta.base_metrics.clone();
+        let eval = |auroc: f64| EvalResult {
+            monitor: m.meta.name.clone(),
+            layer: 15,
+            n: 180,
+            auroc,
+            auroc_ci95: [auroc - 0.05, auroc + 0.05],
+            balanced_accuracy: b.balanced_accuracy,
+            tpr: b.tpr,
+            fpr: b.fpr,
+            threshold: 0.5,
+            base_auroc: b.auroc,
+            delta_auroc: auroc - b.auroc,
+            base_balanced_accuracy: b.balanced_accuracy,
+        };
+        // Improved under the update (0.713 → 0.767): not stale.
+        assert!(stale_reasons(&m, &eval(0.767), &lim).is_empty());
+        // Unchanged: not stale.
+        assert!(stale_reasons(&m, &eval(0.713), &lim).is_empty());
+        // A real drop is still caught, by the drop alone.
+        let r = stale_reasons(&m, &eval(0.64), &lim);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("Δ -0.073"), "{r:?}");
+        // A monitor that met the policy on its base still gets the absolute limit.
+        let mut strong = shipped("toxicity-l15");
+        strong.meta.base_metrics.auroc = 0.82;
+        let e = EvalResult {
+            delta_auroc: -0.03,
+            auroc: 0.79,
+            ..eval(0.79)
+        };
+        assert!(stale_reasons(&strong, &e, &lim)
+            .iter()
+            .any(|x| x.contains("below 0.8")));
+    }
+}
