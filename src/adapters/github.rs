@@ -112,37 +112,38 @@ pub struct Annotation {
     pub message: String,
 }
 
+/// The summary of a run that decided nothing: never a pass.
+fn not_evaluated(title: &str, markdown: String) -> Summary {
+    Summary {
+        verdict: Outcome::Error,
+        title: title.into(),
+        markdown,
+        stale: 0,
+        repaired: 0,
+        annotations: vec![],
+    }
+}
+
+fn message(err: &str) -> String {
+    format!(
+        "## probegate: could not evaluate\n\n{}\n\nThis is not a pass.\n",
+        crate::gate::report::fenced(err)
+    )
+}
+
 /// Read report.json and report.md from a `check --out` directory. A missing
 /// or unreadable report is itself an error outcome, never a pass.
 pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
     let report = match ReportFile::read(out) {
         Ok(ReportFile::Decided(r)) => r,
-        Ok(ReportFile::Error(_)) => {
-            return Summary {
-                verdict: Outcome::Error,
-                title: "Gate could not evaluate (not a pass)".into(),
-                markdown: if md.is_empty() {
-                    "## probegate: could not evaluate\n\nThis is not a pass.\n".into()
-                } else {
-                    md
-                },
-                stale: 0,
-                repaired: 0,
-                annotations: vec![],
-            }
+        Ok(ReportFile::Error(_)) if !md.is_empty() => {
+            return not_evaluated("Gate could not evaluate (not a pass)", md)
         }
-        Err(e) => return Summary {
-            verdict: Outcome::Error,
-            title: "probegate could not evaluate".into(),
-            markdown: format!(
-                "## probegate: could not evaluate\n\nNo readable report: {}. This is not a pass.\n",
-                crate::gate::report::escape(&e.to_string())
-            ),
-            stale: 0,
-            repaired: 0,
-            annotations: vec![],
-        },
+        Ok(ReportFile::Error(e)) => {
+            return not_evaluated("Gate could not evaluate (not a pass)", message(&e.error))
+        }
+        Err(e) => return not_evaluated("probegate could not evaluate", message(&e.to_string())),
     };
     let counts = report.counts();
     let count = |k: &str| counts.get(k).copied().unwrap_or(0);

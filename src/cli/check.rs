@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{emit_json, progress, Format, Global, EXIT_OK};
+use super::progress::stage_progress;
+use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig};
 use probegate::error::{Error, Result};
 use probegate::gate::policy::Policy;
@@ -199,85 +200,6 @@ fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
         Some(p) => RiskModel::load(p),
         None => RiskModel::default_model(),
     }
-}
-
-/// How a long command reports its stages on stderr: one bar that changes
-/// with the stage on a terminal; in a log (CI, a pipe) one line per stage
-/// with its time, wrapped in `::group::` under GitHub Actions, so a
-/// non-terminal log is never silent for the minutes a gate takes.
-pub(crate) struct StageReporter {
-    bar: Option<indicatif::ProgressBar>,
-    log: bool,
-    github: bool,
-    /// The stage under way: its name, start, and last (done, total).
-    current: Option<(String, std::time::Instant, usize, usize)>,
-    started: std::time::Instant,
-}
-
-impl StageReporter {
-    pub(crate) fn new(g: &Global) -> Self {
-        use std::io::IsTerminal;
-        let terminal = std::io::stderr().is_terminal();
-        StageReporter {
-            bar: (terminal && !g.quiet).then(|| progress(g, 1, "")),
-            log: !terminal && !g.quiet,
-            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
-            current: None,
-            started: std::time::Instant::now(),
-        }
-    }
-
-    pub(crate) fn update(&mut self, stage: &str, done: usize, total: usize) {
-        if self.current.as_ref().is_none_or(|c| c.0 != stage) {
-            self.end_stage();
-            if self.log && self.github {
-                eprintln!("::group::probegate: {stage}");
-            }
-            self.current = Some((stage.to_string(), std::time::Instant::now(), done, total));
-            if let Some(pb) = &self.bar {
-                pb.reset();
-                pb.set_message(stage.to_string());
-            }
-        }
-        if let Some(c) = &mut self.current {
-            (c.2, c.3) = (done, total);
-        }
-        if let Some(pb) = &self.bar {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-        }
-    }
-
-    fn end_stage(&mut self) {
-        let Some((stage, t, done, total)) = self.current.take() else {
-            return;
-        };
-        if let Some(pb) = &self.bar {
-            pb.finish_and_clear();
-        }
-        if self.log {
-            eprintln!(
-                "probegate: {stage}: {done}/{total} in {:.1} s ({:.0} s elapsed)",
-                t.elapsed().as_secs_f64(),
-                self.started.elapsed().as_secs_f64()
-            );
-            if self.github {
-                eprintln!("::endgroup::");
-            }
-        }
-    }
-}
-
-impl Drop for StageReporter {
-    fn drop(&mut self) {
-        self.end_stage();
-    }
-}
-
-/// A progress callback over a [`StageReporter`].
-fn stage_progress(g: &Global) -> impl FnMut(&str, usize, usize) {
-    let mut r = StageReporter::new(g);
-    move |stage: &str, done: usize, total: usize| r.update(stage, done, total)
 }
 
 pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {

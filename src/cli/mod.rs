@@ -9,12 +9,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub mod adapters;
 pub mod check;
 pub mod monitor;
+pub mod progress;
 pub mod zoo;
+
+use progress::progress;
 
 use probegate::activations::{self, ExtractOptions};
 use probegate::checkpoint::Checkpoint;
@@ -276,20 +278,6 @@ pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
         return Err(Error::Usage("--layers: no layers given".into()));
     }
     Ok(out)
-}
-
-pub(crate) fn progress(global: &Global, len: u64, what: &str) -> ProgressBar {
-    if global.quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
 }
 
 pub(crate) fn emit_json(v: &impl serde::Serialize) -> Result<()> {

@@ -4,13 +4,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{emit_json, parse_layers, progress, Format, Global, EXIT_OK, MODEL_HELP};
-use probegate::activations::cache::{cached_activations, ActCache, ActSpec};
+use super::progress::{progress, stage_progress};
+use super::{emit_json, parse_layers, Format, Global, EXIT_OK, MODEL_HELP};
+use probegate::activations::cache::{ActCache, ActSpec};
 use probegate::checkpoint::Checkpoint;
 use probegate::error::{Error, Result};
 use probegate::model::{Pool, Precision};
+use probegate::monitor::build::{self, Draft};
+use probegate::monitor::eval::{evaluate_suite, EvalOptions, EvalResult};
 use probegate::monitor::metrics::ThresholdRule;
-use probegate::monitor::train::{train, TrainOptions};
+use probegate::monitor::train::TrainOptions;
 use probegate::monitor::{self as mon, data, BaseCheck, Monitor};
 
 #[derive(Subcommand, Debug)]
@@ -159,38 +162,6 @@ fn label_pair(s: &str) -> Result<(String, String)> {
     }
 }
 
-pub use probegate::gate::revalidate::{evaluate, EvalResult};
-
-fn held_out_metrics(e: &EvalResult, data: &data::Labeled) -> mon::Metrics {
-    mon::Metrics {
-        split: "held-out test".into(),
-        data_sha256: data.sha256.clone(),
-        n: data.labels.len(),
-        n_positive: data.n_positive(),
-        auroc: e.auroc,
-        auroc_ci95: e.auroc_ci95,
-        balanced_accuracy: e.balanced_accuracy,
-        tpr: e.tpr,
-        fpr: e.fpr,
-    }
-}
-
-/// Cached activations with a progress bar labelled `what`.
-fn acts_with_progress(
-    g: &Global,
-    what: &str,
-    ck: &Checkpoint,
-    cache: &ActCache,
-    texts: &[String],
-    layers: &[usize],
-    spec: ActSpec,
-) -> Result<std::collections::BTreeMap<usize, candle_core::Tensor>> {
-    let pb = progress(g, texts.len() as u64, what);
-    let acts = cached_activations(ck, cache, texts, layers, spec, &mut |n| pb.inc(n as u64))?;
-    pb.finish_and_clear();
-    Ok(acts)
-}
-
 pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
     match cmd {
         MonitorCommand::Train(a) => cmd_train(g, a),
@@ -261,34 +232,14 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
             .unwrap_or_else(|| "monitor".into())
     });
     let concept = a.concept.clone().unwrap_or_else(|| name.clone());
-    let cache = ActCache::from_env();
-    let fp = ck.fingerprint()?;
-
-    let spec = ActSpec {
-        pool: a.pool,
-        precision: a.precision,
-        batch_size: a.batch_size,
-    };
-    let train_acts = acts_with_progress(
-        g,
-        "train acts",
-        &ck,
-        &cache,
-        &train_data.texts,
-        &layers,
-        spec,
-    )?;
-    let test_acts = match &test_data {
-        Some(t) => Some(acts_with_progress(
-            g,
-            "test acts",
-            &ck,
-            &cache,
-            &t.texts,
-            &layers,
-            spec,
-        )?),
-        None => None,
+    let draft = Draft {
+        name,
+        concept,
+        description: a.description.clone(),
+        labels: (neg, pos),
+        base: build::base_model(&ck, &a.model)?,
+        pooling: a.pool,
+        seed: a.seed,
     };
     let opts = TrainOptions {
         seed: a.seed,
@@ -298,74 +249,29 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         },
         ..TrainOptions::default()
     };
-
-    let mut results = Vec::new();
-    for &layer in &layers {
-        let x = train_acts[&layer].to_vec2::<f32>()?;
-        let tr = train(&x, &train_data.labels, &opts)?;
-        let mut m = Monitor {
-            meta: mon::MonitorMeta {
-                format: mon::FORMAT.into(),
-                format_version: mon::FORMAT_VERSION,
-                name: if layers.len() > 1 && !a.pick_best {
-                    format!("{name}-l{layer}")
-                } else {
-                    name.clone()
-                },
-                concept: concept.clone(),
-                description: a.description.clone(),
-                labels: mon::Labels {
-                    negative: neg.clone(),
-                    positive: pos.clone(),
-                },
-                base_model: mon::BaseModel {
-                    id: a.model.clone(),
-                    fingerprint: fp.clone(),
-                    architecture: ck.config.model_type.clone(),
-                    num_layers: ck.config.num_layers,
-                    d_model: ck.config.hidden_size,
-                },
-                hook: mon::Hook::resid_post(layer),
-                pooling: a.pool,
-                classifier: mon::Classifier {
-                    kind: "logistic".into(),
-                    bias: tr.bias,
-                    l2: tr.l2,
-                    threshold: tr.threshold.threshold,
-                    threshold_rule: opts.threshold_rule,
-                },
-                provenance: mon::Provenance {
-                    train_data_sha256: train_data.sha256.clone(),
-                    n_train: tr.n_fit,
-                    n_validation: tr.n_validation,
-                    seed: a.seed,
-                    probegate_version: env!("CARGO_PKG_VERSION").into(),
-                    repaired_for: None,
-                },
-                base_metrics: mon::Metrics {
-                    split: "validation".into(),
-                    data_sha256: train_data.sha256.clone(),
-                    n: tr.n_validation,
-                    n_positive: 0,
-                    auroc: tr.validation_auroc,
-                    auroc_ci95: [tr.validation_auroc, tr.validation_auroc],
-                    balanced_accuracy: tr.threshold.balanced_accuracy,
-                    tpr: tr.threshold.tpr,
-                    fpr: tr.threshold.fpr,
-                },
-            },
-            w: tr.w.clone(),
-            mean: tr.mean.clone(),
-            std: tr.std.clone(),
-            dir: None,
-        };
-        if let (Some(td), Some(ta)) = (&test_data, &test_acts) {
-            let s = m.scores(&ta[&layer])?;
-            let e = evaluate(&m, &s, &td.labels, a.seed)?;
-            m.meta.base_metrics = held_out_metrics(&e, td);
-        }
-        results.push((layer, tr.validation_auroc, m));
-    }
+    let spec = ActSpec {
+        pool: a.pool,
+        precision: a.precision,
+        batch_size: a.batch_size,
+    };
+    let mut prog = stage_progress(g);
+    let trained = build::train_layers(
+        &ck,
+        &ActCache::from_env(),
+        &draft,
+        &layers,
+        layers.len() > 1 && !a.pick_best,
+        spec,
+        &opts,
+        &train_data,
+        test_data.as_ref(),
+        &mut prog,
+    )?;
+    drop(prog);
+    let results: Vec<(usize, f64, Monitor)> = trained
+        .into_iter()
+        .map(|t| (t.layer, t.validation_auroc, t.monitor))
+        .collect();
 
     let mut written = Vec::new();
     if a.pick_best || results.len() == 1 {
@@ -440,28 +346,23 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
         ck.config.num_layers,
         check,
     )?;
-    let cache = ActCache::from_env();
-    let mut results = Vec::new();
-    for (pool, group, layers) in mon::by_pooling(&monitors) {
-        let pb = progress(g, d.texts.len() as u64, "eval acts");
-        let acts = cached_activations(
-            &ck,
-            &cache,
-            &d.texts,
-            &layers,
-            ActSpec {
-                pool,
-                precision: a.precision,
-                batch_size: a.batch_size.max(1),
-            },
-            &mut |n| pb.inc(n as u64),
-        )?;
-        pb.finish_and_clear();
-        for m in group {
-            let s = m.scores(&acts[&m.meta.hook.layer])?;
-            results.push(evaluate(m, &s, &d.labels, probegate::util::DEFAULT_SEED)?);
-        }
-    }
+    let pb = progress(g, d.texts.len() as u64, "eval acts");
+    let mut results: Vec<EvalResult> = evaluate_suite(
+        &ck,
+        &ActCache::from_env(),
+        &monitors,
+        &d,
+        EvalOptions {
+            precision: a.precision,
+            batch_size: a.batch_size,
+            seed: probegate::util::DEFAULT_SEED,
+        },
+        &mut |n| pb.inc(n as u64),
+    )?
+    .into_iter()
+    .map(|e| e.eval)
+    .collect();
+    pb.finish_and_clear();
     results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
         Format::Json => emit_json(
@@ -492,7 +393,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
 }
 
 fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
-    use probegate::monitor::import::{calibrate, read_control_vector};
+    use probegate::monitor::import::read_control_vector;
     let (neg, pos) = label_pair(&a.labels)?;
     let cv = read_control_vector(&a.vector)?;
     let (layer, dir) = match a.layer {
@@ -536,102 +437,37 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         Some(fpr) => ThresholdRule::TargetFpr { fpr },
         None => ThresholdRule::MaxBalancedAccuracy,
     };
-    let cache = ActCache::from_env();
-    let acts = cached_activations(
-        &ck,
-        &cache,
-        &calib.texts,
-        &[layer],
-        ActSpec {
-            pool: a.pool,
-            precision: Precision::F32,
-            batch_size: probegate::util::DEFAULT_BATCH_SIZE,
-        },
-        &mut |_| {},
-    )?;
-    let x = acts[&layer].to_vec2::<f32>()?;
-    let cal = calibrate(&dir, &x, &calib.labels, rule, probegate::util::DEFAULT_SEED)?;
     let name = a.name.clone().unwrap_or_else(|| {
         a.vector
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "repeng".into())
     });
-    let d = dir.len();
-    let mut m = Monitor {
-        meta: mon::MonitorMeta {
-            format: mon::FORMAT.into(),
-            format_version: mon::FORMAT_VERSION,
-            name: name.clone(),
-            concept: a.concept.clone().unwrap_or(name),
-            description: format!(
-                "repeng control vector {} (model hint {}), calibrated on {}",
-                a.vector.display(),
-                cv.model_hint.as_deref().unwrap_or("none"),
-                a.data.display()
-            ),
-            labels: mon::Labels {
-                negative: neg,
-                positive: pos,
-            },
-            base_model: mon::BaseModel {
-                id: a.model.clone(),
-                fingerprint: ck.fingerprint()?,
-                architecture: ck.config.model_type.clone(),
-                num_layers: ck.config.num_layers,
-                d_model: d,
-            },
-            hook: mon::Hook::resid_post(layer),
-            pooling: a.pool,
-            classifier: mon::Classifier {
-                kind: "logistic".into(),
-                bias: cal.bias,
-                l2: 0.0,
-                threshold: cal.threshold.threshold,
-                threshold_rule: rule,
-            },
-            provenance: mon::Provenance {
-                train_data_sha256: calib.sha256.clone(),
-                n_train: 0,
-                n_validation: calib.labels.len(),
-                seed: probegate::util::DEFAULT_SEED,
-                probegate_version: env!("CARGO_PKG_VERSION").into(),
-                repaired_for: None,
-            },
-            base_metrics: mon::Metrics {
-                split: "calibration".into(),
-                data_sha256: calib.sha256.clone(),
-                n: calib.labels.len(),
-                n_positive: calib.n_positive(),
-                auroc: cal.calibration_auroc,
-                auroc_ci95: [cal.calibration_auroc, cal.calibration_auroc],
-                balanced_accuracy: cal.threshold.balanced_accuracy,
-                tpr: cal.threshold.tpr,
-                fpr: cal.threshold.fpr,
-            },
-        },
-        w: cal.w,
-        mean: vec![0.0; d],
-        std: vec![1.0; d],
-        dir: None,
+    let draft = Draft {
+        concept: a.concept.clone().unwrap_or_else(|| name.clone()),
+        name,
+        description: format!(
+            "repeng control vector {} (model hint {}), calibrated on {}",
+            a.vector.display(),
+            cv.model_hint.as_deref().unwrap_or("none"),
+            a.data.display()
+        ),
+        labels: (neg, pos),
+        base: build::base_model(&ck, &a.model)?,
+        pooling: a.pool,
+        seed: probegate::util::DEFAULT_SEED,
     };
-    if let Some(t) = &test {
-        let ta = cached_activations(
-            &ck,
-            &cache,
-            &t.texts,
-            &[layer],
-            ActSpec {
-                pool: a.pool,
-                precision: Precision::F32,
-                batch_size: probegate::util::DEFAULT_BATCH_SIZE,
-            },
-            &mut |_| {},
-        )?;
-        let s = m.scores(&ta[&layer])?;
-        let e = evaluate(&m, &s, &t.labels, probegate::util::DEFAULT_SEED)?;
-        m.meta.base_metrics = held_out_metrics(&e, t);
-    }
+    let cal = build::import_direction(
+        &ck,
+        &ActCache::from_env(),
+        &draft,
+        layer,
+        &dir,
+        rule,
+        &calib,
+        test.as_ref(),
+    )?;
+    let m = cal.monitor;
     m.save(&a.out)?;
     let summary = serde_json::json!({
         "out": a.out.display().to_string(), "layer": layer, "flipped": cal.flipped,

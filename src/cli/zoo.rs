@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{emit_json, progress, Format, Global};
+use super::progress::progress;
+use super::{emit_json, Format, Global};
 use probegate::error::{Error, Result};
 use probegate::lab::finetune::{Mode, Targets, TrainConfig};
 use probegate::lab::zoo::{self, Built, Manifest, Recipe, RunSpec};

@@ -11,9 +11,11 @@
 //! the monitor fires when the score is at least `threshold`.
 
 pub mod data;
-pub mod import;
 pub mod metrics;
 pub mod train;
+pub mod eval;
+pub mod build;
+pub mod import;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

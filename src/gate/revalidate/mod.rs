@@ -15,13 +15,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::activations::cache::ActCache;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::policy::{MetricLimits, Policy, WeakMonitors};
 use crate::gate::prepare::Progress;
-use crate::model::Precision;
-use crate::monitor::{self as mon, metrics, Monitor};
+pub use crate::monitor::eval::{evaluate, evaluate_suite, EvalOptions, EvalResult};
+use crate::monitor::{self as mon, Monitor};
 pub use data::{DataSource, LabeledSets};
 
 /// A monitor's state after revalidation and the repair ladder.
@@ -36,44 +36,6 @@ pub enum Status {
     Stale,
     /// Outside the budget: not revalidated.
     Unverified,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EvalResult {
-    pub monitor: String,
-    pub layer: usize,
-    pub n: usize,
-    pub auroc: f64,
-    pub auroc_ci95: [f64; 2],
-    pub balanced_accuracy: f64,
-    pub tpr: f64,
-    pub fpr: f64,
-    pub threshold: f64,
-    pub base_auroc: f64,
-    pub delta_auroc: f64,
-    pub base_balanced_accuracy: f64,
-}
-
-/// Metrics of a monitor on scores of labeled data, against its base figures.
-pub fn evaluate(m: &Monitor, scores: &[f64], labels: &[u8], seed: u64) -> Result<EvalResult> {
-    let auroc = metrics::auroc(scores, labels)
-        .ok_or_else(|| Error::Usage("evaluation data needs both classes".into()))?;
-    let (lo, hi) = metrics::auroc_ci(scores, labels, 1000, seed).unwrap_or((auroc, auroc));
-    let t = metrics::at_threshold(scores, labels, m.meta.classifier.threshold);
-    Ok(EvalResult {
-        monitor: m.meta.name.clone(),
-        layer: m.meta.hook.layer,
-        n: labels.len(),
-        auroc,
-        auroc_ci95: [lo, hi],
-        balanced_accuracy: t.balanced_accuracy,
-        tpr: t.tpr,
-        fpr: t.fpr,
-        threshold: t.threshold,
-        base_auroc: m.meta.base_metrics.auroc,
-        delta_auroc: auroc - m.meta.base_metrics.auroc,
-        base_balanced_accuracy: m.meta.base_metrics.balanced_accuracy,
-    })
 }
 
 /// Why a monitor never met the policy on its own base (its recorded
@@ -273,29 +235,20 @@ pub fn revalidate(
         }
         used += n;
         let group = monitors.iter().filter(|m| &m.meta.concept == concept);
-        for (pool, ms, layers) in mon::by_pooling(group) {
-            let spec = ActSpec {
-                pool,
-                precision: Precision::F32,
-                batch_size: crate::util::DEFAULT_BATCH_SIZE,
-            };
-            let mut seen = 0;
-            let acts = cached_activations(cand, cache, &d.texts, &layers, spec, &mut |k| {
-                seen += k;
-                progress(&format!("revalidating {concept}"), seen, n)
-            })?;
-            for m in ms {
-                let x = &acts[&m.meta.hook.layer];
-                let e = evaluate(m, &m.scores(x)?, &d.labels, crate::util::DEFAULT_SEED)?;
-                evals.insert(
-                    m.meta.name.clone(),
-                    Revalidated {
-                        eval: e,
-                        labels: d.labels.clone(),
-                        x: x.to_vec2()?,
-                    },
-                );
-            }
+        let mut seen = 0;
+        let done = evaluate_suite(cand, cache, group, d, EvalOptions::default(), &mut |k| {
+            seen += k;
+            progress(&format!("revalidating {concept}"), seen, n)
+        })?;
+        for e in done {
+            evals.insert(
+                e.monitor.meta.name.clone(),
+                Revalidated {
+                    eval: e.eval,
+                    labels: d.labels.clone(),
+                    x: e.x.to_vec2()?,
+                },
+            );
         }
     }
     Ok(Revalidation {
