@@ -283,3 +283,25 @@ fn the_rule_catches_upward_sibling_and_parent_imports() {
     assert!(check("gate::diff", "adapters::serve").is_some());
     assert!(check("util", "gate").is_some());
 }
+
+/// Flags are the binary's: no library module names the command-line crate
+/// (domain enums implement `util::Choice`; `src/cli/choice.rs` makes flags of them).
+#[test]
+fn the_library_names_no_command_line_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    visit(&src, &mut files);
+    let mut bad = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let me = module_of(rel);
+        if me.first().is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str())) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        if text.contains("clap::") || text.contains("use clap") {
+            bad.push(rel.display().to_string());
+        }
+    }
+    assert!(bad.is_empty(), "library files naming clap: {bad:?}");
+}

@@ -19,6 +19,54 @@ pub const DEFAULT_SEED: u64 = 20261127;
 /// cores, small enough that 512-token prompts stay in memory.
 pub const DEFAULT_BATCH_SIZE: usize = 16;
 
+/// A closed set of named values a user picks from (a flag, a config
+/// field). Domain types list their names here and stay free of any
+/// command-line crate; the binary turns `ALL` into its flag parser.
+pub trait Choice: Copy + PartialEq + Send + Sync + 'static {
+    const ALL: &'static [Self];
+    /// The name a user types.
+    fn name(self) -> &'static str;
+    /// One line for `--help`.
+    fn help(self) -> &'static str;
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.name() == s)
+    }
+}
+
+/// Declares a [`Choice`] enum: each variant's name, and its doc comment as
+/// its help line; Display prints the name.
+macro_rules! choices {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $t:ident {
+            $( $(#[doc = $doc:literal])* $v:ident = $name:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $t {
+            $( $(#[doc = $doc])* $v ),*
+        }
+
+        impl $crate::util::Choice for $t {
+            const ALL: &'static [Self] = &[$($t::$v),*];
+            fn name(self) -> &'static str {
+                match self { $($t::$v => $name),* }
+            }
+            fn help(self) -> &'static str {
+                match self { $($t::$v => concat!("" $(, $doc)*).trim()),* }
+            }
+        }
+
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str($crate::util::Choice::name(*self))
+            }
+        }
+    };
+}
+pub(crate) use choices;
+
 /// The temporary sibling a file is written to before it is renamed into place.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path

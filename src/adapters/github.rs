@@ -66,14 +66,18 @@ pub fn sticky_marker(name: Option<&str>) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CommentMode {
-    /// Create the comment once, then edit it on every run.
-    Sticky,
-    /// A new comment on every run.
-    New,
-    Off,
+crate::util::choices! {
+    /// How the report is posted on a pull request.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum CommentMode {
+        /// Create the comment once, then edit it on every run.
+        Sticky = "sticky",
+        /// A new comment on every run.
+        New = "new",
+        /// No comment (the check run only).
+        Off = "off",
+    }
 }
 
 fn remote(what: impl Into<String>, e: octocrab::Error) -> Error {

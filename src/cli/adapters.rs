@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::check::{gate, CheckArgs, GateArgs};
+use super::choice::choice;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::github::{self, CheckRun, CommentMode, Publish};
 use probegate::adapters::hook::{self, HookConfig};
@@ -80,7 +81,7 @@ pub enum GithubCommand {
         /// Pull request number; without it no comment is written.
         #[arg(long)]
         pr: Option<u64>,
-        #[arg(long, value_enum, default_value_t = CommentMode::Sticky)]
+        #[arg(long, value_parser = choice::<CommentMode>(), default_value_t = CommentMode::Sticky)]
         comment: CommentMode,
         /// Complete this check run (from `github start`) instead of creating one.
         #[arg(long)]

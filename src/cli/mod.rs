@@ -11,11 +11,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod adapters;
+pub mod choice;
 pub mod check;
 pub mod monitor;
 pub mod progress;
 pub mod zoo;
 
+use choice::choice;
 use progress::progress;
 
 use probegate::activations::{self, ExtractOptions};
@@ -185,7 +187,7 @@ pub struct ActivationsArgs {
     /// Comma-separated block indices, 0-based (`all` for every block).
     #[arg(long)]
     pub layers: String,
-    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
     pub pool: Pool,
     /// JSONL prompts with a "text" field.
     #[arg(long)]
@@ -193,7 +195,7 @@ pub struct ActivationsArgs {
     /// Output safetensors file.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
     pub precision: Precision,
     #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
@@ -209,7 +211,7 @@ pub struct ConvertArgs {
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+    #[arg(long, value_parser = choice::<OutDtype>(), default_value_t = OutDtype::F32)]
     pub dtype: OutDtype,
 }
 

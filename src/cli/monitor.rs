@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::choice::choice;
 use super::progress::{progress, stage_progress};
 use super::{emit_json, parse_layers, Format, Global, EXIT_OK, MODEL_HELP};
 use probegate::activations::cache::{ActCache, ActSpec};
@@ -65,7 +66,7 @@ pub struct ImportArgs {
     pub concept: Option<String>,
     #[arg(long, default_value = "negative,positive")]
     pub labels: String,
-    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
     pub pool: Pool,
     #[arg(long)]
     pub target_fpr: Option<f64>,
@@ -102,7 +103,7 @@ pub struct TrainArgs {
     /// With --layers: keep only the block with the best validation AUROC.
     #[arg(long)]
     pub pick_best: bool,
-    #[arg(long, value_enum, default_value_t = Pool::Last)]
+    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
     pub pool: Pool,
     /// Output directory (with several layers: one subdirectory per monitor).
     #[arg(long)]
@@ -123,7 +124,7 @@ pub struct TrainArgs {
     pub target_fpr: Option<f64>,
     #[arg(long, default_value_t = probegate::util::DEFAULT_SEED)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
     pub precision: Precision,
     #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
@@ -145,7 +146,7 @@ pub struct EvalArgs {
     /// Map string labels: NEGATIVE,POSITIVE.
     #[arg(long)]
     pub labels: Option<String>,
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
     pub precision: Precision,
     #[arg(long, default_value_t = probegate::util::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::choice::choice;
 use super::progress::progress;
 use super::{emit_json, Format, Global};
 use probegate::error::{Error, Result};
@@ -48,7 +49,7 @@ pub struct TrainArgs {
     /// LoRA alpha (default: 2 × rank).
     #[arg(long)]
     pub alpha: Option<f64>,
-    #[arg(long, value_enum, default_value_t = Targets::Attn)]
+    #[arg(long, value_parser = choice::<Targets>(), default_value_t = Targets::Attn)]
     pub targets: Targets,
     #[arg(long, default_value_t = 40)]
     pub steps: usize,

@@ -17,11 +17,16 @@ use crate::checkpoint::layout::to_hf_values;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OutDtype {
-    F32,
-    Bf16,
+crate::util::choices! {
+    /// The dtype of an exported Hugging Face directory's weights.
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum OutDtype {
+        /// 32-bit floats: exact.
+        F32 = "f32",
+        /// bfloat16: half the size, as most checkpoints ship.
+        Bf16 = "bf16",
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

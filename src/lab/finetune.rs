@@ -24,14 +24,16 @@ use crate::checkpoint::{adapter, Checkpoint};
 use crate::error::{Error, Result};
 use crate::model::rope_tables;
 
-/// Which projections a LoRA adapter trains, by PEFT module name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Targets {
-    /// q, k, v and o projections.
-    Attn,
-    /// Attention plus gate, up and down projections.
-    AttnMlp,
+crate::util::choices! {
+    /// Which projections a LoRA adapter trains, by PEFT module name.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Targets {
+        /// q, k, v and o projections.
+        Attn = "attn",
+        /// Attention plus gate, up and down projections.
+        AttnMlp = "attn-mlp",
+    }
 }
 
 impl Targets {

@@ -16,40 +16,27 @@ use crate::checkpoint::{Checkpoint, Weight};
 use crate::error::{Error, Result};
 pub(crate) use rope::{rope_specs, rope_tables, RopeSpec};
 
-/// How weights are held for the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Dequantize everything to f32: the reference path.
-    F32,
-    /// Keep GGUF tensors quantized and use candle's quantized kernels, as the model is served.
-    Native,
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Native => "native",
-        })
+crate::util::choices! {
+    /// How weights are held for the forward pass.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Precision {
+        /// Dequantize everything to f32: the reference path.
+        F32 = "f32",
+        /// Keep GGUF tensors quantized and use candle's quantized kernels, as the model is served.
+        Native = "native",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Pool {
-    /// The last real token's vector.
-    Last,
-    /// Mean over real (non-padding) tokens.
-    Mean,
-}
-
-impl std::fmt::Display for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pool::Last => "last",
-            Pool::Mean => "mean",
-        })
+crate::util::choices! {
+    /// How a prompt's token vectors become one vector.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Pool {
+        /// The last real token's vector.
+        Last = "last",
+        /// Mean over real (non-padding) tokens.
+        Mean = "mean",
     }
 }
 
