@@ -295,7 +295,10 @@ fn the_library_names_no_command_line_crate() {
     for f in files {
         let rel = f.strip_prefix(&src).unwrap();
         let me = module_of(rel);
-        if me.first().is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str())) {
+        if me
+            .first()
+            .is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str()))
+        {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();

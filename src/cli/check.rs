@@ -11,8 +11,9 @@ use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig};
 use probegate::error::{Error, Result};
 use probegate::gate::policy::Policy;
 use probegate::gate::report::{junit, Outcome};
+use probegate::gate::revalidate::DataSource;
 use probegate::gate::risk::{self, RiskModel};
-use probegate::gate::{self, GateRequest, Verdict};
+use probegate::gate::{self, GateRequest};
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -399,49 +400,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
 
 fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>) -> Result<i32> {
     let policy = Policy::load(&Policy::resolve(policy, None))?;
-    let model = risk_model(model)?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
-        .map_err(|e| Error::io(reports, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("report.json").is_file())
-        .collect();
-    dirs.sort();
-    let mut rows = Vec::new();
-    for d in dirs {
-        let p = d.join("report.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let full: gate::Report = serde_json::from_str(&text).map_err(|e| Error::Input {
-            path: p.clone(),
-            line: e.line(),
-            msg: e.to_string(),
-        })?;
-        let b = gate::replay::replay_budgeted(&full, &policy, &model);
-        let stale = |crit_only: bool| {
-            full.monitors
-                .iter()
-                .filter(|m| {
-                    m.status == gate::Status::Stale
-                        && (!crit_only || policy.is_critical(&m.name, &m.concept))
-                })
-                .count()
-        };
-        let passes = b.verdict != Verdict::Fail;
-        rows.push(serde_json::json!({
-            "condition": full.condition.clone().unwrap_or_else(|| d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()),
-            "family": full.diff.family,
-            "stale_auroc": full.monitors.iter().filter(|m| m.eval.as_ref().is_some_and(|e| e.delta_auroc <= -0.05 + 1e-12)).count(),
-            "stale_policy": full.monitors.iter().filter(|m| !m.stale_reasons.is_empty()).count(),
-            "repaired": full.monitors.iter().filter(|m| m.status == gate::Status::Repaired).count(),
-            "stale_unrepaired": stale(false),
-            "critical_stale_unrepaired": stale(true),
-            "full_verdict": full.verdict,
-            "budgeted_verdict": b.verdict,
-            "examples_used": b.budget.examples_used,
-            "examples_full": full.budget.examples_full,
-            "false_pass": passes && stale(false) > 0,
-            "false_pass_critical": passes && stale(true) > 0,
-        }));
-    }
+    let rows = probegate::lab::study::grid::summarize(reports, &policy, &risk_model(model)?)?;
     match g.format {
         Format::Json => emit_json(&rows)?,
         Format::Human => {
@@ -460,21 +419,17 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
             for r in &rows {
                 println!(
                     "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5}  {:<17} {:<17} {:>4}/{:<4}{}",
-                    r["condition"].as_str().unwrap_or(""),
-                    r["family"].as_str().unwrap_or(""),
-                    r["stale_auroc"].as_u64().unwrap_or(0),
-                    r["stale_policy"].as_u64().unwrap_or(0),
-                    r["repaired"].as_u64().unwrap_or(0),
-                    r["stale_unrepaired"].as_u64().unwrap_or(0),
-                    r["full_verdict"].as_str().unwrap_or(""),
-                    r["budgeted_verdict"].as_str().unwrap_or(""),
-                    r["examples_used"].as_u64().unwrap_or(0),
-                    r["examples_full"].as_u64().unwrap_or(0),
-                    if r["false_pass"] == true {
-                        "  FALSE PASS"
-                    } else {
-                        ""
-                    }
+                    r.condition,
+                    format!("{:?}", r.family),
+                    r.stale_auroc,
+                    r.stale_policy,
+                    r.repaired,
+                    r.stale_unrepaired,
+                    r.full_verdict.as_str(),
+                    r.budgeted_verdict.as_str(),
+                    r.examples_used,
+                    r.examples_full,
+                    if r.false_pass { "  FALSE PASS" } else { "" }
                 );
             }
         }
@@ -534,64 +489,43 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     else {
         return Ok(EXIT_OK);
     };
-    let manifest = probegate::lab::zoo::Manifest::load(&zoo.join(probegate::lab::zoo::MANIFEST))?;
     let policy = Policy::load(&Policy::resolve(policy, None))?;
     let model = risk_model(None)?;
-    let only: Vec<&str> = only
-        .as_deref()
-        .map(|s| s.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    // The base itself is the identical condition.
-    let mut conditions: Vec<(String, String)> = vec![("identical".into(), manifest.base.clone())];
-    conditions.extend(
-        manifest
-            .conditions
-            .iter()
-            .map(|b| (b.name.clone(), b.reference.clone())),
-    );
-    // With --only, run in the order given (most informative first).
-    if !only.is_empty() {
-        conditions.retain(|(n, _)| only.contains(&n.as_str()));
-        conditions.sort_by_key(|(n, _)| only.iter().position(|o| o == n));
-    }
+    let req = probegate::lab::study::grid::GridRequest {
+        zoo,
+        monitors,
+        policy: &policy,
+        risk_model: &model,
+        data: data.clone().map(DataSource::Dir).unwrap_or_default(),
+        history,
+        reports: reports.as_deref(),
+        only: only
+            .as_deref()
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default(),
+    };
     let mut summary = Vec::new();
-    for (i, (name, reference)) in conditions.iter().enumerate() {
-        if !only.is_empty() && !only.contains(&name.as_str()) {
-            continue;
-        }
-        if !g.quiet {
-            eprintln!("[{}/{}] {name}", i + 1, conditions.len());
-        }
-        let req = GateRequest {
-            base: manifest.base.clone(),
-            candidate: reference.clone(),
-            monitors: monitors.clone(),
-            data: data
-                .clone()
-                .map(probegate::gate::revalidate::DataSource::Dir)
-                .unwrap_or_default(),
-            policy: policy.clone(),
-            risk_model: model.clone(),
-            full_revalidation: true,
-            condition: Some(name.clone()),
-        };
-        let out = gate::run_and_record(
-            &req,
-            reports.as_ref().map(|d| d.join(name)).as_deref(),
-            Some(history),
-            &mut stage_progress(g),
-        )?;
-        let rows = out.report.history(&out.report.model_id());
-        let c = out.report.counts();
+    let mut prog = stage_progress(g);
+    probegate::lab::study::grid::grid(&req, &mut prog, &mut |i, n, name, r| {
+        let c = r.counts();
+        let stale_auroc = r
+            .history(&r.model_id())
+            .iter()
+            .filter(|h| h.outcome.stale_auroc)
+            .count();
         summary.push(serde_json::json!({
-            "condition": name, "family": out.report.diff.family, "verdict": out.report.verdict,
-            "counts": c, "stale_auroc": rows.iter().filter(|r| r.outcome.stale_auroc).count(),
-            "seconds": out.report.seconds.get("total"),
+            "condition": name, "family": r.diff.family, "verdict": r.verdict,
+            "counts": c, "stale_auroc": stale_auroc, "seconds": r.seconds.get("total"),
         }));
         if !g.quiet {
-            eprintln!("  {}", probegate::gate::report::verdict_line(&out.report));
+            eprintln!(
+                "[{}/{n}] {name}: {}",
+                i + 1,
+                probegate::gate::report::verdict_line(r)
+            );
         }
-    }
+    })?;
+    drop(prog);
     match g.format {
         Format::Json => emit_json(&summary)?,
         Format::Human => println!(

@@ -10,7 +10,7 @@ use super::progress::progress;
 use super::{emit_json, Format, Global};
 use probegate::error::{Error, Result};
 use probegate::lab::finetune::{Mode, Targets, TrainConfig};
-use probegate::lab::zoo::{self, Built, Manifest, Recipe, RunSpec};
+use probegate::lab::zoo::{self, RunSpec};
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
@@ -185,35 +185,6 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
 }
 
 fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
-    let root = a
-        .out
-        .clone()
-        .unwrap_or_else(|| probegate::checkpoint::cache_root().join("zoo"));
-    let corpora: Vec<PathBuf> = a
-        .corpora
-        .split(',')
-        .map(|s| PathBuf::from(s.trim()))
-        .collect();
-    let mut names = Vec::new();
-    for c in &corpora {
-        if !c.join("train.jsonl").is_file() || !c.join("heldout.jsonl").is_file() {
-            return Err(Error::Usage(format!(
-                "corpus {} needs train.jsonl and heldout.jsonl",
-                c.display()
-            )));
-        }
-        names.push(
-            c.file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_else(|| c.display().to_string()),
-        );
-    }
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let only: Vec<String> = a
-        .only
-        .as_deref()
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
-        .unwrap_or_default();
     let mut budget = zoo::Budget::default();
     if let Some(s) = a.lora_steps {
         budget.lora_steps = s;
@@ -221,71 +192,55 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
     if let Some(s) = a.full_steps {
         budget.full_steps = s;
     }
-    let mut manifests = Vec::new();
-    for model in a.models.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let base_ck = probegate::checkpoint::Checkpoint::open_str(model)?;
-        let base_ref = base_ck.spec.clone();
-        let dir = root.join(model.replace(['/', '\\', ':', '(', ')', '+'], "_"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mpath = dir.join(zoo::MANIFEST);
-        let fingerprint = base_ck.fingerprint()?;
-        let mut manifest = if mpath.is_file() {
-            let m = Manifest::load(&mpath)?;
-            if m.base_fingerprint != fingerprint || m.seed != a.seed {
-                return Err(Error::Usage(format!(
-                    "{} was built from another base or seed; choose another --out or remove it",
-                    mpath.display()
-                )));
-            }
-            m
-        } else {
-            Manifest {
-                format: 1,
-                base: base_ref.clone(),
-                base_fingerprint: fingerprint,
-                seed: a.seed,
-                budget: budget.clone(),
-                conditions: Vec::new(),
-            }
-        };
-        drop(base_ck);
-        let grid = zoo::default_grid(&name_refs);
-        // Each condition's seed is the base seed plus its index in the full
-        // grid, so building a subset (--only) reproduces the same files.
-        let todo: Vec<_> = grid
-            .into_iter()
-            .enumerate()
-            .filter(|(_, c)| only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
-            .collect();
-        let total = todo.len();
-        for (k, (i, cond)) in todo.iter().enumerate() {
-            let done = manifest.conditions.iter().any(|b| b.name == cond.name);
-            if done && !a.force {
-                continue;
+    let req = zoo::BuildRequest {
+        models: a
+            .models
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(String::from)
+            .collect(),
+        corpora: a
+            .corpora
+            .split(',')
+            .map(|s| PathBuf::from(s.trim()))
+            .collect(),
+        root: a
+            .out
+            .clone()
+            .unwrap_or_else(|| probegate::checkpoint::cache_root().join("zoo")),
+        only: a
+            .only
+            .as_deref()
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default(),
+        budget,
+        seed: a.seed,
+        force: a.force,
+    };
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let manifests = zoo::build(&req, &mut |ev| match ev {
+        zoo::BuildEvent::Condition {
+            model,
+            index,
+            total,
+            name,
+        } => {
+            if let Some(p) = pb.take() {
+                p.finish_and_clear();
             }
             if !g.quiet {
-                eprintln!("[{}/{total}] {model}: {}", k + 1, cond.name);
+                eprintln!("[{}/{total}] {model}: {name}", index + 1);
             }
-            let out = dir.join(&cond.name);
-            let seed = a.seed.wrapping_add(*i as u64);
-            let (built, secs) = zoo::timed(|| {
-                build_one(
-                    g, &base_ref, cond, &out, &corpora, &names, &budget, seed, &manifest,
-                )
-            })?;
-            let (reference, training) = built;
-            manifest.conditions.retain(|b| b.name != cond.name);
-            manifest.conditions.push(Built {
-                name: cond.name.clone(),
-                family: cond.family,
-                recipe: cond.recipe.clone(),
-                reference,
-                seconds: secs,
-                training,
-            });
-            manifest.save(&mpath)?;
         }
-        manifests.push(manifest);
+        zoo::BuildEvent::Step { point, steps } => {
+            let p = pb.get_or_insert_with(|| progress(g, steps as u64, "training"));
+            p.set_message(format!("loss {:.3}", point.train_loss));
+            p.inc(1);
+        }
+    })?;
+    if let Some(p) = pb.take() {
+        p.finish_and_clear();
     }
     let mut out = std::io::stdout().lock();
     match g.format {
@@ -320,110 +275,4 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<i32> {
     }
     .map_err(|e| Error::io("<stdout>", e))?;
     Ok(super::EXIT_OK)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_one(
-    g: &Global,
-    base: &str,
-    cond: &zoo::Condition,
-    out: &std::path::Path,
-    corpora: &[PathBuf],
-    names: &[String],
-    budget: &zoo::Budget,
-    seed: u64,
-    manifest: &Manifest,
-) -> Result<(String, Option<probegate::lab::finetune::TrainReport>)> {
-    let corpus_dir = |name: &str| -> Result<&PathBuf> {
-        names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &corpora[i])
-            .ok_or_else(|| Error::Usage(format!("no corpus named {name}")))
-    };
-    let train = |mode: Mode, corpus: &str, quantized: bool, steps: usize, lr: f64| {
-        let config = TrainConfig {
-            mode: mode.clone(),
-            steps,
-            batch_size: budget.batch_size,
-            seq_len: budget.seq_len,
-            lr,
-            weight_decay: 0.0,
-            warmup_steps: (steps / 10).max(1),
-            max_grad_norm: 1.0,
-            seed,
-            eval_windows: budget.eval_windows,
-            eval_every: 10,
-        };
-        let pb = progress(g, steps as u64, "training");
-        let r = zoo::run_training(
-            &RunSpec {
-                base,
-                corpus_dir: corpus_dir(corpus)?,
-                mode,
-                quantized_base: quantized,
-                config,
-                out,
-            },
-            &mut |p| {
-                pb.set_message(format!("loss {:.3}", p.train_loss));
-                pb.inc(1);
-            },
-        );
-        pb.finish_and_clear();
-        r.map(|o| o.report)
-    };
-    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    match &cond.recipe {
-        Recipe::Lora {
-            r,
-            targets,
-            corpus,
-            quantized_base,
-        } => {
-            let mode = Mode::Lora {
-                r: *r,
-                alpha: 2.0 * *r as f64,
-                targets: *targets,
-            };
-            let rep = train(
-                mode,
-                corpus,
-                *quantized_base,
-                budget.lora_steps,
-                budget.lora_lr,
-            )?;
-            let served = if *quantized_base {
-                format!("nf4({base})+{}", abs(out).display())
-            } else {
-                format!("{base}+{}", abs(out).display())
-            };
-            Ok((served, Some(rep)))
-        }
-        Recipe::Full { corpus } => {
-            let rep = train(Mode::Full, corpus, false, budget.full_steps, budget.full_lr)?;
-            Ok((abs(out).display().to_string(), Some(rep)))
-        }
-        Recipe::Merge { of } => {
-            let src = manifest
-                .conditions
-                .iter()
-                .find(|b| &b.name == of)
-                .ok_or_else(|| Error::Usage(format!("merge needs {of} built first")))?;
-            let ck = probegate::checkpoint::Checkpoint::open_str(&src.reference)?;
-            probegate::export::convert(&ck, out, probegate::export::OutDtype::F32, &mut || {})?;
-            Ok((abs(out).display().to_string(), None))
-        }
-        Recipe::Bnb { scheme } => {
-            let ck = probegate::checkpoint::Checkpoint::open_str(base)?;
-            probegate::export::bnb::write_dir(&ck, scheme, out)?;
-            Ok((abs(out).display().to_string(), None))
-        }
-        Recipe::Gguf { scheme } => {
-            let ck = probegate::checkpoint::Checkpoint::open_str(&format!("{scheme}({base})"))?;
-            let file = out.with_extension("gguf");
-            probegate::export::gguf::write_gguf(&ck, &file)?;
-            Ok((abs(&file).display().to_string(), None))
-        }
-    }
 }

@@ -282,6 +282,256 @@ pub fn run_training(spec: &RunSpec, on_step: &mut dyn FnMut(&LossPoint)) -> Resu
     })
 }
 
+/// What `zoo build` is asked for.
+pub struct BuildRequest {
+    /// Base model references (short names or paths).
+    pub models: Vec<String>,
+    /// Fine-tuning corpora, each a directory with train.jsonl and heldout.jsonl.
+    pub corpora: Vec<PathBuf>,
+    /// Where each base's zoo goes (`<root>/<base>/`).
+    pub root: PathBuf,
+    /// Build only conditions whose name contains one of these.
+    pub only: Vec<String>,
+    pub budget: Budget,
+    pub seed: u64,
+    /// Rebuild conditions the manifest already lists.
+    pub force: bool,
+}
+
+/// Progress of a build.
+pub enum BuildEvent<'a> {
+    /// A condition starts (`index` of `total` for this base).
+    Condition {
+        model: &'a str,
+        index: usize,
+        total: usize,
+        name: &'a str,
+    },
+    /// One training step of the condition under way, of `steps`.
+    Step { point: &'a LossPoint, steps: usize },
+}
+
+/// Builds every requested condition for every base, resuming from each
+/// base's manifest (saved after each condition, so an interrupted build
+/// loses at most the condition under way).
+pub fn build(req: &BuildRequest, on: &mut dyn FnMut(BuildEvent)) -> Result<Vec<Manifest>> {
+    let mut names = Vec::new();
+    for c in &req.corpora {
+        if !c.join("train.jsonl").is_file() || !c.join("heldout.jsonl").is_file() {
+            return Err(Error::Usage(format!(
+                "corpus {} needs train.jsonl and heldout.jsonl",
+                c.display()
+            )));
+        }
+        names.push(
+            c.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| c.display().to_string()),
+        );
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut manifests = Vec::new();
+    for model in &req.models {
+        let base_ck = Checkpoint::open_str(model)?;
+        let base_ref = base_ck.spec.clone();
+        let dir = req
+            .root
+            .join(model.replace(['/', '\\', ':', '(', ')', '+'], "_"));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mpath = dir.join(MANIFEST);
+        let fingerprint = base_ck.fingerprint()?;
+        let mut manifest = if mpath.is_file() {
+            let m = Manifest::load(&mpath)?;
+            if m.base_fingerprint != fingerprint || m.seed != req.seed {
+                return Err(Error::Usage(format!(
+                    "{} was built from another base or seed; choose another --out or remove it",
+                    mpath.display()
+                )));
+            }
+            m
+        } else {
+            Manifest {
+                format: 1,
+                base: base_ref.clone(),
+                base_fingerprint: fingerprint,
+                seed: req.seed,
+                budget: req.budget.clone(),
+                conditions: Vec::new(),
+            }
+        };
+        drop(base_ck);
+        // Each condition's seed is the base seed plus its index in the full
+        // grid, so building a subset (--only) reproduces the same files.
+        let todo: Vec<_> = default_grid(&name_refs)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                req.only.is_empty() || req.only.iter().any(|o| c.name.contains(o.as_str()))
+            })
+            .collect();
+        let total = todo.len();
+        for (k, (i, cond)) in todo.iter().enumerate() {
+            let done = manifest.conditions.iter().any(|b| b.name == cond.name);
+            if done && !req.force {
+                continue;
+            }
+            on(BuildEvent::Condition {
+                model,
+                index: k,
+                total,
+                name: &cond.name,
+            });
+            let one = One {
+                base: &base_ref,
+                out: &dir.join(&cond.name),
+                corpora: &req.corpora,
+                names: &names,
+                budget: &req.budget,
+                seed: req.seed.wrapping_add(*i as u64),
+            };
+            let ((reference, training), secs) = timed(|| one.build(cond, &manifest, on))?;
+            manifest.conditions.retain(|b| b.name != cond.name);
+            manifest.conditions.push(Built {
+                name: cond.name.clone(),
+                family: cond.family,
+                recipe: cond.recipe.clone(),
+                reference,
+                seconds: secs,
+                training,
+            });
+            manifest.save(&mpath)?;
+        }
+        manifests.push(manifest);
+    }
+    Ok(manifests)
+}
+
+/// One condition's inputs.
+struct One<'a> {
+    base: &'a str,
+    out: &'a Path,
+    corpora: &'a [PathBuf],
+    names: &'a [String],
+    budget: &'a Budget,
+    seed: u64,
+}
+
+impl One<'_> {
+    fn corpus_dir(&self, name: &str) -> Result<&PathBuf> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.corpora[i])
+            .ok_or_else(|| Error::Usage(format!("no corpus named {name}")))
+    }
+
+    fn train(
+        &self,
+        mode: Mode,
+        corpus: &str,
+        quantized_base: bool,
+        steps: usize,
+        lr: f64,
+        on: &mut dyn FnMut(BuildEvent),
+    ) -> Result<TrainReport> {
+        let b = self.budget;
+        let config = TrainConfig {
+            mode: mode.clone(),
+            steps,
+            batch_size: b.batch_size,
+            seq_len: b.seq_len,
+            lr,
+            weight_decay: 0.0,
+            warmup_steps: (steps / 10).max(1),
+            max_grad_norm: 1.0,
+            seed: self.seed,
+            eval_windows: b.eval_windows,
+            eval_every: 10,
+        };
+        let spec = RunSpec {
+            base: self.base,
+            corpus_dir: self.corpus_dir(corpus)?,
+            mode,
+            quantized_base,
+            config,
+            out: self.out,
+        };
+        let r = run_training(&spec, &mut |p| on(BuildEvent::Step { point: p, steps }))?;
+        Ok(r.report)
+    }
+
+    /// The condition's model reference and, for trained ones, the training report.
+    fn build(
+        &self,
+        cond: &Condition,
+        manifest: &Manifest,
+        on: &mut dyn FnMut(BuildEvent),
+    ) -> Result<(String, Option<TrainReport>)> {
+        let (base, out, budget) = (self.base, self.out, self.budget);
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match &cond.recipe {
+            Recipe::Lora {
+                r,
+                targets,
+                corpus,
+                quantized_base,
+            } => {
+                let mode = Mode::Lora {
+                    r: *r,
+                    alpha: 2.0 * *r as f64,
+                    targets: *targets,
+                };
+                let rep = self.train(
+                    mode,
+                    corpus,
+                    *quantized_base,
+                    budget.lora_steps,
+                    budget.lora_lr,
+                    on,
+                )?;
+                let served = if *quantized_base {
+                    format!("nf4({base})+{}", abs(out).display())
+                } else {
+                    format!("{base}+{}", abs(out).display())
+                };
+                Ok((served, Some(rep)))
+            }
+            Recipe::Full { corpus } => {
+                let rep = self.train(
+                    Mode::Full,
+                    corpus,
+                    false,
+                    budget.full_steps,
+                    budget.full_lr,
+                    on,
+                )?;
+                Ok((abs(out).display().to_string(), Some(rep)))
+            }
+            Recipe::Merge { of } => {
+                let src = manifest
+                    .conditions
+                    .iter()
+                    .find(|b| &b.name == of)
+                    .ok_or_else(|| Error::Usage(format!("merge needs {of} built first")))?;
+                let ck = Checkpoint::open_str(&src.reference)?;
+                crate::export::convert(&ck, out, crate::export::OutDtype::F32, &mut || {})?;
+                Ok((abs(out).display().to_string(), None))
+            }
+            Recipe::Bnb { scheme } => {
+                let ck = Checkpoint::open_str(base)?;
+                crate::export::bnb::write_dir(&ck, scheme, out)?;
+                Ok((abs(out).display().to_string(), None))
+            }
+            Recipe::Gguf { scheme } => {
+                let ck = Checkpoint::open_str(&format!("{scheme}({base})"))?;
+                let file = out.with_extension("gguf");
+                crate::export::gguf::write_gguf(&ck, &file)?;
+                Ok((abs(&file).display().to_string(), None))
+            }
+        }
+    }
+}
+
 /// Where a model's zoo lives by default.
 pub fn default_dir(base_alias: &str) -> PathBuf {
     crate::checkpoint::cache_root().join("zoo").join(base_alias)

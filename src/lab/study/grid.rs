@@ -1,0 +1,169 @@
+//! The study's grid: every zoo condition through the gate with full
+//! revalidation (the ground truth the study is built from), and the
+//! summary of a grid's reports replayed as the budgeted gate would run.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gate::diff::Family;
+use crate::gate::policy::Policy;
+use crate::gate::prepare::Progress;
+use crate::gate::report::{ReportFile, Status, Verdict};
+use crate::gate::revalidate::DataSource;
+use crate::gate::risk::RiskModel;
+use crate::gate::{self, GateRequest, Report};
+use crate::lab::zoo::{Manifest, MANIFEST};
+
+/// What `study grid` is asked to run.
+pub struct GridRequest<'a> {
+    /// A zoo directory (its manifest names the base and the conditions).
+    pub zoo: &'a Path,
+    pub monitors: &'a Path,
+    pub policy: &'a Policy,
+    pub risk_model: &'a RiskModel,
+    pub data: DataSource,
+    /// History rows are appended here.
+    pub history: &'a Path,
+    /// Each condition's report is written to `<reports>/<condition>/`.
+    pub reports: Option<&'a Path>,
+    /// Only these conditions, in this order (empty: all, the base first).
+    pub only: Vec<String>,
+}
+
+/// The conditions of a zoo as (name, model reference), the base itself first
+/// as `identical`; with `only`, those conditions in that order.
+pub fn conditions(manifest: &Manifest, only: &[String]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = vec![("identical".into(), manifest.base.clone())];
+    all.extend(
+        manifest
+            .conditions
+            .iter()
+            .map(|b| (b.name.clone(), b.reference.clone())),
+    );
+    if !only.is_empty() {
+        all.retain(|(n, _)| only.contains(n));
+        all.sort_by_key(|(n, _)| only.iter().position(|o| o == n));
+    }
+    all
+}
+
+/// Runs every condition of the grid, calling `each` after each one with
+/// its (position, total, name, report).
+pub fn grid(
+    req: &GridRequest,
+    progress: Progress,
+    each: &mut dyn FnMut(usize, usize, &str, &Report),
+) -> Result<()> {
+    let manifest = Manifest::load(&req.zoo.join(MANIFEST))?;
+    let conditions = conditions(&manifest, &req.only);
+    for (i, (name, reference)) in conditions.iter().enumerate() {
+        let gr = GateRequest {
+            base: manifest.base.clone(),
+            candidate: reference.clone(),
+            monitors: req.monitors.to_path_buf(),
+            data: req.data.clone(),
+            policy: req.policy.clone(),
+            risk_model: req.risk_model.clone(),
+            full_revalidation: true,
+            condition: Some(name.clone()),
+        };
+        let out = gate::run_and_record(
+            &gr,
+            req.reports.map(|d| d.join(name)).as_deref(),
+            Some(req.history),
+            progress,
+        )?;
+        each(i, conditions.len(), name, &out.report);
+    }
+    Ok(())
+}
+
+/// One condition of a grid: full revalidation against the budgeted gate
+/// replayed on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub condition: String,
+    pub family: Family,
+    /// Monitors whose AUROC dropped by 0.05 or more.
+    pub stale_auroc: usize,
+    /// Monitors the policy calls stale.
+    pub stale_policy: usize,
+    pub repaired: usize,
+    pub stale_unrepaired: usize,
+    pub critical_stale_unrepaired: usize,
+    pub full_verdict: Verdict,
+    pub budgeted_verdict: Verdict,
+    pub examples_used: usize,
+    pub examples_full: usize,
+    /// The budgeted gate passes while full revalidation leaves a monitor stale.
+    pub false_pass: bool,
+    pub false_pass_critical: bool,
+}
+
+/// Every `<reports>/<condition>/report.json` of a grid, replayed as the
+/// budgeted gate under `policy` would have run it.
+pub fn summarize(reports: &Path, policy: &Policy, model: &RiskModel) -> Result<Vec<SummaryRow>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
+        .map_err(|e| Error::io(reports, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    dirs.sort();
+    let mut rows = Vec::new();
+    for d in dirs {
+        let full = match ReportFile::read(&d)? {
+            ReportFile::Decided(r) => r,
+            // Left out, it would vanish from the false-pass count unseen.
+            ReportFile::Error(e) => {
+                return Err(Error::field(
+                    d.join("report.json"),
+                    "verdict",
+                    format!(
+                        "the grid could not evaluate this condition ({}); rerun it",
+                        e.error
+                    ),
+                ))
+            }
+        };
+        let b = gate::replay::replay_budgeted(&full, policy, model);
+        let stale = |crit_only: bool| {
+            full.monitors
+                .iter()
+                .filter(|m| {
+                    m.status == Status::Stale
+                        && (!crit_only || policy.is_critical(&m.name, &m.concept))
+                })
+                .count()
+        };
+        let passes = b.verdict != Verdict::Fail;
+        let count = |f: &dyn Fn(&gate::report::MonitorReport) -> bool| {
+            full.monitors.iter().filter(|m| f(m)).count()
+        };
+        rows.push(SummaryRow {
+            condition: full.condition.clone().unwrap_or_else(|| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            }),
+            family: full.diff.family,
+            stale_auroc: count(&|m| {
+                m.eval
+                    .as_ref()
+                    .is_some_and(|e| e.delta_auroc <= super::BIG_DROP + 1e-12)
+            }),
+            stale_policy: count(&|m| !m.stale_reasons.is_empty()),
+            repaired: count(&|m| m.status == Status::Repaired),
+            stale_unrepaired: stale(false),
+            critical_stale_unrepaired: stale(true),
+            full_verdict: full.verdict,
+            budgeted_verdict: b.verdict,
+            examples_used: b.budget.examples_used,
+            examples_full: full.budget.examples_full,
+            false_pass: passes && stale(false) > 0,
+            false_pass_critical: passes && stale(true) > 0,
+        });
+    }
+    Ok(rows)
+}

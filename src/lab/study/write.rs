@@ -1,0 +1,358 @@
+//! The study's Markdown and its inline SVG charts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::*;
+
+fn f3(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:+.4}")
+    }
+}
+
+fn auc(v: &Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
+}
+
+/// Horizontal bars (0–100%), one per row, with an optional published marker.
+/// Hand-written SVG as in report.rs: a plotting crate would add a dependency
+/// tree for a few rectangles.
+pub fn svg_bars(title: &str, rows: &[(String, f64, Option<f64>)]) -> String {
+    let (w, row_h, left) = (620.0, 22.0, 190.0);
+    let h = 40.0 + row_h * rows.len() as f64;
+    let scale = (w - left - 60.0) / 100.0;
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><title>{title}</title><text x="8" y="16" font-weight="bold">{title}</text>"##
+    );
+    for (i, (label, pct, published)) in rows.iter().enumerate() {
+        let y = 28.0 + i as f64 * row_h;
+        let _ = write!(
+            s,
+            r##"<text x="8" y="{:.1}">{label}</text><rect x="{left}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="#4a78c2"/><text x="{:.1}" y="{:.1}">{pct:.1}%</text>"##,
+            y + 14.0,
+            (pct * scale).max(0.5),
+            row_h - 6.0,
+            left + pct * scale + 4.0,
+            y + 14.0
+        );
+        if let Some(p) = published {
+            let x = left + p * scale;
+            let _ = write!(
+                s,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#d0402b" stroke-width="3"><title>published {p:.1}%</title></line>"##,
+                y - 2.0,
+                y + row_h - 4.0
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Triage curves: share of stale cells caught (y) against share revalidated (x).
+pub fn svg_triage(curves: &[(String, Vec<(f64, f64)>)]) -> String {
+    let (w, h, pad) = (420.0, 300.0, 40.0);
+    let colours = ["#4a78c2", "#d0402b", "#3a9a5b"];
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><title>Triage curve</title><rect x="{pad}" y="{pad}" width="{}" height="{}" fill="none" stroke="#999"/><line x1="{pad}" y1="{}" x2="{}" y2="{pad}" stroke="#ccc" stroke-dasharray="4"/>"##,
+        w - 2.0 * pad,
+        h - 2.0 * pad,
+        h - pad,
+        w - pad
+    );
+    let px = |x: f64| pad + x * (w - 2.0 * pad);
+    let py = |y: f64| h - pad - y * (h - 2.0 * pad);
+    for (i, (name, pts)) in curves.iter().enumerate() {
+        let c = colours[i % colours.len()];
+        let mut path = format!("M{:.1},{:.1}", px(0.0), py(0.0));
+        for (x, y) in pts {
+            let _ = write!(path, " L{:.1},{:.1}", px(*x), py(*y));
+        }
+        let _ = write!(
+            s,
+            r##"<path d="{path}" fill="none" stroke="{c}" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="{c}">{name}</text>"##,
+            pad + 8.0,
+            pad + 16.0 + 14.0 * i as f64
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{pad}" y="{:.1}">share of cells revalidated, riskiest first →</text><text x="4" y="{:.1}">caught</text></svg>"##,
+        h - 10.0,
+        pad - 8.0
+    );
+    s.push('\n');
+    s
+}
+
+/// STUDY.md, with its plots written beside it under `study/`.
+pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
+    let dir = md_path.parent().unwrap_or(Path::new(".")).join("study");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let published = |f: &str| match f {
+        "quantization" => Some(1.46),
+        "LoRA" | "merged LoRA" => Some(48.5),
+        _ => None,
+    };
+    let bars: Vec<(String, f64, Option<f64>)> = study
+        .by_family
+        .iter()
+        .map(|(f, r)| (f.clone(), r.pct(), published(f)))
+        .collect();
+    let save = |name: &str, svg: String| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, svg).map_err(|e| Error::io(&p, e))
+    };
+    save(
+        "families.svg",
+        svg_bars("Big-drop rate by update family (red: published)", &bars),
+    )?;
+    let concept_bars: Vec<(String, f64, Option<f64>)> = study
+        .by_concept
+        .iter()
+        .map(|(k, ft, _)| {
+            let p = match k.as_str() {
+                "privacy_pii" => Some(57.1),
+                "refusal_compliance" => Some(7.9),
+                _ => None,
+            };
+            (k.clone(), ft.pct(), p)
+        })
+        .collect();
+    save(
+        "concepts.svg",
+        svg_bars(
+            "Big-drop rate by concept, fine-tuning-style updates (red: published)",
+            &concept_bars,
+        ),
+    )?;
+    let curves: Vec<(String, Vec<(f64, f64)>)> = study
+        .predictor
+        .held_out
+        .iter()
+        .map(|h| (format!("leave one {} out", h.by), h.triage.clone()))
+        .collect();
+    save("triage.svg", svg_triage(&curves))?;
+
+    let mut s = String::new();
+    let n_cells = study.cells.len();
+    let n_cond = study.conditions.len();
+    let _ = writeln!(
+        s,
+        "# The staleness study, reproduced with probegate\n\n\
+         Generated by `{command}` from full-revalidation reports of the zoo \
+         (`probegate study grid`): {n_cond} model × condition runs, {n_cells} cells \
+         (model × condition × monitor; every monitor of the shipped suites, six concepts at three depths), \
+         ground truth from labeled revalidation of every cell. A big drop is ΔAUROC ≤ −0.05. \
+         Published figures are Duan (2026), \"Do Activation Monitors Survive Model Updates?\". \
+         The grid was not tuned to agree with them.\n"
+    );
+    let _ = writeln!(s, "Models: {}.\n", study.models.join(", "));
+    let _ = writeln!(
+        s,
+        "To reproduce from a clean clone (the zoo takes about 40 and 60 minutes to build on 2 cores, \
+         the grid 3–6 minutes per condition):\n\n```sh\nscripts/fetch-models.sh\nprobegate zoo build\n\
+         for m in smollm2 gemma3; do\n  probegate study grid --zoo ~/.cache/probegate/zoo/$m --monitors monitors/$m \\\n    \
+         --history grid/$m.jsonl --reports grid/reports-$m\ndone\n\
+         probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md\n```\n"
+    );
+
+    let _ = writeln!(s, "## Update families\n\n![families](study/families.svg)\n");
+    let _ = writeln!(
+        s,
+        "| family | cells | median ΔAUROC | big drops | published |\n| --- | ---: | ---: | ---: | --- |"
+    );
+    for (f, r) in &study.by_family {
+        let _ = writeln!(
+            s,
+            "| {f} | {} | {} | {}/{} = {:.1}% | {} |",
+            r.cells,
+            f3(r.median_delta),
+            r.big_drops,
+            r.cells,
+            r.pct(),
+            published_family(f)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nBy model:\n\n| family | model | cells | median ΔAUROC | big drops |\n| --- | --- | ---: | ---: | ---: |"
+    );
+    for (f, m, r) in &study.by_family_model {
+        let _ = writeln!(
+            s,
+            "| {f} | {m} | {} | {} | {:.1}% |",
+            r.cells,
+            f3(r.median_delta),
+            r.pct()
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Monitor concepts\n\n![concepts](study/concepts.svg)\n\n\
+         | concept | fine-tuning-style updates: big drops | all updates: big drops | published |\n| --- | ---: | ---: | --- |"
+    );
+    for (k, ft, all) in &study.by_concept {
+        let p = match k.as_str() {
+            "privacy_pii" => "57.1% (most fragile)",
+            "refusal_compliance" => "7.9% (most stable)",
+            _ => "",
+        };
+        let _ = writeln!(
+            s,
+            "| {k} | {}/{} = {:.1}% | {}/{} = {:.1}% | {p} |",
+            ft.big_drops,
+            ft.cells,
+            ft.pct(),
+            all.big_drops,
+            all.cells,
+            all.pct()
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## NF4 alone against QLoRA\n\n| condition | cells | median ΔAUROC | big drops |\n| --- | ---: | ---: | ---: |"
+    );
+    for (k, r) in &study.nf4_vs_qlora {
+        let _ = writeln!(
+            s,
+            "| {k} | {} | {} | {:.1}% |",
+            r.cells,
+            f3(r.median_delta),
+            r.pct()
+        );
+    }
+    let _ = writeln!(s, "\nPublished: QLoRA hurts more than NF4 alone.\n");
+
+    let p = &study.predictor;
+    let _ = writeln!(
+        s,
+        "## The predictor\n\nLogistic regression from pre-deployment features to P(stale) \
+         (`src/risk.rs`), evaluated out of fold on these cells ({} cells, {} stale): \
+         pooled held-out AUROC, against weight change alone and family alone.\n\n\
+         | held out | risk model | weight change alone | family alone | folds |\n| --- | ---: | ---: | ---: | --- |",
+        p.rows, p.stale
+    );
+    for h in &p.held_out {
+        let _ = writeln!(
+            s,
+            "| one {} | {} | {} | {} | {} |",
+            h.by,
+            auc(h.auroc.get("risk_model").unwrap_or(&None)),
+            auc(h.auroc.get("weight_change_alone").unwrap_or(&None)),
+            auc(h.auroc.get("family_alone").unwrap_or(&None)),
+            h.folds.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n![triage](study/triage.svg)\n\nTriage: share of stale cells caught when only the top k% by predicted risk are revalidated.\n\n| k | {} |\n| --- |{}",
+        p.held_out.iter().map(|h| format!("leave one {} out", h.by)).collect::<Vec<_>>().join(" | "),
+        " ---: |".repeat(p.held_out.len())
+    );
+    for i in 0..10 {
+        let k = p
+            .held_out
+            .first()
+            .and_then(|h| h.triage.get(i))
+            .map(|t| t.0)
+            .unwrap_or(0.0);
+        let cols: Vec<String> = p
+            .held_out
+            .iter()
+            .map(|h| {
+                h.triage
+                    .get(i)
+                    .map(|t| format!("{:.0}%", 100.0 * t.1))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let _ = writeln!(s, "| {:.0}% | {} |", 100.0 * k, cols.join(" | "));
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Realignment\n\n{} stale cells (ΔAUROC ≤ −0.05); realignment ran on {} of them \
+         (it runs on monitors stale under the policy, and the policy's thresholded limits are \
+         not the same test as ΔAUROC). A cell counts as repaired by a method when the repaired \
+         monitor's labeled AUROC is back within 0.05 of the base AUROC.\n\n\
+         | method | stale cells repaired |\n| --- | ---: |",
+        study.stale_cells, study.stale_with_realignment
+    );
+    for (m, k, n) in &study.realign_methods {
+        let _ = writeln!(
+            s,
+            "| {m:?} | {k}/{n} = {:.1}% |",
+            100.0 * *k as f64 / (*n).max(1) as f64
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| the label-free choice | {}/{} = {:.1}% |\n| best method in hindsight (labels) | {}/{} = {:.1}% |\n",
+        study.chosen_repaired,
+        study.stale_with_realignment,
+        100.0 * study.chosen_repaired as f64 / study.stale_with_realignment.max(1) as f64,
+        study.any_method_repaired,
+        study.stale_with_realignment,
+        100.0 * study.any_method_repaired as f64 / study.stale_with_realignment.max(1) as f64
+    );
+    let _ = writeln!(
+        s,
+        "Where each stale cell ended up under the ladder its run used (the policy's verdict, \
+         thresholded metrics included):\n\n| outcome | cells |\n| --- | ---: |"
+    );
+    for (k, v) in &study.rungs {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    let _ = writeln!(
+        s,
+        "\nPublished: every repair-relevant stale cell repaired by label-free realignment.\n"
+    );
+
+    let _ = writeln!(
+        s,
+        "## The gate on the zoo\n\nEach full-revalidation report replayed as the budgeted gate would run it \
+         under `policies/default.toml` (riskiest and critical monitors first, within the budget). A false \
+         pass is a candidate the budgeted gate passes while a critical monitor is stale and unrepaired \
+         under full revalidation.\n\n\
+         | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | ladder | seconds |\n\
+         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |"
+    );
+    let (mut used, mut full, mut fp, mut rep) = (0usize, 0usize, 0usize, 0usize);
+    for c in &study.conditions {
+        used += c.examples_used;
+        full += c.examples_full;
+        fp += c.false_pass as usize;
+        rep += c.repaired;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {:.0} |",
+            c.model,
+            c.condition,
+            c.diff_family,
+            c.stale,
+            c.repaired,
+            c.full_verdict.as_str(),
+            c.budgeted_verdict.as_str(),
+            c.examples_used,
+            c.examples_full,
+            if c.false_pass { "**yes**" } else { "no" },
+            c.ladder,
+            c.seconds
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nFalse passes: {fp} of {}. The default budget spent {used} of {full} labeled examples a full \
+         revalidation would run ({:.1}%). Monitors repaired: {rep}.\n",
+        study.conditions.len(),
+        100.0 * used as f64 / full.max(1) as f64
+    );
+    std::fs::write(md_path, s).map_err(|e| Error::io(md_path, e))?;
+    Ok(())
+}
