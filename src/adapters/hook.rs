@@ -6,7 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::adapters::project::{GateSettings, RunOptions};
 use crate::error::{Error, Result};
+use crate::gate::prepare::Progress;
+use crate::gate::report::Outcome;
+use crate::gate::GateOutput;
 
 /// First line after the shebang: how an installed hook is recognised (and safely replaced).
 pub const HOOK_MARKER: &str = "# probegate pre-push hook";
@@ -180,6 +184,45 @@ pub fn candidates(repo: &Path, files: &[String], base: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Gates every candidate a push changes, each with its reports in
+/// `<settings.out>/candidate-N`, and calls `on` with each result. The worst
+/// outcome decides the push: could-not-evaluate outranks a failed gate,
+/// and both block it.
+pub fn gate_push(
+    settings: &GateSettings,
+    candidates: &[String],
+    history: Option<PathBuf>,
+    progress: Progress,
+    on: &mut dyn FnMut(&str, &Path, &Result<GateOutput>),
+) -> Result<Outcome> {
+    // Reports are local artefacts: keep them out of the commits being pushed.
+    let root = &settings.out;
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let ignore = root.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
+    }
+    let opts = RunOptions {
+        history,
+        ..RunOptions::default()
+    };
+    let mut worst = Outcome::Pass;
+    for (i, cand) in candidates.iter().enumerate() {
+        let one = GateSettings {
+            out: root.join(format!("candidate-{}", i + 1)),
+            ..settings.clone()
+        };
+        let r = one.run(cand, &opts, progress);
+        let outcome = match &r {
+            Ok(o) => o.report.verdict.into(),
+            Err(_) => Outcome::Error,
+        };
+        on(cand, &one.out, &r);
+        worst = worst.worst(outcome);
+    }
+    Ok(worst)
 }
 
 #[cfg(test)]

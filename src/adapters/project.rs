@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gate::policy::Policy;
+use crate::gate::prepare::Progress;
 use crate::gate::revalidate::DataSource;
+use crate::gate::risk::RiskModel;
+use crate::gate::{self, GateOutput, GateRequest};
 
 pub const FILE: &str = "probegate.toml";
 
@@ -113,7 +117,78 @@ pub struct Overrides {
     pub risk_model: Option<PathBuf>,
 }
 
+/// How one run departs from the settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Labeled examples to spend instead of the policy's budget (at least 1).
+    pub budget: Option<usize>,
+    /// Revalidate every monitor regardless of the budget.
+    pub full: bool,
+    /// Append history rows here.
+    pub history: Option<PathBuf>,
+}
+
 impl GateSettings {
+    /// The gate request for `candidate` under these settings.
+    pub fn request(&self, candidate: &str, opts: &RunOptions) -> Result<GateRequest> {
+        let mut policy = Policy::load(&self.policy)?;
+        if let Some(b) = opts.budget {
+            if b == 0 {
+                return Err(Error::Usage(
+                    "--budget: a budget of 0 examples cannot revalidate anything (critical \
+                     monitors are always revalidated; use at least 1)"
+                        .into(),
+                ));
+            }
+            policy.budget.examples = b;
+        }
+        Ok(GateRequest {
+            base: self.base.clone(),
+            candidate: candidate.to_string(),
+            monitors: self.monitors.clone(),
+            data: self.data.clone(),
+            policy,
+            risk_model: match &self.risk_model {
+                Some(p) => RiskModel::load(p)?,
+                None => RiskModel::default_model()?,
+            },
+            full_revalidation: opts.full,
+            condition: None,
+        })
+    }
+
+    /// The gate on `candidate`, its reports written under `out`. Whatever
+    /// happens, `out` never keeps an earlier run's report: a run that could
+    /// not evaluate leaves an error report there.
+    pub fn run(
+        &self,
+        candidate: &str,
+        opts: &RunOptions,
+        progress: Progress,
+    ) -> Result<GateOutput> {
+        let r = self.run_inner(candidate, opts, progress);
+        if let Err(e) = &r {
+            let _ = gate::report::write_error_report(&self.out, &e.to_string());
+        }
+        r
+    }
+
+    fn run_inner(
+        &self,
+        candidate: &str,
+        opts: &RunOptions,
+        progress: Progress,
+    ) -> Result<GateOutput> {
+        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
+        // Probe writability first: failing after an hour of compute is worse.
+        let probe = self.out.join(".probegate-write-test");
+        std::fs::write(&probe, b"").map_err(|e| Error::io(&self.out, e))?;
+        let _ = std::fs::remove_file(&probe);
+        let _ = std::fs::remove_file(self.out.join("report.json"));
+        let req = self.request(candidate, opts)?;
+        gate::run_and_record(&req, Some(&self.out), opts.history.as_deref(), progress)
+    }
+
     pub fn resolve(cli: Overrides, cfg: Option<&ProjectConfig>) -> Result<Self> {
         let missing = |flag: &str, key: &str| {
             Error::Usage(format!(

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::check::{gate, CheckArgs, GateArgs};
+use super::check::{CheckArgs, GateArgs};
 use super::choice::choice;
+use super::progress::stage_progress;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::github::{self, CheckRun, CommentMode, Publish};
 use probegate::adapters::hook::{self, HookConfig};
 use probegate::adapters::serve::ServeConfig;
 use probegate::error::{Error, Result};
+use probegate::gate::report::verdict_line;
 use probegate::gate::report::Outcome;
 
 #[derive(Args, Debug)]
@@ -333,34 +335,33 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
                 cands.len(),
                 hook::SKIP_ENV
             );
-            // Reports are local artefacts: keep them out of the commits being pushed.
-            std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-            let ignore = cfg.out.join(".gitignore");
-            if !ignore.exists() {
-                std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
-            }
-            let mut worst = Outcome::Pass;
-            for (i, cand) in cands.iter().enumerate() {
-                let out = cfg.out.join(format!("candidate-{}", i + 1));
-                eprintln!("probegate: {cand}");
-                let outcome = gate(g, &cfg.check(cand, out.clone())).unwrap_or_else(|e| {
-                    eprintln!("error: {e}");
-                    Outcome::Error
-                });
-                match outcome {
-                    Outcome::Pass | Outcome::PassWithRepairs => {}
-                    Outcome::Fail => eprintln!(
+            let settings = cfg.check("", cfg.out.clone()).settings()?;
+            let history = Some(probegate::checkpoint::cache_root().join("history.jsonl"));
+            let mut prog = stage_progress(g);
+            let worst = hook::gate_push(
+                &settings,
+                &cands,
+                history,
+                &mut prog,
+                &mut |cand, out, r| {
+                    match r {
+                        Ok(o) => eprintln!("probegate: {cand}: {}", verdict_line(&o.report)),
+                        Err(e) => eprintln!("probegate: {cand}: error: {e}"),
+                    }
+                    match r.as_ref().map(|o| Outcome::from(o.report.verdict)) {
+                    Ok(Outcome::Pass | Outcome::PassWithRepairs) => {}
+                    Ok(_) => eprintln!(
                         "probegate: the gate FAILED {cand}; push blocked. Report: {}/report.md",
                         out.display()
                     ),
-                    Outcome::Error => eprintln!(
+                    Err(_) => eprintln!(
                         "probegate: could not evaluate {cand} (this is not a pass); push blocked. Report: {}/report.md",
                         out.display()
                     ),
                 }
-                // Could-not-evaluate outranks a failed gate: both block the push.
-                worst = worst.worst(outcome);
-            }
+                },
+            )?;
+            drop(prog);
             if worst.exit_code() != EXIT_OK {
                 eprintln!(
                     "probegate: to push anyway: {}=1 git push (or git push --no-verify)",

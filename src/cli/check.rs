@@ -7,13 +7,13 @@ use clap::{Args, Subcommand};
 
 use super::progress::stage_progress;
 use super::{emit_json, Format, Global, EXIT_OK};
-use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig};
+use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig, RunOptions};
 use probegate::error::{Error, Result};
+use probegate::gate;
 use probegate::gate::policy::Policy;
 use probegate::gate::report::{junit, Outcome};
 use probegate::gate::revalidate::DataSource;
 use probegate::gate::risk::{self, RiskModel};
-use probegate::gate::{self, GateRequest};
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -227,45 +227,22 @@ pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
 }
 
 fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
-    std::fs::create_dir_all(&s.out).map_err(|e| Error::io(&s.out, e))?;
-    // Probe writability first: failing after an hour of compute is worse.
-    let probe = s.out.join(".probegate-write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(&s.out, e))?;
-    let _ = std::fs::remove_file(&probe);
-    let _ = std::fs::remove_file(s.out.join("report.json"));
     if let Some(c) = &s.config {
         if !g.quiet {
             eprintln!("probegate: settings from {}", c.display());
         }
     }
-    let mut policy = Policy::load(&s.policy)?;
-    if let Some(b) = a.budget {
-        if b == 0 {
-            return Err(Error::Usage(
-                "--budget: a budget of 0 examples cannot revalidate anything (critical monitors \
-                 are always revalidated; use at least 1)"
-                    .into(),
-            ));
-        }
-        policy.budget.examples = b;
-    }
-    let req = GateRequest {
-        base: s.base.clone(),
-        candidate: a.candidate.clone(),
-        monitors: s.monitors.clone(),
-        data: s.data.clone(),
-        policy,
-        risk_model: risk_model(s.risk_model.as_deref())?,
-        full_revalidation: a.full,
-        condition: None,
+    let opts = RunOptions {
+        budget: a.budget,
+        full: a.full,
+        history: (!a.no_history).then(|| {
+            a.history
+                .clone()
+                .unwrap_or_else(|| probegate::checkpoint::cache_root().join("history.jsonl"))
+        }),
     };
     let mut prog = stage_progress(g);
-    let history = (!a.no_history).then(|| {
-        a.history
-            .clone()
-            .unwrap_or_else(|| probegate::checkpoint::cache_root().join("history.jsonl"))
-    });
-    let out = gate::run_and_record(&req, Some(&s.out), history.as_deref(), &mut prog)?;
+    let out = s.run(&a.candidate, &opts, &mut prog)?;
     // Close the last stage's log line before the verdict is printed.
     drop(prog);
     if let Some(j) = &a.junit {
