@@ -13,7 +13,7 @@ by side with probegate):
         --monitors monitors/smollm2 --data data/suite \
         --corpus data/realign/corpus.jsonl --threads 2
 
-Stages, as probegate runs them (src/check.rs) under policies/default.toml:
+Stages, as probegate runs them (src/gate/mod.rs) under policies/default.toml:
   1. diff: every adapted weight's delta (scale * B @ A) against the base
      weight: relative Frobenius change, cosine, top singular values by
      randomized SVD, stable rank.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference token ids for probegate's GGUF tokenizer (src/tokenizer.rs).
+"""Reference token ids for probegate's GGUF tokenizer (src/tokenizer/mod.rs).
 
 Writes, under fixtures/reference/:
   tokenizer_sample.jsonl   the sample texts, one JSON object a line: {"i", "source", "text"}
