@@ -4,8 +4,11 @@
 
 use crate::checkpoint::config::Arch;
 
+/// A table row: (hf module name or suffix, gguf name or suffix).
+type Row = (&'static str, &'static str);
+
 /// (hf module suffix, gguf suffix) inside a decoder block, common to all archs.
-const BLOCK_COMMON: &[(&str, &str)] = &[
+const BLOCK_COMMON: &[Row] = &[
     ("self_attn.q_proj", "attn_q"),
     ("self_attn.k_proj", "attn_k"),
     ("self_attn.v_proj", "attn_v"),
@@ -19,7 +22,7 @@ const BLOCK_COMMON: &[(&str, &str)] = &[
 ];
 
 /// Norm names differ: Llama's pre-MLP norm is `ffn_norm`; Gemma 3 has four norms.
-fn block_arch(arch: Arch) -> &'static [(&'static str, &'static str)] {
+fn block_arch(arch: Arch) -> &'static [Row] {
     match arch {
         Arch::Llama => &[("post_attention_layernorm", "ffn_norm")],
         Arch::Gemma3 => &[
@@ -30,7 +33,7 @@ fn block_arch(arch: Arch) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-const GLOBAL: &[(&str, &str)] = &[
+const GLOBAL: &[Row] = &[
     ("model.embed_tokens", "token_embd"),
     ("model.norm", "output_norm"),
     ("lm_head", "output"),
@@ -41,34 +44,36 @@ fn split_param(name: &str) -> Option<(&str, &str)> {
     matches!(param, "weight" | "bias").then_some((module, param))
 }
 
-pub fn hf_to_gguf(name: &str, arch: Arch) -> Option<String> {
+/// `name` renamed through the tables, from the scheme whose blocks start
+/// with `from_block` to the one whose blocks start with `to_block`; `sides`
+/// orders a row as (from, to).
+fn rename(
+    name: &str,
+    arch: Arch,
+    (from_block, to_block): (&str, &str),
+    sides: fn(&Row) -> Row,
+) -> Option<String> {
     let (module, param) = split_param(name)?;
-    if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == module) {
-        return Some(format!("{g}.{param}"));
+    if let Some((_, to)) = GLOBAL.iter().map(sides).find(|(from, _)| *from == module) {
+        return Some(format!("{to}.{param}"));
     }
-    let rest = module.strip_prefix("model.layers.")?;
+    let rest = module.strip_prefix(from_block)?;
     let (idx, sub) = rest.split_once('.')?;
     let idx: usize = idx.parse().ok()?;
     BLOCK_COMMON
         .iter()
         .chain(block_arch(arch))
-        .find(|(h, _)| *h == sub)
-        .map(|(_, g)| format!("blk.{idx}.{g}.{param}"))
+        .map(sides)
+        .find(|(from, _)| *from == sub)
+        .map(|(_, to)| format!("{to_block}{idx}.{to}.{param}"))
+}
+
+pub fn hf_to_gguf(name: &str, arch: Arch) -> Option<String> {
+    rename(name, arch, ("model.layers.", "blk."), |&(h, g)| (h, g))
 }
 
 pub fn gguf_to_hf(name: &str, arch: Arch) -> Option<String> {
-    let (module, param) = split_param(name)?;
-    if let Some((h, _)) = GLOBAL.iter().find(|(_, g)| *g == module) {
-        return Some(format!("{h}.{param}"));
-    }
-    let rest = module.strip_prefix("blk.")?;
-    let (idx, sub) = rest.split_once('.')?;
-    let idx: usize = idx.parse().ok()?;
-    BLOCK_COMMON
-        .iter()
-        .chain(block_arch(arch))
-        .find(|(_, g)| *g == sub)
-        .map(|(h, _)| format!("model.layers.{idx}.{h}.{param}"))
+    rename(name, arch, ("blk.", "model.layers."), |&(h, g)| (g, h))
 }
 
 /// Which block a HF tensor name belongs to, if any.
