@@ -12,34 +12,30 @@ use crate::error::{Error, Result};
 /// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped per head as
 /// (half, 2) interleaved pairs go back to (2, half) rotate-half order.
 pub fn unpermute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    regroup_head_rows(w, n_head, "unpermute", true)
+}
+
+/// Inverse of [`unpermute_qk`] (used by tests and by adapters on GGUF bases).
+pub fn permute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    regroup_head_rows(w, n_head, "permute", false)
+}
+
+/// Transposes each head's rows as a grid: (half, 2) to (2, half) when
+/// `interleaved` (GGUF's pairs back to rotate-half), the reverse otherwise;
+/// `verb` names the move in errors.
+fn regroup_head_rows(w: &Tensor, n_head: usize, verb: &str, interleaved: bool) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     // A 0-D tensor has no rows to permute: refused before any indexing.
     let out = dims.first().copied().unwrap_or(0);
     if n_head == 0 || out == 0 || out % (2 * n_head) != 0 {
         return Err(Error::Usage(format!(
-            "cannot unpermute {out} rows over {n_head} heads"
+            "cannot {verb} {out} rows over {n_head} heads"
         )));
     }
     let half = out / n_head / 2;
+    let (a, b) = if interleaved { (half, 2) } else { (2, half) };
     let rest: usize = dims[1..].iter().product();
-    Ok(w.reshape((n_head, half, 2, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
-}
-
-/// Inverse of [`unpermute_qk`] (used by tests and by adapters on GGUF bases).
-pub fn permute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let dims = w.dims().to_vec();
-    let out = dims.first().copied().unwrap_or(0);
-    if n_head == 0 || out == 0 || out % (2 * n_head) != 0 {
-        return Err(Error::Usage(format!(
-            "cannot permute {out} rows over {n_head} heads"
-        )));
-    }
-    let half = out / n_head / 2;
-    let rest: usize = dims[1..].iter().product();
-    Ok(w.reshape((n_head, 2, half, rest))?
+    Ok(w.reshape((n_head, a, b, rest))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape(dims)?)
