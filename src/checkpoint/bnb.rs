@@ -280,7 +280,7 @@ pub fn encode_nf4(module_weight: &str, w: &Tensor, double_quant: bool) -> Result
     for (i, c) in codes.iter().enumerate() {
         packed[i / 2] |= if i % 2 == 0 { c << 4 } else { *c };
     }
-    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let aux = |suffix: &str| format!("{module_weight}.{suffix}");
     let mut out = vec![(
         module_weight.to_string(),
         safetensors::Dtype::U8,
@@ -310,51 +310,34 @@ pub fn encode_nf4(module_weight: &str, w: &Tensor, double_quant: bool) -> Result
                 });
             }
         }
-        out.push((
-            format!("{module_weight}.absmax"),
-            safetensors::Dtype::U8,
-            vec![q.len()],
-            q,
-        ));
-        out.push((
-            format!("{module_weight}.nested_absmax"),
-            safetensors::Dtype::F32,
-            vec![nested.len()],
-            f32s(&nested),
-        ));
-        out.push((
-            format!("{module_weight}.nested_quant_map"),
-            safetensors::Dtype::F32,
-            vec![256],
-            f32s(&map),
-        ));
+        out.push(u8_entry(aux("absmax"), q));
+        out.push(f32_entry(aux("nested_absmax"), &nested));
+        out.push(f32_entry(aux("nested_quant_map"), &map));
         if let Some(o) = state.as_object_mut() {
             o.insert("nested_blocksize".into(), NESTED_BLOCK.into());
             o.insert("nested_dtype".into(), "float32".into());
             o.insert("nested_offset".into(), (offset as f64).into());
         }
     } else {
-        out.push((
-            format!("{module_weight}.absmax"),
-            safetensors::Dtype::F32,
-            vec![absmax.len()],
-            f32s(&absmax),
-        ));
+        out.push(f32_entry(aux("absmax"), &absmax));
     }
-    out.push((
-        format!("{module_weight}.quant_map"),
-        safetensors::Dtype::F32,
-        vec![16],
-        f32s(&NF4_CODE),
-    ));
-    let js = serde_json::to_vec(&state).unwrap_or_default();
-    out.push((
-        format!("{module_weight}.{QS_NF4}"),
-        safetensors::Dtype::U8,
-        vec![js.len()],
-        js,
+    out.push(f32_entry(aux("quant_map"), &NF4_CODE));
+    out.push(u8_entry(
+        aux(QS_NF4),
+        serde_json::to_vec(&state).unwrap_or_default(),
     ));
     Ok(out)
+}
+
+/// A 1-D f32 entry.
+fn f32_entry(name: String, v: &[f32]) -> RawEntry {
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    (name, safetensors::Dtype::F32, vec![v.len()], bytes)
+}
+
+/// A 1-D u8 entry.
+fn u8_entry(name: String, bytes: Vec<u8>) -> RawEntry {
+    (name, safetensors::Dtype::U8, vec![bytes.len()], bytes)
 }
 
 /// LLM.int8 layout: int8 rows with their absmax (SCB).
@@ -375,12 +358,7 @@ pub fn encode_int8(module: &str, w: &Tensor) -> Result<Vec<RawEntry>> {
             vec![rows, cols],
             q,
         ),
-        (
-            format!("{module}.SCB"),
-            safetensors::Dtype::F32,
-            vec![rows],
-            scb.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
+        f32_entry(format!("{module}.SCB"), &scb),
         // Linear8bitLt saves its layout tag too: 0 = row-major.
         (
             format!("{module}.weight_format"),
