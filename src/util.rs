@@ -1,6 +1,6 @@
 //! The bottom layer: file utilities every other module may use and none of
 //! which knows about models. Atomic writes (one temp file per process,
-//! removed on failure), JSONL reading with line numbers, canonical
+//! removed on failure), JSON and JSONL reading with line numbers, canonical
 //! safetensors writing, and line numbers for errors in config files.
 
 use std::collections::HashMap;
@@ -167,6 +167,18 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Reads a JSON file into `T`; a parse error names the line and column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::field(
+            path,
+            format!("line {} column {}", e.line(), e.column()),
+            e.to_string(),
+        )
+    })
 }
 
 /// Calls `f(line_number, value)` for each non-blank line of a JSONL file;

@@ -49,14 +49,7 @@ fn pattern_lookup<'a>(map: &'a serde_json::Map<String, Json>, module: &str) -> O
 impl LoraAdapter {
     pub fn load(dir: &Path) -> Result<Self> {
         let cp = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
-        let cfg: Json = serde_json::from_str(&text).map_err(|e| {
-            Error::field(
-                &cp,
-                format!("line {} column {}", e.line(), e.column()),
-                e.to_string(),
-            )
-        })?;
+        let cfg: Json = crate::util::read_json(&cp)?;
         let bad = |field: &str, msg: String| Error::field(&cp, field, msg);
         let peft_type = cfg
             .get("peft_type")

@@ -248,14 +248,7 @@ impl Checkpoint {
 
     fn open_hf_dir(dir: &Path, reference: ModelRef) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::field(
-                &cfg_path,
-                format!("line {} column {}", e.line(), e.column()),
-                e.to_string(),
-            )
-        })?;
+        let json: serde_json::Value = crate::util::read_json(&cfg_path)?;
         let config = ModelConfig::from_hf_json(&json, &cfg_path)?;
         let st = safetensors_dir::SafetensorsDir::open(dir)?;
         let tokenizer = ModelTokenizer::from_hf_dir(dir)?;

@@ -213,14 +213,7 @@ impl Monitor {
     /// Loads and checks every field and shape.
     pub fn load(dir: &Path) -> Result<Self> {
         let jp = dir.join(JSON_FILE);
-        let text = std::fs::read_to_string(&jp).map_err(|e| Error::io(&jp, e))?;
-        let meta: MonitorMeta = serde_json::from_str(&text).map_err(|e| {
-            Error::field(
-                &jp,
-                format!("line {} column {}", e.line(), e.column()),
-                e.to_string(),
-            )
-        })?;
+        let meta: MonitorMeta = crate::util::read_json(&jp)?;
         let bad = |field: &str, msg: String| Err(Error::field(&jp, field, msg));
         if meta.format != FORMAT {
             return bad(
