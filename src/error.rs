@@ -94,6 +94,15 @@ impl Error {
         }
     }
 
+    /// A mistake at a line of a text file (1-based; 0 when no line is to blame).
+    pub fn input(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
+        Error::Input {
+            path: path.into(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
     pub fn field(
         path: impl Into<PathBuf>,
         field: impl Into<String>,

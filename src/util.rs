@@ -192,19 +192,13 @@ pub fn for_each_json_line(
     for (i, line) in reader.split(b'\n').enumerate() {
         let lineno = i + 1;
         let bytes = line.map_err(|e| Error::io(path, e))?;
-        let line = String::from_utf8(bytes).map_err(|e| Error::Input {
-            path: path.into(),
-            line: lineno,
-            msg: format!("not valid UTF-8 ({e})"),
-        })?;
+        let line = String::from_utf8(bytes)
+            .map_err(|e| Error::input(path, lineno, format!("not valid UTF-8 ({e})")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Input {
-            path: path.into(),
-            line: lineno,
-            msg: format!("not a JSON object: {e}"),
-        })?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| Error::input(path, lineno, format!("not a JSON object: {e}")))?;
         f(lineno, v)?;
     }
     Ok(())
@@ -218,37 +212,29 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
         match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => out.push(s.clone()),
             Some(serde_json::Value::String(_)) => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "field `text` is empty".into(),
-                })
+                return Err(Error::input(path, lineno, "field `text` is empty"))
             }
-            Some(_) => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "field `text` is not a string".into(),
-                })
-            }
-            None => {
-                return Err(Error::Input {
-                    path: path.into(),
-                    line: lineno,
-                    msg: "missing field `text`".into(),
-                })
-            }
+            Some(_) => return Err(Error::input(path, lineno, "field `text` is not a string")),
+            None => return Err(Error::input(path, lineno, "missing field `text`")),
         }
         Ok(())
     })?;
     if out.is_empty() {
-        return Err(Error::Input {
-            path: path.into(),
-            line: 0,
-            msg: "no prompts: the file has no lines with a `text` field".into(),
-        });
+        return Err(Error::input(
+            path,
+            0,
+            "no prompts: the file has no lines with a `text` field",
+        ));
     }
     Ok(out)
+}
+
+/// Parses a TOML config file's text into `T`; an error names the line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        Error::input(path, line, e.message().trim())
+    })
 }
 
 /// The 1-based line of a byte offset in a config file (for errors with spans).

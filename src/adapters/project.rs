@@ -57,14 +57,7 @@ impl ProjectConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: Raw = toml::from_str(text).map_err(|e| Error::Input {
-            path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| crate::util::line_of(text, s.start))
-                .unwrap_or(0),
-            msg: e.message().trim().to_string(),
-        })?;
+        let raw: Raw = crate::util::parse_toml(text, path)?;
         let dir = path.parent().unwrap_or(Path::new(""));
         let rel = |p: PathBuf| crate::assets::relative_to(path, &p);
         for (field, v) in [("base", &raw.base), ("policy", &raw.policy)] {

@@ -213,17 +213,7 @@ impl Policy {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| crate::util::line_of(text, s.start))
-                .unwrap_or(0);
-            Error::Input {
-                path: path.to_path_buf(),
-                line,
-                msg: e.message().trim().to_string(),
-            }
-        })?;
+        let raw: RawPolicy = crate::util::parse_toml(text, path)?;
         raw.validate(text, path)
     }
 }
@@ -294,10 +284,9 @@ struct RawRealign {
 
 impl RawPolicy {
     fn validate(self, text: &str, path: &Path) -> Result<Policy> {
-        let err = |field: &str, span: std::ops::Range<usize>, msg: String| Error::Input {
-            path: path.to_path_buf(),
-            line: crate::util::line_of(text, span.start),
-            msg: format!("field `{field}`: {msg}"),
+        let err = |field: &str, span: std::ops::Range<usize>, msg: String| {
+            let line = crate::util::line_of(text, span.start);
+            Error::input(path, line, format!("field `{field}`: {msg}"))
         };
         let unit = |field: &str, v: &Spanned<f64>| -> Result<f64> {
             let x = *v.get_ref();
@@ -364,35 +353,35 @@ impl RawPolicy {
             ));
         }
         if r.may_pass && !r.enabled {
-            return Err(Error::Input {
-                path: path.to_path_buf(),
-                line: crate::util::line_of(text, r.min_prompts.span().start),
-                msg: "field `realignment.may_pass`: true while realignment is disabled".into(),
-            });
+            return Err(err(
+                "realignment.may_pass",
+                r.min_prompts.span(),
+                "true while realignment is disabled".into(),
+            ));
         }
         let recalibration = match &self.recalibration {
             None => RungPolicy::off(),
             Some(r) => {
-                let labels = match &r.labels {
-                    Some(l) if *l.get_ref() < 10 => {
-                        return Err(err(
-                            "recalibration.labels",
-                            l.span(),
-                            format!(
+                let labels =
+                    match &r.labels {
+                        Some(l) if *l.get_ref() < 10 => {
+                            return Err(err(
+                                "recalibration.labels",
+                                l.span(),
+                                format!(
                                 "must be at least 10 (a threshold needs both classes), found {}",
                                 l.get_ref()
                             ),
-                        ))
-                    }
-                    Some(l) => *l.get_ref() as usize,
-                    None if r.enabled => return Err(Error::Input {
-                        path: path.to_path_buf(),
-                        line: 0,
-                        msg: "field `recalibration.labels`: required when recalibration is enabled"
-                            .into(),
-                    }),
-                    None => 0,
-                };
+                            ))
+                        }
+                        Some(l) => *l.get_ref() as usize,
+                        None if r.enabled => return Err(Error::input(
+                            path,
+                            0,
+                            "field `recalibration.labels`: required when recalibration is enabled",
+                        )),
+                        None => 0,
+                    };
                 RungPolicy {
                     enabled: r.enabled,
                     labels,

@@ -94,30 +94,23 @@ pub fn append_history(path: &Path, rows: &[HistoryRow]) -> Result<()> {
 pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>> {
     let mut rows = Vec::new();
     crate::util::for_each_json_line(path, &mut |line, v| {
-        let row: HistoryRow = serde_json::from_value(v).map_err(|e| Error::Input {
-            path: path.to_path_buf(),
-            line,
-            msg: format!("not a history row: {e}"),
-        })?;
+        let row: HistoryRow = serde_json::from_value(v)
+            .map_err(|e| Error::input(path, line, format!("not a history row: {e}")))?;
         if row.format != HISTORY_FORMAT || row.version != 1 {
-            return Err(Error::Input {
-                path: path.to_path_buf(),
+            return Err(Error::input(
+                path,
                 line,
-                msg: format!(
+                format!(
                     "format `{}` version {} is not {HISTORY_FORMAT} version 1",
                     row.format, row.version
                 ),
-            });
+            ));
         }
         rows.push(row);
         Ok(())
     })?;
     if rows.is_empty() {
-        return Err(Error::Input {
-            path: path.to_path_buf(),
-            line: 0,
-            msg: "the history is empty".into(),
-        });
+        return Err(Error::input(path, 0, "the history is empty"));
     }
     Ok(rows)
 }
@@ -197,11 +190,8 @@ impl RiskModel {
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
-        let m: RiskModel = serde_json::from_str(text).map_err(|e| Error::Input {
-            path: path.to_path_buf(),
-            line: e.line(),
-            msg: e.to_string(),
-        })?;
+        let m: RiskModel =
+            serde_json::from_str(text).map_err(|e| Error::input(path, e.line(), e.to_string()))?;
         let n = FEATURE_NAMES.len();
         if m.format != MODEL_FORMAT
             || m.features != FEATURE_NAMES

@@ -23,11 +23,7 @@ pub fn read_labeled(path: &Path, names: Option<(&str, &str)>) -> Result<Labeled>
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let err = |line: usize, msg: String| Error::Input {
-        path: path.into(),
-        line,
-        msg,
-    };
+    let err = |line: usize, msg: String| Error::input(path, line, msg);
     crate::util::for_each_json_line(path, |lineno, v| {
         let text = match v.get("text") {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),

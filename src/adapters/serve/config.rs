@@ -144,11 +144,7 @@ impl Config {
 
     /// `env` looks secrets up; tests pass their own.
     pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let at = |offset: usize, msg: String| Error::Input {
-            path: path.to_path_buf(),
-            line: line_of(text, offset),
-            msg,
-        };
+        let at = |offset: usize, msg: String| Error::input(path, line_of(text, offset), msg);
         let raw: Raw = toml::from_str(text).map_err(|e| {
             at(
                 e.span().map(|s| s.start).unwrap_or(0),

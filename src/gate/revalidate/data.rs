@@ -47,14 +47,7 @@ impl DataSource {
                 let file = suite.join("suite.toml");
                 if file.is_file() {
                     let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-                    let sf: SuiteFile = toml::from_str(&text).map_err(|e| Error::Input {
-                        path: file.clone(),
-                        line: e
-                            .span()
-                            .map(|sp| crate::util::line_of(&text, sp.start))
-                            .unwrap_or(0),
-                        msg: e.message().trim().to_string(),
-                    })?;
+                    let sf: SuiteFile = crate::util::parse_toml(&text, &file)?;
                     roots.push(crate::assets::relative_to(&file, &sf.data));
                 } else {
                     roots.push(suite.join("data"));
