@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{Model, Pool, Precision};
+use crate::util::Choice;
 
 pub const FORMAT_VERSION: &str = "1";
 
@@ -209,28 +210,8 @@ impl Activations {
             .map_err(|e| Error::field(path, "__metadata__.layers", e.to_string()))?;
         let token_counts: Vec<usize> = serde_json::from_str(&get("token_counts")?)
             .map_err(|e| Error::field(path, "__metadata__.token_counts", e.to_string()))?;
-        let pool = match get("pool")?.as_str() {
-            "last" => Pool::Last,
-            "mean" => Pool::Mean,
-            o => {
-                return Err(Error::field(
-                    path,
-                    "__metadata__.pool",
-                    format!("unknown pooling `{o}`"),
-                ))
-            }
-        };
-        let precision = match get("precision")?.as_str() {
-            "f32" => Precision::F32,
-            "native" => Precision::Native,
-            o => {
-                return Err(Error::field(
-                    path,
-                    "__metadata__.precision",
-                    format!("unknown precision `{o}`"),
-                ))
-            }
-        };
+        let pool: Pool = choice(path, "pool", &get("pool")?, "pooling")?;
+        let precision: Precision = choice(path, "precision", &get("precision")?, "precision")?;
         let mut data = BTreeMap::new();
         for &l in &layers {
             let name = format!("layer.{l}");
@@ -274,4 +255,16 @@ impl Activations {
             data,
         })
     }
+}
+
+/// The metadata value `value` at `key` read as one of `T`'s names; `what`
+/// names `T` in the error.
+fn choice<T: Choice>(path: &Path, key: &str, value: &str, what: &str) -> Result<T> {
+    T::from_name(value).ok_or_else(|| {
+        Error::field(
+            path,
+            format!("__metadata__.{key}"),
+            format!("unknown {what} `{value}`"),
+        )
+    })
 }
