@@ -1,5 +1,5 @@
 //! Reports of a `check` run: report.json (schema `probegate.report` v1,
-//! docs/report.schema.md), report.md (GitHub-flavoured: verdict first, fits a
+//! docs/report.md), report.md (GitHub-flavoured: verdict first, fits a
 //! job summary or PR comment) and a self-contained report.html with plots.
 //! The plots are small hand-written SVG: no plotting crate emits
 //! dependency-free inline SVG, and three charts do not justify one.
@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::gate::revalidate::EvalResult;
 use crate::monitor::Monitor;
 
 pub mod junit;
@@ -199,36 +200,26 @@ pub fn markdown(r: &Report) -> String {
 
 /// What the repair ladder did for one monitor, in a table cell.
 fn repair_summary(m: &MonitorReport) -> String {
+    // One rung: what it was, the repaired monitor's figures, and whether it passed.
+    let rung = |what: String, after: &EvalResult, stale_after: &[String]| {
+        let mark = if stale_after.is_empty() { "✓" } else { "✗" };
+        format!(
+            "{what}: AUROC {:.3}, bal. acc {:.3} {mark}",
+            after.auroc, after.balanced_accuracy
+        )
+    };
     let mut parts = Vec::new();
     if let Some(x) = &m.realignment {
-        parts.push(format!(
-            "realignment ({:?}): AUROC {:.3}, bal. acc {:.3}{}",
-            x.method,
-            x.after.auroc,
-            x.after.balanced_accuracy,
-            if x.stale_reasons_after.is_empty() {
-                " ✓"
-            } else {
-                " ✗"
-            }
-        ));
+        let what = format!("realignment ({:?})", x.method);
+        parts.push(rung(what, &x.after, &x.stale_reasons_after));
     }
     for (what, r) in [
         ("recalibration", &m.recalibration),
         ("retraining", &m.retraining),
     ] {
         if let Some(r) = r {
-            parts.push(format!(
-                "{what} ({} labels): AUROC {:.3}, bal. acc {:.3}{}",
-                r.examples,
-                r.after.auroc,
-                r.after.balanced_accuracy,
-                if r.stale_reasons_after.is_empty() {
-                    " ✓"
-                } else {
-                    " ✗"
-                }
-            ));
+            let what = format!("{what} ({} labels)", r.examples);
+            parts.push(rung(what, &r.after, &r.stale_reasons_after));
         }
     }
     parts.join("; ")
