@@ -8,6 +8,7 @@ use candle_core::quantized::gguf_file::Value;
 
 use super::config::{Activation, Arch, AttnKind, ModelConfig, RopeScaling, SUPPORTED};
 use crate::error::{Error, Result};
+use crate::tokenizer::gguf_f64;
 
 impl ModelConfig {
     pub fn from_gguf(md: &HashMap<String, Value>, path: &Path) -> Result<Self> {
@@ -34,7 +35,7 @@ impl ModelConfig {
         let fo = |s: &str| -> Result<Option<f64>> {
             match md.get(&k(s)) {
                 None => Ok(None),
-                Some(v) => value_f64(v)
+                Some(v) => gguf_f64(v)
                     .map(Some)
                     .ok_or_else(|| Error::field(path, k(s), "expected a number")),
             }
@@ -149,27 +150,11 @@ impl ModelConfig {
     }
 }
 
-fn value_f64(v: &Value) -> Option<f64> {
-    Some(match v {
-        Value::U8(x) => *x as f64,
-        Value::I8(x) => *x as f64,
-        Value::U16(x) => *x as f64,
-        Value::I16(x) => *x as f64,
-        Value::U32(x) => *x as f64,
-        Value::I32(x) => *x as f64,
-        Value::U64(x) => *x as f64,
-        Value::I64(x) => *x as f64,
-        Value::F32(x) => *x as f64,
-        Value::F64(x) => *x,
-        _ => return None,
-    })
-}
-
 fn gguf_usize(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<usize> {
     let v = md
         .get(key)
         .ok_or_else(|| Error::field(path, key, "missing from the GGUF metadata"))?;
-    match value_f64(v) {
+    match gguf_f64(v) {
         Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e12 => Ok(x as usize),
         _ => Err(Error::field(path, key, "expected a non-negative integer")),
     }

@@ -43,6 +43,16 @@ fn as_int(v: &Value) -> Option<i128> {
     })
 }
 
+/// Any GGUF number as f64 (integers rounded to the nearest f64); the
+/// checkpoint's config reader takes its numbers the same way.
+pub fn gguf_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::F32(x) => Some(*x as f64),
+        Value::F64(x) => Some(*x),
+        other => as_int(other).map(|x| x as f64),
+    }
+}
+
 /// Why an array element was refused: not of the expected type, or an invalid value.
 enum Refused {
     Type(&'static str),
@@ -150,11 +160,7 @@ impl<'a> Meta<'a> {
 
     pub(super) fn float_array(&self, field: &str) -> Result<Option<Vec<f64>>> {
         self.array_of(field, |v| {
-            let x = match v {
-                Value::F32(x) => *x as f64,
-                Value::F64(x) => *x,
-                other => as_int(other).ok_or(Refused::Type("number"))? as f64,
-            };
+            let x = gguf_f64(v).ok_or(Refused::Type("number"))?;
             if x.is_nan() {
                 return Err(Refused::Invalid("score is NaN"));
             }

@@ -42,6 +42,7 @@ use std::path::PathBuf;
 
 use tokenizers::Tokenizer;
 
+pub use meta::gguf_f64;
 pub use pre_tokenizer::known_pre_tokenizers;
 
 /// GGUF metadata keys read by this module.
