@@ -16,12 +16,16 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TensorDiff {
+    /// The Hugging Face tensor name, whatever the checkpoint's own naming.
     pub name: String,
+    /// The decoder block it belongs to; `None` for embeddings, final norm, head.
     pub block: Option<usize>,
+    /// The module kind ([`module_kind`]): attn_q, mlp_up, norm, embed...
     pub kind: String,
     pub shape: Vec<usize>,
     /// ‖ΔW‖_F / ‖W‖_F
     pub rel_change: f64,
+    /// Cosine between base and candidate weights, flattened (1 when either is zero).
     pub cosine: f64,
     /// Largest singular value of ΔW (power iteration).
     pub top_singular: f64,
@@ -32,7 +36,9 @@ pub struct TensorDiff {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockDiff {
     pub block: usize,
+    /// Root mean square of the block's tensors' ‖ΔW‖/‖W‖.
     pub rel_change: f64,
+    /// Tensors of the block with any change at all.
     pub changed_tensors: usize,
 }
 
@@ -49,13 +55,16 @@ pub enum Family {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DiffReport {
+    /// The base's reference as given.
     pub base: String,
+    /// The candidate's reference as given.
     pub candidate: String,
     pub family: Family,
+    /// The observations the family was named from, one sentence each.
     pub evidence: Vec<String>,
     pub tensors: Vec<TensorDiff>,
     pub blocks: Vec<BlockDiff>,
-    /// Aggregate ‖ΔW‖/‖W‖ per module kind (attn_q, mlp_up, norm, embed...).
+    /// Root mean square ‖ΔW‖/‖W‖ per module kind (attn_q, mlp_up, norm, embed...).
     pub kinds: BTreeMap<String, f64>,
 }
 

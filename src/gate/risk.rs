@@ -37,11 +37,14 @@ pub struct Outcome {
 /// One line of a history file (JSONL).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HistoryRow {
+    /// Always [`HISTORY_FORMAT`].
     pub format: String,
+    /// 1, the only version read.
     pub version: u32,
     /// The base model's id in the monitor (`smollm2`, `gemma3`): the unit of
     /// leave-one-model-out.
     pub model: String,
+    /// The candidate's reference as given, and its fingerprint.
     pub candidate: String,
     pub candidate_fingerprint: String,
     /// The zoo's condition name when known.
@@ -157,13 +160,18 @@ pub fn feature_vector(f: &MonitorFeatures) -> [f64; 14] {
 /// A fitted risk model, serialized as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RiskModel {
+    /// Always [`MODEL_FORMAT`].
     pub format: String,
     pub version: u32,
+    /// The inputs, [`FEATURE_NAMES`] in order; a model over other features is refused.
     pub features: Vec<String>,
+    /// Per feature, the mean and standard deviation the inputs are standardised with.
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    /// Logistic coefficients on the standardised features.
     pub coef: Vec<f64>,
     pub intercept: f64,
+    /// The L2 penalty it was fitted with.
     pub l2: f64,
     /// Rows and stale rows it was fitted on, and from where.
     pub fitted_rows: usize,
@@ -174,6 +182,7 @@ pub struct RiskModel {
 /// One monitor's predicted risk with the features that pushed it most.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Risk {
+    /// Predicted probability, 0–1, that the monitor's AUROC drops by 0.05 or more.
     pub p_stale: f64,
     /// (feature, contribution to the logit), largest |contribution| first.
     pub drivers: Vec<(String, f64)>,

@@ -14,19 +14,32 @@ use crate::error::{Error, Result};
 use crate::model::Precision;
 use crate::monitor::{by_pooling, data::Labeled, Metrics, Monitor};
 
+/// One monitor's labeled metrics through a model (report.json's
+/// `monitors[].eval`). Rates and AUROCs are fractions, 0–1.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalResult {
+    /// The monitor's name.
     pub monitor: String,
+    /// The decoder block it reads.
     pub layer: usize,
+    /// Labeled examples scored.
     pub n: usize,
     pub auroc: f64,
+    /// Stratified percentile-bootstrap 95% interval of `auroc` (1000 resamples).
     pub auroc_ci95: [f64; 2],
+    /// Mean of TPR and TNR at `threshold`.
     pub balanced_accuracy: f64,
+    /// True-positive rate at `threshold` (positive: score ≥ threshold).
     pub tpr: f64,
+    /// False-positive rate at `threshold`.
     pub fpr: f64,
+    /// The monitor's own decision threshold on its probability score.
     pub threshold: f64,
+    /// AUROC the monitor's file records for its base model.
     pub base_auroc: f64,
+    /// `auroc - base_auroc`: negative when the monitor lost ground.
     pub delta_auroc: f64,
+    /// Balanced accuracy the monitor's file records for its base model.
     pub base_balanced_accuracy: f64,
 }
 

@@ -27,17 +27,25 @@ pub use realign::{Alternative, RealignReport};
 /// One monitor after the ladder: everything the verdict and the report say about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MonitorReport {
+    /// The monitor's name in its monitor.json.
     pub name: String,
     pub concept: String,
+    /// The decoder block whose residual stream it reads.
     pub layer: usize,
+    /// Named critical by the policy: always revalidated, whatever its risk.
     pub critical: bool,
     pub status: Status,
     /// The rung of the repair ladder this monitor needed.
     pub rung: Rung,
+    /// P(stale) from the risk model, with the features that drove it.
     pub risk: Risk,
+    /// The label-free features computed before any labeled data is spent.
     pub features: MonitorFeatures,
+    /// Labeled metrics through the candidate; `None`: not revalidated (unverified).
     pub eval: Option<EvalResult>,
+    /// Each limit of the policy the monitor broke on the candidate.
     pub stale_reasons: Vec<String>,
+    /// Rung 1: the label-free realignment, tried on stale monitors.
     pub realignment: Option<RealignReport>,
     /// Rung 2: the threshold chosen again on a few labeled training examples.
     #[serde(default)]

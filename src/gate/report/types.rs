@@ -19,46 +19,73 @@ pub use crate::gate::verdict::{Outcome, Verdict};
 pub const REPORT_SCHEMA: &str = "probegate.report";
 pub const REPORT_VERSION: u32 = 1;
 
+/// The base or the candidate, as the report names it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
+    /// The model reference as given (a path, `hf:org/name`, `nf4(X)`, `X+ADAPTER`).
     pub reference: String,
+    /// Hex sha256 of the weight files; what-if and adapter candidates hash
+    /// their recipe in too, so the same bytes always give the same value.
     pub fingerprint: String,
 }
 
+/// What changed between base and candidate (the `diff` stage, without its
+/// per-tensor rows).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiffSummary {
+    /// The update family the weight changes look like.
     pub family: Family,
+    /// The observations the family was named from, one sentence each.
     pub evidence: Vec<String>,
+    /// Per decoder block: the RMS of its tensors' ‖ΔW‖/‖W‖ and how many changed.
     pub blocks: Vec<BlockDiff>,
+    /// Root mean square ‖ΔW‖/‖W‖ per module kind (attn_q, mlp_up, norm, embed...).
     pub kinds: BTreeMap<String, f64>,
 }
 
+/// Labeled examples run through the candidate, against the policy's budget.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BudgetUse {
+    /// The policy's `budget.examples`.
     pub examples_limit: usize,
+    /// Examples revalidation and the repair rungs actually ran.
     pub examples_used: usize,
     /// Examples a full revalidation of every monitor would run.
     pub examples_full: usize,
+    /// The policy's `budget.seconds` for revalidation; `None`: no limit.
     pub seconds_limit: Option<f64>,
+    /// Every monitor was revalidated whatever the budget (the grid's ground truth).
     pub full_revalidation: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// Always [`REPORT_SCHEMA`].
     pub schema: String,
+    /// [`REPORT_VERSION`]: bumped when a field is removed or changes meaning.
     pub version: u32,
+    /// The probegate that wrote the report.
     pub probegate_version: String,
     pub verdict: Verdict,
+    /// Why the gate failed; empty unless the verdict is `fail`.
     pub reasons: Vec<String>,
+    /// What a pass should not hide (e.g. monitors left unverified); findings
+    /// about the suite itself start with `suite:`.
     pub warnings: Vec<String>,
     pub base: ModelInfo,
     pub candidate: ModelInfo,
+    /// The zoo condition the candidate was built under, for grid runs.
     pub condition: Option<String>,
+    /// The policy as parsed, every field filled in.
     pub policy: Policy,
     pub diff: DiffSummary,
     pub budget: BudgetUse,
+    /// Every monitor of the suite, riskiest first.
     pub monitors: Vec<MonitorReport>,
+    /// Unlabeled prompts run through both models for features and realignment.
     pub corpus_prompts: usize,
+    /// Wall-clock seconds per stage (load, diff, features, revalidation,
+    /// realignment: the whole repair ladder) and in `total`.
     pub seconds: BTreeMap<String, f64>,
 }
 
@@ -116,10 +143,13 @@ impl Report {
 /// report.json when the gate could not evaluate the candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReport {
+    /// Always [`REPORT_SCHEMA`].
     pub schema: String,
+    /// [`REPORT_VERSION`].
     pub version: u32,
     /// Always [`Outcome::Error`]: the field every reader checks first.
     pub verdict: Outcome,
+    /// The error that stopped the gate.
     pub error: String,
 }
 
