@@ -23,11 +23,18 @@ pub const FILE: &str = "probegate.toml";
 pub struct ProjectConfig {
     /// The file these settings came from.
     pub path: PathBuf,
+    /// The base model reference, its local parts rebased onto the file's directory.
     pub base: Option<String>,
+    /// The monitor suite's directory.
     pub monitors: Option<PathBuf>,
+    /// The policy file, or a shipped policy's `builtin:` path when the file names one.
     pub policy: Option<PathBuf>,
+    /// Labeled test sets, `<data>/<concept>/test.jsonl`; `None`: the suite's
+    /// own data, then the data built into probegate.
     pub data: Option<PathBuf>,
+    /// Where report.json, report.md, report.html and repaired monitors go.
     pub out: Option<PathBuf>,
+    /// A fitted risk model (JSON) in place of the built-in one.
     pub risk_model: Option<PathBuf>,
 }
 

@@ -12,34 +12,49 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::util::line_of;
 
+/// A parsed configuration (docs/serve.md lists every field). Relative paths
+/// are already resolved against the file's directory, secrets already read.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file this came from.
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// The job database, job reports, Hub download cache and the gate's history.
     pub state_dir: PathBuf,
+    /// Checks run at once, 1–64 (default 1).
     pub workers: usize,
+    /// Webhook bodies above this get 413; 1 KiB to 64 MiB (default 256 KiB).
     pub max_body_bytes: usize,
     /// Base of the links written back to registries (`{public_url}/jobs/{id}/report.md`).
     pub public_url: String,
+    /// `None`: no `[huggingface]` section, its webhook answers 404.
     pub huggingface: Option<HfConfig>,
+    /// `None`: no `[mlflow]` section, its webhook answers 404.
     pub mlflow: Option<MlflowConfig>,
     pub targets: Vec<Target>,
+    /// Attempts per registry callback, with exponential backoff (default 5).
     pub callback_retries: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct HfConfig {
+    /// The Hub, without a trailing slash (default `https://huggingface.co`).
     pub endpoint: String,
+    /// The value of the variable `webhook_secret_env` names, never empty.
     pub webhook_secret: String,
+    /// The value of the variable `token_env` names, if the file names one.
     pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct MlflowConfig {
+    /// The tracking server, without a trailing slash.
     pub tracking_uri: String,
+    /// The HMAC key, from the variable `webhook_secret_env` names; never empty.
     pub webhook_secret: String,
+    /// A bearer token, from the variable `token_env` names, if the file names one.
     pub token: Option<String>,
-    /// Largest accepted difference between X-MLflow-Timestamp and now.
+    /// Largest accepted difference between X-MLflow-Timestamp and now (default 300).
     pub max_skew_seconds: u64,
 }
 
@@ -54,9 +69,13 @@ pub enum Registry {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub registry: Registry,
+    /// The Hub repository (`org/name`) or the registered model's name.
     pub name: String,
+    /// The base model reference candidates are checked against.
     pub base: String,
+    /// The monitor suite's directory.
     pub monitors: PathBuf,
+    /// The policy file; the built-in `default` when the target names none.
     pub policy: PathBuf,
     /// `None`: the suite's own data, then the data built into probegate.
     pub data: Option<PathBuf>,

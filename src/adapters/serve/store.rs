@@ -84,23 +84,36 @@ pub enum CallbackState {
     Failed,
 }
 
+/// One gate run the server owes a registry (`GET /jobs/{id}` serves it as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
+    /// Assigned in delivery order from 1; the reports go to `state_dir/jobs/{id}/`.
     pub id: u64,
+    /// The registry event that asked for the check.
     pub source: Source,
     pub state: JobState,
     /// Times a worker started the job; above 1 only after a crash.
     pub attempts: u32,
+    /// The gate's outcome once done; `None` while queued or running.
     pub verdict: Option<Outcome>,
+    /// What `probegate check` would have exited with: 0 pass, 1 fail, 2 error.
     pub exit_code: Option<i32>,
+    /// One line: the verdict with its monitor counts, or the error (MLflow's
+    /// `probegate.summary` tag).
     pub summary: Option<String>,
+    /// Why the gate could not evaluate, when the state is `error`.
     pub error: Option<String>,
     /// The candidate the job resolved and checked.
     pub candidate: Option<String>,
+    /// Whether the registry has been told the result.
     pub callback: CallbackState,
+    /// Calls made to the registry so far.
     pub callback_attempts: u32,
+    /// The last failed call's error; cleared by a successful one.
     pub callback_error: Option<String>,
+    /// Unix seconds when the delivery was accepted.
     pub created: u64,
+    /// Unix seconds of the last change to the job.
     pub updated: u64,
 }
 
