@@ -22,9 +22,12 @@ pub const FORMAT_VERSION: &str = "1";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExtractOptions {
+    /// Decoder blocks whose output (the residual stream after the block) is kept.
     pub layers: Vec<usize>,
+    /// One output per pooling, from the same forward passes.
     pub pools: Vec<Pool>,
     pub precision: Precision,
+    /// Prompts per forward pass.
     pub batch_size: usize,
     /// Prompts longer than this are cut to their first `max_tokens` tokens.
     pub max_tokens: usize,
@@ -45,13 +48,18 @@ impl Default for ExtractOptions {
 /// Pooled activations for one pooling: layer -> [n, d_model].
 #[derive(Debug, Clone)]
 pub struct Activations {
+    /// The fingerprint of the model that produced them (hex sha256).
     pub model_fingerprint: String,
+    /// The model reference as given; empty when a file does not record it.
     pub model_ref: String,
     pub pool: Pool,
     pub precision: Precision,
     pub layers: Vec<usize>,
+    /// Tokens per prompt after truncation, in input order.
     pub token_counts: Vec<usize>,
+    /// Prompts cut to `max_tokens`.
     pub truncated: usize,
+    /// Layer -> f32 [n_prompts, d_model], rows in input order.
     pub data: BTreeMap<usize, Tensor>,
 }
 

@@ -61,25 +61,35 @@ pub struct ModelConfig {
     /// The name the checkpoint itself uses (`llama`, `qwen2`, `mistral`, `gemma3`...).
     pub model_type: String,
     pub vocab_size: usize,
+    /// d_model: the width of the residual stream monitors read.
     pub hidden_size: usize,
+    /// The MLP's inner width.
     pub intermediate_size: usize,
+    /// Decoder blocks.
     pub num_layers: usize,
+    /// Query heads, and the key/value heads they share (fewer under GQA).
     pub num_heads: usize,
     pub num_kv_heads: usize,
+    /// Given, or hidden_size / num_heads as transformers derives it.
     pub head_dim: usize,
     pub rms_norm_eps: f64,
+    /// The rope base of global-attention layers.
     pub rope_theta: f64,
     /// Gemma 3's sliding-window layers use their own rope base.
     pub rope_local_theta: Option<f64>,
     pub rope_scaling: RopeScaling,
+    /// q/k/v projections carry biases (Qwen2).
     pub attention_bias: bool,
+    /// Tokens a sliding-window layer attends to.
     pub sliding_window: Option<usize>,
+    /// Per block: full or sliding-window attention.
     pub layer_types: Vec<AttnKind>,
     /// Multiplier on q·k before softmax.
     pub attn_scale: f64,
     pub activation: Activation,
     /// Gemma multiplies embeddings by sqrt(hidden_size).
     pub embed_scale: Option<f64>,
+    /// The output head reuses the embedding matrix.
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,

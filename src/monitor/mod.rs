@@ -92,10 +92,15 @@ pub struct Classifier {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
+    /// sha256 of the training texts in order, NUL-separated (labels not included).
     pub train_data_sha256: String,
+    /// Examples the probe was fitted on.
     pub n_train: usize,
+    /// Examples held out to choose the threshold.
     pub n_validation: usize,
+    /// The seed of the splits and cross-validation folds.
     pub seed: u64,
+    /// The probegate that made the monitor.
     pub probegate_version: String,
     /// Set when the monitor was repaired for a candidate (realignment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,12 +110,18 @@ pub struct Provenance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
-    /// What the metrics were measured on (`held-out test split`).
+    /// What the metrics were measured on: `held-out test`, or the fit's
+    /// own `validation` or `calibration` split when no test set was given.
     pub split: String,
+    /// sha256 of the data set the split came from (as `train_data_sha256`):
+    /// revalidation takes a test set only when its hash matches.
     pub data_sha256: String,
+    /// Examples in the split, and how many are positive.
     pub n: usize,
     pub n_positive: usize,
     pub auroc: f64,
+    /// 95% stratified percentile bootstrap of `auroc`, 1000 resamples;
+    /// `[auroc, auroc]` when measured on the fit's own split.
     pub auroc_ci95: [f64; 2],
     pub balanced_accuracy: f64,
     pub tpr: f64,

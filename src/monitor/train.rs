@@ -15,12 +15,16 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainOptions {
+    /// Seeds the validation split and the cross-validation folds.
     pub seed: u64,
     /// Share of the training data held out to choose the threshold.
     pub validation_share: f64,
+    /// Cross-validation folds; each class needs at least this many examples.
     pub folds: usize,
+    /// L2 strengths tried, ascending: ties in CV AUROC go to the later one.
     pub l2_grid: Vec<f64>,
     pub threshold_rule: ThresholdRule,
+    /// The optimiser's iteration cap per fit.
     pub max_iterations: u64,
 }
 
@@ -37,16 +41,23 @@ impl Default for TrainOptions {
     }
 }
 
+/// A fitted probe: score = sigmoid(w · (x − mean) / std + bias).
 #[derive(Debug, Clone)]
 pub struct Trained {
     pub w: Vec<f32>,
     pub bias: f64,
+    /// Standardisation statistics of the fitting split (a std ≤ 1e-6 becomes 1).
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The L2 strength cross-validation chose.
     pub l2: f64,
+    /// Mean out-of-fold AUROC at that strength.
     pub cv_auroc: f64,
+    /// AUROC on the held-out validation split (NaN when it has one class).
     pub validation_auroc: f64,
+    /// The threshold chosen on the validation split, with its rates there.
     pub threshold: Thresholded,
+    /// Examples fitted on and held out.
     pub n_fit: usize,
     pub n_validation: usize,
 }
