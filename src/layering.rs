@@ -187,6 +187,29 @@ fn module_of(rel: &Path) -> Vec<String> {
     parts
 }
 
+/// Every library source file (the binary's main.rs and cli/, and this
+/// test, left out) as (path relative to src/, module path, text).
+fn library_files(src: &Path) -> Vec<(std::path::PathBuf, Vec<String>, String)> {
+    let mut files = Vec::new();
+    visit(src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let rel = f.strip_prefix(src).unwrap().to_path_buf();
+            let me = module_of(&rel);
+            // The binary sits above the whole library; this test only reads.
+            if me
+                .first()
+                .is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str()))
+            {
+                return None;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            Some((rel, me, text))
+        })
+        .collect()
+}
+
 #[test]
 fn modules_import_only_the_layers_before_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -199,22 +222,9 @@ fn modules_import_only_the_layers_before_them() {
         };
         std::fs::read_to_string(file).ok().map(|t| declared(&t))
     };
-    let mut files = Vec::new();
-    visit(&src, &mut files);
     let mut bad = Vec::new();
     let mut checked = 0;
-    for f in files {
-        let rel = f.strip_prefix(&src).unwrap();
-        let me = module_of(rel);
-        // The binary (main.rs, cli/) sits above the whole library; this test
-        // only reads.
-        if me
-            .first()
-            .is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str()))
-        {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).unwrap();
+    for (rel, me, text) in library_files(&src) {
         for import in imports(&text, &me) {
             if import.len() == 1 && ["Error", "Result"].contains(&import[0].as_str()) {
                 continue;
@@ -289,19 +299,8 @@ fn the_rule_catches_upward_sibling_and_parent_imports() {
 #[test]
 fn the_library_names_no_command_line_crate() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    visit(&src, &mut files);
     let mut bad = Vec::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).unwrap();
-        let me = module_of(rel);
-        if me
-            .first()
-            .is_some_and(|t| ["main", "cli", "layering"].contains(&t.as_str()))
-        {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).unwrap();
+    for (rel, _, text) in library_files(&src) {
         if text.contains("clap::") || text.contains("use clap") {
             bad.push(rel.display().to_string());
         }

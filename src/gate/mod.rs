@@ -101,23 +101,21 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         || policy.retraining.enabled
         || (policy.realignment.enabled && policy.realignment.concept_texts);
     let data = LabeledData::find(&suite, &req.monitors, &req.data, ladder_reads_train)?;
-    let models = timed(&mut secs, "load", || {
-        prepare::prepare(
-            &req.base,
-            &req.candidate,
-            &suite,
-            corpus_of(policy),
-            BaseCheck::Require,
-        )
-    })?;
-    progress("load", 1, 1);
-    let diff = timed(&mut secs, "diff", || diff_models(&models, progress))?;
     let cache = ActCache::from_env();
-    let (corpus_acts, features) = timed(&mut secs, "features", || {
-        let acts = features::corpus_activations(&models, &suite, &cache, progress)?;
-        let f = features::features(&suite, &diff, &acts)?;
-        Ok((acts, f))
-    })?;
+    let Unlabeled {
+        models,
+        diff,
+        corpus_acts,
+        features,
+    } = unlabeled(
+        (&req.base, &req.candidate),
+        &suite,
+        corpus_of(policy),
+        BaseCheck::Require,
+        &cache,
+        &mut secs,
+        progress,
+    )?;
     let risks = req.risk_model.predict_each(&features);
     let schedule = revalidate::Schedule {
         order: revalidate::plan(suite.iter().map(|m| {
@@ -232,7 +230,44 @@ fn diff_models(models: &prepare::Prepared, progress: Progress) -> Result<DiffRep
     })
 }
 
-/// The stages before any labeled data is spent: prepare, diff, features.
+/// What the stages before any labeled data is spent produce.
+struct Unlabeled {
+    models: prepare::Prepared,
+    diff: DiffReport,
+    corpus_acts: features::PairedActs,
+    features: BTreeMap<String, MonitorFeatures>,
+}
+
+/// prepare → diff → features, each timed into `secs`: what `run` does
+/// before spending labels, and all that `features` and `risk` do.
+fn unlabeled(
+    (base, candidate): (&str, &str),
+    suite: &[Monitor],
+    corpus: Corpus,
+    base_check: BaseCheck,
+    cache: &ActCache,
+    secs: &mut BTreeMap<String, f64>,
+    progress: Progress,
+) -> Result<Unlabeled> {
+    let models = timed(secs, "load", || {
+        prepare::prepare(base, candidate, suite, corpus, base_check)
+    })?;
+    progress("load", 1, 1);
+    let diff = timed(secs, "diff", || diff_models(&models, progress))?;
+    let (corpus_acts, features) = timed(secs, "features", || {
+        let acts = features::corpus_activations(&models, suite, cache, progress)?;
+        let f = features::features(suite, &diff, &acts)?;
+        Ok((acts, f))
+    })?;
+    Ok(Unlabeled {
+        models,
+        diff,
+        corpus_acts,
+        features,
+    })
+}
+
+/// The stages before any labeled data is spent, on the suite at `monitors`.
 fn features_of(
     base: &str,
     candidate: &str,
@@ -242,12 +277,16 @@ fn features_of(
     progress: Progress,
 ) -> Result<(DiffReport, usize, BTreeMap<String, MonitorFeatures>)> {
     let suite = mon::load_suite(monitors)?;
-    let models = prepare::prepare(base, candidate, &suite, corpus, base_check)?;
-    progress("load", 1, 1);
-    let diff = diff_models(&models, progress)?;
-    let acts = features::corpus_activations(&models, &suite, &ActCache::from_env(), progress)?;
-    let f = features::features(&suite, &diff, &acts)?;
-    Ok((diff, models.corpus.len(), f))
+    let u = unlabeled(
+        (base, candidate),
+        &suite,
+        corpus,
+        base_check,
+        &ActCache::from_env(),
+        &mut BTreeMap::new(),
+        progress,
+    )?;
+    Ok((u.diff, u.models.corpus.len(), u.features))
 }
 
 /// The diff and every monitor's pre-deployment features, without spending

@@ -185,14 +185,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::field(
-                path,
-                format!("line {} column {}", e.line(), e.column()),
-                e.to_string(),
-            )
-        })
+        crate::util::read_json(path)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
