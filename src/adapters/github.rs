@@ -1,11 +1,16 @@
 //! The GitHub adapter: publishes a `check` report as a check run and as one
 //! sticky pull-request comment, through octocrab. The Action calls it via
 //! `probegate github publish`; it reads only the report directory, so it is
-//! the same whether the gate passed, failed or could not evaluate.
+//! the same whether the gate passed, failed or could not evaluate. Only a
+//! comment the token's own account wrote is ever edited ([`author`]).
 
-use std::path::{Path, PathBuf};
+mod author;
+mod changes;
+pub use author::{validate_author, IgnoredComment, ACTIONS_BOT, AUTHOR_ENV};
+pub use changes::{changed_candidates, Changed};
 
-use octocrab::models::CheckRunId;
+use std::path::Path;
+
 use octocrab::params::checks::{
     CheckRunConclusion, CheckRunOutput, CheckRunOutputAnnotation, CheckRunOutputAnnotationLevel,
     CheckRunStatus,
@@ -15,8 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gate::report::{Outcome, ReportFile, Status, Verdict};
-// The one git runner; -z output needs its bytes.
-use crate::adapters::hook::git_bytes as git;
 
 /// Hidden marker that identifies probegate's sticky comment among a PR's
 /// comments (the unnamed job's; a named job's is [`sticky_marker`]).
@@ -252,6 +255,16 @@ impl Client {
     }
 
     pub async fn start_check_run(&self, head_sha: &str, details_url: Option<&str>) -> Result<u64> {
+        Ok(self.create_check_run(head_sha, details_url).await?.id)
+    }
+
+    /// Sent through octocrab's request builders, read raw: its CheckRun
+    /// model drops `app`, which names the token's own account.
+    async fn create_check_run(
+        &self,
+        head_sha: &str,
+        details_url: Option<&str>,
+    ) -> Result<author::RunReply> {
         let checks = self.octo.checks(&self.owner, &self.repo);
         let mut req = checks
             .create_check_run(check_name(self.name.as_deref()), head_sha)
@@ -259,16 +272,19 @@ impl Client {
         if let Some(u) = details_url {
             req = req.details_url(u);
         }
-        let run = req.send().await.map_err(|e| {
+        let route = format!("/repos/{}/{}/check-runs", self.owner, self.repo);
+        self.octo.post(route, Some(&req)).await.map_err(|e| {
             remote(
                 format!("create check run on {}/{}", self.owner, self.repo),
                 e,
             )
-        })?;
-        Ok(run.id.into_inner())
+        })
     }
 
-    pub async fn finish_check_run(&self, id: u64, s: &Summary) -> Result<()> {
+    /// Complete check run `id` with the summary. Returns the slug of the
+    /// GitHub App the run belongs to, which is the token's own (only an app
+    /// can write check runs), when GitHub names it.
+    pub async fn finish_check_run(&self, id: u64, s: &Summary) -> Result<Option<String>> {
         // GitHub caps output text at 65535 characters and 50 annotations per request.
         let text: String = s.markdown.chars().take(65_000).collect();
         let annotations: Vec<CheckRunOutputAnnotation> = s
@@ -298,72 +314,142 @@ impl Client {
             annotations,
             images: vec![],
         };
-        self.octo
-            .checks(&self.owner, &self.repo)
-            .update_check_run(CheckRunId(id))
+        let checks = self.octo.checks(&self.owner, &self.repo);
+        let req = checks
+            .update_check_run(octocrab::models::CheckRunId(id))
             .status(CheckRunStatus::Completed)
             .conclusion(conclusion(s.verdict))
-            .output(output)
-            .send()
+            .output(output);
+        let route = format!("/repos/{}/{}/check-runs/{id}", self.owner, self.repo);
+        let run: author::RunReply = self
+            .octo
+            .patch(route, Some(&req))
             .await
             .map_err(|e| remote(format!("update check run {id}"), e))?;
-        Ok(())
+        Ok(run.app.map(|a| a.slug))
     }
 
-    /// Create or update probegate's one comment on the pull request. Returns
-    /// the comment id and whether it was created.
+    /// The login this token writes comments as, from `GET /user`; an error
+    /// that names `--comment-author` when the token cannot read it.
+    pub async fn own_login(&self) -> Result<String> {
+        author::user_login(&self.octo).await
+    }
+
+    /// Create or update probegate's one comment on the pull request. A
+    /// sticky comment is the first one that carries the marker and that
+    /// `author` wrote (`None`: the login `GET /user` names); marked comments
+    /// by anyone else are left alone and returned.
     pub async fn upsert_comment(
         &self,
         pr: u64,
         body: &str,
         mode: CommentMode,
-    ) -> Result<Option<(u64, bool)>> {
-        let marker = sticky_marker(self.name.as_deref());
-        let body = format!("{marker}\n{body}");
-        let issues = self.octo.issues(&self.owner, &self.repo);
+        author: Option<&str>,
+    ) -> Result<Option<Upserted>> {
         if mode == CommentMode::Off {
             return Ok(None);
         }
+        let marker = sticky_marker(self.name.as_deref());
+        let body = format!("{marker}\n{body}");
+        let (mut ignored, mut sticky_author) = (Vec::new(), None);
         if mode == CommentMode::Sticky {
-            let mut page = issues
-                .list_comments(pr)
-                .per_page(100)
-                .send()
-                .await
-                .map_err(|e| remote(format!("list comments on #{pr}"), e))?;
-            loop {
-                if let Some(c) = page
-                    .items
-                    .iter()
-                    .find(|c| c.body.as_deref().is_some_and(|b| b.starts_with(&marker)))
-                {
-                    let id = c.id;
-                    // GitHub documents PATCH for this; octocrab's update_comment sends POST.
-                    let route = format!("/repos/{}/{}/issues/comments/{id}", self.owner, self.repo);
-                    let _: octocrab::models::issues::Comment = self
-                        .octo
-                        .patch(route, Some(&serde_json::json!({ "body": body })))
-                        .await
-                        .map_err(|e| remote(format!("update comment {id}"), e))?;
-                    return Ok(Some((id.into_inner(), false)));
+            let author = match author {
+                Some(a) => {
+                    validate_author(a)?;
+                    a.to_string()
                 }
-                match self
+                None => self.own_login().await?,
+            };
+            if let Some(id) = self.find_own(pr, &marker, &author, &mut ignored).await? {
+                // GitHub documents PATCH for this; octocrab's update_comment sends POST.
+                let route = format!("/repos/{}/{}/issues/comments/{id}", self.owner, self.repo);
+                let _: author::Listed = self
                     .octo
-                    .get_page(&page.next)
+                    .patch(route, Some(&serde_json::json!({ "body": body })))
                     .await
-                    .map_err(|e| remote(format!("list comments on #{pr}"), e))?
-                {
-                    Some(p) => page = p,
-                    None => break,
-                }
+                    .map_err(|e| remote(format!("update comment {id}"), e))?;
+                return Ok(Some(Upserted {
+                    id,
+                    created: false,
+                    author: Some(author),
+                    ignored,
+                }));
             }
+            sticky_author = Some(author);
         }
-        let c = issues
-            .create_comment(pr, &body)
+        let id = self.create_comment(pr, &body).await?;
+        Ok(Some(Upserted {
+            id,
+            created: true,
+            author: sticky_author,
+            ignored,
+        }))
+    }
+
+    async fn create_comment(&self, pr: u64, body: &str) -> Result<u64> {
+        let c = self
+            .octo
+            .issues(&self.owner, &self.repo)
+            .create_comment(pr, body)
             .await
             .map_err(|e| remote(format!("comment on #{pr}"), e))?;
-        Ok(Some((c.id.into_inner(), true)))
+        Ok(c.id.into_inner())
     }
+
+    /// The first comment on `pr` that starts with `marker` and that `author`
+    /// wrote; marked comments by others go to `ignored`, every page read.
+    async fn find_own(
+        &self,
+        pr: u64,
+        marker: &str,
+        author: &str,
+        ignored: &mut Vec<IgnoredComment>,
+    ) -> Result<Option<u64>> {
+        let what = || format!("list comments on #{pr}");
+        let route = format!("/repos/{}/{}/issues/{pr}/comments", self.owner, self.repo);
+        let mut page: octocrab::Page<author::Listed> = self
+            .octo
+            .get(route, Some(&[("per_page", 100)]))
+            .await
+            .map_err(|e| remote(what(), e))?;
+        let mut own = None;
+        loop {
+            let marked = page
+                .items
+                .iter()
+                .filter(|c| c.body.as_deref().is_some_and(|b| b.starts_with(marker)));
+            for c in marked {
+                if author::written_by(c, author) {
+                    own = own.or(Some(c.id));
+                } else {
+                    ignored.push(IgnoredComment {
+                        id: c.id,
+                        author: c.user.as_ref().map_or("ghost", |u| &u.login).to_string(),
+                    });
+                }
+            }
+            match self
+                .octo
+                .get_page(&page.next)
+                .await
+                .map_err(|e| remote(what(), e))?
+            {
+                Some(p) => page = p,
+                None => return Ok(own),
+            }
+        }
+    }
+}
+
+/// What [`Client::upsert_comment`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub id: u64,
+    pub created: bool,
+    /// The account whose comment is the sticky one (sticky mode only).
+    pub author: Option<String>,
+    /// Comments with the marker that someone else wrote, left untouched.
+    pub ignored: Vec<IgnoredComment>,
 }
 
 /// Everything `probegate github publish` does, in order: a check run (created
@@ -379,6 +465,9 @@ pub struct Publish<'a> {
     pub check_run: CheckRun,
     /// The job name (`--name`); `None` for the unnamed job.
     pub name: Option<&'a str>,
+    /// The account whose comment is the sticky one (`--comment-author`);
+    /// `None`: the token's own, from its check run's app or `GET /user`.
+    pub comment_author: Option<&'a str>,
 }
 
 /// What publishing does with the check run.
@@ -397,131 +486,56 @@ pub struct Published {
     pub check_run_id: Option<u64>,
     pub comment_id: Option<u64>,
     pub comment_created: bool,
+    /// Whose comment the sticky one is (the token's account); `null` unless sticky.
+    pub comment_author: Option<String>,
+    /// Comments carrying the marker that someone else wrote: never edited.
+    pub ignored_comments: Vec<IgnoredComment>,
     pub stale: usize,
     pub repaired: usize,
 }
 
 pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
     let c = Client::new(p.api_url, p.token, p.repository)?.with_name(p.name)?;
+    let sticky = p.pr.is_some() && p.comment == CommentMode::Sticky;
+    let mut author = p.comment_author.map(str::to_string);
+    if let Some(a) = &author {
+        validate_author(a)?;
+    }
+    // Without a check run to name the token's app, ask GitHub first, so that
+    // a token that cannot say who it is fails before anything is written.
+    if sticky && author.is_none() && p.check_run == CheckRun::Off {
+        author = Some(c.own_login().await?);
+    }
     let check_run_id = match p.check_run {
         CheckRun::Off => None,
-        CheckRun::Create => Some(c.start_check_run(p.sha, p.details_url).await?),
+        CheckRun::Create => Some(c.create_check_run(p.sha, p.details_url).await?.id),
         CheckRun::Existing(id) => Some(id),
     };
     if let Some(id) = check_run_id {
-        c.finish_check_run(id, s).await?;
+        let app = c.finish_check_run(id, s).await?;
+        if sticky && author.is_none() {
+            author = app.as_deref().map(author::bot_login);
+        }
     }
     let mut comment = None;
     if let Some(pr) = p.pr {
-        comment = c.upsert_comment(pr, &s.markdown, p.comment).await?;
+        comment = c
+            .upsert_comment(pr, &s.markdown, p.comment, author.as_deref())
+            .await?;
     }
+    let created = comment.as_ref().is_some_and(|c| c.created);
+    let (comment_id, comment_author, ignored_comments) = match comment {
+        Some(u) => (Some(u.id), u.author, u.ignored),
+        None => (None, None, vec![]),
+    };
     Ok(Published {
         verdict: s.verdict,
         check_run_id,
-        comment_id: comment.map(|c| c.0),
-        comment_created: comment.is_some_and(|c| c.1),
+        comment_id,
+        comment_created: created,
+        comment_author,
+        ignored_comments,
         stale: s.stale,
         repaired: s.repaired,
-    })
-}
-
-/// What `probegate github candidates` found.
-#[derive(Debug, Serialize)]
-pub struct Changed {
-    /// The commit `since` resolved to.
-    pub since: String,
-    /// Files changed since then, relative to the repository root.
-    pub files: Vec<String>,
-    /// Model references for the adapters and checkpoints among them (absolute paths).
-    pub candidates: Vec<String>,
-}
-
-/// The adapters and checkpoints changed on HEAD's side since it forked from
-/// `since` (`git diff since...HEAD`, what a pull request's "files changed"
-/// shows), as model references on `base`: the pre-push hook's rules
-/// ([`crate::adapters::hook::candidates`]). Names are read NUL-separated so that
-/// non-ASCII and odd paths arrive intact; deleted files make no candidate.
-pub fn changed_candidates(repo: &Path, since: &str, base: &str) -> Result<Changed> {
-    // A revision starting with '-' would be read as an option by git.
-    if since.is_empty() || since.starts_with('-') {
-        return Err(Error::Usage(format!(
-            "--since `{since}`: not a git revision"
-        )));
-    }
-    let top = git(repo, &["rev-parse", "--show-toplevel"])?;
-    let top = PathBuf::from(
-        String::from_utf8(top)
-            .map_err(|_| {
-                Error::Usage(format!(
-                    "{}: the repository's path is not UTF-8",
-                    repo.display()
-                ))
-            })?
-            .trim_end_matches(['\n', '\r']),
-    );
-    let sha = git(
-        &top,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{since}^{{commit}}"),
-        ],
-    )
-    .ok()
-    .and_then(|o| String::from_utf8(o).ok())
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty())
-    .ok_or_else(|| {
-        Error::Usage(format!(
-            "--since `{since}`: no such commit in {} (a shallow clone? check out with \
-             `fetch-depth: 0` so the pull request's base is present)",
-            top.display()
-        ))
-    })?;
-    let names = git(
-        &top,
-        &[
-            "-c",
-            "core.quotePath=false",
-            "diff",
-            "--name-only",
-            "-z",
-            "--no-renames",
-            &format!("{sha}...HEAD"),
-        ],
-    )?;
-    let mut files = Vec::new();
-    for raw in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        // Model references are strings, so a path that is not UTF-8 cannot
-        // become one: skipping such a model file would be a silent pass.
-        let name = match String::from_utf8(raw.to_vec()) {
-            Ok(n) => n,
-            Err(_) => {
-                let lossy = String::from_utf8_lossy(raw);
-                let file = lossy.rsplit('/').next().unwrap_or("");
-                if file.ends_with(".gguf")
-                    || file.ends_with(".safetensors")
-                    || file.ends_with("config.json")
-                    || file.starts_with("adapter_model.")
-                {
-                    return Err(Error::Usage(format!(
-                        "changed file `{lossy}` in {}: the path is not UTF-8, so it cannot be \
-                         passed as a model reference; rename it",
-                        top.display()
-                    )));
-                }
-                continue;
-            }
-        };
-        if !files.contains(&name) {
-            files.push(name);
-        }
-    }
-    let candidates = crate::adapters::hook::candidates(&top, &files, base);
-    Ok(Changed {
-        since: sha,
-        files,
-        candidates,
     })
 }

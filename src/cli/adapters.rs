@@ -98,6 +98,11 @@ pub enum GithubCommand {
         monitors: Option<String>,
         #[arg(long, alias = "job", help = NAME_HELP)]
         name: Option<String>,
+        /// The account the token comments as, whose comment alone is edited as the
+        /// sticky one (default: the check run's app, `<slug>[bot]`, else `GET /user`;
+        /// for Actions' GITHUB_TOKEN without a check run: github-actions[bot]).
+        #[arg(long, env = github::AUTHOR_ENV)]
+        comment_author: Option<String>,
     },
     /// List model references for the adapters and checkpoints changed since a revision.
     #[command(
@@ -168,10 +173,14 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
             details_url,
             monitors,
             name,
+            comment_author,
         } => {
-            // Refuse a bad name before reading anything.
+            // Refuse a bad name or author before reading anything.
             if let Some(n) = name {
                 github::validate_name(n)?;
+            }
+            if let Some(a) = comment_author {
+                github::validate_author(a)?;
             }
             let s = github::summarize(report, monitors.as_deref());
             let p = Publish {
@@ -188,8 +197,22 @@ pub fn cmd_github(g: &Global, c: &GithubCommand) -> Result<i32> {
                     (false, None) => CheckRun::Create,
                 },
                 name: name.as_deref(),
+                comment_author: comment_author.as_deref(),
             };
             let out = rt.block_on(github::publish(&p, &s))?;
+            // A forged sticky comment is worth a look whatever the format.
+            for c in &out.ignored_comments {
+                eprintln!(
+                    "warning: comment {} on #{} carries probegate's marker but was written by {}, \
+                     not {}; left untouched",
+                    c.id,
+                    pr.unwrap_or_default(),
+                    c.author,
+                    out.comment_author
+                        .as_deref()
+                        .unwrap_or("this token's account")
+                );
+            }
             match g.format {
                 Format::Json => emit_json(&out)?,
                 Format::Human if !g.quiet => println!(

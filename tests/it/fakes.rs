@@ -71,32 +71,80 @@ pub fn spawn(router: Router) -> SocketAddr {
 
 // ---------------------------------------------------------------- GitHub
 
+/// The account GitHub attributes an installation token's (`ghs_…`, e.g.
+/// Actions' GITHUB_TOKEN) comments to: its app's bot.
+pub const ACTIONS_BOT: &str = "github-actions[bot]";
+
+/// A pull-request comment the fake holds.
+#[derive(Debug, Clone)]
+pub struct FakeComment {
+    pub id: u64,
+    /// The author's login.
+    pub author: String,
+    pub body: String,
+}
+
 #[derive(Default)]
 struct Gh {
     log: Log,
     next_id: Mutex<u64>,
-    comments: Mutex<HashMap<u64, Vec<(u64, String)>>>,
+    comments: Mutex<HashMap<u64, Vec<FakeComment>>>,
+    /// User tokens (PATs) → their account's login; `GET /user` answers for these.
+    users: Mutex<HashMap<String, String>>,
 }
 
-fn author() -> Value {
-    let u = "https://api.github.com/users/probegate-bot";
-    json!({"login": "probegate-bot", "id": 1, "node_id": "U_1", "avatar_url": u, "gravatar_id": "",
+impl Gh {
+    /// Who a request's token acts as, as GitHub decides it: a known user
+    /// token's account, or an installation token's bot.
+    fn actor(&self, headers: &HeaderMap) -> Option<String> {
+        let token = headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        match self.users.lock().unwrap().get(token) {
+            Some(login) => Some(login.clone()),
+            None if token.starts_with("ghs_") => Some(ACTIONS_BOT.into()),
+            None => None,
+        }
+    }
+}
+
+fn author(login: &str) -> Value {
+    let u = format!("https://api.github.com/users/{login}");
+    let kind = if login.ends_with("[bot]") {
+        "Bot"
+    } else {
+        "User"
+    };
+    json!({"login": login, "id": 1, "node_id": "U_1", "avatar_url": u, "gravatar_id": "",
         "url": u, "html_url": u, "followers_url": u, "following_url": u, "gists_url": u,
         "starred_url": u, "subscriptions_url": u, "organizations_url": u, "repos_url": u,
-        "events_url": u, "received_events_url": u, "type": "Bot", "site_admin": false})
+        "events_url": u, "received_events_url": u, "type": kind, "site_admin": false})
 }
 
-fn comment_json(id: u64, body: &str) -> Value {
+fn comment_json(c: &FakeComment) -> Value {
+    let id = c.id;
     let u = format!("https://api.github.com/repos/o/r/issues/comments/{id}");
-    json!({"id": id, "node_id": format!("IC_{id}"), "url": u, "html_url": u, "body": body,
-        "user": author(), "created_at": "2026-11-27T10:00:00Z", "updated_at": "2026-11-27T10:00:00Z"})
+    // GitHub sets performed_via_github_app on a bot's comments.
+    let app = c.author.ends_with("[bot]").then(actions_app);
+    json!({"id": id, "node_id": format!("IC_{id}"), "url": u, "html_url": u, "body": c.body,
+        "user": author(&c.author), "performed_via_github_app": app,
+        "created_at": "2026-11-27T10:00:00Z", "updated_at": "2026-11-27T10:00:00Z"})
+}
+
+/// The app behind Actions' GITHUB_TOKEN, as check runs carry it.
+fn actions_app() -> Value {
+    json!({"id": 15368, "slug": "github-actions", "node_id": "MDM6QXBwMTUzNjg=",
+        "name": "GitHub Actions", "owner": author("github"),
+        "html_url": "https://github.com/apps/github-actions"})
 }
 
 fn check_run_json(id: u64, sha: &str, name: &str, conclusion: Option<&str>) -> Value {
     json!({"id": id, "node_id": format!("CR_{id}"), "details_url": null, "head_sha": sha,
         "url": format!("https://api.github.com/repos/o/r/check-runs/{id}"), "html_url": null,
         "conclusion": conclusion, "started_at": "2026-11-27T10:00:00Z", "completed_at": null,
-        "name": name, "pull_requests": [],
+        "name": name, "pull_requests": [], "app": actions_app(),
         "output": {"title": null, "summary": null, "text": null, "annotations_count": 0,
                    "annotations_url": "https://api.github.com/x"}})
 }
@@ -137,6 +185,21 @@ async fn gh_any(
             ))
             .into_response()
         }
+        // GitHub answers an installation token 403 here: it is no user.
+        ("GET", ["user"]) => match s.actor(&headers) {
+            Some(login) if !login.ends_with("[bot]") => Json(author(&login)).into_response(),
+            Some(_) => (
+                StatusCode::FORBIDDEN,
+                Json(json!({"message": "Resource not accessible by integration",
+                    "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user"})),
+            )
+                .into_response(),
+            None => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})),
+            )
+                .into_response(),
+        },
         ("GET", ["repos", _, _, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);
             let list: Vec<Value> = s
@@ -144,31 +207,41 @@ async fn gh_any(
                 .lock()
                 .unwrap()
                 .get(&n)
-                .map(|v| v.iter().map(|(id, body)| comment_json(*id, body)).collect())
+                .map(|v| v.iter().map(comment_json).collect())
                 .unwrap_or_default();
             Json(Value::Array(list)).into_response()
         }
         ("POST", ["repos", _, _, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);
-            let id = next();
-            let body = b["body"].as_str().unwrap_or("").to_string();
+            let c = FakeComment {
+                id: next(),
+                author: s.actor(&headers).unwrap_or_else(|| "ghost".into()),
+                body: b["body"].as_str().unwrap_or("").to_string(),
+            };
             s.comments
                 .lock()
                 .unwrap()
                 .entry(n)
                 .or_default()
-                .push((id, body.clone()));
-            (StatusCode::CREATED, Json(comment_json(id, &body))).into_response()
+                .push(c.clone());
+            (StatusCode::CREATED, Json(comment_json(&c))).into_response()
         }
+        // Like GitHub for a token with write access: anyone's comment may be edited.
         ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
             let id: u64 = id.parse().unwrap_or(0);
             let body = b["body"].as_str().unwrap_or("").to_string();
+            let mut edited = None;
             for v in s.comments.lock().unwrap().values_mut() {
-                for c in v.iter_mut().filter(|c| c.0 == id) {
-                    c.1 = body.clone();
+                for c in v.iter_mut().filter(|c| c.id == id) {
+                    c.body = body.clone();
+                    edited = Some(c.clone());
                 }
             }
-            Json(comment_json(id, &body)).into_response()
+            match edited {
+                Some(c) => Json(comment_json(&c)).into_response(),
+                None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})))
+                    .into_response(),
+            }
         }
         _ => (
             StatusCode::NOT_FOUND,
@@ -199,7 +272,15 @@ impl FakeGithub {
     pub fn log(&self) -> Vec<Recorded> {
         self.state.log.all()
     }
+    /// The PR's comments as (id, body).
     pub fn comments(&self, pr: u64) -> Vec<(u64, String)> {
+        self.comments_by(pr)
+            .into_iter()
+            .map(|c| (c.id, c.body))
+            .collect()
+    }
+    /// The PR's comments with their authors.
+    pub fn comments_by(&self, pr: u64) -> Vec<FakeComment> {
         self.state
             .comments
             .lock()
@@ -207,6 +288,34 @@ impl FakeGithub {
             .get(&pr)
             .cloned()
             .unwrap_or_default()
+    }
+    /// A comment someone else wrote (e.g. one that copies probegate's marker); its id.
+    pub fn add_comment(&self, pr: u64, author: &str, body: &str) -> u64 {
+        let id = {
+            let mut n = self.state.next_id.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        self.state
+            .comments
+            .lock()
+            .unwrap()
+            .entry(pr)
+            .or_default()
+            .push(FakeComment {
+                id,
+                author: author.into(),
+                body: body.into(),
+            });
+        id
+    }
+    /// A user token (a PAT) acting as `login`: `GET /user` answers with it.
+    pub fn add_user_token(&self, token: &str, login: &str) {
+        self.state
+            .users
+            .lock()
+            .unwrap()
+            .insert(token.into(), login.into());
     }
 }
 

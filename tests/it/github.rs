@@ -3,11 +3,21 @@
 //! second run edits rather than duplicates, and one check run and comment
 //! per job name; `probegate github candidates` on a real git repository.
 
-use crate::fakes::FakeGithub;
+use crate::fakes::{FakeGithub, ACTIONS_BOT};
 use crate::harness::*;
 
 /// `probegate github publish` against the fake, for PR 7 of acme/models.
 fn publish_cmd(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> assert_cmd::Command {
+    publish_as(gh, "ghs_test_token", report, extra)
+}
+
+/// The same with another token.
+fn publish_as(
+    gh: &FakeGithub,
+    token: &str,
+    report: &std::path::Path,
+    extra: &[&str],
+) -> assert_cmd::Command {
     let mut c = bin();
     c.current_dir(repo())
         .env_remove("GITHUB_TOKEN")
@@ -19,7 +29,8 @@ fn publish_cmd(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> ass
             "--api-url",
         ])
         .arg(gh.url())
-        .args(["--token", "ghs_test_token", "--sha", "0123abc", "--pr", "7"])
+        .env_remove("PROBEGATE_COMMENT_AUTHOR")
+        .args(["--token", token, "--sha", "0123abc", "--pr", "7"])
         .args([
             "--monitors",
             "monitors/smollm2",
@@ -33,7 +44,11 @@ fn publish_cmd(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> ass
 }
 
 fn publish(gh: &FakeGithub, report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
-    let out = publish_cmd(gh, report, extra).output().unwrap();
+    json_of(publish_cmd(gh, report, extra))
+}
+
+fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
+    let out = c.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -147,6 +162,100 @@ fn publishes_check_runs_and_one_sticky_comment() {
         calls,
         vec!["PATCH /repos/acme/models/check-runs/42".to_string()]
     );
+}
+
+/// Only the token's own comment is sticky. A comment someone else wrote
+/// with probegate's marker (to have probegate edit it, or to hide the real
+/// report behind it) is left alone, a new comment is written, and the
+/// output says so. Who the token is comes from its check run's app (an
+/// installation token such as Actions' GITHUB_TOKEN), else `GET /user` (a
+/// user's token), else `--comment-author`; without any, publishing fails
+/// closed before it writes anything.
+#[test]
+fn only_the_tokens_own_comment_is_sticky() {
+    let gh = FakeGithub::start();
+    // No report in the directory: a real "could not evaluate" summary.
+    let empty = tempfile::tempdir().unwrap();
+    let report = empty.path();
+    let forged = format!(
+        "{}\n## probegate: Gate passed\n",
+        probegate::adapters::github::STICKY_MARKER
+    );
+    let foreign = gh.add_comment(7, "mallory", &forged);
+
+    let out = publish_cmd(&gh, report, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["comment_created"], true, "{first}");
+    assert_ne!(first["comment_id"], foreign);
+    assert_eq!(first["comment_author"], ACTIONS_BOT);
+    assert_eq!(
+        first["ignored_comments"],
+        serde_json::json!([{"id": foreign, "author": "mallory"}])
+    );
+    assert!(
+        err.contains("warning") && err.contains("mallory"),
+        "the foreign comment is reported: {err}"
+    );
+    // The next run edits its own comment, never the forged one.
+    let second = publish(&gh, report, &[]);
+    assert_eq!(second["comment_created"], false);
+    assert_eq!(second["comment_id"], first["comment_id"]);
+    let comments = gh.comments_by(7);
+    assert_eq!(comments.len(), 2, "{comments:?}");
+    assert_eq!(
+        (comments[0].id, comments[0].body.as_str()),
+        (foreign, forged.as_str())
+    );
+    assert_eq!(comments[1].author, ACTIONS_BOT);
+    assert!(comments[1].body.contains("could not evaluate"));
+    let foreign_path = format!("/repos/acme/models/issues/comments/{foreign}");
+    assert!(
+        !gh.log().iter().any(|r| r.path == foreign_path),
+        "the forged comment was touched"
+    );
+
+    // A user's token without a check run: `GET /user` names the account.
+    gh.add_user_token("ghp_alice", "alice");
+    let alice = |extra: &[&str]| {
+        let mut args = vec!["--no-check-run"];
+        args.extend_from_slice(extra);
+        json_of(publish_as(&gh, "ghp_alice", report, &args))
+    };
+    let a1 = alice(&[]);
+    assert_eq!(a1["comment_created"], true);
+    assert_eq!(a1["comment_author"], "alice");
+    assert_eq!(alice(&[])["comment_id"], a1["comment_id"]);
+    assert_eq!(gh.comments_by(7).len(), 3);
+
+    // An installation token without a check run cannot read who it is
+    // (`GET /user` answers 403): refused, with the way out, nothing written.
+    let before = gh.log().len();
+    let out = publish_cmd(&gh, report, &["--no-check-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--comment-author") && err.contains(ACTIONS_BOT),
+        "{err}"
+    );
+    assert!(
+        gh.log()[before..].iter().all(|r| r.method == "GET"),
+        "{:?}",
+        gh.log()
+    );
+    // Told who it is, it finds its comment again.
+    let told = publish(
+        &gh,
+        report,
+        &["--no-check-run", "--comment-author", ACTIONS_BOT],
+    );
+    assert_eq!(told["comment_created"], false);
+    assert_eq!(told["comment_id"], first["comment_id"]);
+    assert_eq!(gh.comments_by(7).len(), 3);
+    assert_eq!(gh.comments_by(7)[0].body, forged);
 }
 
 #[test]
