@@ -71,18 +71,25 @@ pub fn parse_quant_state(bytes: &[u8], path: &Path, name: &str) -> Result<QuantS
         .filter(|b| *b > 0 && *b <= 4096)
         .ok_or_else(|| bad("quant_state.blocksize missing or out of range".into()))?
         as usize;
-    let shape: Vec<usize> = json
+    let shape_json = json
         .get("shape")
         .and_then(Json::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Json::as_u64)
-                .map(|d| d as usize)
-                .collect()
-        })
         .ok_or_else(|| bad("quant_state.shape missing".into()))?;
+    // Every entry must be a size: dropping a bad one would reshape the weight.
+    let shape: Vec<usize> = shape_json
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad(format!("quant_state.shape {shape_json:?} holds a non-size")))?;
     if shape.len() != 2 {
         return Err(bad(format!("quant_state.shape {shape:?} is not 2-D")));
+    }
+    // Sizes from the file multiply only when checked: the product must be
+    // an element count the packed bytes (at most the file's length) can hold.
+    if shape[0].checked_mul(shape[1]).is_none() {
+        return Err(bad(format!(
+            "quant_state.shape {shape:?} has more elements than memory can address"
+        )));
     }
     let dtype = json
         .get("dtype")
@@ -124,7 +131,11 @@ pub struct Nf4Parts<'a> {
 
 pub fn dequant_nf4(p: &Nf4Parts, path: &Path, name: &str) -> Result<Tensor> {
     let bad = |msg: String| Error::tensor(path, name, msg);
-    let n = p.state.shape[0] * p.state.shape[1];
+    let n = match p.state.shape[..] {
+        [r, c] => r.checked_mul(c),
+        _ => None,
+    }
+    .ok_or_else(|| bad(format!("shape {:?} is not a 2-D size", p.state.shape)))?;
     if p.packed.len() != n.div_ceil(2) {
         return Err(bad(format!(
             "packed weight has {} bytes, shape {:?} needs {}",
@@ -191,7 +202,8 @@ pub fn dequant_int8(
     path: &Path,
     name: &str,
 ) -> Result<Tensor> {
-    if shape.len() != 2 || shape[0] != scb.len() || w.len() != shape[0] * shape[1] {
+    if shape.len() != 2 || shape[0] != scb.len() || shape[0].checked_mul(shape[1]) != Some(w.len())
+    {
         return Err(Error::tensor(
             path,
             name,
@@ -367,4 +379,36 @@ pub fn encode_int8(module: &str, w: &Tensor) -> Result<Vec<RawEntry>> {
             vec![0u8],
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(shape: &str) -> Result<QuantState4> {
+        let json = format!(r#"{{"quant_type": "nf4", "blocksize": 64, "shape": {shape}}}"#);
+        parse_quant_state(json.as_bytes(), Path::new("m.safetensors"), "w")
+    }
+
+    /// A shape whose product overflows, or that holds a non-size (silently
+    /// dropped before, reshaping the weight), is refused by name.
+    #[test]
+    fn hostile_quant_state_shapes_are_refused() {
+        let big = 1u64 << 40;
+        for (shape, needle) in [
+            (format!("[{big}, {big}]"), "more elements"),
+            ("[4, -1, 8]".to_string(), "non-size"),
+            ("[4, \"8\"]".to_string(), "non-size"),
+            ("[32]".to_string(), "not 2-D"),
+        ] {
+            let e = state(&shape).unwrap_err().to_string();
+            assert!(
+                e.contains("m.safetensors") && e.contains(needle),
+                "{shape}: {e}"
+            );
+        }
+        assert_eq!(state("[4, 8]").unwrap().shape, vec![4, 8]);
+        let e = dequant_int8(&[0; 4], &[1.0], &[1, usize::MAX], Path::new("m"), "w");
+        assert!(e.is_err());
+    }
 }

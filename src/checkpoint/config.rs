@@ -98,6 +98,43 @@ pub struct ModelConfig {
 
 pub const SUPPORTED: &str = "llama, mistral, qwen2, gemma3 (gemma3_text)";
 
+/// The largest value accepted for each size a config gives (config.json's
+/// names; GGUF keys map onto them), checked as the value is read, before
+/// anything is sized from it. Generous on purpose: the largest published
+/// models (Llama 3.1 405B: 126 layers, width 16,384, MLP 53,248, 128 heads;
+/// Gemma 3: a 262,144-token vocabulary) sit far inside; a hostile 1e15
+/// fails here with the field's name instead of aborting an allocation.
+pub const SIZE_LIMITS: &[(&str, u64)] = &[
+    ("num_hidden_layers", 1_024),
+    ("hidden_size", 131_072),
+    ("intermediate_size", 1_048_576),
+    ("num_attention_heads", 1_024),
+    ("num_key_value_heads", 1_024),
+    ("head_dim", 4_096),
+    ("vocab_size", 16_777_216),
+    ("max_position_embeddings", 1 << 30),
+    ("sliding_window", 1 << 30),
+    ("sliding_window_pattern", 1_024),
+];
+
+/// `v` as a size for `field` (named as the file spells it), within the
+/// limit [`SIZE_LIMITS`] gives the config.json field `canonical`.
+pub(super) fn bounded(path: &Path, field: &str, canonical: &str, v: u64) -> Result<usize> {
+    let limit = SIZE_LIMITS
+        .iter()
+        .find(|(f, _)| *f == canonical)
+        .map_or(u64::from(u32::MAX), |&(_, l)| l);
+    if v > limit {
+        return Err(Error::field(
+            path,
+            field,
+            format!("{v} exceeds probegate's limit of {limit} for {canonical}"),
+        ));
+    }
+    // Every limit is below u32::MAX, so the value fits a usize.
+    usize::try_from(v).map_err(|_| Error::field(path, field, format!("{v} is too large")))
+}
+
 impl ModelConfig {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, msg: String| Err(Error::field(path, field, msg));
@@ -225,18 +262,20 @@ impl ModelConfig {
             }
         };
         let req = |f: &str| -> Result<usize> {
-            json.get(f)
+            let v = json
+                .get(f)
                 .and_then(Json::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| Error::field(path, f, "missing or not a non-negative integer"))
+                .ok_or_else(|| Error::field(path, f, "missing or not a non-negative integer"))?;
+            bounded(path, f, f, v)
         };
         let opt_u = |f: &str| -> Result<Option<usize>> {
             match json.get(f) {
                 None | Some(Json::Null) => Ok(None),
                 Some(v) => v
                     .as_u64()
-                    .map(|v| Some(v as usize))
-                    .ok_or_else(|| Error::field(path, f, "not a non-negative integer")),
+                    .ok_or_else(|| Error::field(path, f, "not a non-negative integer"))
+                    .and_then(|v| bounded(path, f, f, v))
+                    .map(Some),
             }
         };
         let opt_f = |f: &str| -> Result<Option<f64>> {

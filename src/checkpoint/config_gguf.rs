@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 
-use super::config::{Activation, Arch, AttnKind, ModelConfig, RopeScaling, SUPPORTED};
+use super::config::{bounded, Activation, Arch, AttnKind, ModelConfig, RopeScaling, SUPPORTED};
 use crate::error::{Error, Result};
 use crate::tokenizer::gguf_f64;
 
@@ -25,7 +25,9 @@ impl ModelConfig {
             }
         };
         let k = |s: &str| format!("{arch_name}.{s}");
-        let u = |s: &str| gguf_usize(md, path, &k(s));
+        let u = |s: &str| {
+            gguf_usize(md, path, &k(s)).and_then(|v| bounded(path, &k(s), canonical(s), v))
+        };
         let uo = |s: &str| -> Result<Option<usize>> {
             match md.get(&k(s)) {
                 None => Ok(None),
@@ -55,7 +57,9 @@ impl ModelConfig {
         let vocab_size = match uo("vocab_size")? {
             Some(v) => v,
             None => match md.get("tokenizer.ggml.tokens") {
-                Some(Value::Array(a)) => a.len(),
+                Some(Value::Array(a)) => {
+                    bounded(path, "tokenizer.ggml.tokens", "vocab_size", a.len() as u64)?
+                }
                 _ => {
                     return Err(Error::field(
                         path,
@@ -150,12 +154,28 @@ impl ModelConfig {
     }
 }
 
-fn gguf_usize(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<usize> {
+/// The config.json field a `<arch>.` GGUF key gives, for [`SIZE_LIMITS`](super::config::SIZE_LIMITS).
+fn canonical(suffix: &str) -> &str {
+    match suffix {
+        "embedding_length" => "hidden_size",
+        "block_count" => "num_hidden_layers",
+        "attention.head_count" => "num_attention_heads",
+        "attention.head_count_kv" => "num_key_value_heads",
+        "attention.key_length" => "head_dim",
+        "feed_forward_length" => "intermediate_size",
+        "context_length" => "max_position_embeddings",
+        "attention.sliding_window" => "sliding_window",
+        other => other,
+    }
+}
+
+fn gguf_usize(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<u64> {
     let v = md
         .get(key)
         .ok_or_else(|| Error::field(path, key, "missing from the GGUF metadata"))?;
     match gguf_f64(v) {
-        Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e12 => Ok(x as usize),
+        // 2^53: every integer below it is exact in an f64.
+        Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 9.007_199_254_740_992e15 => Ok(x as u64),
         _ => Err(Error::field(path, key, "expected a non-negative integer")),
     }
 }
@@ -165,5 +185,63 @@ fn gguf_str(md: &HashMap<String, Value>, path: &Path, key: &str) -> Result<Strin
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Error::field(path, key, "expected a string")),
         None => Err(Error::field(path, key, "missing from the GGUF metadata")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hf(layers: serde_json::Value, arch: &str) -> Result<ModelConfig> {
+        let j = json!({"model_type": arch, "hidden_size": 64, "num_hidden_layers": layers,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+            "intermediate_size": 128, "vocab_size": 100, "rms_norm_eps": 1e-6});
+        ModelConfig::from_hf_json(&j, Path::new("config.json"))
+    }
+
+    /// 1e15 layers: Gemma 3's layer-type vector aborted the process
+    /// ("memory allocation of 1000000000000000 bytes failed") before
+    /// validation; Llama's required-tensor list ran out of memory.
+    #[test]
+    fn sizes_past_the_limits_are_refused_before_allocation() {
+        for arch in ["gemma3_text", "llama"] {
+            let e = hf(json!(1_000_000_000_000_000u64), arch)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("config.json") && e.contains("num_hidden_layers") && e.contains("1024"),
+                "{e}"
+            );
+            assert_eq!(hf(json!(30), arch).unwrap().num_layers, 30);
+        }
+        let md: HashMap<String, Value> = [
+            ("general.architecture", Value::String("gemma3".into())),
+            ("gemma3.embedding_length", Value::U32(64)),
+            ("gemma3.block_count", Value::U64(1 << 50)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let e = ModelConfig::from_gguf(&md, Path::new("m.gguf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gemma3.block_count") && e.contains("num_hidden_layers"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_limit_names_a_field_the_reader_bounds() {
+        for (field, limit) in super::super::config::SIZE_LIMITS {
+            assert!(*limit < u64::from(u32::MAX), "{field}");
+            let e = bounded(Path::new("c"), field, field, limit + 1).unwrap_err();
+            assert!(e.to_string().contains(field));
+            assert_eq!(
+                bounded(Path::new("c"), field, field, *limit).unwrap() as u64,
+                *limit
+            );
+        }
     }
 }

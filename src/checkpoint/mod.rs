@@ -9,6 +9,7 @@ pub mod adapter;
 pub mod bnb;
 pub mod config;
 mod config_gguf;
+pub mod gguf_guard;
 pub mod hub;
 pub mod layout;
 pub mod names;
@@ -173,12 +174,7 @@ impl Checkpoint {
     }
 
     fn open_gguf(path: &Path, reference: ModelRef) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Gguf {
-            path: path.into(),
-            msg: crate::error::candle_msg(&e),
-        })?;
+        let (content, _) = gguf_guard::read_content(path)?;
         let config = ModelConfig::from_gguf(&content.metadata, path)?;
         let file_len = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?

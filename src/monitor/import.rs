@@ -24,11 +24,7 @@ pub struct ControlVector {
 }
 
 pub fn read_control_vector(path: &Path) -> Result<ControlVector> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let content = gguf_file::Content::read(&mut f).map_err(|e| Error::Gguf {
-        path: path.into(),
-        msg: crate::error::candle_msg(&e),
-    })?;
+    let (content, mut f) = crate::checkpoint::gguf_guard::read_content(path)?;
     match content.metadata.get("general.architecture") {
         Some(gguf_file::Value::String(s)) if s == "controlvector" => {}
         _ => {

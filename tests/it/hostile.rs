@@ -344,3 +344,41 @@ fn layer_out_of_range_and_bad_references() {
         &["/no/such/prompts.jsonl"],
     );
 }
+
+/// Sizes from a file are bounded before anything is allocated from them:
+/// with the binary built before the limits, the first case aborted
+/// ("memory allocation of 1000000000000000 bytes failed", exit 134) and
+/// the second panicked dividing by the alignment (exit 101).
+#[test]
+fn hostile_sizes_are_refused_not_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let cfg = serde_json::json!({"model_type": "gemma3_text", "hidden_size": 64,
+        "num_hidden_layers": 1_000_000_000_000_000u64, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 128,
+        "vocab_size": 100, "rms_norm_eps": 1e-6});
+    write(&big, "config.json", cfg.to_string().as_bytes());
+    write(&big, "model.safetensors", &safetensors_bytes("{}", &[]));
+    fails(
+        &big.display().to_string(),
+        &prompts_file(),
+        "0",
+        &["config.json", "num_hidden_layers", "limit of 1024"],
+    );
+
+    let p = gguf_with(
+        dir.path(),
+        "align0.gguf",
+        &[
+            ("general.architecture", Value::String("llama".into())),
+            ("general.alignment", Value::U32(0)),
+        ],
+    );
+    fails(
+        &p.display().to_string(),
+        &prompts_file(),
+        "0",
+        &["align0.gguf", "general.alignment", "power of two"],
+    );
+}
