@@ -18,13 +18,24 @@ use probegate::gate::report::verdict_line;
 use probegate::gate::report::Outcome;
 
 #[derive(Args, Debug)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
     /// Server configuration (TOML; see docs/serve.md and examples/serve.toml).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[arg(long, short, required = true)]
+    pub config: Option<PathBuf>,
     /// Override the configuration's `listen` address.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    pub child: Option<ServeChild>,
+}
+
+/// What the server starts itself as; not for people.
+#[derive(Subcommand, Debug)]
+pub enum ServeChild {
+    /// Run one job's check from DIR/request.json, writing DIR/outcome.json.
+    #[command(hide = true)]
+    RunJob { dir: PathBuf },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -35,7 +46,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn cmd_serve(g: &Global, a: &ServeArgs) -> Result<i32> {
-    let mut cfg = ServeConfig::load(&a.config)?;
+    if let Some(ServeChild::RunJob { dir }) = &a.child {
+        // The check's own diagnostics go to stderr, which the server keeps.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .try_init();
+        probegate::adapters::serve::run_job(dir)?;
+        return Ok(EXIT_OK);
+    }
+    let Some(config) = &a.config else {
+        return Err(Error::Usage("serve needs --config".into()));
+    };
+    let mut cfg = ServeConfig::load(config)?;
     if let Some(l) = a.listen {
         cfg.listen = l;
     }

@@ -17,6 +17,7 @@ mod monitor;
 mod realign;
 mod reference;
 mod serve;
+mod serve_limits;
 mod study;
 mod tokenizer;
 mod zoo;

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 use crate::fakes::{FakeHub, FakeMlflow, HfRepo};
 use crate::harness::*;
 
-const HF_SECRET: &str = "hf-test-secret";
-const ML_SECRET: &str = "mlflow-test-secret";
-const SHA: &str = "5f1e0c7a2b3d4e5f60718293a4b5c6d7e8f90a1b";
+pub(crate) const HF_SECRET: &str = "hf-test-secret";
+pub(crate) const ML_SECRET: &str = "mlflow-test-secret";
+pub(crate) const SHA: &str = "5f1e0c7a2b3d4e5f60718293a4b5c6d7e8f90a1b";
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -28,7 +28,12 @@ impl Drop for Server {
     }
 }
 
-fn start(cfg: &Path, log: &Path) -> Server {
+pub(crate) fn start(cfg: &Path, log: &Path) -> Server {
+    start_with(cfg, log, &[])
+}
+
+/// [`start`] with more environment variables.
+pub(crate) fn start_with(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -41,6 +46,7 @@ fn start(cfg: &Path, log: &Path) -> Server {
         .env("PG_TEST_HF_SECRET", HF_SECRET)
         .env("PG_TEST_MLFLOW_SECRET", ML_SECRET)
         .env("PROBEGATE_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(err)
         .spawn()
@@ -57,7 +63,18 @@ fn start(cfg: &Path, log: &Path) -> Server {
     Server { child, url }
 }
 
-fn config(dir: &Path, hub: &str, mlflow: &str, workers: usize) -> PathBuf {
+pub(crate) fn config(dir: &Path, hub: &str, mlflow: &str, workers: usize) -> PathBuf {
+    config_with(dir, hub, mlflow, workers, "")
+}
+
+/// [`config`] with `extra` TOML appended (more targets, `[limits]`).
+pub(crate) fn config_with(
+    dir: &Path,
+    hub: &str,
+    mlflow: &str,
+    workers: usize,
+    extra: &str,
+) -> PathBuf {
     let policy = crate::check::test_policy(dir, &[]);
     let r = repo();
     let text = format!(
@@ -96,14 +113,14 @@ data = "{d}"
         m = r.join("monitors/smollm2").display(),
         p = policy.display(),
         d = r.join("data/suite").display(),
-    );
+    ) + extra;
     let p = dir.join("serve.toml");
     std::fs::write(&p, text).unwrap();
     p
 }
 
 /// POST and return (status, JSON body).
-fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+pub(crate) fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let mut req = ureq::post(url);
     for (k, v) in headers {
         req = req.set(k, v);
@@ -118,7 +135,7 @@ fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     (status, v)
 }
 
-fn get(url: &str) -> (u16, String) {
+pub(crate) fn get(url: &str) -> (u16, String) {
     match ureq::get(url).call() {
         Ok(r) => (r.status(), r.into_string().unwrap()),
         Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
@@ -126,13 +143,18 @@ fn get(url: &str) -> (u16, String) {
     }
 }
 
-fn job(s: &Server, id: u64) -> Value {
+pub(crate) fn job(s: &Server, id: u64) -> Value {
     let (code, body) = get(&format!("{}/jobs/{id}", s.url));
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
-fn wait_for(s: &Server, id: u64, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_for(
+    s: &Server,
+    id: u64,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let t = Instant::now();
     loop {
         let j = job(s, id);
@@ -144,18 +166,18 @@ fn wait_for(s: &Server, id: u64, limit: Duration, pred: impl Fn(&Value) -> bool)
     }
 }
 
-fn done(j: &Value) -> bool {
+pub(crate) fn done(j: &Value) -> bool {
     (j["state"] == "finished" || j["state"] == "error") && j["callback"] != "pending"
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
 }
 
-fn mlflow_body(name: &str, version: &str) -> Vec<u8> {
+pub(crate) fn mlflow_body(name: &str, version: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"entity": "model_version", "action": "created",
         "timestamp": "2026-11-27T10:00:00Z",
         "data": {"name": name, "version": version, "source": "ignored: re-read from the registry",
@@ -163,7 +185,13 @@ fn mlflow_body(name: &str, version: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn mlflow_post(s: &Server, delivery: &str, ts: i64, secret: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn mlflow_post(
+    s: &Server,
+    delivery: &str,
+    ts: i64,
+    secret: &str,
+    body: &[u8],
+) -> (u16, Value) {
     let ts = ts.to_string();
     let sig = probegate::adapters::serve::webhook::mlflow_signature(secret, delivery, &ts, body);
     post(
@@ -178,17 +206,22 @@ fn mlflow_post(s: &Server, delivery: &str, ts: i64, secret: &str, body: &[u8]) -
     )
 }
 
-fn hf_body(repo: &str, scope: &str, git_ref: &str) -> Vec<u8> {
+pub(crate) fn hf_body(repo: &str, scope: &str, git_ref: &str) -> Vec<u8> {
+    hf_body_at(repo, scope, git_ref, SHA)
+}
+
+/// A Hub delivery for a push of `sha` to `git_ref`.
+pub(crate) fn hf_body_at(repo: &str, scope: &str, git_ref: &str, sha: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "event": {"action": "update", "scope": scope},
-        "repo": {"type": "model", "name": repo, "id": "6570a1", "private": false, "headSha": SHA},
+        "repo": {"type": "model", "name": repo, "id": "6570a1", "private": false, "headSha": sha},
         "webhook": {"id": "wh-1", "version": 3},
-        "updatedRefs": [{"ref": git_ref, "oldSha": null, "newSha": SHA}]
+        "updatedRefs": [{"ref": git_ref, "oldSha": null, "newSha": sha}]
     }))
     .unwrap()
 }
 
-fn hf_post(s: &Server, secret: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn hf_post(s: &Server, secret: &str, body: &[u8]) -> (u16, Value) {
     post(
         &format!("{}/webhooks/huggingface", s.url),
         &[

@@ -34,6 +34,21 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Attempts per registry callback, with exponential backoff (default 5).
     pub callback_retries: u32,
+    /// What one job may cost (`[limits]`).
+    pub limits: Limits,
+}
+
+/// `[limits]`: bounds on one job's check, which runs in its own process so
+/// that hitting one ends that job as `error` and never the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock seconds for a job, fetch and check together; 10 s – 7 days
+    /// (default 3600).
+    pub job_timeout_secs: u64,
+    /// The check process's data segment (heap and anonymous mappings,
+    /// RLIMIT_DATA), in MiB; 64 MiB – 16 TiB. Default: three quarters of the
+    /// machine's memory shared among the workers, at least 1 GiB.
+    pub job_memory_mib: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +115,17 @@ struct Raw {
     mlflow: Option<RawMlflow>,
     #[serde(default, rename = "target")]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    job_timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    job_memory_mib: Option<Spanned<i64>>,
 }
 
 fn one() -> Spanned<i64> {
@@ -155,6 +181,69 @@ struct RawTarget {
     data: Option<PathBuf>,
 }
 
+/// A `[limits]` integer within `range`, or `default` when the file has none.
+fn bounded(
+    field: &str,
+    v: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<i64>,
+    default: u64,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<u64> {
+    let Some(v) = v else { return Ok(default) };
+    let n = *v.get_ref();
+    if !range.contains(&n) {
+        return Err(at(
+            v.span().start,
+            format!(
+                "field `limits.{field}`: must be between {} and {}, found {n}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(n as u64)
+}
+
+fn parse_limits(
+    raw: &RawLimits,
+    workers: u64,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<Limits> {
+    Ok(Limits {
+        job_timeout_secs: bounded(
+            "job_timeout_secs",
+            &raw.job_timeout_secs,
+            10..=7 * 86_400,
+            3600,
+            at,
+        )?,
+        job_memory_mib: bounded(
+            "job_memory_mib",
+            &raw.job_memory_mib,
+            64..=16 << 20,
+            default_memory_mib(workers),
+            at,
+        )?,
+    })
+}
+
+/// Three quarters of physical memory over the workers, at least 1 GiB: the
+/// checks together cannot push the server into the kernel's OOM killer.
+fn default_memory_mib(workers: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions; a failure returns -1.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 16 << 10;
+    }
+    let mib = (pages as u64).saturating_mul(page as u64) >> 20;
+    (mib / 4 * 3 / workers.max(1)).max(1024)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -193,6 +282,7 @@ impl Config {
                 format!("field `max_body_bytes`: must be between 1 KiB and 64 MiB, found {body}"),
             ));
         }
+        let limits = parse_limits(&raw.limits, workers as u64, &at)?;
         // A webhook endpoint without its secret would accept anyone: refuse to start.
         let secret = |field: &str, name: &Spanned<String>| -> Result<String> {
             match env(name.get_ref()) {
@@ -285,6 +375,7 @@ impl Config {
             mlflow,
             targets,
             callback_retries: raw.callback_retries,
+            limits,
         })
     }
 
@@ -342,6 +433,26 @@ monitors = "monitors/smollm2"
         assert_eq!(t.policy, PathBuf::from(crate::assets::DEFAULT_POLICY));
         assert_eq!(t.data, None);
         assert!(c.target(Registry::Mlflow, "acme/adapter").is_none());
+        assert_eq!(c.limits.job_timeout_secs, 3600);
+        assert!(c.limits.job_memory_mib >= 1024);
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let text = format!("{GOOD}\n[limits]\njob_timeout_secs = 60\njob_memory_mib = 512\n");
+        let c = Config::parse(&text, Path::new("s.toml"), &env).unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                job_timeout_secs: 60,
+                job_memory_mib: 512
+            }
+        );
+        let text = format!("{GOOD}\n[limits]\njob_memory_mib = 1\n");
+        let e = Config::parse(&text, Path::new("s.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.job_memory_mib"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! The HTTP side of `probegate serve`: the two webhooks, which authenticate
+//! and enqueue, and the read endpoints for jobs and their reports.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::config::Registry;
+use super::store::{Job, JobState};
+use super::webhook::{self, MlflowHeaders, Parsed, Reject};
+use super::{App, Shared};
+use crate::error::Result;
+
+pub(super) fn error_response(status: u16, msg: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, Json(json!({"error": msg}))).into_response()
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        error_response(self.status, &self.msg)
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Enqueue authenticated jobs; 202 when any is new, 200 when all were known.
+async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
+    let sources = match parsed {
+        Parsed::Ignored(why) => {
+            return (StatusCode::OK, Json(json!({"ignored": why}))).into_response();
+        }
+        Parsed::Jobs(s) => s,
+    };
+    for s in &sources {
+        if app.cfg.target(registry, s.registry_name()).is_none() {
+            return error_response(
+                422,
+                &format!(
+                    "no target in {} for `{}`",
+                    app.cfg.path.display(),
+                    s.registry_name()
+                ),
+            );
+        }
+    }
+    let a = app.clone();
+    // redb commits with fsync: keep it off the async workers.
+    let res = tokio::task::spawn_blocking(move || {
+        sources
+            .into_iter()
+            .map(|s| a.store.enqueue(s))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await;
+    let jobs = match res {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return error_response(503, &e.to_string()),
+        Err(e) => return error_response(503, &e.to_string()),
+    };
+    let any_new = jobs.iter().any(|(_, new)| *new);
+    if any_new {
+        app.wake.notify_waiters();
+    }
+    let body: Vec<_> = jobs
+        .iter()
+        .map(|(j, new)| json!({"id": j.id, "state": j.state, "duplicate": !new, "url": format!("/jobs/{}", j.id)}))
+        .collect();
+    let code = if any_new {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(json!({"jobs": body}))).into_response()
+}
+
+async fn hf_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hf) = &app.cfg.huggingface else {
+        return error_response(404, "this server has no [huggingface] section");
+    };
+    if let Err(r) = webhook::hf_verify(
+        headers.get("x-webhook-secret").map(|v| v.as_bytes()),
+        &hf.webhook_secret,
+    ) {
+        return r.into_response();
+    }
+    match webhook::hf_parse(&body) {
+        Ok(p) => accept(app.clone(), Registry::Huggingface, p).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn mlflow_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(m) = &app.cfg.mlflow else {
+        return error_response(404, "this server has no [mlflow] section");
+    };
+    let h = MlflowHeaders {
+        signature: header(&headers, "x-mlflow-signature"),
+        delivery_id: header(&headers, "x-mlflow-delivery-id"),
+        timestamp: header(&headers, "x-mlflow-timestamp"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let id = match webhook::mlflow_verify(&h, &body, &m.webhook_secret, now, m.max_skew_seconds) {
+        Ok(id) => id.to_string(),
+        Err(r) => return r.into_response(),
+    };
+    match webhook::mlflow_parse(&body, &id) {
+        Ok(p) => accept(app.clone(), Registry::Mlflow, p).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+fn job_json(app: &App, job: &Job) -> serde_json::Value {
+    let dir = app.job_dir(job.id);
+    let report = std::fs::read_to_string(dir.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    json!({"job": job, "report": report})
+}
+
+async fn get_job(State(app): State<Shared>, UrlPath(id): UrlPath<u64>) -> Response {
+    match app.store.get(id) {
+        Ok(Some(j)) => Json(job_json(&app, &j)).into_response(),
+        Ok(None) => error_response(404, &format!("no job {id}")),
+        Err(e) => error_response(503, &e.to_string()),
+    }
+}
+
+async fn get_report(
+    State(app): State<Shared>,
+    UrlPath((id, file)): UrlPath<(u64, String)>,
+) -> Response {
+    let ctype = match file.as_str() {
+        "report.md" => "text/markdown; charset=utf-8",
+        "report.json" => "application/json",
+        "report.html" => "text/html; charset=utf-8",
+        _ => return error_response(404, "reports are report.md, report.json and report.html"),
+    };
+    match std::fs::read(app.job_dir(id).join(&file)) {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, ctype)], bytes).into_response(),
+        Err(_) => error_response(404, &format!("job {id} has no {file} yet")),
+    }
+}
+
+async fn list_jobs(State(app): State<Shared>) -> Response {
+    match app.store.list() {
+        Ok(j) => Json(json!({"jobs": j})).into_response(),
+        Err(e) => error_response(503, &e.to_string()),
+    }
+}
+
+async fn healthz(State(app): State<Shared>) -> Response {
+    match app.store.list() {
+        Ok(jobs) => {
+            let n = |s: JobState| jobs.iter().filter(|j| j.state == s).count();
+            Json(json!({"status": "ok", "queued": n(JobState::Queued), "running": n(JobState::Running),
+                        "finished": n(JobState::Finished), "error": n(JobState::Error)}))
+            .into_response()
+        }
+        Err(e) => error_response(503, &e.to_string()),
+    }
+}
+
+pub(super) fn router(app: Shared) -> Router {
+    let limit = app.cfg.max_body_bytes;
+    Router::new()
+        .route("/webhooks/huggingface", post(hf_webhook))
+        .route("/webhooks/mlflow", post(mlflow_webhook))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/{file}", get(get_report))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
