@@ -6,6 +6,7 @@ mod check;
 mod convert;
 mod diff;
 mod fakes;
+mod fuzz;
 mod github;
 mod harness;
 mod hook;
