@@ -18,6 +18,7 @@ mod monitor;
 mod realign;
 mod reference;
 mod serve;
+mod serve_disk;
 mod serve_limits;
 mod study;
 mod tokenizer;

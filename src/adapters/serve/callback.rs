@@ -18,7 +18,6 @@ pub(super) async fn callback(app: Shared, id: u64) {
     if job.callback != CallbackState::Pending || !job.done() {
         return;
     }
-    let link = format!("{}/jobs/{id}/report.md", app.cfg.public_url);
     let verdict = job.verdict.unwrap_or(Outcome::Error);
     let summary = job.summary.clone().unwrap_or_default();
     let md = std::fs::read_to_string(app.job_dir(id).join("report.md"))
@@ -33,57 +32,70 @@ pub(super) async fn callback(app: Shared, id: u64) {
     } else {
         None
     };
+    // The job's idempotency key: every comment carries it, so a retry after
+    // a crash finds the one that landed instead of posting another.
+    let marker = format!("<!-- probegate job {id} key {} -->", job.created);
+    // An earlier attempt (before a crash, or unrecorded) may have landed.
+    let mut maybe_told = job.callback_attempts > 0;
     let mut delay = Duration::from_millis(500);
     let tries = app.cfg.callback_retries.max(1);
     for attempt in 1..=tries {
-        let res = match &job.source {
-            Source::Mlflow { name, version, .. } => match &app.cfg.mlflow {
-                Some(m) => {
-                    mlflow_tags(
-                        m,
-                        name,
-                        version,
-                        fingerprint.as_deref(),
-                        verdict,
-                        &link,
-                        &summary,
-                    )
-                    .await
-                }
-                None => Err(Error::Usage("no [mlflow] section".into())),
-            },
-            Source::Huggingface {
-                repo,
-                git_ref,
-                new_sha,
-                ..
-            } => match &app.cfg.huggingface {
-                Some(h) => {
-                    let short: String = new_sha.chars().take(7).collect();
-                    let title =
-                        format!("probegate: {} for {short}", verdict.as_str().to_uppercase());
-                    let body =
-                        format!("{md}\n\nFull report: {link}\n\n<!-- probegate job {id} -->\n");
-                    registry::hf_comment(h, repo, git_ref, &title, &body).await
-                }
-                None => Err(Error::Usage("no [huggingface] section".into())),
-            },
-        };
-        let ok = res.is_ok();
-        let err = res.err().map(|e| e.to_string());
-        let last = attempt == tries;
-        let _ = app.store.update(id, |j| {
-            j.callback_attempts += 1;
-            j.callback_error = err.clone();
-            if ok {
-                j.callback = CallbackState::Sent;
-            } else if last {
-                j.callback = CallbackState::Failed;
+        let res = async {
+            if maybe_told && already_told(&app, &job.source, &marker).await? {
+                return Ok(true);
             }
-        });
-        if ok {
-            tracing::info!(job = id, "registry told: {}", verdict.as_str());
+            // The intent is recorded before the call: a restart after it looks first.
+            let a = app.clone();
+            blocking(move || a.store.update(id, |j| j.callback_attempts += 1)).await?;
+            maybe_told = true;
+            tell(
+                &app,
+                &job.source,
+                id,
+                &marker,
+                &md,
+                fingerprint.as_deref(),
+                verdict,
+                &summary,
+            )
+            .await
+            .map(|()| false)
+        }
+        .await;
+        let ok = res.is_ok();
+        let err = res.as_ref().err().map(|e| e.to_string());
+        let last = attempt == tries;
+        let a = app.clone();
+        let e2 = err.clone();
+        let recorded = blocking(move || {
+            a.store.update(id, |j| {
+                j.callback_error = e2;
+                if ok {
+                    j.callback = CallbackState::Sent;
+                } else if last {
+                    j.callback = CallbackState::Failed;
+                }
+            })
+        })
+        .await;
+        if let Err(e) = recorded {
+            // Still pending in the store: the next start looks before posting.
+            tracing::error!(job = id, "cannot record the callback: {e}");
             return;
+        }
+        match res {
+            Ok(true) => {
+                tracing::info!(
+                    job = id,
+                    "the registry already had the result (an earlier attempt landed)"
+                );
+                return;
+            }
+            Ok(false) => {
+                tracing::info!(job = id, "registry told: {}", verdict.as_str());
+                return;
+            }
+            Err(_) => {}
         }
         tracing::warn!(
             job = id,
@@ -95,6 +107,60 @@ pub(super) async fn callback(app: Shared, id: u64) {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }
+    }
+}
+
+/// A store call off the async workers (redb commits fsync).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::Usage(format!("store task failed: {e}"))))
+}
+
+/// Whether the registry already carries this job's result. MLflow tags
+/// are set, not appended, so writing them again is harmless: only the Hub,
+/// where a comment is added, is asked.
+async fn already_told(app: &Shared, source: &Source, marker: &str) -> Result<bool> {
+    match (source, &app.cfg.huggingface) {
+        (Source::Huggingface { repo, git_ref, .. }, Some(h)) => {
+            registry::hf_comment_exists(h, repo, git_ref, marker).await
+        }
+        _ => Ok(false),
+    }
+}
+
+/// One call to the registry with the job's result.
+#[allow(clippy::too_many_arguments)]
+async fn tell(
+    app: &Shared,
+    source: &Source,
+    id: u64,
+    marker: &str,
+    md: &str,
+    fingerprint: Option<&str>,
+    verdict: Outcome,
+    summary: &str,
+) -> Result<()> {
+    let link = format!("{}/jobs/{id}/report.md", app.cfg.public_url);
+    match source {
+        Source::Mlflow { name, version, .. } => match &app.cfg.mlflow {
+            Some(m) => mlflow_tags(m, name, version, fingerprint, verdict, &link, summary).await,
+            None => Err(Error::Usage("no [mlflow] section".into())),
+        },
+        Source::Huggingface {
+            repo,
+            git_ref,
+            new_sha,
+            ..
+        } => match &app.cfg.huggingface {
+            Some(h) => {
+                let short: String = new_sha.chars().take(7).collect();
+                let title = format!("probegate: {} for {short}", verdict.as_str().to_uppercase());
+                let body = format!("{md}\n\nFull report: {link}\n\n{marker}\n");
+                registry::hf_comment(h, repo, git_ref, &title, &body).await
+            }
+            None => Err(Error::Usage("no [huggingface] section".into())),
+        },
     }
 }
 

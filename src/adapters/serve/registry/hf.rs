@@ -107,3 +107,61 @@ pub async fn hf_comment(
     }
     Ok(())
 }
+
+/// Whether a comment carrying `marker` is already there: on the pull
+/// request the push went to, or, for a branch, in one of the repository's
+/// recent probegate discussions. What makes a retried callback idempotent.
+pub async fn hf_comment_exists(
+    cfg: &HfConfig,
+    repo: &str,
+    git_ref: &str,
+    marker: &str,
+) -> Result<bool> {
+    let c = client()?;
+    if let Some(num) = git_ref.strip_prefix("refs/pr/") {
+        return discussion_has(&c, cfg, repo, num, marker).await;
+    }
+    let url = format!("{}/api/models/{repo}/discussions", cfg.endpoint);
+    let v = ok_json(&url, auth(c.get(&url), &cfg.token).send().await).await?;
+    let ours: Vec<String> = v["discussions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| {
+                    d["title"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("probegate:"))
+                })
+                .filter_map(|d| d["num"].as_u64())
+                .take(20)
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for num in ours {
+        if discussion_has(&c, cfg, repo, &num, marker).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn discussion_has(
+    c: &reqwest::Client,
+    cfg: &HfConfig,
+    repo: &str,
+    num: &str,
+    marker: &str,
+) -> Result<bool> {
+    let url = format!("{}/api/models/{repo}/discussions/{num}", cfg.endpoint);
+    let v = ok_json(&url, auth(c.get(&url), &cfg.token).send().await).await?;
+    // The marker sits in a comment's raw text (the first event is the
+    // discussion's own description).
+    Ok(v["events"].as_array().is_some_and(|events| {
+        events.iter().any(|e| {
+            e["data"]["latest"]["raw"]
+                .as_str()
+                .is_some_and(|t| t.contains(marker))
+        })
+    }))
+}

@@ -18,7 +18,7 @@ pub use artifacts::{
     find_candidate, safe_component, ArtifactLimits, Found, ModelDir, MAX_BYTES_ENV,
 };
 pub use fetch::mlflow_fetch;
-pub use hf::{hf_comment, hf_fetch};
+pub use hf::{hf_comment, hf_comment_exists, hf_fetch};
 pub use mlflow::{mlflow_tag, mlflow_untag};
 
 fn remote(what: impl Into<String>, msg: impl std::fmt::Display) -> Error {

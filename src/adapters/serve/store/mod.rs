@@ -10,9 +10,11 @@
 //! never run again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -21,6 +23,9 @@ use crate::gate::report::Outcome;
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Records that no longer decode (an older schema, a damaged write), moved
+/// aside with their bytes so one of them cannot stop the queue.
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "registry", rename_all = "snake_case")]
@@ -141,7 +146,10 @@ pub struct Recovered {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` only between closing and reopening after an I/O error.
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error: redb then refuses every call until reopened.
+    broken: AtomicBool,
     path: PathBuf,
 }
 
@@ -155,7 +163,8 @@ impl Store {
             msg: e.to_string(),
         })?;
         let s = Store {
-            db,
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
             path: path.to_path_buf(),
         };
         // Create the tables so readers never meet a missing one.
@@ -163,9 +172,50 @@ impl Store {
             tx.open_table(JOBS)?;
             tx.open_table(DEDUPE)?;
             tx.open_table(META)?;
+            tx.open_table(QUARANTINE)?;
             Ok(())
         })?;
+        let moved = s.quarantine_undecodable()?;
+        if !moved.is_empty() {
+            tracing::warn!(
+                "job records that do not decode were moved to the quarantine table of {}: {moved:?}",
+                s.path.display()
+            );
+        }
         Ok(s)
+    }
+
+    /// Move every job record that does not decode to QUARANTINE, in one
+    /// transaction; the ids moved.
+    fn quarantine_undecodable(&self) -> Result<Vec<u64>> {
+        self.write(|tx| {
+            let mut jobs = tx.open_table(JOBS)?;
+            let mut bad = Vec::new();
+            for item in jobs.iter()? {
+                let (k, v) = item?;
+                if serde_json::from_slice::<Job>(v.value()).is_err() {
+                    bad.push((k.value(), v.value().to_vec()));
+                }
+            }
+            let mut q = tx.open_table(QUARANTINE)?;
+            for (id, bytes) in &bad {
+                q.insert(*id, bytes.as_slice())?;
+                jobs.remove(*id)?;
+            }
+            Ok(bad.into_iter().map(|b| b.0).collect())
+        })
+    }
+
+    /// Ids of the records quarantined so far.
+    pub fn quarantined(&self) -> Result<Vec<u64>> {
+        self.read(|tx| {
+            let q = tx.open_table(QUARANTINE)?;
+            let mut out = Vec::new();
+            for item in q.iter()? {
+                out.push(item?.0.value());
+            }
+            Ok(out)
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -175,14 +225,67 @@ impl Store {
         }
     }
 
+    /// A redb error as ours; an I/O error (a full disk) marks the database
+    /// for reopening, since redb refuses every later call until then.
+    fn io(&self, e: impl Into<redb::Error>) -> Error {
+        let e: redb::Error = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.broken.store(true, Ordering::Release);
+        }
+        self.err(e)
+    }
+
+    /// Close and reopen after an I/O error, so the server recovers when
+    /// space returns instead of failing every call until restarted.
+    fn reopen(&self) -> Result<()> {
+        let mut g = self.db.write().map_err(|_| self.err("lock poisoned"))?;
+        if !self.broken.load(Ordering::Acquire) && g.is_some() {
+            return Ok(());
+        }
+        // Dropped first: the file lock would refuse a second handle.
+        *g = None;
+        let db = Database::create(&self.path).map_err(|e| self.io(e))?;
+        *g = Some(db);
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!("{}: reopened after an I/O error", self.path.display());
+        Ok(())
+    }
+
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let g = self.db.read().map_err(|_| self.err("lock poisoned"))?;
+        if let Some(db) = g.as_ref() {
+            return f(db);
+        }
+        drop(g);
+        self.reopen()?;
+        let g = self.db.read().map_err(|_| self.err("lock poisoned"))?;
+        let db = g.as_ref().ok_or_else(|| self.err("database closed"))?;
+        f(db)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(|e| self.io(e))?;
+            f(&tx).map_err(|e| self.io(e))
+        })
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.io(e))?;
+            let out = f(&tx).map_err(|e| self.io(e))?;
+            tx.commit().map_err(|e| self.io(e))?;
+            Ok(out)
+        })
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Job> {
@@ -242,45 +345,76 @@ impl Store {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Job>> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let jobs = tx.open_table(JOBS).map_err(|e| self.err(e))?;
-        match jobs.get(id).map_err(|e| self.err(e))? {
-            Some(g) => Ok(Some(self.decode(g.value())?)),
-            None => Ok(None),
-        }
+        let bytes = self.read(|tx| {
+            let jobs = tx.open_table(JOBS)?;
+            let v = jobs.get(id)?.map(|g| g.value().to_vec());
+            Ok(v)
+        })?;
+        bytes.map(|b| self.decode(&b)).transpose()
     }
 
     pub fn list(&self) -> Result<Vec<Job>> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let jobs = tx.open_table(JOBS).map_err(|e| self.err(e))?;
+        let records = self.read(|tx| {
+            let mut out = Vec::new();
+            for item in tx.open_table(JOBS)?.iter()? {
+                let (k, v) = item?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
         let mut out = Vec::new();
-        for item in jobs.iter().map_err(|e| self.err(e))? {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            out.push(self.decode(v.value())?);
+        for (id, bytes) in records {
+            match self.decode(&bytes) {
+                Ok(j) => out.push(j),
+                // Quarantined at the next claim or start; listing goes on.
+                Err(e) => tracing::warn!("job {id}: {e}"),
+            }
         }
         Ok(out)
     }
 
-    /// Read-modify-write one job in a single transaction.
+    /// Read-modify-write one job in a single write transaction, so two
+    /// writers (a worker and a callback) never lose each other's change.
     pub fn update(&self, id: u64, f: impl FnOnce(&mut Job)) -> Result<Job> {
-        let job = self
-            .get(id)?
-            .ok_or_else(|| self.err(format!("job {id} does not exist")))?;
-        let mut job = job;
-        f(&mut job);
-        job.updated = now();
-        let bytes = serde_json::to_vec(&job).map_err(|e| self.err(e))?;
-        self.write(|tx| {
-            tx.open_table(JOBS)?.insert(id, bytes.as_slice())?;
-            Ok(())
+        let mut bad = None;
+        let job = self.write(|tx| {
+            let mut jobs = tx.open_table(JOBS)?;
+            let Some(bytes) = jobs.get(id)?.map(|g| g.value().to_vec()) else {
+                bad = Some(format!("job {id} does not exist"));
+                return Ok(None);
+            };
+            let mut job = match serde_json::from_slice::<Job>(&bytes) {
+                Ok(j) => j,
+                Err(e) => {
+                    bad = Some(format!("job {id}: corrupt job record: {e}"));
+                    return Ok(None);
+                }
+            };
+            f(&mut job);
+            job.updated = now();
+            match serde_json::to_vec(&job) {
+                Ok(bytes) => {
+                    jobs.insert(id, bytes.as_slice())?;
+                    Ok(Some(job))
+                }
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    Ok(None)
+                }
+            }
         })?;
-        Ok(job)
+        match (job, bad) {
+            (Some(j), _) => Ok(j),
+            (None, e) => Err(self.err(e.unwrap_or_default())),
+        }
     }
 
     /// The oldest queued job, now marked running. Single writer: redb
     /// serialises write transactions, so two workers never claim one job.
+    /// A record that does not decode is quarantined on the way, not an error.
     pub fn claim_next(&self) -> Result<Option<Job>> {
         let mut bad = None;
+        let mut moved = Vec::new();
         let claimed = self.write(|tx| {
             let mut jobs = tx.open_table(JOBS)?;
             let mut found = None;
@@ -292,10 +426,14 @@ impl Store {
                         break;
                     }
                     Ok(_) => {}
-                    Err(e) => {
-                        bad = Some(format!("job {}: corrupt record: {e}", k.value()));
-                        return Ok(None);
-                    }
+                    Err(e) => moved.push((k.value(), v.value().to_vec(), e.to_string())),
+                }
+            }
+            if !moved.is_empty() {
+                let mut q = tx.open_table(QUARANTINE)?;
+                for (id, bytes, _) in &moved {
+                    q.insert(*id, bytes.as_slice())?;
+                    jobs.remove(*id)?;
                 }
             }
             let Some(mut job) = found else {
@@ -315,6 +453,9 @@ impl Store {
                 }
             }
         })?;
+        for (id, _, e) in &moved {
+            tracing::warn!("job {id}: record does not decode ({e}); moved to quarantine");
+        }
         if let Some(e) = bad {
             return Err(self.err(e));
         }
@@ -327,12 +468,20 @@ impl Store {
     /// cannot hold the server in a crash loop while other jobs wait.
     pub fn recover(&self) -> Result<Recovered> {
         let mut r = Recovered::default();
-        for j in self.list()? {
-            if j.state != JobState::Running {
-                continue;
-            }
-            if j.attempts >= MAX_ATTEMPTS {
-                self.update(j.id, |j| {
+        let mut encode_err = None;
+        // One transaction: a crash in the middle recovers nothing twice.
+        self.write(|tx| {
+            let mut jobs = tx.open_table(JOBS)?;
+            let mut changed = Vec::new();
+            for item in jobs.iter()? {
+                let (_, v) = item?;
+                let Ok(mut j) = serde_json::from_slice::<Job>(v.value()) else {
+                    continue;
+                };
+                if j.state != JobState::Running {
+                    continue;
+                }
+                if j.attempts >= MAX_ATTEMPTS {
                     let msg = format!(
                         "the server stopped {} times while running this job (a crash, an abort or an out-of-memory kill); it is not retried",
                         j.attempts
@@ -343,12 +492,26 @@ impl Store {
                     j.summary = Some(format!("ERROR: the gate could not evaluate: {msg}"));
                     j.error = Some(msg);
                     j.callback = CallbackState::Pending;
-                })?;
-                r.failed.push(j.id);
-            } else {
-                self.update(j.id, |j| j.state = JobState::Queued)?;
-                r.requeued.push(j.id);
+                    r.failed.push(j.id);
+                } else {
+                    j.state = JobState::Queued;
+                    r.requeued.push(j.id);
+                }
+                j.updated = now();
+                changed.push(j);
             }
+            for j in &changed {
+                match serde_json::to_vec(j) {
+                    Ok(bytes) => {
+                        jobs.insert(j.id, bytes.as_slice())?;
+                    }
+                    Err(e) => encode_err = Some(e.to_string()),
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = encode_err {
+            return Err(self.err(e));
         }
         Ok(r)
     }
@@ -364,90 +527,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mlflow(id: &str) -> Source {
-        Source::Mlflow {
-            name: "m".into(),
-            version: "1".into(),
-            event: "model_version.created".into(),
-            delivery_id: id.into(),
-        }
-    }
-
-    #[test]
-    fn dedupes_claims_once_and_recovers_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
-        {
-            let s = Store::open(&path).unwrap();
-            let (a, new_a) = s.enqueue(mlflow("d1")).unwrap();
-            let (b, new_b) = s.enqueue(mlflow("d1")).unwrap();
-            assert!(new_a && !new_b);
-            assert_eq!(a.id, b.id);
-            let (c, _) = s.enqueue(mlflow("d2")).unwrap();
-            assert_eq!(c.id, a.id + 1);
-            let first = s.claim_next().unwrap().unwrap();
-            assert_eq!((first.id, first.attempts), (a.id, 1));
-            assert_eq!(first.state, JobState::Running);
-            // Dropped without finishing: the process "crashed".
-        }
-        let s = Store::open(&path).unwrap();
-        assert_eq!(s.recover().unwrap().requeued, vec![1]);
-        let again = s.claim_next().unwrap().unwrap();
-        assert_eq!((again.id, again.attempts), (1, 2));
-        s.update(1, |j| j.state = JobState::Finished).unwrap();
-        assert_eq!(s.pending_callbacks().unwrap().len(), 1);
-        assert_eq!(s.claim_next().unwrap().unwrap().id, 2);
-        assert!(s.claim_next().unwrap().is_none());
-        // The dedupe table survived the reopen too.
-        assert!(!s.enqueue(mlflow("d1")).unwrap().1);
-    }
-
-    #[test]
-    fn a_job_that_keeps_killing_the_server_is_failed_not_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
-        {
-            let s = Store::open(&path).unwrap();
-            s.enqueue(mlflow("poison")).unwrap();
-            s.enqueue(mlflow("next")).unwrap();
-        }
-        // The server dies in job 1 on every attempt.
-        for attempt in 1..=MAX_ATTEMPTS {
-            let s = Store::open(&path).unwrap();
-            let r = s.recover().unwrap();
-            if attempt > 1 {
-                assert_eq!(r.requeued, vec![1], "attempt {attempt}");
-            }
-            let j = s.claim_next().unwrap().unwrap();
-            assert_eq!((j.id, j.attempts), (1, attempt));
-        }
-        let s = Store::open(&path).unwrap();
-        let r = s.recover().unwrap();
-        assert_eq!(
-            r,
-            Recovered {
-                requeued: vec![],
-                failed: vec![1]
-            }
-        );
-        let j = s.get(1).unwrap().unwrap();
-        assert_eq!(j.state, JobState::Error);
-        assert_eq!(j.exit_code, Some(2));
-        assert!(j.error.unwrap().contains("stopped 3 times"));
-        // The registry is still told, and the next job runs.
-        assert!(s.pending_callbacks().unwrap().iter().any(|p| p.id == 1));
-        assert_eq!(s.claim_next().unwrap().unwrap().id, 2);
-    }
-
-    #[test]
-    fn a_second_server_on_the_same_database_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
-        let _a = Store::open(&path).unwrap();
-        let e = Store::open(&path).err().unwrap().to_string();
-        assert!(e.contains("jobs.redb"), "{e}");
-    }
-}
+mod tests;
