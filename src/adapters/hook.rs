@@ -1,10 +1,16 @@
 //! The terminal adapter: a git pre-push hook that runs `check` on the
 //! adapters and checkpoints a push changes. `hook install` writes a small
 //! shell hook that calls back into `probegate hook run`, where the logic
-//! lives (and is tested).
+//! lives (and is tested). What it gates is the pushed commits' content,
+//! never the working tree ([`push`]).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod push;
+mod tree;
+pub use push::{changed_paths, parse_push_lines, pushed_candidates, Pushed, PushedRef};
 
 use crate::adapters::project::{GateSettings, RunOptions};
 use crate::error::{Error, Result};
@@ -29,7 +35,7 @@ pub struct HookConfig {
 }
 
 /// Run git in `repo`; its raw stdout (`-z` output stays byte-exact).
-pub(crate) fn git_bytes(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
+pub(crate) fn git_bytes<A: AsRef<OsStr>>(repo: &Path, args: &[A]) -> Result<Vec<u8>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -39,7 +45,10 @@ pub(crate) fn git_bytes(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
     if !out.status.success() {
         return Err(Error::Usage(format!(
             "git {} (in {}): {}",
-            args.join(" "),
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
             repo.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -128,48 +137,9 @@ pub fn candidate_for(repo: &Path, file: &str, base: &str) -> Option<String> {
     None
 }
 
-/// Files changed by the commits a pre-push is about to send. Each stdin
-/// line is `<local ref> <local sha> <remote ref> <remote sha>`; commits
-/// already on any remote-tracking ref are not re-checked.
-pub fn changed_files(repo: &Path, stdin: &str) -> Result<Vec<String>> {
-    const ZERO: &str = "0000000000000000000000000000000000000000";
-    let mut files = Vec::new();
-    for line in stdin.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 4 {
-            continue;
-        }
-        let (local_sha, remote_sha) = (f[1], f[3]);
-        if local_sha == ZERO {
-            continue; // deleting a remote ref
-        }
-        let out = if remote_sha == ZERO {
-            git(
-                repo,
-                &[
-                    "log",
-                    "--name-only",
-                    "--format=",
-                    local_sha,
-                    "--not",
-                    "--remotes",
-                ],
-            )?
-        } else {
-            git(
-                repo,
-                &["diff", "--name-only", &format!("{remote_sha}..{local_sha}")],
-            )?
-        };
-        for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            if !files.iter().any(|x| x == l) {
-                files.push(l.to_string());
-            }
-        }
-    }
-    Ok(files)
-}
-
+/// The candidates among `files` as they are in the working tree (what
+/// `hook run FILE…` and `github candidates` are given); a push's come from
+/// its commits instead ([`pushed_candidates`]).
 pub fn candidates(repo: &Path, files: &[String], base: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for f in files {
@@ -186,24 +156,50 @@ pub fn candidates(repo: &Path, files: &[String], base: &str) -> Vec<String> {
     out
 }
 
+/// One thing to gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// What the user knows it by: its path in the repository (and, for a
+    /// push, the branch and commit).
+    pub label: String,
+    /// The model reference to gate, or why there is none: never a pass.
+    pub reference: std::result::Result<String, String>,
+}
+
+impl Candidate {
+    /// A reference that is its own label.
+    pub fn plain(reference: String) -> Self {
+        Candidate {
+            label: reference.clone(),
+            reference: Ok(reference),
+        }
+    }
+}
+
+/// The hook's output root, with a `.gitignore` that keeps reports (and the
+/// scratch copies of pushed files) out of the commits being pushed.
+pub(crate) fn prepare_out(root: &Path) -> Result<()> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let ignore = root.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
+    }
+    Ok(())
+}
+
 /// Gates every candidate a push changes, each with its reports in
 /// `<settings.out>/candidate-N`, and calls `on` with each result. The worst
 /// outcome decides the push: could-not-evaluate outranks a failed gate,
 /// and both block it.
 pub fn gate_push(
     settings: &GateSettings,
-    candidates: &[String],
+    candidates: &[Candidate],
     history: Option<PathBuf>,
     progress: Progress,
-    on: &mut dyn FnMut(&str, &Path, &Result<GateOutput>),
+    on: &mut dyn FnMut(&Candidate, &Path, &Result<GateOutput>),
 ) -> Result<Outcome> {
-    // Reports are local artefacts: keep them out of the commits being pushed.
     let root = &settings.out;
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-    let ignore = root.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, "*\n").map_err(|e| Error::io(&ignore, e))?;
-    }
+    prepare_out(root)?;
     let opts = RunOptions {
         history,
         ..RunOptions::default()
@@ -214,7 +210,15 @@ pub fn gate_push(
             out: root.join(format!("candidate-{}", i + 1)),
             ..settings.clone()
         };
-        let r = one.run(cand, &opts, progress);
+        let r = match &cand.reference {
+            Ok(reference) => one.run(reference, &opts, progress),
+            Err(why) => {
+                // Its report says why, as a run that could not evaluate does.
+                let _ = std::fs::create_dir_all(&one.out);
+                let _ = crate::gate::report::write_error_report(&one.out, why);
+                Err(Error::Usage(why.clone()))
+            }
+        };
         let outcome = match &r {
             Ok(o) => o.report.verdict.into(),
             Err(_) => Outcome::Error,

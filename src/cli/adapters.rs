@@ -361,18 +361,24 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
         }
         HookCommand::Run { cfg, remote, files } => {
             let root = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-            let files = if files.is_empty() {
+            let settings = cfg.check("", cfg.out.clone()).settings()?;
+            // The base names adapter candidates (`BASE+DIR`): resolved as check will.
+            let base = &settings.base;
+            // Dropping `pushed` removes the scratch copy of the pushed files.
+            let (cands, pushed) = if files.is_empty() {
                 let mut stdin = String::new();
                 std::io::stdin()
                     .read_to_string(&mut stdin)
                     .map_err(|e| Error::io("<stdin>", e))?;
-                hook::changed_files(&root, &stdin)?
+                let mut p = hook::pushed_candidates(&root, &stdin, base, &settings.out)?;
+                (std::mem::take(&mut p.candidates), Some(p))
             } else {
-                files.clone()
+                let named = hook::candidates(&root, files, base);
+                (
+                    named.into_iter().map(hook::Candidate::plain).collect(),
+                    None,
+                )
             };
-            // The base names adapter candidates (`BASE+DIR`): resolve it as check will.
-            let base = cfg.check("", cfg.out.clone()).settings()?.base;
-            let cands = hook::candidates(&root, &files, &base);
             if cands.is_empty() {
                 return Ok(EXIT_OK);
             }
@@ -381,7 +387,9 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
                 cands.len(),
                 hook::SKIP_ENV
             );
-            let settings = cfg.check("", cfg.out.clone()).settings()?;
+            for w in pushed.iter().flat_map(|p| &p.warnings) {
+                eprintln!("probegate: warning: {w}");
+            }
             let history = Some(probegate::checkpoint::cache_root().join("history.jsonl"));
             let mut prog = stage_progress(g);
             let worst = hook::gate_push(
@@ -390,6 +398,7 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
                 history,
                 &mut prog,
                 &mut |cand, out, r| {
+                    let cand = &cand.label;
                     match r {
                         Ok(o) => eprintln!("probegate: {cand}: {}", verdict_line(&o.report)),
                         Err(e) => eprintln!("probegate: {cand}: error: {e}"),
@@ -408,6 +417,7 @@ pub fn cmd_hook(g: &Global, c: &HookCommand) -> Result<i32> {
                 },
             )?;
             drop(prog);
+            drop(pushed);
             if worst.exit_code() != EXIT_OK {
                 eprintln!(
                     "probegate: to push anyway: {}=1 git push (or git push --no-verify)",
