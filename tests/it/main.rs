@@ -20,6 +20,7 @@ mod reference;
 mod serve;
 mod serve_disk;
 mod serve_limits;
+mod serve_queue;
 mod study;
 mod tokenizer;
 mod zoo;

@@ -15,7 +15,8 @@ pub(super) async fn callback(app: Shared, id: u64) {
     let Ok(Some(job)) = app.store.get(id) else {
         return;
     };
-    if job.callback != CallbackState::Pending || !job.done() {
+    // A superseded job was never run: its replacement tells the registry.
+    if job.callback != CallbackState::Pending || !job.done() || job.state == JobState::Superseded {
         return;
     }
     let verdict = job.verdict.unwrap_or(Outcome::Error);

@@ -12,6 +12,9 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::util::line_of;
 
+pub use super::limits::Limits;
+use super::limits::{parse_limits, RawLimits};
+
 /// A parsed configuration (docs/serve.md lists every field). Relative paths
 /// are already resolved against the file's directory, secrets already read.
 #[derive(Debug, Clone)]
@@ -38,19 +41,6 @@ pub struct Config {
     pub limits: Limits,
 }
 
-/// `[limits]`: bounds on one job's check, which runs in its own process so
-/// that hitting one ends that job as `error` and never the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Wall-clock seconds for a job, fetch and check together; 10 s – 7 days
-    /// (default 3600).
-    pub job_timeout_secs: u64,
-    /// The check process's data segment (heap and anonymous mappings,
-    /// RLIMIT_DATA), in MiB; 64 MiB – 16 TiB. Default: three quarters of the
-    /// machine's memory shared among the workers, at least 1 GiB.
-    pub job_memory_mib: u64,
-}
-
 #[derive(Debug, Clone)]
 pub struct HfConfig {
     /// The Hub, without a trailing slash (default `https://huggingface.co`).
@@ -59,6 +49,9 @@ pub struct HfConfig {
     pub webhook_secret: String,
     /// The value of the variable `token_env` names, if the file names one.
     pub token: Option<String>,
+    /// Refs whose pushes become jobs, globs with `*` (default: every branch
+    /// and pull request, `refs/heads/*` and `refs/pr/*`).
+    pub refs: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,15 +112,6 @@ struct Raw {
     limits: RawLimits,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    #[serde(default)]
-    job_timeout_secs: Option<Spanned<i64>>,
-    #[serde(default)]
-    job_memory_mib: Option<Spanned<i64>>,
-}
-
 fn one() -> Spanned<i64> {
     Spanned::new(0..0, 1)
 }
@@ -146,6 +130,8 @@ struct RawHf {
     webhook_secret_env: Spanned<String>,
     #[serde(default)]
     token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    refs: Option<Spanned<Vec<String>>>,
 }
 
 fn hf_endpoint() -> String {
@@ -181,67 +167,31 @@ struct RawTarget {
     data: Option<PathBuf>,
 }
 
-/// A `[limits]` integer within `range`, or `default` when the file has none.
-fn bounded(
-    field: &str,
-    v: &Option<Spanned<i64>>,
-    range: std::ops::RangeInclusive<i64>,
-    default: u64,
+/// `[huggingface] refs`: non-empty globs, each naming a branch or a pull request.
+fn parse_refs(
+    raw: &Option<Spanned<Vec<String>>>,
     at: &dyn Fn(usize, String) -> Error,
-) -> Result<u64> {
-    let Some(v) = v else { return Ok(default) };
-    let n = *v.get_ref();
-    if !range.contains(&n) {
+) -> Result<Vec<String>> {
+    let Some(r) = raw else {
+        return Ok(super::webhook::DEFAULT_REFS
+            .iter()
+            .map(|s| s.to_string())
+            .collect());
+    };
+    let refs = r.get_ref();
+    let bad = refs
+        .iter()
+        .find(|g| !(g.starts_with("refs/heads/") || g.starts_with("refs/pr/")));
+    if refs.is_empty() || bad.is_some() {
         return Err(at(
-            v.span().start,
+            r.span().start,
             format!(
-                "field `limits.{field}`: must be between {} and {}, found {n}",
-                range.start(),
-                range.end()
+                "field `huggingface.refs`: list globs under refs/heads/ or refs/pr/ (e.g. \"refs/heads/main\", \"refs/pr/*\"){}",
+                bad.map(|b| format!(", found `{b}`")).unwrap_or_default()
             ),
         ));
     }
-    Ok(n as u64)
-}
-
-fn parse_limits(
-    raw: &RawLimits,
-    workers: u64,
-    at: &dyn Fn(usize, String) -> Error,
-) -> Result<Limits> {
-    Ok(Limits {
-        job_timeout_secs: bounded(
-            "job_timeout_secs",
-            &raw.job_timeout_secs,
-            10..=7 * 86_400,
-            3600,
-            at,
-        )?,
-        job_memory_mib: bounded(
-            "job_memory_mib",
-            &raw.job_memory_mib,
-            64..=16 << 20,
-            default_memory_mib(workers),
-            at,
-        )?,
-    })
-}
-
-/// Three quarters of physical memory over the workers, at least 1 GiB: the
-/// checks together cannot push the server into the kernel's OOM killer.
-fn default_memory_mib(workers: u64) -> u64 {
-    // SAFETY: sysconf has no preconditions; a failure returns -1.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages <= 0 || page <= 0 {
-        return 16 << 10;
-    }
-    let mib = (pages as u64).saturating_mul(page as u64) >> 20;
-    (mib / 4 * 3 / workers.max(1)).max(1024)
+    Ok(refs.clone())
 }
 
 impl Config {
@@ -304,6 +254,7 @@ impl Config {
                 endpoint: h.endpoint.trim_end_matches('/').to_string(),
                 webhook_secret: secret("huggingface.webhook_secret_env", &h.webhook_secret_env)?,
                 token: optional("huggingface.token_env", &h.token_env)?,
+                refs: parse_refs(&h.refs, &at)?,
             }),
             None => None,
         };
@@ -435,6 +386,33 @@ monitors = "monitors/smollm2"
         assert!(c.target(Registry::Mlflow, "acme/adapter").is_none());
         assert_eq!(c.limits.job_timeout_secs, 3600);
         assert!(c.limits.job_memory_mib >= 1024);
+        assert_eq!(c.limits.max_queued_jobs, 1000);
+        assert_eq!(
+            c.huggingface.as_ref().unwrap().refs,
+            ["refs/heads/*", "refs/pr/*"]
+        );
+    }
+
+    #[test]
+    fn refs_are_branch_or_pull_request_globs() {
+        let with = |refs: &str| {
+            let text = GOOD.replace(
+                "webhook_secret_env = \"HF_SECRET\"",
+                &format!("webhook_secret_env = \"HF_SECRET\"\nrefs = {refs}"),
+            );
+            Config::parse(&text, Path::new("s.toml"), &env)
+        };
+        let c = with(r#"["refs/heads/main", "refs/pr/*"]"#).unwrap();
+        assert_eq!(
+            c.huggingface.unwrap().refs,
+            ["refs/heads/main", "refs/pr/*"]
+        );
+        let e = with(r#"["refs/tags/*"]"#).unwrap_err().to_string();
+        assert!(
+            e.contains("huggingface.refs") && e.contains("refs/tags/*"),
+            "{e}"
+        );
+        assert!(with("[]").is_err());
     }
 
     #[test]
@@ -445,7 +423,8 @@ monitors = "monitors/smollm2"
             c.limits,
             Limits {
                 job_timeout_secs: 60,
-                job_memory_mib: 512
+                job_memory_mib: 512,
+                ..c.limits
             }
         );
         let text = format!("{GOOD}\n[limits]\njob_memory_mib = 1\n");

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::config::Registry;
-use super::store::{Job, JobState};
+use super::store::{Admitted, Job, JobState};
 use super::webhook::{self, MlflowHeaders, Parsed, Reject};
 use super::{App, Shared};
 use crate::error::Result;
@@ -51,19 +51,44 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
         }
     }
     let a = app.clone();
+    let max = usize::try_from(app.cfg.limits.max_queued_jobs).unwrap_or(usize::MAX);
     // redb commits with fsync: keep it off the async workers.
     let res = tokio::task::spawn_blocking(move || {
         sources
             .into_iter()
-            .map(|s| a.store.enqueue(s))
+            .map(|s| a.store.admit(s, max))
             .collect::<Result<Vec<_>>>()
     })
     .await;
-    let jobs = match res {
+    let admitted = match res {
         Ok(Ok(j)) => j,
         Ok(Err(e)) => return error_response(503, &e.to_string()),
         Err(e) => return error_response(503, &e.to_string()),
     };
+    let mut jobs = Vec::new();
+    for a in admitted {
+        match a {
+            Admitted::New { job, superseded } => {
+                if !superseded.is_empty() {
+                    tracing::info!(job = job.id, "supersedes queued jobs {superseded:?}");
+                }
+                jobs.push((job, true));
+            }
+            Admitted::Known(job) => jobs.push((job, false)),
+            // Whatever was admitted before stays; the retry finds it known.
+            Admitted::Full => {
+                let mut r = error_response(
+                    503,
+                    &format!("the queue is full ({max} jobs waiting); retry later"),
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("60"),
+                );
+                return r;
+            }
+        }
+    }
     let any_new = jobs.iter().any(|(_, new)| *new);
     if any_new {
         app.wake.notify_waiters();
@@ -90,7 +115,7 @@ async fn hf_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) 
     ) {
         return r.into_response();
     }
-    match webhook::hf_parse(&body) {
+    match webhook::hf_parse_refs(&body, &hf.refs) {
         Ok(p) => accept(app.clone(), Registry::Huggingface, p).await,
         Err(r) => r.into_response(),
     }
@@ -163,7 +188,8 @@ async fn healthz(State(app): State<Shared>) -> Response {
         Ok(jobs) => {
             let n = |s: JobState| jobs.iter().filter(|j| j.state == s).count();
             Json(json!({"status": "ok", "queued": n(JobState::Queued), "running": n(JobState::Running),
-                        "finished": n(JobState::Finished), "error": n(JobState::Error)}))
+                        "finished": n(JobState::Finished), "error": n(JobState::Error),
+                        "superseded": n(JobState::Superseded)}))
             .into_response()
         }
         Err(e) => error_response(503, &e.to_string()),

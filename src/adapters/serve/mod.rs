@@ -11,6 +11,7 @@ pub mod callback;
 pub mod child;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod registry;
 pub mod store;
 pub mod webhook;
@@ -42,9 +43,14 @@ impl App {
         self.cfg.state_dir.join("jobs").join(id.to_string())
     }
 
-    /// Where an MLflow job's candidate is downloaded; removed when the job ends.
-    fn mlflow_cache(&self, id: u64) -> PathBuf {
-        self.cfg.state_dir.join("mlflow-cache").join(id.to_string())
+    /// Where a job's candidate is downloaded (`hf-cache/{id}`,
+    /// `mlflow-cache/{id}`); removed when the job ends, so caches never grow.
+    fn fetch_cache(&self, job: &store::Job) -> PathBuf {
+        let kind = match job.source {
+            store::Source::Huggingface { .. } => "hf-cache",
+            store::Source::Mlflow { .. } => "mlflow-cache",
+        };
+        self.cfg.state_dir.join(kind).join(job.id.to_string())
     }
 }
 
@@ -131,6 +137,7 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
     }
     let (tx, rx) = watch::channel(false);
     let workers = tokio::spawn(worker::worker_loop(app.clone(), rx.clone()));
+    tokio::spawn(worker::retention_loop(app.clone(), rx.clone()));
     on_listen(addr);
     let mut stop = rx;
     axum::serve(listener, http::router(app))

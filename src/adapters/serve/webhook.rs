@@ -88,7 +88,38 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// `pattern` with `*` matching any run of characters (`refs/pr/*`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The refs a Hub delivery may make jobs of when the configuration names none.
+pub const DEFAULT_REFS: &[&str] = &["refs/heads/*", "refs/pr/*"];
+
+/// [`hf_parse_refs`] with [`DEFAULT_REFS`].
 pub fn hf_parse(body: &[u8]) -> Result<Parsed, Reject> {
+    let refs: Vec<String> = DEFAULT_REFS.iter().map(|r| r.to_string()).collect();
+    hf_parse_refs(body, &refs)
+}
+
+/// The refs of a Hub delivery that become jobs: branches and pull requests
+/// that match one of `refs` (globs).
+pub fn hf_parse_refs(body: &[u8], refs: &[String]) -> Result<Parsed, Reject> {
     let p: HfPayload = serde_json::from_slice(body)
         .map_err(|e| reject(400, format!("malformed Hugging Face payload: {e}")))?;
     if p.event.scope != "repo.content" || p.event.action != "update" {
@@ -110,6 +141,9 @@ pub fn hf_parse(body: &[u8]) -> Result<Parsed, Reject> {
         if !(r.name.starts_with("refs/heads/") || r.name.starts_with("refs/pr/")) {
             continue;
         }
+        if !refs.iter().any(|g| glob_match(g, &r.name)) {
+            continue;
+        }
         if !is_sha(&sha) {
             return Err(reject(
                 400,
@@ -126,7 +160,7 @@ pub fn hf_parse(body: &[u8]) -> Result<Parsed, Reject> {
     }
     if jobs.is_empty() {
         return Ok(Parsed::Ignored(
-            "no branch or pull request was updated".into(),
+            "no branch or pull request in the configured refs was updated".into(),
         ));
     }
     Ok(Parsed::Jobs(jobs))
@@ -233,6 +267,43 @@ mod tests {
                "webhook":{{"id":"w1","version":3}},"updatedRefs":{refs}}}"#
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn only_the_configured_refs_become_jobs() {
+        assert!(glob_match("refs/pr/*", "refs/pr/12"));
+        assert!(glob_match("refs/heads/main", "refs/heads/main"));
+        assert!(!glob_match("refs/heads/main", "refs/heads/main2"));
+        assert!(glob_match(
+            "refs/heads/release-*-rc",
+            "refs/heads/release-2-rc"
+        ));
+        assert!(!glob_match(
+            "refs/heads/release-*-rc",
+            "refs/heads/release-2"
+        ));
+        let refs = format!(
+            r#"[{{"ref":"refs/heads/main","newSha":"{SHA}"}},
+                {{"ref":"refs/heads/dev","newSha":"{SHA}"}},
+                {{"ref":"refs/pr/3","newSha":"{SHA}"}}]"#
+        );
+        let only = ["refs/heads/main".to_string(), "refs/pr/*".to_string()];
+        let Parsed::Jobs(j) = hf_parse_refs(&hf_body("repo.content", &refs), &only).unwrap() else {
+            panic!("expected jobs")
+        };
+        let names: Vec<&str> = j
+            .iter()
+            .map(|s| match s {
+                Source::Huggingface { git_ref, .. } => git_ref.as_str(),
+                Source::Mlflow { .. } => "",
+            })
+            .collect();
+        assert_eq!(names, ["refs/heads/main", "refs/pr/3"]);
+        let none = ["refs/heads/prod".to_string()];
+        assert!(matches!(
+            hf_parse_refs(&hf_body("repo.content", &refs), &none).unwrap(),
+            Parsed::Ignored(_)
+        ));
     }
 
     #[test]

@@ -49,8 +49,8 @@ async fn execute(app: Shared, job: Job) -> Finished {
         );
         return failed(&dir, None, &e);
     };
-    let _mlflow_cache =
-        matches!(job.source, Source::Mlflow { .. }).then(|| RemoveOnDrop(app.mlflow_cache(job.id)));
+    // Whichever way the job ends, its download goes: nothing accumulates.
+    let _cache = RemoveOnDrop(app.fetch_cache(&job));
     let fetch = fetch(&app, &job, &target.base);
     let candidate = match tokio::time::timeout(timeout, fetch).await {
         Ok(Ok(c)) => c,
@@ -86,16 +86,17 @@ async fn execute(app: Shared, job: Job) -> Finished {
     }
 }
 
-/// Fetch the job's candidate; the model reference `check` takes.
+/// Fetch the job's candidate into its own cache, within the download cap;
+/// the model reference `check` takes.
 async fn fetch(app: &Shared, job: &Job, base: &str) -> Result<String> {
+    let cap = app.cfg.limits.max_download_bytes;
+    let cache = app.fetch_cache(job);
     match &job.source {
         Source::Huggingface { repo, new_sha, .. } => {
             let (a, repo, sha, base) =
                 (app.clone(), repo.clone(), new_sha.clone(), base.to_string());
             tokio::task::spawn_blocking(move || match &a.cfg.huggingface {
-                Some(hf) => {
-                    registry::hf_fetch(hf, &repo, &sha, &base, &a.cfg.state_dir.join("hf-cache"))
-                }
+                Some(hf) => registry::hf_fetch(hf, &repo, &sha, &base, &cache, cap),
                 None => Err(Error::Usage("no [huggingface] section".into())),
             })
             .await
@@ -103,8 +104,11 @@ async fn fetch(app: &Shared, job: &Job, base: &str) -> Result<String> {
         }
         Source::Mlflow { name, version, .. } => match &app.cfg.mlflow {
             Some(m) => {
-                let limits = registry::ArtifactLimits::from_env()?;
-                let cache = app.mlflow_cache(job.id);
+                let mut limits = registry::ArtifactLimits::from_env()?;
+                // The environment's cap, when set, stays the one that counts.
+                if std::env::var_os(registry::MAX_BYTES_ENV).is_none() {
+                    limits.max_bytes = cap;
+                }
                 registry::mlflow_fetch(m, name, version, base, &cache, &limits).await
             }
             None => Err(Error::Usage("no [mlflow] section".into())),
@@ -165,6 +169,41 @@ async fn record(app: &Shared, id: u64, o: Finished, stop: &mut watch::Receiver<b
             _ = stop.wait_for(|s| *s) => return false,
         }
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Retention, at start and then hourly: done jobs past `[limits]
+/// keep_days` or beyond `keep_jobs` go, their directories with them.
+pub(super) async fn retention_loop(app: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        let a = app.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let l = a.cfg.limits;
+            let gone = a.store.prune(
+                l.keep_days.saturating_mul(86_400),
+                usize::try_from(l.keep_jobs).unwrap_or(usize::MAX),
+            )?;
+            for id in &gone {
+                let dir = a.job_dir(*id);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("could not remove {}: {e}", dir.display());
+                    }
+                }
+            }
+            Ok::<_, Error>(gone.len())
+        })
+        .await;
+        match res {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!("retention: {n} done jobs deleted"),
+            Ok(Err(e)) => tracing::warn!("retention: {e}"),
+            Err(e) => tracing::warn!("retention task: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -12,8 +12,17 @@ use crate::adapters::serve::config::HfConfig;
 use crate::error::Result;
 
 /// Re-read the repository at `sha` from the Hub and download the candidate's
-/// files into `cache`. Returns the model reference `check` takes.
-pub fn hf_fetch(cfg: &HfConfig, repo: &str, sha: &str, base: &str, cache: &Path) -> Result<String> {
+/// files into `cache`, at most `max_bytes` of them (the sizes the Hub
+/// announces are checked before any download, what arrived after).
+/// Returns the model reference `check` takes.
+pub fn hf_fetch(
+    cfg: &HfConfig,
+    repo: &str,
+    sha: &str,
+    base: &str,
+    cache: &Path,
+    max_bytes: u64,
+) -> Result<String> {
     let api = ApiBuilder::new()
         .with_endpoint(cfg.endpoint.clone())
         .with_cache_dir(cache.to_path_buf())
@@ -42,9 +51,37 @@ pub fn hf_fetch(cfg: &HfConfig, repo: &str, sha: &str, base: &str, cache: &Path)
             "no adapter (adapter_config.json), model directory (config.json + safetensors) or .gguf file at this revision",
         ));
     };
+    let names: Vec<&String> = match &sel {
+        CandidateFiles::Adapter(fs) | CandidateFiles::Model(fs) => fs.iter().collect(),
+        CandidateFiles::Gguf(f) => vec![f],
+    };
+    let over = |n: u64| {
+        remote(
+            &what,
+            format!(
+                "the candidate's files are {n} bytes or more, over the {max_bytes} byte cap ([limits] max_download_bytes)"
+            ),
+        )
+    };
+    let mut announced = 0u64;
+    for f in &names {
+        announced = announced.saturating_add(announced_size(cfg, &r.url(f))?.unwrap_or(0));
+        if announced > max_bytes {
+            return Err(over(announced));
+        }
+    }
+    let got = std::cell::Cell::new(0u64);
     let get = |f: &str| -> Result<PathBuf> {
-        r.get(f)
-            .map_err(|e| remote(format!("{}/{repo}/resolve/{sha}/{f}", cfg.endpoint), e))
+        let p = r
+            .get(f)
+            .map_err(|e| remote(format!("{}/{repo}/resolve/{sha}/{f}", cfg.endpoint), e))?;
+        // A size the Hub did not announce is counted once it is here.
+        let n = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        got.set(got.get().saturating_add(n));
+        if got.get() > max_bytes {
+            return Err(over(got.get()));
+        }
+        Ok(p)
     };
     Ok(match sel {
         CandidateFiles::Adapter(fs) | CandidateFiles::Model(fs) if fs.is_empty() => {
@@ -69,6 +106,28 @@ pub fn hf_fetch(cfg: &HfConfig, repo: &str, sha: &str, base: &str, cache: &Path)
         }
         CandidateFiles::Gguf(f) => get(&f)?.display().to_string(),
     })
+}
+
+/// The size the Hub announces for a file: `x-linked-size` on the redirect
+/// of a large (LFS) file, else Content-Length. `None` when it says neither.
+fn announced_size(cfg: &HfConfig, url: &str) -> Result<Option<u64>> {
+    let agent = ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(std::time::Duration::from_secs(30))
+        .build();
+    let mut req = agent.head(url);
+    if let Some(t) = &cfg.token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return Err(remote(url, format!("HTTP {code}"))),
+        Err(e) => return Err(remote(url, e)),
+    };
+    Ok(resp
+        .header("x-linked-size")
+        .or_else(|| resp.header("content-length"))
+        .and_then(|v| v.trim().parse().ok()))
 }
 
 /// Hugging Face: a comment on the pull request the push went to, or a new

@@ -3,7 +3,8 @@
 //! 202, so an accepted job survives a crash; the dedupe table makes a
 //! redelivery (MLflow retries, Hugging Face replays) a no-op.
 //!
-//! States: queued → running → finished | error, and independently the
+//! States: queued → running → finished | error (or queued → superseded, when
+//! a newer push to the same ref replaces it), and independently the
 //! callback to the registry: pending → sent | failed. On start, a job left
 //! `running` by a killed process goes back to `queued` (its run left no
 //! outcome); a finished job whose callback was not sent is only called back,
@@ -15,10 +16,13 @@ use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gate::report::Outcome;
+
+mod job;
+
+pub use job::{Admitted, CallbackState, Job, JobState, Source};
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
@@ -26,107 +30,6 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Records that no longer decode (an older schema, a damaged write), moved
 /// aside with their bytes so one of them cannot stop the queue.
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "registry", rename_all = "snake_case")]
-pub enum Source {
-    Huggingface {
-        repo: String,
-        repo_type: String,
-        git_ref: String,
-        new_sha: String,
-        webhook_id: String,
-    },
-    Mlflow {
-        name: String,
-        version: String,
-        event: String,
-        delivery_id: String,
-    },
-}
-
-impl Source {
-    /// What makes two deliveries the same job.
-    pub fn dedupe_key(&self) -> String {
-        match self {
-            // One check per pushed commit, however often the Hub replays it.
-            Source::Huggingface {
-                webhook_id,
-                new_sha,
-                ..
-            } => format!("hf:{webhook_id}:{new_sha}"),
-            // MLflow retries a delivery with the same id.
-            Source::Mlflow { delivery_id, .. } => format!("mlflow:{delivery_id}"),
-        }
-    }
-
-    pub fn registry_name(&self) -> &str {
-        match self {
-            Source::Huggingface { repo, .. } => repo,
-            Source::Mlflow { name, .. } => name,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    /// The gate ran to a verdict (pass, pass with repairs or fail).
-    Finished,
-    /// The gate could not evaluate.
-    Error,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum CallbackState {
-    /// Not yet due (job not done) or due and not yet delivered.
-    Pending,
-    Sent,
-    /// Every retry failed; the job's result stands, the registry was not told.
-    Failed,
-}
-
-/// One gate run the server owes a registry (`GET /jobs/{id}` serves it as JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    /// Assigned in delivery order from 1; the reports go to `state_dir/jobs/{id}/`.
-    pub id: u64,
-    /// The registry event that asked for the check.
-    pub source: Source,
-    pub state: JobState,
-    /// Times a worker started the job; above 1 only after a crash.
-    pub attempts: u32,
-    /// The gate's outcome once done; `None` while queued or running.
-    pub verdict: Option<Outcome>,
-    /// What `probegate check` would have exited with: 0 pass, 1 fail, 2 error.
-    pub exit_code: Option<i32>,
-    /// One line: the verdict with its monitor counts, or the error (MLflow's
-    /// `probegate.summary` tag).
-    pub summary: Option<String>,
-    /// Why the gate could not evaluate, when the state is `error`.
-    pub error: Option<String>,
-    /// The candidate the job resolved and checked.
-    pub candidate: Option<String>,
-    /// Whether the registry has been told the result.
-    pub callback: CallbackState,
-    /// Calls made to the registry so far.
-    pub callback_attempts: u32,
-    /// The last failed call's error; cleared by a successful one.
-    pub callback_error: Option<String>,
-    /// Unix seconds when the delivery was accepted.
-    pub created: u64,
-    /// Unix seconds of the last change to the job.
-    pub updated: u64,
-}
-
-impl Job {
-    pub fn done(&self) -> bool {
-        matches!(self.state, JobState::Finished | JobState::Error)
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -293,16 +196,48 @@ impl Store {
     }
 
     /// Insert a job for `source` unless its dedupe key is known. Returns the
-    /// job and whether it is new. Durable when this returns.
+    /// job and whether it is new. Durable when this returns. No queue cap.
     pub fn enqueue(&self, source: Source) -> Result<(Job, bool)> {
+        match self.admit(source, usize::MAX)? {
+            Admitted::New { job, .. } => Ok((job, true)),
+            Admitted::Known(job) => Ok((job, false)),
+            Admitted::Full => Err(self.err("the queue is full")),
+        }
+    }
+
+    /// [`Store::enqueue`] with the queue's bounds, in one transaction: a
+    /// known delivery is returned as it is; queued jobs for the same
+    /// repository and ref are superseded by the new one; with `max_queued`
+    /// jobs already queued (those superseded not counted), nothing is written.
+    pub fn admit(&self, source: Source, max_queued: usize) -> Result<Admitted> {
         let key = source.dedupe_key();
+        let coalesce = source.coalesce_key();
         let mut encode_err = None;
         let out = self.write(|tx| {
             let mut dedupe = tx.open_table(DEDUPE)?;
             let mut jobs = tx.open_table(JOBS)?;
             if let Some(id) = dedupe.get(key.as_str())?.map(|g| g.value()) {
                 let bytes = jobs.get(id)?.map(|g| g.value().to_vec());
-                return Ok((id, bytes, false));
+                return Ok(Some((id, bytes, false, Vec::new())));
+            }
+            let mut queued = 0usize;
+            let mut replaced = Vec::new();
+            for item in jobs.iter()? {
+                let (_, v) = item?;
+                let Ok(j) = serde_json::from_slice::<Job>(v.value()) else {
+                    continue;
+                };
+                if j.state != JobState::Queued {
+                    continue;
+                }
+                if coalesce.is_some() && j.source.coalesce_key() == coalesce {
+                    replaced.push(j);
+                } else {
+                    queued += 1;
+                }
+            }
+            if queued >= max_queued {
+                return Ok(None);
             }
             let mut meta = tx.open_table(META)?;
             let id = meta.get("next_id")?.map(|g| g.value()).unwrap_or(1);
@@ -324,24 +259,46 @@ impl Store {
                 created: t,
                 updated: t,
             };
+            let mut superseded = Vec::new();
+            for mut old in replaced {
+                let msg = format!("superseded by job {id}, a newer commit for the same ref");
+                old.state = JobState::Superseded;
+                old.summary = Some(msg.clone());
+                old.error = Some(msg);
+                old.updated = t;
+                match serde_json::to_vec(&old) {
+                    Ok(bytes) => {
+                        jobs.insert(old.id, bytes.as_slice())?;
+                        superseded.push(old.id);
+                    }
+                    Err(e) => encode_err = Some(e.to_string()),
+                }
+            }
             match serde_json::to_vec(&job) {
                 Ok(bytes) => {
                     jobs.insert(id, bytes.as_slice())?;
                     dedupe.insert(key.as_str(), id)?;
-                    Ok((id, Some(bytes), true))
+                    Ok(Some((id, Some(bytes), true, superseded)))
                 }
                 Err(e) => {
                     encode_err = Some(e.to_string());
-                    Ok((id, None, false))
+                    Ok(Some((id, None, false, superseded)))
                 }
             }
         })?;
         if let Some(e) = encode_err {
             return Err(self.err(e));
         }
-        let (id, bytes, new) = out;
+        let Some((id, bytes, new, superseded)) = out else {
+            return Ok(Admitted::Full);
+        };
         let bytes = bytes.ok_or_else(|| self.err(format!("job {id} is missing")))?;
-        Ok((self.decode(&bytes)?, new))
+        let job = self.decode(&bytes)?;
+        Ok(if new {
+            Admitted::New { job, superseded }
+        } else {
+            Admitted::Known(job)
+        })
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Job>> {
@@ -516,12 +473,59 @@ impl Store {
         Ok(r)
     }
 
+    /// Retention: done jobs the registry has been told of (or never will
+    /// be), created more than `max_age_secs` ago or beyond the newest `keep`
+    /// of them, are deleted with their dedupe keys in one transaction.
+    /// Returns their ids; their directories are the caller's to remove.
+    pub fn prune(&self, max_age_secs: u64, keep: usize) -> Result<Vec<u64>> {
+        let cutoff = now().saturating_sub(max_age_secs);
+        self.write(|tx| {
+            let mut jobs = tx.open_table(JOBS)?;
+            let mut done = Vec::new();
+            for item in jobs.iter()? {
+                let (k, v) = item?;
+                let Ok(j) = serde_json::from_slice::<Job>(v.value()) else {
+                    continue;
+                };
+                let told = j.callback != CallbackState::Pending || j.state == JobState::Superseded;
+                if j.done() && told {
+                    done.push((k.value(), j.created));
+                }
+            }
+            // Newest first: ids follow delivery order.
+            done.sort_by_key(|d| std::cmp::Reverse(d.0));
+            let gone: std::collections::BTreeSet<u64> = done
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, created))| *i >= keep || *created <= cutoff)
+                .map(|(_, (id, _))| *id)
+                .collect();
+            for id in &gone {
+                jobs.remove(*id)?;
+            }
+            let mut dedupe = tx.open_table(DEDUPE)?;
+            let mut stale = Vec::new();
+            for item in dedupe.iter()? {
+                let (k, v) = item?;
+                if gone.contains(&v.value()) {
+                    stale.push(k.value().to_string());
+                }
+            }
+            for k in &stale {
+                dedupe.remove(k.as_str())?;
+            }
+            Ok(gone.into_iter().collect())
+        })
+    }
+
     /// Done jobs whose registry has not been told yet.
     pub fn pending_callbacks(&self) -> Result<Vec<Job>> {
         Ok(self
             .list()?
             .into_iter()
-            .filter(|j| j.done() && j.callback == CallbackState::Pending)
+            .filter(|j| {
+                j.done() && j.state != JobState::Superseded && j.callback == CallbackState::Pending
+            })
             .collect())
     }
 }

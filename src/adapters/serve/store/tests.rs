@@ -139,3 +139,81 @@ fn a_second_server_on_the_same_database_is_refused() {
     let e = Store::open(&path).err().unwrap().to_string();
     assert!(e.contains("jobs.redb"), "{e}");
 }
+
+fn hf(git_ref: &str, sha: &str) -> Source {
+    Source::Huggingface {
+        repo: "acme/a".into(),
+        repo_type: "model".into(),
+        git_ref: git_ref.into(),
+        new_sha: sha.into(),
+        webhook_id: "w".into(),
+    }
+}
+
+#[test]
+fn a_newer_push_to_the_same_ref_supersedes_the_queued_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("jobs.redb")).unwrap();
+    let (a, _) = s.enqueue(hf("refs/pr/1", "a1")).unwrap();
+    let (other, _) = s.enqueue(hf("refs/heads/main", "m1")).unwrap();
+    let Admitted::New { job: b, superseded } = s.admit(hf("refs/pr/1", "a2"), 10).unwrap() else {
+        panic!("not admitted")
+    };
+    assert_eq!(superseded, vec![a.id]);
+    let old = s.get(a.id).unwrap().unwrap();
+    assert_eq!(old.state, JobState::Superseded);
+    assert!(old.error.unwrap().contains(&format!("job {}", b.id)));
+    // Superseded jobs never run and owe no callback; the others run in order.
+    assert_eq!(s.claim_next().unwrap().unwrap().id, other.id);
+    assert_eq!(s.claim_next().unwrap().unwrap().id, b.id);
+    assert!(s.pending_callbacks().unwrap().is_empty());
+}
+
+#[test]
+fn a_full_queue_admits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("jobs.redb")).unwrap();
+    for i in 0..3 {
+        assert!(matches!(
+            s.admit(mlflow(&format!("d{i}")), 3).unwrap(),
+            Admitted::New { .. }
+        ));
+    }
+    assert!(matches!(s.admit(mlflow("d3"), 3).unwrap(), Admitted::Full));
+    // A redelivery is still recognised, and a claim makes room.
+    assert!(matches!(
+        s.admit(mlflow("d0"), 3).unwrap(),
+        Admitted::Known(_)
+    ));
+    s.claim_next().unwrap();
+    assert!(matches!(
+        s.admit(mlflow("d3"), 3).unwrap(),
+        Admitted::New { .. }
+    ));
+    assert_eq!(s.list().unwrap().len(), 4);
+}
+
+#[test]
+fn retention_deletes_old_and_surplus_done_jobs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("jobs.redb")).unwrap();
+    for i in 0..5 {
+        s.enqueue(mlflow(&format!("d{i}"))).unwrap();
+    }
+    for id in 1..=4 {
+        s.update(id, |j| {
+            j.state = JobState::Finished;
+            j.callback = CallbackState::Sent;
+        })
+        .unwrap();
+    }
+    // Job 4's callback is still due: kept whatever its age.
+    s.update(4, |j| j.callback = CallbackState::Pending)
+        .unwrap();
+    assert_eq!(s.prune(u64::MAX, 2).unwrap(), vec![1]);
+    assert_eq!(s.prune(0, 100).unwrap(), vec![2, 3]);
+    let left: Vec<u64> = s.list().unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(left, vec![4, 5]);
+    // A pruned delivery's key is forgotten with it.
+    assert!(s.enqueue(mlflow("d1")).unwrap().1);
+}

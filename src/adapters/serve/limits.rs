@@ -1,0 +1,127 @@
+//! `[limits]` in serve.toml: what one job, the queue and the job history may
+//! cost, each bounded and defaulted here.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// `[limits]`: bounds on one job's check, which runs in its own process so
+/// that hitting one ends that job as `error` and never the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock seconds for a job, fetch and check together; 10 s – 7 days
+    /// (default 3600).
+    pub job_timeout_secs: u64,
+    /// The check process's data segment (heap and anonymous mappings,
+    /// RLIMIT_DATA), in MiB; 64 MiB – 16 TiB. Default: three quarters of the
+    /// machine's memory shared among the workers, at least 1 GiB.
+    pub job_memory_mib: u64,
+    /// Jobs waiting at once; a delivery beyond it gets 503 with Retry-After
+    /// (1 – 1,000,000; default 1000).
+    pub max_queued_jobs: u64,
+    /// Bytes one job may download (Hub or MLflow), all its files together
+    /// (1 MiB – 16 TiB; default 64 GiB).
+    pub max_download_bytes: u64,
+    /// Done jobs, their records and reports, are deleted after this many
+    /// days (1 – 3650; default 30) ...
+    pub keep_days: u64,
+    /// ... or beyond the newest this many (10 – 10,000,000; default 10,000).
+    pub keep_jobs: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    #[serde(default)]
+    job_timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    job_memory_mib: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_queued_jobs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_download_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    keep_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    keep_jobs: Option<Spanned<i64>>,
+}
+
+/// A `[limits]` integer within `range`, or `default` when the file has none.
+fn bounded(
+    field: &str,
+    v: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<i64>,
+    default: u64,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<u64> {
+    let Some(v) = v else { return Ok(default) };
+    let n = *v.get_ref();
+    if !range.contains(&n) {
+        return Err(at(
+            v.span().start,
+            format!(
+                "field `limits.{field}`: must be between {} and {}, found {n}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(n as u64)
+}
+
+pub(super) fn parse_limits(
+    raw: &RawLimits,
+    workers: u64,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<Limits> {
+    Ok(Limits {
+        job_timeout_secs: bounded(
+            "job_timeout_secs",
+            &raw.job_timeout_secs,
+            10..=7 * 86_400,
+            3600,
+            at,
+        )?,
+        job_memory_mib: bounded(
+            "job_memory_mib",
+            &raw.job_memory_mib,
+            64..=16 << 20,
+            default_memory_mib(workers),
+            at,
+        )?,
+        max_queued_jobs: bounded(
+            "max_queued_jobs",
+            &raw.max_queued_jobs,
+            1..=1_000_000,
+            1000,
+            at,
+        )?,
+        max_download_bytes: bounded(
+            "max_download_bytes",
+            &raw.max_download_bytes,
+            1 << 20..=1 << 44,
+            64 << 30,
+            at,
+        )?,
+        keep_days: bounded("keep_days", &raw.keep_days, 1..=3650, 30, at)?,
+        keep_jobs: bounded("keep_jobs", &raw.keep_jobs, 10..=10_000_000, 10_000, at)?,
+    })
+}
+
+/// Three quarters of physical memory over the workers, at least 1 GiB: the
+/// checks together cannot push the server into the kernel's OOM killer.
+fn default_memory_mib(workers: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions; a failure returns -1.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 16 << 10;
+    }
+    let mib = (pages as u64).saturating_mul(page as u64) >> 20;
+    (mib / 4 * 3 / workers.max(1)).max(1024)
+}
