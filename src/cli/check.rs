@@ -215,6 +215,11 @@ pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
         Ok(s) => s.out.clone(),
         Err(_) => a.out.clone().unwrap_or_else(|| "probegate-report".into()),
     };
+    // A JUnit file of an earlier run must not outlive this one's crash; it
+    // is rewritten below either way, so a failed removal only leaves it to that.
+    if let Some(j) = &a.junit {
+        let _ = std::fs::remove_file(j);
+    }
     let r = settings.and_then(|s| run_check(g, a, &s));
     // Whatever happens below, the output directory never keeps a stale report.
     if let Err(e) = &r {

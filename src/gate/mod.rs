@@ -210,6 +210,11 @@ pub fn run_and_record(
     history: Option<&Path>,
     progress: Progress,
 ) -> Result<GateOutput> {
+    // An earlier run's verdict goes before any work: if this run dies, the
+    // directory says nothing rather than something stale.
+    if let Some(dir) = out {
+        report::clear_outputs(dir)?;
+    }
     let output = run(req, progress)?;
     if let Some(dir) = out {
         output.write(dir)?;

@@ -466,3 +466,52 @@ fn an_error_cannot_forge_a_heading_in_report_md() {
     assert_eq!(outside, [&"## probegate: could not evaluate"], "{md}");
     assert_eq!(lines[close + 2], "This is not a pass.", "{md}");
 }
+
+/// A run killed mid-check (SIGKILL: no chance to write an error report) in
+/// an output directory holding an earlier PASS leaves no verdict behind:
+/// the old report.md, report.html, report.json and repaired monitors go
+/// before any work. They used to survive, still saying PASS.
+#[test]
+fn a_killed_run_leaves_no_stale_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("repaired/old")).unwrap();
+    for f in ["report.md", "report.html", "report.json"] {
+        std::fs::write(out.join(f), "## ✅ probegate: PASS").unwrap();
+    }
+    let base = model_path("smollm2").display().to_string();
+    let policy = test_policy(tmp.path(), &[]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("probegate"))
+        .current_dir(repo())
+        .args([
+            "check",
+            "--base",
+            &base,
+            "--candidate",
+            &base,
+            "--quiet",
+            "--no-history",
+        ])
+        .args(["--monitors", "monitors/smollm2", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while out.join("report.md").exists() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for f in ["report.md", "report.html", "report.json", "repaired"] {
+        assert!(!out.join(f).exists(), "{f} of the earlier run survived");
+    }
+    assert!(
+        still_running,
+        "the check finished before it could be killed"
+    );
+}

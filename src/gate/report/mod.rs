@@ -28,20 +28,56 @@ pub fn write_all(out: &Path, r: &Report) -> Result<()> {
     write("report.html", html(r))
 }
 
-/// Writes report.json, report.md, report.html and the repaired monitors
-/// (each under `repaired/<name>`).
-pub fn write_outputs(out: &Path, report: &Report, repaired: &[Monitor]) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    for m in repaired {
-        m.save(&out.join("repaired").join(&m.meta.name))?;
+/// What a run publishes in its output directory, report.json last: the
+/// only names probegate ever removes there (`--out .` is allowed).
+pub const OUTPUTS: &[&str] = &["repaired", "report.html", "report.md", "report.json"];
+
+/// Where a run's outputs are assembled before they are moved into place.
+const STAGING: &str = ".probegate-staging";
+
+/// Removes an earlier run's outputs, so a run that crashes or is killed
+/// leaves no verdict it did not reach. A link is removed, not followed.
+pub fn clear_outputs(out: &Path) -> Result<()> {
+    for name in OUTPUTS.iter().chain(&[STAGING]) {
+        let p = out.join(name);
+        let r = match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            Ok(_) => std::fs::remove_file(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| Error::io(&p, e))?;
     }
-    write_all(out, report)
+    Ok(())
+}
+
+/// Writes report.json, report.md, report.html and the repaired monitors
+/// (each under `repaired/<name>`): assembled in a staging directory, then
+/// moved in with report.json last, so a reader never sees a report.json
+/// beside another run's files.
+pub fn write_outputs(out: &Path, report: &Report, repaired: &[Monitor]) -> Result<()> {
+    let stage = out.join(STAGING);
+    clear_outputs(out)?;
+    std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
+    for m in repaired {
+        m.save(&stage.join("repaired").join(&m.meta.name))?;
+    }
+    write_all(&stage, report)?;
+    for name in OUTPUTS {
+        let from = stage.join(name);
+        if from.exists() {
+            let to = out.join(name);
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+        }
+    }
+    std::fs::remove_dir(&stage).map_err(|e| Error::io(&stage, e))
 }
 
 /// What is written when the gate could not evaluate: never a file that
-/// reads like a pass. A report.html of an earlier run is removed.
+/// reads like a pass. Every output of an earlier run is removed first.
 pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    clear_outputs(out)?;
     let json = ErrorReport::new(err);
     crate::util::write_atomic(
         &out.join("report.json"),
@@ -55,9 +91,7 @@ pub fn write_error_report(out: &Path, err: &str) -> Result<()> {
         "## probegate: could not evaluate\n\n{}\n\nThis is not a pass.\n",
         fenced(err)
     );
-    crate::util::write_atomic(&out.join("report.md"), md.as_bytes())?;
-    let _ = std::fs::remove_file(out.join("report.html"));
-    Ok(())
+    crate::util::write_atomic(&out.join("report.md"), md.as_bytes())
 }
 
 pub fn verdict_line(r: &Report) -> String {
@@ -466,5 +500,38 @@ mod tests {
         let f = fenced("```\n## ✅ probegate: PASS\n```");
         assert!(f.starts_with("````\n") && f.ends_with("\n````"), "{f}");
         assert_eq!(fenced("plain"), "```\nplain\n```");
+    }
+
+    /// An earlier run's PASS (report.md, report.html, repaired monitors)
+    /// used to survive an error report and a crashed run in the same
+    /// directory; other files there are left alone, links are not followed.
+    #[test]
+    fn stale_outputs_are_cleared_and_only_they() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("report.md"), "## ✅ probegate: PASS").unwrap();
+        std::fs::write(out.join("report.html"), "PASS").unwrap();
+        std::fs::create_dir_all(out.join("repaired/m")).unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("keep"), "x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(elsewhere.path(), out.join(STAGING)).unwrap();
+
+        write_error_report(out, "boom").unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            md.contains("could not evaluate") && !md.contains("PASS"),
+            "{md}"
+        );
+        assert!(!out.join("report.html").exists() && !out.join("repaired").exists());
+        assert!(out.join("notes.txt").exists() && elsewhere.path().join("keep").exists());
+
+        clear_outputs(out).unwrap();
+        let left: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
     }
 }
