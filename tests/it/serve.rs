@@ -14,6 +14,8 @@ use crate::harness::*;
 
 pub(crate) const HF_SECRET: &str = "hf-test-secret";
 pub(crate) const ML_SECRET: &str = "mlflow-test-secret";
+/// What `GET /jobs` and the reports need.
+pub(crate) const READ_TOKEN: &str = "read-token-for-the-tests";
 pub(crate) const SHA: &str = "5f1e0c7a2b3d4e5f60718293a4b5c6d7e8f90a1b";
 
 pub(crate) struct Server {
@@ -45,6 +47,7 @@ pub(crate) fn start_with(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Server
         .arg(cfg)
         .env("PG_TEST_HF_SECRET", HF_SECRET)
         .env("PG_TEST_MLFLOW_SECRET", ML_SECRET)
+        .env("PG_TEST_READ_TOKEN", READ_TOKEN)
         .env("PROBEGATE_LOG", "info")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -81,6 +84,7 @@ pub(crate) fn config_with(
         r#"
 listen = "127.0.0.1:0"
 state_dir = "state"
+read_token_env = "PG_TEST_READ_TOKEN"
 workers = {workers}
 max_body_bytes = 65536
 callback_retries = 3
@@ -135,8 +139,18 @@ pub(crate) fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Va
     (status, v)
 }
 
+/// GET with the read token; (status, body).
 pub(crate) fn get(url: &str) -> (u16, String) {
-    match ureq::get(url).call() {
+    get_as(url, Some(READ_TOKEN))
+}
+
+/// GET with `token` as the bearer, or none.
+pub(crate) fn get_as(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = ureq::get(url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
         Ok(r) => (r.status(), r.into_string().unwrap()),
         Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
         Err(e) => panic!("GET {url}: {e}"),
@@ -339,6 +353,22 @@ fn webhooks_authenticate_dedupe_and_run_real_checks() {
     assert_eq!(j["report"]["diff"]["family"], "identical");
     let (code, md) = get(&format!("{}/jobs/{id}/report.md", s.url));
     assert_eq!(code, 200);
+    // Reads need the read token: an id is not enough.
+    for path in [
+        "/jobs".to_string(),
+        format!("/jobs/{id}"),
+        format!("/jobs/{id}/report.md"),
+        format!("/jobs/{id}/report.json"),
+    ] {
+        let url = format!("{}{path}", s.url);
+        assert_eq!(get_as(&url, None).0, 401, "{path}");
+        assert_eq!(
+            get_as(&url, Some("read-token-for-the-testz")).0,
+            403,
+            "{path}"
+        );
+        assert_eq!(get_as(&url, Some(READ_TOKEN)).0, 200, "{path}");
+    }
     assert!(md.starts_with("## ✅ probegate: PASS"), "{md}");
     let j2 = wait_for(&s, id2, Duration::from_secs(120), done);
     assert_eq!(j2["job"]["state"], "error", "{j2}");

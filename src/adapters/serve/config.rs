@@ -37,9 +37,35 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Attempts per registry callback, with exponential backoff (default 5).
     pub callback_retries: u32,
+    /// Who may read `/jobs` and the reports.
+    pub reads: Reads,
     /// What one job may cost (`[limits]`).
     pub limits: Limits,
 }
+
+/// Access to `GET /jobs`, `/jobs/{id}` and the reports: they name private
+/// repositories, server paths and whole reports, on the listener the Hub
+/// must reach, so a file chooses one explicitly.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Reads {
+    /// `Authorization: Bearer <token>`, from the variable `read_token_env`
+    /// names (at least [`MIN_SECRET_LEN`] characters).
+    Token(String),
+    /// `public_reads = true`: anyone who can reach the server.
+    Public,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reads::Token(_) => f.write_str("Token(<redacted>)"),
+            Reads::Public => f.write_str("Public"),
+        }
+    }
+}
+
+/// The shortest read token accepted: guessing one must be out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct HfConfig {
@@ -100,6 +126,10 @@ struct Raw {
     max_body_bytes: Spanned<i64>,
     #[serde(default)]
     public_url: Option<String>,
+    #[serde(default)]
+    read_token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    public_reads: bool,
     #[serde(default = "default_retries")]
     callback_retries: u32,
     #[serde(default)]
@@ -267,6 +297,34 @@ impl Config {
             }),
             None => None,
         };
+        let reads = match (&raw.read_token_env, raw.public_reads) {
+            (Some(n), false) => {
+                let t = secret("read_token_env", n)?;
+                if t.chars().count() < MIN_SECRET_LEN {
+                    return Err(at(
+                        n.span().start,
+                        format!(
+                            "field `read_token_env`: the token in `{}` is shorter than {MIN_SECRET_LEN} characters",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+                Reads::Token(t)
+            }
+            (None, true) => Reads::Public,
+            (Some(n), true) => {
+                return Err(at(
+                    n.span().start,
+                    "`read_token_env` and `public_reads = true` contradict each other: choose one".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(at(
+                    0,
+                    "who may read /jobs and the reports is not set: add `read_token_env = \"VAR\"` (reads then need `Authorization: Bearer <token>`) or `public_reads = true`".into(),
+                ))
+            }
+        };
         // Relative paths in the file are relative to the file, so a config
         // works from whatever directory the server starts in.
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -326,6 +384,7 @@ impl Config {
             mlflow,
             targets,
             callback_retries: raw.callback_retries,
+            reads,
             limits,
         })
     }
@@ -345,6 +404,7 @@ mod tests {
 listen = "127.0.0.1:0"
 state_dir = "state"
 workers = 2
+read_token_env = "READ_TOKEN"
 
 [huggingface]
 endpoint = "http://127.0.0.1:9/"
@@ -365,6 +425,7 @@ monitors = "monitors/smollm2"
         match k {
             "HF_SECRET" => Some("s1".into()),
             "MLFLOW_SECRET" => Some("s2".into()),
+            "READ_TOKEN" => Some("a-long-read-token".into()),
             _ => None,
         }
     }
@@ -416,6 +477,29 @@ monitors = "monitors/smollm2"
     }
 
     #[test]
+    fn reads_need_a_token_or_an_explicit_choice() {
+        let c = Config::parse(GOOD, Path::new("s.toml"), &env).unwrap();
+        assert_eq!(c.reads, Reads::Token("a-long-read-token".into()));
+        assert!(!format!("{c:?}").contains("a-long-read-token"));
+        let public = GOOD.replace("read_token_env = \"READ_TOKEN\"", "public_reads = true");
+        let c = Config::parse(&public, Path::new("s.toml"), &env).unwrap();
+        assert_eq!(c.reads, Reads::Public);
+        let neither = GOOD.replace("read_token_env = \"READ_TOKEN\"\n", "");
+        let e = Config::parse(&neither, Path::new("s.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("public_reads"), "{e}");
+        let short = |k: &str| match k {
+            "READ_TOKEN" => Some("short".to_string()),
+            _ => env(k),
+        };
+        let e = Config::parse(GOOD, Path::new("s.toml"), &short)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter than 16"), "{e}");
+    }
+
+    #[test]
     fn limits_are_bounded() {
         let text = format!("{GOOD}\n[limits]\njob_timeout_secs = 60\njob_memory_mib = 512\n");
         let c = Config::parse(&text, Path::new("s.toml"), &env).unwrap();
@@ -439,7 +523,7 @@ monitors = "monitors/smollm2"
         let e = Config::parse(GOOD, Path::new("serve.toml"), &|_| None)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("serve.toml:8:"), "{e}");
+        assert!(e.starts_with("serve.toml:9:"), "{e}");
         assert!(e.contains("HF_SECRET"), "{e}");
     }
 
@@ -472,7 +556,7 @@ mod example {
     fn shipped_example_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let c = Config::parse(&text, &path, &|_| Some("x".into())).unwrap();
+        let c = Config::parse(&text, &path, &|_| Some("x".repeat(MIN_SECRET_LEN))).unwrap();
         assert_eq!(c.targets.len(), 2);
         assert!(c
             .targets

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::config::Registry;
+use super::config::{Reads, Registry};
 use super::store::{Admitted, Job, JobState};
 use super::webhook::{self, MlflowHeaders, Parsed, Reject};
 use super::{App, Shared};
@@ -152,7 +152,35 @@ fn job_json(app: &App, job: &Job) -> serde_json::Value {
     json!({"job": job, "report": report})
 }
 
-async fn get_job(State(app): State<Shared>, UrlPath(id): UrlPath<u64>) -> Response {
+/// Reads need the configured token (constant-time), unless the file made
+/// them public: job ids are sequential, so knowing one proves nothing.
+fn authorize(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let Reads::Token(token) = &app.cfg.reads else {
+        return None;
+    };
+    let given = header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if webhook::secret_matches(g.trim().as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(error_response(403, "wrong read token")),
+        None => {
+            let mut r = error_response(401, "reads need Authorization: Bearer <read token>");
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            Some(r)
+        }
+    }
+}
+
+async fn get_job(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<u64>,
+) -> Response {
+    if let Some(no) = authorize(&app, &headers) {
+        return no;
+    }
     match app.store.get(id) {
         Ok(Some(j)) => Json(job_json(&app, &j)).into_response(),
         Ok(None) => error_response(404, &format!("no job {id}")),
@@ -162,8 +190,12 @@ async fn get_job(State(app): State<Shared>, UrlPath(id): UrlPath<u64>) -> Respon
 
 async fn get_report(
     State(app): State<Shared>,
+    headers: HeaderMap,
     UrlPath((id, file)): UrlPath<(u64, String)>,
 ) -> Response {
+    if let Some(no) = authorize(&app, &headers) {
+        return no;
+    }
     let ctype = match file.as_str() {
         "report.md" => "text/markdown; charset=utf-8",
         "report.json" => "application/json",
@@ -176,7 +208,10 @@ async fn get_report(
     }
 }
 
-async fn list_jobs(State(app): State<Shared>) -> Response {
+async fn list_jobs(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(no) = authorize(&app, &headers) {
+        return no;
+    }
     match app.store.list() {
         Ok(j) => Json(json!({"jobs": j})).into_response(),
         Err(e) => error_response(503, &e.to_string()),
