@@ -19,6 +19,7 @@ mod realign;
 mod reference;
 mod serve;
 mod serve_disk;
+mod serve_http;
 mod serve_limits;
 mod serve_queue;
 mod study;

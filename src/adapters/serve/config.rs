@@ -12,8 +12,8 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::util::line_of;
 
-pub use super::limits::Limits;
-use super::limits::{parse_limits, RawLimits};
+use super::limits::{parse_http, parse_limits, RawHttp, RawLimits};
+pub use super::limits::{Http, Limits};
 
 /// A parsed configuration (docs/serve.md lists every field). Relative paths
 /// are already resolved against the file's directory, secrets already read.
@@ -41,6 +41,8 @@ pub struct Config {
     pub reads: Reads,
     /// What one job may cost (`[limits]`).
     pub limits: Limits,
+    /// The listener's and each request's bounds (`[http]`).
+    pub http: Http,
 }
 
 /// Access to `GET /jobs`, `/jobs/{id}` and the reports: they name private
@@ -140,6 +142,8 @@ struct Raw {
     targets: Vec<RawTarget>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    http: RawHttp,
 }
 
 fn one() -> Spanned<i64> {
@@ -263,6 +267,7 @@ impl Config {
             ));
         }
         let limits = parse_limits(&raw.limits, workers as u64, &at)?;
+        let http = parse_http(&raw.http, &at)?;
         // A webhook endpoint without its secret would accept anyone: refuse to start.
         let secret = |field: &str, name: &Spanned<String>| -> Result<String> {
             match env(name.get_ref()) {
@@ -386,6 +391,7 @@ impl Config {
             callback_retries: raw.callback_retries,
             reads,
             limits,
+            http,
         })
     }
 

@@ -2,8 +2,9 @@
 //! and enqueue, and the read endpoints for jobs and their reports.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -105,26 +106,53 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
     (code, Json(json!({"jobs": body}))).into_response()
 }
 
-async fn hf_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// The body, once the headers passed: a Content-Length over the limit is
+/// refused before a byte is read, a body that grows past it while read.
+async fn read_body(req: Request, limit: usize) -> std::result::Result<Bytes, Response> {
+    let too_big = || {
+        error_response(
+            413,
+            &format!("the body is over max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let declared = header(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_big())
+}
+
+/// Authenticated from the headers alone (the Hub sends its secret), so a
+/// stranger's body is never read.
+async fn hf_webhook(State(app): State<Shared>, req: Request) -> Response {
     let Some(hf) = &app.cfg.huggingface else {
         return error_response(404, "this server has no [huggingface] section");
     };
     if let Err(r) = webhook::hf_verify(
-        headers.get("x-webhook-secret").map(|v| v.as_bytes()),
+        req.headers().get("x-webhook-secret").map(|v| v.as_bytes()),
         &hf.webhook_secret,
     ) {
         return r.into_response();
     }
+    let body = match read_body(req, app.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     match webhook::hf_parse_refs(&body, &hf.refs) {
         Ok(p) => accept(app.clone(), Registry::Huggingface, p).await,
         Err(r) => r.into_response(),
     }
 }
 
-async fn mlflow_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// The headers' shape and window are checked before the body is read; the
+/// signature over it after.
+async fn mlflow_webhook(State(app): State<Shared>, req: Request) -> Response {
     let Some(m) = &app.cfg.mlflow else {
         return error_response(404, "this server has no [mlflow] section");
     };
+    let headers = req.headers().clone();
     let h = MlflowHeaders {
         signature: header(&headers, "x-mlflow-signature"),
         delivery_id: header(&headers, "x-mlflow-delivery-id"),
@@ -134,6 +162,13 @@ async fn mlflow_webhook(State(app): State<Shared>, headers: HeaderMap, body: Byt
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    if let Err(r) = webhook::mlflow_precheck(&h, now, m.max_skew_seconds) {
+        return r.into_response();
+    }
+    let body = match read_body(req, app.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let id = match webhook::mlflow_verify(&h, &body, &m.webhook_secret, now, m.max_skew_seconds) {
         Ok(id) => id.to_string(),
         Err(r) => return r.into_response(),
@@ -232,7 +267,7 @@ async fn healthz(State(app): State<Shared>) -> Response {
 }
 
 pub(super) fn router(app: Shared) -> Router {
-    let limit = app.cfg.max_body_bytes;
+    let timeout = std::time::Duration::from_secs(app.cfg.http.request_timeout_secs);
     Router::new()
         .route("/webhooks/huggingface", post(hf_webhook))
         .route("/webhooks/mlflow", post(mlflow_webhook))
@@ -240,6 +275,21 @@ pub(super) fn router(app: Shared) -> Router {
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/{file}", get(get_report))
         .route("/healthz", get(healthz))
-        .layer(DefaultBodyLimit::max(limit))
+        // Bodies are read, bounded, by the handlers after authentication.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| deadline(timeout, req, next),
+        ))
         .with_state(app)
+}
+
+/// Every request, its body read included, answered within `timeout` (408).
+async fn deadline(timeout: std::time::Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => error_response(
+            408,
+            &format!("the request took longer than {} s", timeout.as_secs()),
+        ),
+    }
 }

@@ -30,6 +30,51 @@ pub struct Limits {
     pub keep_jobs: u64,
 }
 
+/// `[http]`: the listener's bounds (listen.rs) and each request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http {
+    /// Connections open at once; more wait to be accepted (1 – 100,000; default 512).
+    pub max_connections: u64,
+    /// A connection that sends nothing this long is closed: slow headers, a
+    /// stalled body, an idle keep-alive (1 – 3600; default 10).
+    pub idle_timeout_secs: u64,
+    /// Longest a connection may stay open, however busy (10 – 86,400; default 300).
+    pub connection_secs: u64,
+    /// A request not answered in this long gets 408, its body read
+    /// included (1 – 3600; default 30).
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    #[serde(default)]
+    max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    idle_timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    connection_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    request_timeout_secs: Option<Spanned<i64>>,
+}
+
+pub(super) fn parse_http(raw: &RawHttp, at: &dyn Fn(usize, String) -> Error) -> Result<Http> {
+    let b = |f: &str, v: &Option<Spanned<i64>>, r: std::ops::RangeInclusive<i64>, d: u64| {
+        bounded_in("http", f, v, r, d, at)
+    };
+    Ok(Http {
+        max_connections: b("max_connections", &raw.max_connections, 1..=100_000, 512)?,
+        idle_timeout_secs: b("idle_timeout_secs", &raw.idle_timeout_secs, 1..=3600, 10)?,
+        connection_secs: b("connection_secs", &raw.connection_secs, 10..=86_400, 300)?,
+        request_timeout_secs: b(
+            "request_timeout_secs",
+            &raw.request_timeout_secs,
+            1..=3600,
+            30,
+        )?,
+    })
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
@@ -55,13 +100,25 @@ fn bounded(
     default: u64,
     at: &dyn Fn(usize, String) -> Error,
 ) -> Result<u64> {
+    bounded_in("limits", field, v, range, default, at)
+}
+
+/// An integer of `[table]` within `range`, or `default` when the file has none.
+fn bounded_in(
+    table: &str,
+    field: &str,
+    v: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<i64>,
+    default: u64,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<u64> {
     let Some(v) = v else { return Ok(default) };
     let n = *v.get_ref();
     if !range.contains(&n) {
         return Err(at(
             v.span().start,
             format!(
-                "field `limits.{field}`: must be between {} and {}, found {n}",
+                "field `{table}.{field}`: must be between {} and {}, found {n}",
                 range.start(),
                 range.end()
             ),

@@ -12,6 +12,7 @@ pub mod child;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod listen;
 pub mod registry;
 pub mod store;
 pub mod webhook;
@@ -140,6 +141,7 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
     tokio::spawn(worker::retention_loop(app.clone(), rx.clone()));
     on_listen(addr);
     let mut stop = rx;
+    let listener = listen::Bounded::new(listener, &app.cfg.http);
     axum::serve(listener, http::router(app))
         .with_graceful_shutdown(async move {
             tokio::spawn(shutdown_signal(tx));

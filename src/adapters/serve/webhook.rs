@@ -189,10 +189,39 @@ pub fn mlflow_signature(secret: &str, delivery_id: &str, timestamp: &str, body: 
     )
 }
 
+/// What the headers alone can refuse, before a body is read: a missing
+/// header, a signature not of the `v1,<base64>` shape, a timestamp outside
+/// the window.
+pub fn mlflow_precheck(
+    h: &MlflowHeaders<'_>,
+    now_unix: i64,
+    max_skew_seconds: u64,
+) -> Result<(), Reject> {
+    let sig = h.signature.map(str::trim).unwrap_or_default();
+    let shaped = sig
+        .strip_prefix("v1,")
+        .is_some_and(|b| !b.is_empty() && b.len() <= 128);
+    if h.signature.is_some() && !shaped {
+        return Err(reject(401, "X-MLflow-Signature is not `v1,<base64>`"));
+    }
+    mlflow_verify_with(h, None, "", now_unix, max_skew_seconds).map(|_| ())
+}
+
 /// Checks headers, timestamp window and signature; returns the delivery id.
 pub fn mlflow_verify<'a>(
     h: &MlflowHeaders<'a>,
     body: &[u8],
+    secret: &str,
+    now_unix: i64,
+    max_skew_seconds: u64,
+) -> Result<&'a str, Reject> {
+    mlflow_verify_with(h, Some(body), secret, now_unix, max_skew_seconds)
+}
+
+/// The headers and the window; the signature too when `body` is given.
+fn mlflow_verify_with<'a>(
+    h: &MlflowHeaders<'a>,
+    body: Option<&[u8]>,
     secret: &str,
     now_unix: i64,
     max_skew_seconds: u64,
@@ -218,6 +247,9 @@ pub fn mlflow_verify<'a>(
             ),
         ));
     }
+    let Some(body) = body else {
+        return Ok(id);
+    };
     let expected = mlflow_signature(secret, id, ts, body);
     if !secret_matches(sig.trim().as_bytes(), expected.as_bytes()) {
         return Err(reject(401, "X-MLflow-Signature does not match"));
@@ -337,6 +369,28 @@ mod tests {
             400
         );
         assert_eq!(hf_parse(b"{not json").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn mlflow_headers_are_checked_before_the_body() {
+        let now = 1_700_000_000i64;
+        let ts: &'static str = Box::leak(now.to_string().into_boxed_str());
+        let h = |sig: Option<&'static str>| MlflowHeaders {
+            signature: sig,
+            delivery_id: Some("d"),
+            timestamp: Some(ts),
+        };
+        assert!(mlflow_precheck(&h(Some("v1,abcd")), now, 300).is_ok());
+        let status = |r: Result<(), Reject>| r.unwrap_err().status;
+        assert_eq!(
+            status(mlflow_precheck(&h(Some("sha256=ab")), now, 300)),
+            401
+        );
+        assert_eq!(status(mlflow_precheck(&h(None), now, 300)), 401);
+        assert_eq!(
+            status(mlflow_precheck(&h(Some("v1,abcd")), now + 301, 300)),
+            401
+        );
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! `probegate serve`'s listener against slow and unauthenticated clients:
+//! a webhook is refused on its headers before its body is read, idle
+//! connections are closed, and connections beyond the cap wait their turn.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::fakes::{FakeHub, FakeMlflow};
+use crate::serve::*;
+
+fn addr(s: &Server) -> String {
+    s.url.trim_start_matches("http://").to_string()
+}
+
+/// Send `head` and the first bytes of a body, never the rest; the answer
+/// the server gives meanwhile, if any within `wait`.
+fn answer_without_body(s: &Server, head: &str, wait: Duration) -> String {
+    let mut c = TcpStream::connect(addr(s)).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(b"{\"event\":").unwrap();
+    let mut buf = [0u8; 512];
+    let n = c.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[test]
+fn a_webhook_is_refused_on_its_headers_before_its_body_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, ml) = (FakeHub::start(), FakeMlflow::start());
+    let cfg = config(tmp.path(), &hub.url(), &ml.url(), 1);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+    let wait = Duration::from_secs(5);
+    let hf = "POST /webhooks/huggingface HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: wrong\r\n\
+              Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
+    let a = answer_without_body(&s, hf, wait);
+    assert!(
+        a.starts_with("HTTP/1.1 401"),
+        "no refusal before the body: {a:?}"
+    );
+    let ml_head = "POST /webhooks/mlflow HTTP/1.1\r\nHost: x\r\nX-MLflow-Signature: v1,AAAA\r\n\
+                   X-MLflow-Delivery-Id: d\r\nX-MLflow-Timestamp: 1\r\nContent-Length: 60000\r\n\r\n";
+    let a = answer_without_body(&s, ml_head, wait);
+    assert!(
+        a.starts_with("HTTP/1.1 401"),
+        "no refusal before the body: {a:?}"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_and_the_rest_wait_their_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, ml) = (FakeHub::start(), FakeMlflow::start());
+    let extra = "\n[http]\nmax_connections = 4\nidle_timeout_secs = 2\n";
+    let cfg = config_with(tmp.path(), &hub.url(), &ml.url(), 1, extra);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+    // Four clients connect and say nothing (a slowloris holding every slot).
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A fifth is served once the idle ones are closed, not never.
+    let t = Instant::now();
+    let (code, _) = get(&format!("{}/healthz", s.url));
+    let waited = t.elapsed();
+    assert_eq!(code, 200);
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_secs(10),
+        "served after {waited:?}"
+    );
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("an idle connection stayed open: {other:?}"),
+        }
+    }
+    eprintln!("connection cap 4, idle timeout 2 s: the fifth client waited {waited:?}");
+}
