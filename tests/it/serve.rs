@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::fakes::{FakeHub, FakeMlflow, HfRepo};
 use crate::harness::*;
 
-pub(crate) const HF_SECRET: &str = "hf-test-secret";
+pub(crate) const HF_SECRET: &str = "hf-test-secret-of-16+";
 pub(crate) const ML_SECRET: &str = "mlflow-test-secret";
 /// What `GET /jobs` and the reports need.
 pub(crate) const READ_TOKEN: &str = "read-token-for-the-tests";

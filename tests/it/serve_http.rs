@@ -80,3 +80,35 @@ fn idle_connections_are_closed_and_the_rest_wait_their_turn() {
     }
     eprintln!("connection cap 4, idle timeout 2 s: the fifth client waited {waited:?}");
 }
+
+#[test]
+fn credentials_in_the_tracking_uri_never_leave_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, ml) = (FakeHub::start(), FakeMlflow::start());
+    let uri = ml.url().replace("http://", "http://alice:pw-s3cr3t-9@");
+    let cfg = config(tmp.path(), &hub.url(), &uri, 1);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+    // An unknown version: the registry's 404 quotes the URL it was asked at.
+    let (code, v) = mlflow_post(
+        &s,
+        "cred-1",
+        now(),
+        ML_SECRET,
+        &mlflow_body("smollm2-chat", "7"),
+    );
+    assert_eq!(code, 202, "{v}");
+    let id = v["jobs"][0]["id"].as_u64().unwrap();
+    let j = wait_for(&s, id, Duration::from_secs(60), done);
+    let shown = j.to_string();
+    assert!(!shown.contains("pw-s3cr3t-9"), "{shown}");
+    assert!(shown.contains("http://***@127.0.0.1"), "{shown}");
+    let (_, md) = get(&format!("{}/jobs/{id}/report.md", s.url));
+    assert!(!md.contains("pw-s3cr3t-9"), "{md}");
+    let tags = ml
+        .log()
+        .matching("POST", "/api/2.0/mlflow/model-versions/set-tag");
+    assert!(!tags.is_empty());
+    for t in &tags {
+        assert!(!t.body.to_string().contains("pw-s3cr3t-9"), "{t:?}");
+    }
+}

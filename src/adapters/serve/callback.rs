@@ -64,7 +64,7 @@ pub(super) async fn callback(app: Shared, id: u64) {
         }
         .await;
         let ok = res.is_ok();
-        let err = res.as_ref().err().map(|e| e.to_string());
+        let err = res.as_ref().err().map(|e| app.cfg.redact(&e.to_string()));
         let last = attempt == tries;
         let a = app.clone();
         let e2 = err.clone();

@@ -54,7 +54,8 @@ async fn execute(app: Shared, job: Job) -> Finished {
     let fetch = fetch(&app, &job, &target.base);
     let candidate = match tokio::time::timeout(timeout, fetch).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return failed(&dir, None, &e.to_string()),
+        // Registry errors quote URLs: no credentials into reports, /jobs or tags.
+        Ok(Err(e)) => return failed(&dir, None, &app.cfg.redact(&e.to_string())),
         Err(_) => {
             let e = format!(
                 "the candidate's download timed out after {} s",
@@ -82,7 +83,7 @@ async fn execute(app: Shared, job: Job) -> Finished {
         .unwrap_or_else(|e| Err(Error::Usage(format!("check task failed: {e}"))));
     match res {
         Ok(f) => f,
-        Err(e) => failed(&dir, Some(candidate), &e.to_string()),
+        Err(e) => failed(&dir, Some(candidate), &app.cfg.redact(&e.to_string())),
     }
 }
 

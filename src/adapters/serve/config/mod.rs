@@ -69,7 +69,7 @@ impl std::fmt::Debug for Reads {
 /// The shortest read token accepted: guessing one must be out of reach.
 pub const MIN_SECRET_LEN: usize = 16;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HfConfig {
     /// The Hub, without a trailing slash (default `https://huggingface.co`).
     pub endpoint: String,
@@ -82,7 +82,7 @@ pub struct HfConfig {
     pub refs: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MlflowConfig {
     /// The tracking server, without a trailing slash.
     pub tracking_uri: String,
@@ -92,6 +92,44 @@ pub struct MlflowConfig {
     pub token: Option<String>,
     /// Largest accepted difference between X-MLflow-Timestamp and now (default 300).
     pub max_skew_seconds: u64,
+}
+
+const REDACTED: &str = "<redacted>";
+
+// Secrets never reach a log line or an error through Debug.
+impl std::fmt::Debug for HfConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfConfig")
+            .field("endpoint", &redact_uri(&self.endpoint))
+            .field("webhook_secret", &REDACTED)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("refs", &self.refs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MlflowConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlflowConfig")
+            .field("tracking_uri", &redact_uri(&self.tracking_uri))
+            .field("webhook_secret", &REDACTED)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("max_skew_seconds", &self.max_skew_seconds)
+            .finish()
+    }
+}
+
+/// `scheme://user:pass@host/…` as `scheme://***@host/…`: credentials in a
+/// URI are a secret too.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => uri.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,7 +171,7 @@ struct Raw {
     #[serde(default)]
     public_reads: bool,
     #[serde(default = "default_retries")]
-    callback_retries: u32,
+    callback_retries: Spanned<i64>,
     #[serde(default)]
     huggingface: Option<RawHf>,
     #[serde(default)]
@@ -152,8 +190,8 @@ fn one() -> Spanned<i64> {
 fn default_body() -> Spanned<i64> {
     Spanned::new(0..0, 256 * 1024)
 }
-fn default_retries() -> u32 {
-    5
+fn default_retries() -> Spanned<i64> {
+    Spanned::new(0..0, 5)
 }
 
 #[derive(Deserialize)]
@@ -180,11 +218,32 @@ struct RawMlflow {
     #[serde(default)]
     token_env: Option<Spanned<String>>,
     #[serde(default = "skew")]
-    max_skew_seconds: u64,
+    max_skew_seconds: Spanned<i64>,
 }
 
-fn skew() -> u64 {
-    300
+fn skew() -> Spanned<i64> {
+    Spanned::new(0..0, 300)
+}
+
+/// `v` within `range`, or the error naming `field` at its line.
+fn within(
+    field: &str,
+    v: &Spanned<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<u64> {
+    let n = *v.get_ref();
+    if !range.contains(&n) {
+        return Err(at(
+            v.span().start,
+            format!(
+                "field `{field}`: must be between {} and {}, found {n}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(n as u64)
 }
 
 #[derive(Deserialize)]
@@ -284,10 +343,27 @@ impl Config {
         let optional = |field: &str, name: &Option<Spanned<String>>| -> Result<Option<String>> {
             name.as_ref().map(|n| secret(field, n)).transpose()
         };
+        // A short webhook secret can be guessed, and a guess is a job.
+        let long_secret = |field: &str, name: &Spanned<String>| -> Result<String> {
+            let v = secret(field, name)?;
+            if v.chars().count() < MIN_SECRET_LEN {
+                return Err(at(
+                    name.span().start,
+                    format!(
+                        "field `{field}`: the secret in `{}` is shorter than {MIN_SECRET_LEN} characters",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            Ok(v)
+        };
         let huggingface = match &raw.huggingface {
             Some(h) => Some(HfConfig {
                 endpoint: h.endpoint.trim_end_matches('/').to_string(),
-                webhook_secret: secret("huggingface.webhook_secret_env", &h.webhook_secret_env)?,
+                webhook_secret: long_secret(
+                    "huggingface.webhook_secret_env",
+                    &h.webhook_secret_env,
+                )?,
                 token: optional("huggingface.token_env", &h.token_env)?,
                 refs: parse_refs(&h.refs, &at)?,
             }),
@@ -296,9 +372,15 @@ impl Config {
         let mlflow = match &raw.mlflow {
             Some(m) => Some(MlflowConfig {
                 tracking_uri: m.tracking_uri.trim_end_matches('/').to_string(),
-                webhook_secret: secret("mlflow.webhook_secret_env", &m.webhook_secret_env)?,
+                webhook_secret: long_secret("mlflow.webhook_secret_env", &m.webhook_secret_env)?,
                 token: optional("mlflow.token_env", &m.token_env)?,
-                max_skew_seconds: m.max_skew_seconds,
+                // A wider window replays a captured delivery for longer.
+                max_skew_seconds: within(
+                    "mlflow.max_skew_seconds",
+                    &m.max_skew_seconds,
+                    1..=3600,
+                    &at,
+                )?,
             }),
             None => None,
         };
@@ -388,11 +470,48 @@ impl Config {
             huggingface,
             mlflow,
             targets,
-            callback_retries: raw.callback_retries,
+            callback_retries: within("callback_retries", &raw.callback_retries, 1..=20, &at)?
+                as u32,
             reads,
             limits,
             http,
         })
+    }
+
+    /// `text` with every secret this configuration holds replaced, and
+    /// URIs' credentials removed: what errors, `/jobs` and registry tags
+    /// may show.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        let mut secrets: Vec<&str> = Vec::new();
+        if let Some(h) = &self.huggingface {
+            secrets.push(&h.webhook_secret);
+            secrets.extend(h.token.as_deref());
+        }
+        if let Some(m) = &self.mlflow {
+            secrets.push(&m.webhook_secret);
+            secrets.extend(m.token.as_deref());
+            if m.tracking_uri != redact_uri(&m.tracking_uri) {
+                out = out.replace(&m.tracking_uri, &redact_uri(&m.tracking_uri));
+            }
+        }
+        if let Reads::Token(t) = &self.reads {
+            secrets.push(t);
+        }
+        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+            out = out.replace(s, REDACTED);
+        }
+        // Credentials in any other URI the text quotes.
+        out.split(' ')
+            .map(|w| {
+                if w.contains("://") {
+                    redact_uri(w)
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn target(&self, registry: Registry, name: &str) -> Option<&Target> {
@@ -403,174 +522,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-listen = "127.0.0.1:0"
-state_dir = "state"
-workers = 2
-read_token_env = "READ_TOKEN"
-
-[huggingface]
-endpoint = "http://127.0.0.1:9/"
-webhook_secret_env = "HF_SECRET"
-
-[mlflow]
-tracking_uri = "http://127.0.0.1:9"
-webhook_secret_env = "MLFLOW_SECRET"
-
-[[target]]
-registry = "huggingface"
-name = "acme/adapter"
-base = "smollm2"
-monitors = "monitors/smollm2"
-"#;
-
-    fn env(k: &str) -> Option<String> {
-        match k {
-            "HF_SECRET" => Some("s1".into()),
-            "MLFLOW_SECRET" => Some("s2".into()),
-            "READ_TOKEN" => Some("a-long-read-token".into()),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn parses_and_resolves_relative_paths() {
-        let c = Config::parse(GOOD, Path::new("/etc/pg/serve.toml"), &env).unwrap();
-        assert_eq!(c.workers, 2);
-        assert_eq!(c.state_dir, PathBuf::from("/etc/pg/state"));
-        assert_eq!(
-            c.huggingface.as_ref().unwrap().endpoint,
-            "http://127.0.0.1:9"
-        );
-        let t = c.target(Registry::Huggingface, "acme/adapter").unwrap();
-        assert_eq!(t.monitors, PathBuf::from("/etc/pg/monitors/smollm2"));
-        // No policy or data named: the built-in ones, wherever the server runs.
-        assert_eq!(t.policy, PathBuf::from(crate::assets::DEFAULT_POLICY));
-        assert_eq!(t.data, None);
-        assert!(c.target(Registry::Mlflow, "acme/adapter").is_none());
-        assert_eq!(c.limits.job_timeout_secs, 3600);
-        assert!(c.limits.job_memory_mib >= 1024);
-        assert_eq!(c.limits.max_queued_jobs, 1000);
-        assert_eq!(
-            c.huggingface.as_ref().unwrap().refs,
-            ["refs/heads/*", "refs/pr/*"]
-        );
-    }
-
-    #[test]
-    fn refs_are_branch_or_pull_request_globs() {
-        let with = |refs: &str| {
-            let text = GOOD.replace(
-                "webhook_secret_env = \"HF_SECRET\"",
-                &format!("webhook_secret_env = \"HF_SECRET\"\nrefs = {refs}"),
-            );
-            Config::parse(&text, Path::new("s.toml"), &env)
-        };
-        let c = with(r#"["refs/heads/main", "refs/pr/*"]"#).unwrap();
-        assert_eq!(
-            c.huggingface.unwrap().refs,
-            ["refs/heads/main", "refs/pr/*"]
-        );
-        let e = with(r#"["refs/tags/*"]"#).unwrap_err().to_string();
-        assert!(
-            e.contains("huggingface.refs") && e.contains("refs/tags/*"),
-            "{e}"
-        );
-        assert!(with("[]").is_err());
-    }
-
-    #[test]
-    fn reads_need_a_token_or_an_explicit_choice() {
-        let c = Config::parse(GOOD, Path::new("s.toml"), &env).unwrap();
-        assert_eq!(c.reads, Reads::Token("a-long-read-token".into()));
-        assert!(!format!("{c:?}").contains("a-long-read-token"));
-        let public = GOOD.replace("read_token_env = \"READ_TOKEN\"", "public_reads = true");
-        let c = Config::parse(&public, Path::new("s.toml"), &env).unwrap();
-        assert_eq!(c.reads, Reads::Public);
-        let neither = GOOD.replace("read_token_env = \"READ_TOKEN\"\n", "");
-        let e = Config::parse(&neither, Path::new("s.toml"), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("public_reads"), "{e}");
-        let short = |k: &str| match k {
-            "READ_TOKEN" => Some("short".to_string()),
-            _ => env(k),
-        };
-        let e = Config::parse(GOOD, Path::new("s.toml"), &short)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("shorter than 16"), "{e}");
-    }
-
-    #[test]
-    fn limits_are_bounded() {
-        let text = format!("{GOOD}\n[limits]\njob_timeout_secs = 60\njob_memory_mib = 512\n");
-        let c = Config::parse(&text, Path::new("s.toml"), &env).unwrap();
-        assert_eq!(
-            c.limits,
-            Limits {
-                job_timeout_secs: 60,
-                job_memory_mib: 512,
-                ..c.limits
-            }
-        );
-        let text = format!("{GOOD}\n[limits]\njob_memory_mib = 1\n");
-        let e = Config::parse(&text, Path::new("s.toml"), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("limits.job_memory_mib"), "{e}");
-    }
-
-    #[test]
-    fn missing_secret_names_the_line_and_variable() {
-        let e = Config::parse(GOOD, Path::new("serve.toml"), &|_| None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("serve.toml:9:"), "{e}");
-        assert!(e.contains("HF_SECRET"), "{e}");
-    }
-
-    #[test]
-    fn bad_fields_point_at_their_line() {
-        let text = GOOD.replace("workers = 2", "workers = 0");
-        let e = Config::parse(&text, Path::new("s.toml"), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("s.toml:4:") && e.contains("workers"), "{e}");
-        let text = GOOD.replace("127.0.0.1:0", "localhost-ish");
-        let e = Config::parse(&text, Path::new("s.toml"), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("s.toml:2:") && e.contains("listen"), "{e}");
-        let text = GOOD.replace("workers = 2", "workers = 2\nwrokers = 3");
-        let e = Config::parse(&text, Path::new("s.toml"), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("wrokers"), "{e}");
-    }
-}
-
-#[cfg(test)]
-mod example {
-    use super::*;
-
-    /// The shipped example must stay loadable (secrets from a fake environment).
-    #[test]
-    fn shipped_example_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let c = Config::parse(&text, &path, &|_| Some("x".repeat(MIN_SECRET_LEN))).unwrap();
-        assert_eq!(c.targets.len(), 2);
-        assert!(c
-            .targets
-            .iter()
-            .all(|t| t.monitors.is_dir() && crate::assets::is_file(&t.policy)));
-        assert_eq!(
-            c.targets[1].policy,
-            Path::new("builtin:policies/strict.toml")
-        );
-    }
-}
+mod tests;
