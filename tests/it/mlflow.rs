@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 const SECRET: &str = "mlflow-e2e-webhook-secret";
+/// The bearer token /jobs and the reports ask for.
+const READ_TOKEN: &str = "mlflow-e2e-read-token";
 const MODEL: &str = "smollm2-support-e2e";
 
 /// A child in its own process group, killed with the whole group on drop
@@ -103,7 +105,8 @@ fn free_port() -> u16 {
 }
 
 fn get_json(url: &str) -> Value {
-    match ureq::get(url).call() {
+    let auth = format!("Bearer {READ_TOKEN}");
+    match ureq::get(url).set("Authorization", &auth).call() {
         Ok(r) => r.into_json().unwrap(),
         Err(e) => panic!("GET {url}: {e}"),
     }
@@ -194,6 +197,7 @@ listen = "127.0.0.1:0"
 state_dir = "{state}"
 callback_retries = 3
 public_url = "http://probegate.test"
+read_token_env = "PG_E2E_READ_TOKEN"
 
 [mlflow]
 tracking_uri = "{ml}"
@@ -220,6 +224,7 @@ data = "{d}"
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("PG_E2E_MLFLOW_SECRET", SECRET)
+            .env("PG_E2E_READ_TOKEN", READ_TOKEN)
             .env("PROBEGATE_LOG", "info")
             .env_remove("HF_HUB_OFFLINE"),
         &dir.join("serve.log"),
