@@ -154,6 +154,7 @@ impl GateSettings {
             },
             full_revalidation: opts.full,
             condition: None,
+            run: None,
         })
     }
 

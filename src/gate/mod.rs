@@ -55,6 +55,9 @@ pub struct GateRequest {
     pub full_revalidation: bool,
     /// A name for the candidate (the zoo's condition), recorded in history.
     pub condition: Option<String>,
+    /// A key naming this run (serve: its job), recorded in history so a
+    /// retried run appends its rows once.
+    pub run: Option<String>,
 }
 
 /// The report and the repaired monitors to write beside it.
@@ -221,7 +224,9 @@ pub fn run_and_record(
     }
     if let Some(path) = history {
         let r = &output.report;
-        risk::append_history(path, &r.history(&r.model_id()))?;
+        let mut rows = r.history(&r.model_id());
+        rows.iter_mut().for_each(|row| row.run.clone_from(&req.run));
+        risk::append_history(path, &rows)?;
     }
     Ok(output)
 }

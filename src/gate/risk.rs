@@ -50,6 +50,10 @@ pub struct HistoryRow {
     /// The zoo's condition name when known.
     #[serde(default)]
     pub condition: Option<String>,
+    /// The run's key when its caller gives one (serve: `serve:<job>:<created>`):
+    /// a run retried after a crash appends its rows once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     pub features: MonitorFeatures,
     pub outcome: Outcome,
 }
@@ -70,15 +74,40 @@ impl HistoryRow {
             candidate: candidate.into(),
             candidate_fingerprint: fingerprint.into(),
             condition,
+            run: None,
             features,
             outcome,
         }
     }
 }
 
+/// Appends `rows`; rows whose `run` key the file already holds are skipped,
+/// so a run repeated after a crash between its append and its caller's
+/// record of it does not count twice in the risk model's training data.
 pub fn append_history(path: &Path, rows: &[HistoryRow]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let keys: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r.run.as_deref()).collect();
+    let rows: Vec<&HistoryRow> = if keys.is_empty() || !path.exists() {
+        rows.iter().collect()
+    } else {
+        let mut seen = std::collections::BTreeSet::new();
+        crate::util::for_each_json_line(path, |_, v| {
+            if let Some(k) = v.get("run").and_then(|k| k.as_str()) {
+                if keys.contains(k) {
+                    seen.insert(k.to_string());
+                }
+            }
+            Ok(())
+        })?;
+        rows.iter()
+            .filter(|r| r.run.as_ref().is_none_or(|k| !seen.contains(k)))
+            .collect()
+    };
+    if rows.is_empty() {
+        return Ok(());
     }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -524,5 +553,31 @@ mod tests {
         let y: Vec<u8> = grid.iter().map(|r| r.outcome.stale_auroc as u8).collect();
         let au = auroc(&p, &y).unwrap();
         assert!(au > 0.85, "in-sample AUROC {au}");
+    }
+
+    /// A serve job rerun after a crash between its history append and the
+    /// job's record appended its rows twice; keyed rows now go in once.
+    #[test]
+    fn a_run_key_appends_its_rows_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.jsonl");
+        let keyed = |k: &str| {
+            let mut r = vec![
+                row(1, "smollm2", Family::LowRankAdapter, 0.1, false),
+                row(2, "smollm2", Family::LowRankAdapter, 0.2, true),
+            ];
+            r.iter_mut().for_each(|x| x.run = Some(k.into()));
+            r
+        };
+        append_history(&p, &keyed("serve:7:100")).unwrap();
+        append_history(&p, &keyed("serve:7:100")).unwrap();
+        append_history(&p, &keyed("serve:8:101")).unwrap();
+        let unkeyed = [row(3, "smollm2", Family::LowRankAdapter, 0.1, false)];
+        append_history(&p, &unkeyed).unwrap();
+        append_history(&p, &unkeyed).unwrap();
+        let rows = read_history(&p).unwrap();
+        assert_eq!(rows.len(), 6);
+        let n = |k: &str| rows.iter().filter(|r| r.run.as_deref() == Some(k)).count();
+        assert_eq!((n("serve:7:100"), n("serve:8:101")), (2, 2));
     }
 }

@@ -48,6 +48,9 @@ pub struct CheckRequest {
     pub data: Option<PathBuf>,
     /// The gate's history file, appended by the check.
     pub history: Option<PathBuf>,
+    /// The job's key for its history rows (a rerun after a crash appends once).
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 /// How a check ended, as the job records it.
@@ -134,6 +137,7 @@ fn check(req: &CheckRequest, dir: &Path) -> Result<Finished> {
         risk_model: RiskModel::default_model()?,
         full_revalidation: false,
         condition: None,
+        run: req.run.clone(),
     };
     let out = gate::run_and_record(
         &g,

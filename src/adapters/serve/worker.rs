@@ -72,6 +72,7 @@ async fn execute(app: Shared, job: Job) -> Finished {
         policy: target.policy.clone(),
         data: target.data.clone(),
         history: Some(app.cfg.state_dir.join("history.jsonl")),
+        run: Some(format!("serve:{}:{}", job.id, job.created)),
     };
     let limits = ChildLimits {
         timeout: timeout.saturating_sub(started.elapsed()),

@@ -68,6 +68,7 @@ pub fn grid(
             risk_model: req.risk_model.clone(),
             full_revalidation: true,
             condition: Some(name.clone()),
+            run: None,
         };
         let out = gate::run_and_record(
             &gr,
