@@ -514,6 +514,7 @@ fn registered(root: &str) -> Fake {
     f
 }
 
+/// Local sources are read under the temporary directory and the model cache.
 fn fetch(
     url: &str,
     name: &str,
@@ -521,11 +522,27 @@ fn fetch(
     cache: &Path,
     limits: ArtifactLimits,
 ) -> Result<String, String> {
+    let roots = vec![
+        std::env::temp_dir(),
+        model_path("smollm2").parent().unwrap().to_path_buf(),
+    ];
+    fetch_in(url, name, version, cache, limits, roots)
+}
+
+fn fetch_in(
+    url: &str,
+    name: &str,
+    version: &str,
+    cache: &Path,
+    limits: ArtifactLimits,
+    artifact_roots: Vec<PathBuf>,
+) -> Result<String, String> {
     let cfg = probegate::adapters::serve::config::MlflowConfig {
         tracking_uri: url.to_string(),
         webhook_secret: "unused".into(),
         token: None,
         max_skew_seconds: 300,
+        artifact_roots,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -751,6 +768,50 @@ fn local_sources_are_linked_in_place_with_the_same_layout_rules() {
         "the cache is emptied per fetch"
     );
     assert!(downloads(&f).is_empty());
+}
+
+/// A version's source is the registrant's word: before artifact_roots, any
+/// path the server could read was fetched and gated (a source of /etc, or a
+/// link or `..` out of the artifact store, became the "candidate").
+#[test]
+fn local_sources_outside_the_artifact_roots_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("artifacts");
+    let store = root.join("m1");
+    std::fs::create_dir_all(&store).unwrap();
+    let a = fixture("adapters/smollm2-lora-r4");
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(a.join(name), store.join(name)).unwrap();
+    }
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(a.join(name), outside.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    let mut f = Fake::default();
+    let sources = [
+        ("1", format!("file://{}", store.display())),
+        ("2", outside.display().to_string()),
+        ("3", root.join("link").display().to_string()),
+        ("4", format!("{}/../outside", root.display())),
+    ];
+    for (v, s) in &sources {
+        f.versions.insert(("m".into(), v.to_string()), s.clone());
+    }
+    let (url, _f) = start_fake(f);
+    let cache = tmp.path().join("cache");
+    let get = |v: &str, roots: Vec<PathBuf>| {
+        fetch_in(&url, "m", v, &cache, ArtifactLimits::default(), roots)
+    };
+    let r = get("1", vec![root.clone()]).unwrap();
+    assert_eq!(r, format!("smollm2+{}", cache.join("adapter").display()));
+    for v in ["2", "3", "4"] {
+        let e = get(v, vec![root.clone()]).unwrap_err();
+        assert!(e.contains("outside [mlflow] artifact_roots"), "{v}: {e}");
+    }
+    let e = get("1", vec![]).unwrap_err();
+    assert!(e.contains("artifact_roots names no directory"), "{e}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

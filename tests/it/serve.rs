@@ -97,6 +97,7 @@ webhook_secret_env = "PG_TEST_HF_SECRET"
 [mlflow]
 tracking_uri = "{mlflow}"
 webhook_secret_env = "PG_TEST_MLFLOW_SECRET"
+artifact_roots = ["{models}"]
 
 [[target]]
 registry = "huggingface"
@@ -117,6 +118,7 @@ data = "{d}"
         m = r.join("monitors/smollm2").display(),
         p = policy.display(),
         d = r.join("data/suite").display(),
+        models = model_path("smollm2").parent().unwrap().display(),
     ) + extra;
     let p = dir.join("serve.toml");
     std::fs::write(&p, text).unwrap();

@@ -92,6 +92,12 @@ pub struct MlflowConfig {
     pub token: Option<String>,
     /// Largest accepted difference between X-MLflow-Timestamp and now (default 300).
     pub max_skew_seconds: u64,
+    /// Directories a model version's local source (`file://`, an absolute
+    /// path) may lie in, after links and `..` are resolved; relative to this
+    /// file. Empty (the default): local sources are not read, only the
+    /// tracking server's artifact proxy, so a registered version cannot point
+    /// the server at any file it can read.
+    pub artifact_roots: Vec<PathBuf>,
 }
 
 const REDACTED: &str = "<redacted>";
@@ -115,6 +121,7 @@ impl std::fmt::Debug for MlflowConfig {
             .field("webhook_secret", &REDACTED)
             .field("token", &self.token.as_ref().map(|_| REDACTED))
             .field("max_skew_seconds", &self.max_skew_seconds)
+            .field("artifact_roots", &self.artifact_roots)
             .finish()
     }
 }
@@ -219,6 +226,8 @@ struct RawMlflow {
     token_env: Option<Spanned<String>>,
     #[serde(default = "skew")]
     max_skew_seconds: Spanned<i64>,
+    #[serde(default)]
+    artifact_roots: Vec<PathBuf>,
 }
 
 fn skew() -> Spanned<i64> {
@@ -369,6 +378,16 @@ impl Config {
             }),
             None => None,
         };
+        // Relative paths in the file are relative to the file, so a config
+        // works from whatever directory the server starts in.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
         let mlflow = match &raw.mlflow {
             Some(m) => Some(MlflowConfig {
                 tracking_uri: m.tracking_uri.trim_end_matches('/').to_string(),
@@ -381,6 +400,7 @@ impl Config {
                     1..=3600,
                     &at,
                 )?,
+                artifact_roots: m.artifact_roots.iter().map(|p| rel(p)).collect(),
             }),
             None => None,
         };
@@ -410,16 +430,6 @@ impl Config {
                     0,
                     "who may read /jobs and the reports is not set: add `read_token_env = \"VAR\"` (reads then need `Authorization: Bearer <token>`) or `public_reads = true`".into(),
                 ))
-            }
-        };
-        // Relative paths in the file are relative to the file, so a config
-        // works from whatever directory the server starts in.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
             }
         };
         let mut targets = Vec::new();

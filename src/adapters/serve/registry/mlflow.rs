@@ -292,10 +292,10 @@ impl<'a> Api<'a> {
             let p = u
                 .to_file_path()
                 .map_err(|()| "not a local file URI".to_string())?;
-            return local_store(p);
+            return local_store(p, &self.cfg.artifact_roots);
         }
         if uri.starts_with('/') {
-            return local_store(PathBuf::from(uri));
+            return local_store(PathBuf::from(uri), &self.cfg.artifact_roots);
         }
         let scheme = uri.split_once(':').map_or(uri, |s| s.0);
         Err(format!(
@@ -322,12 +322,32 @@ pub(super) fn source_of(mv: &serde_json::Value) -> std::result::Result<String, S
         .ok_or_else(|| "model_version.source is missing".into())
 }
 
-fn local_store(p: PathBuf) -> std::result::Result<Store, String> {
+/// A local source, read only inside `[mlflow] artifact_roots` once links
+/// and `..` are resolved: the version's creator names the path, and the
+/// server must not gate (or report on) whatever else it can read.
+fn local_store(p: PathBuf, roots: &[PathBuf]) -> std::result::Result<Store, String> {
     if !p.is_absolute() {
         return Err(format!("{} is not an absolute path", p.display()));
     }
-    if !p.exists() {
-        return Err(format!("{} does not exist here", p.display()));
+    if roots.is_empty() {
+        return Err(format!(
+            "{} is a local path, and [mlflow] artifact_roots names no directory this server \
+             reads models from",
+            p.display()
+        ));
+    }
+    let real = p
+        .canonicalize()
+        .map_err(|_| format!("{} does not exist here", p.display()))?;
+    if !roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .any(|r| real.starts_with(r))
+    {
+        return Err(format!(
+            "{} is outside [mlflow] artifact_roots",
+            p.display()
+        ));
     }
     Ok(Store::Local(p))
 }
