@@ -812,6 +812,39 @@ fn local_sources_outside_the_artifact_roots_are_refused() {
     }
     let e = get("1", vec![]).unwrap_err();
     assert!(e.contains("artifact_roots names no directory"), "{e}");
+
+    // A source spelled `<store>+<other adapter>` (as a reference joins a
+    // base and an adapter) is one directory: the adapter gated is the one
+    // registered there, never the one after the '+'.
+    let plus = PathBuf::from(format!(
+        "{}+{}",
+        root.join("x").display(),
+        outside.display()
+    ));
+    std::fs::create_dir_all(&plus).unwrap();
+    let rs = fixture("adapters/smollm2-rslora-r4");
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(rs.join(name), plus.join(name)).unwrap();
+    }
+    let mut f = Fake::default();
+    f.versions
+        .insert(("m".into(), "5".into()), plus.display().to_string());
+    let (url, _f) = start_fake(f);
+    let r = fetch_in(
+        &url,
+        "m",
+        "5",
+        &cache,
+        ArtifactLimits::default(),
+        vec![root.clone()],
+    )
+    .unwrap();
+    assert_eq!(r, format!("smollm2+{}", cache.join("adapter").display()));
+    assert_eq!(
+        std::fs::read(cache.join("adapter/adapter_config.json")).unwrap(),
+        std::fs::read(rs.join("adapter_config.json")).unwrap(),
+        "the registered adapter is gated"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
