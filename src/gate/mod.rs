@@ -132,25 +132,44 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     };
     let reval = timed(&mut secs, "revalidation", || {
         revalidate::revalidate(
-            &models.cand,
-            &cache,
-            &suite,
-            &data.tests,
-            &schedule,
-            policy,
+            &revalidate::Inputs {
+                base: &models.base,
+                cand: &models.cand,
+                cache: &cache,
+                monitors: &suite,
+                tests: &data.tests,
+                schedule: &schedule,
+                policy,
+            },
             progress,
         )
     })?;
+    let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential).then(|| {
+        revalidate::Extender::new(
+            &models.base,
+            &models.cand,
+            &cache,
+            policy,
+            &data.tests,
+            req.full_revalidation,
+            &reval,
+        )
+    });
     let cx = repair::Context {
         policy,
         models: &models,
         cache: &cache,
         corpus_acts: &corpus_acts,
         trains: &data.trains,
+        extend: extender.as_ref(),
     };
     let mut repairs = timed(&mut secs, "realignment", || {
         repair::repair(&cx, &suite, &reval.evals, &risks, &features, progress)
     })?;
+    let mut traces = reval.traces;
+    for r in repairs.reports.iter_mut() {
+        r.sequential = traces.remove(&r.name);
+    }
     repairs.reports.sort_by(|a, b| {
         b.risk
             .p_stale
@@ -189,7 +208,9 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         },
         budget: BudgetUse {
             examples_limit: policy.budget.examples,
-            examples_used: reval.examples_used + repairs.examples_used,
+            examples_used: reval.examples_used
+                + repairs.examples_used
+                + extender.as_ref().map_or(0, |e| e.extra()),
             examples_full: data.examples_full(),
             seconds_limit: policy.budget.seconds,
             full_revalidation: req.full_revalidation,

@@ -72,6 +72,60 @@ pub struct SuitePolicy {
     pub weak_monitors: WeakMonitors,
 }
 
+/// How a concept's labeled test set is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RevalidationMode {
+    /// A concept's whole test set or none of it, riskiest concepts first
+    /// (what a policy without `[revalidation]` gets: unchanged behaviour).
+    #[default]
+    Whole,
+    /// Batches, each monitor settled healthy or stale by confidence bounds
+    /// on its paired change ([`crate::gate::revalidate::sequential`]).
+    Sequential,
+}
+
+/// How the error rate is shared across the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Correction {
+    /// `alpha` is each monitor's own false-healthy rate.
+    None,
+    /// `alpha` is the suite's: the chance that any monitor is settled
+    /// healthy wrongly is at most alpha (each gets alpha / monitors).
+    #[default]
+    Bonferroni,
+}
+
+/// `[revalidation]`: how labeled examples are spent and the error rates
+/// that are controlled while doing so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevalidationPolicy {
+    pub mode: RevalidationMode,
+    /// The chance of settling a monitor healthy when its full-set change is
+    /// past a limit (and of settling a healthy one stale): per monitor, or
+    /// for the whole suite under `correction = "bonferroni"`.
+    pub alpha: f64,
+    pub correction: Correction,
+    /// Examples every concept gets before the budget is split by risk, so a
+    /// stale monitor the predictor missed is still looked at.
+    pub first_look: usize,
+    /// Examples per further look.
+    pub batch: usize,
+}
+
+impl Default for RevalidationPolicy {
+    fn default() -> Self {
+        RevalidationPolicy {
+            mode: RevalidationMode::Whole,
+            alpha: 0.05,
+            correction: Correction::Bonferroni,
+            first_look: 40,
+            batch: 20,
+        }
+    }
+}
+
 /// What a monitor the budget did not reach means for the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +224,9 @@ pub struct Policy {
     /// What the suite itself must meet.
     #[serde(default)]
     pub suite: SuitePolicy,
+    /// How labeled examples are spent (whole test sets, or sequentially).
+    #[serde(default)]
+    pub revalidation: RevalidationPolicy,
     /// Where the policy was read from.
     pub source: String,
 }
@@ -238,6 +295,22 @@ struct RawPolicy {
     allowed_families: Option<Vec<Family>>,
     #[serde(default)]
     suite: SuitePolicy,
+    #[serde(default)]
+    revalidation: Option<RawRevalidation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevalidation {
+    mode: RevalidationMode,
+    #[serde(default)]
+    alpha: Option<Spanned<f64>>,
+    #[serde(default)]
+    correction: Option<Correction>,
+    #[serde(default)]
+    first_look: Option<Spanned<i64>>,
+    #[serde(default)]
+    batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +462,39 @@ impl RawPolicy {
                 }
             }
         };
+        let revalidation = match &self.revalidation {
+            None => RevalidationPolicy::default(),
+            Some(r) => {
+                let d = RevalidationPolicy::default();
+                let alpha = match &r.alpha {
+                    Some(a) if !(*a.get_ref() > 0.0 && *a.get_ref() <= 0.5) => {
+                        return Err(err(
+                            "revalidation.alpha",
+                            a.span(),
+                            format!("must be above 0 and at most 0.5, found {}", a.get_ref()),
+                        ))
+                    }
+                    Some(a) => *a.get_ref(),
+                    None => d.alpha,
+                };
+                let count = |field: &str, v: &Option<Spanned<i64>>, dflt: usize| match v {
+                    Some(x) if *x.get_ref() < 1 => Err(err(
+                        field,
+                        x.span(),
+                        format!("must be at least 1, found {}", x.get_ref()),
+                    )),
+                    Some(x) => Ok(*x.get_ref() as usize),
+                    None => Ok(dflt),
+                };
+                RevalidationPolicy {
+                    mode: r.mode,
+                    alpha,
+                    correction: r.correction.unwrap_or(d.correction),
+                    first_look: count("revalidation.first_look", &r.first_look, d.first_look)?,
+                    batch: count("revalidation.batch", &r.batch, d.batch)?,
+                }
+            }
+        };
         let retraining = match &self.retraining {
             None => RungPolicy::off(),
             Some(r) => RungPolicy {
@@ -423,6 +529,7 @@ impl RawPolicy {
             retraining,
             allowed_families: self.allowed_families,
             suite: self.suite,
+            revalidation,
             source: path.display().to_string(),
         })
     }

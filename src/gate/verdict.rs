@@ -151,6 +151,13 @@ pub fn decide(
                 m.rung,
                 policy.name
             )),
+            // The policy promised critical monitors would be checked: one the
+            // budget left unsettled (sequential revalidation's hard cap) is
+            // never waved through as a warning.
+            Status::Unverified if m.critical => fail.push(format!(
+                "{} (critical) was not settled within the budget of {} labeled examples; raise budget.examples",
+                m.name, policy.budget.examples
+            )),
             Status::Unverified => {
                 let msg = format!(
                     "{} was not revalidated within the budget (predicted risk {:.2})",
@@ -262,6 +269,7 @@ mod tests {
             recalibration: None,
             retraining: None,
             repaired_monitor: None,
+            sequential: None,
         }
     }
 

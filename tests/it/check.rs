@@ -34,6 +34,17 @@ fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Comma
     c
 }
 
+/// SmolLM2 with the committed LoRA adapter (the README's demo candidate).
+fn lora_candidate() -> String {
+    format!(
+        "{}+{}",
+        model_path("smollm2").display(),
+        repo()
+            .join("fixtures/zoo/smollm2-lora-r8-attn-support")
+            .display()
+    )
+}
+
 fn report(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
@@ -222,13 +233,7 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
     }
     let policy = test_policy(tmp.path(), &[]);
     let out = tmp.path().join("out");
-    let cand = format!(
-        "{}+{}",
-        model_path("smollm2").display(),
-        repo()
-            .join("fixtures/zoo/smollm2-lora-r8-attn-support")
-            .display()
-    );
+    let cand = lora_candidate();
     bin()
         .current_dir(repo())
         .args([
@@ -514,4 +519,65 @@ fn a_killed_run_leaves_no_stale_pass() {
         still_running,
         "the check finished before it could be killed"
     );
+}
+
+/// Sequential revalidation on the real model and the committed LoRA
+/// adapter: the budget is a hard cap (the repair ladder's labels included),
+/// every concept gets its first look, each monitor's report says how many
+/// examples settled it and why it stopped, and the verdict is a verdict.
+#[test]
+fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let budget = 400;
+    let policy = test_policy(
+        tmp.path(),
+        &[
+            ("mode = \"whole\"", "mode = \"sequential\""),
+            ("examples = 720", &format!("examples = {budget}")),
+        ],
+    );
+    let out = tmp.path().join("out");
+    let cand = lora_candidate();
+    let code = check("smollm2", &cand, &policy, &out)
+        .output()
+        .unwrap()
+        .status
+        .code();
+    assert!(matches!(code, Some(0) | Some(1)), "exit {code:?}");
+    let r = report(&out);
+    let used = r["budget"]["examples_used"].as_u64().unwrap();
+    assert!(used <= budget, "{used} > {budget}");
+    let ms = r["monitors"].as_array().unwrap();
+    let concepts: std::collections::BTreeSet<&str> =
+        ms.iter().map(|m| m["concept"].as_str().unwrap()).collect();
+    for m in ms {
+        let t = &m["sequential"];
+        let (seen, of) = (t["examples"].as_u64().unwrap(), t["of"].as_u64().unwrap());
+        // The first look reached every concept: 6 × 40 fits in 400.
+        assert!(seen >= 40 && seen <= of, "{m}");
+        let stopped = t["stopped"].as_str().unwrap();
+        match m["status"].as_str().unwrap() {
+            "healthy" => assert!(["healthy", "whole_set"].contains(&stopped), "{m}"),
+            "unverified" => assert!(["budget", "seconds"].contains(&stopped), "{m}"),
+            "stale" | "repaired" => {
+                assert!(["stale", "whole_set"].contains(&stopped), "{m}");
+                assert!(!m["stale_reasons"].as_array().unwrap().is_empty(), "{m}");
+            }
+            s => panic!("status {s}"),
+        }
+        if stopped == "healthy" {
+            let b = &t["bounds"];
+            assert!(b["auroc"]["lo"].as_f64().unwrap() > -0.05, "{m}");
+        }
+    }
+    assert_eq!(concepts.len(), 6);
+    // This adapter makes monitors stale (STUDY.md; the README demo): some are
+    // settled stale before their whole test set.
+    assert!(
+        ms.iter().any(|m| m["sequential"]["stopped"] == "stale"
+            && m["sequential"]["examples"].as_u64() < m["sequential"]["of"].as_u64()),
+        "no monitor settled stale early"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(" examples, settled "), "{md}");
 }

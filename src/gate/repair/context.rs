@@ -3,6 +3,7 @@
 //! monitors), and the verifier that judges a repaired monitor on the
 //! labeled test data revalidation already ran.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ pub struct Context<'a> {
     pub corpus_acts: &'a PairedActs,
     /// Training splits per concept (present when a rung that spends labels is on).
     pub trains: &'a BTreeMap<String, (PathBuf, Labeled)>,
+    /// Sequential revalidation: more test examples for a repair not yet settled.
+    pub extend: Option<&'a revalidate::Extender<'a>>,
 }
 
 impl Context<'_> {
@@ -64,34 +67,97 @@ pub struct Attempt<R> {
 }
 
 /// Judges a repaired monitor by the original's base figures on the
-/// candidate's test activations, without another forward pass.
+/// candidate's test activations, without another forward pass; under
+/// sequential revalidation, by the same paired rule, asking for more of
+/// the test set while the repair is not settled.
 pub struct Verifier<'a> {
     original: &'a Monitor,
-    x: Tensor,
-    labels: &'a [u8],
+    x: RefCell<Tensor>,
+    labels: RefCell<Vec<u8>>,
     policy: &'a Policy,
+    /// Sequential revalidation's base side of the same examples.
+    paired: Option<RefCell<Vec<f64>>>,
+    population: Option<(revalidate::sequential::Population, f64)>,
+    extend: Option<&'a revalidate::Extender<'a>>,
 }
 
 impl<'a> Verifier<'a> {
-    pub fn new(original: &'a Monitor, rv: &'a Revalidated, policy: &'a Policy) -> Result<Self> {
+    pub fn new(original: &'a Monitor, rv: &'a Revalidated, cx: &Context<'a>) -> Result<Self> {
         Ok(Verifier {
             original,
-            x: Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?,
-            labels: &rv.labels,
-            policy,
+            x: RefCell::new(Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?),
+            labels: RefCell::new(rv.labels.clone()),
+            policy: cx.policy,
+            paired: rv
+                .paired
+                .as_ref()
+                .map(|p| RefCell::new(p.base_scores.clone())),
+            population: rv.paired.as_ref().map(|p| (p.population, p.z)),
+            extend: cx.extend,
         })
     }
 
     /// The repaired monitor's metrics and why it would still be stale.
     pub fn verify(&self, fixed: &Monitor) -> Result<(EvalResult, Vec<String>)> {
-        let after = revalidate::evaluate(
-            fixed,
-            &fixed.scores(&self.x)?,
-            self.labels,
-            crate::util::DEFAULT_SEED,
-        )?;
-        let reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
-        Ok((after, reasons))
+        let (Some(base_scores), Some((pop, z))) = (&self.paired, self.population) else {
+            let scores = fixed.scores(&self.x.borrow())?;
+            let labels = self.labels.borrow();
+            let after = revalidate::evaluate(fixed, &scores, &labels, crate::util::DEFAULT_SEED)?;
+            let reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
+            return Ok((after, reasons));
+        };
+        use revalidate::sequential::{bounds, settle, Paired, Settled};
+        let lim = &self.policy.metrics;
+        let weak = revalidate::weak_on_base(self.original, lim).is_some();
+        loop {
+            // The repaired monitor through the candidate against the
+            // original through the base, on the examples seen so far.
+            let scores = fixed.scores(&self.x.borrow())?;
+            let labels = self.labels.borrow().clone();
+            let base = base_scores.borrow().clone();
+            let p = Paired {
+                base: &base,
+                cand: &scores,
+                labels: &labels,
+            };
+            let b = bounds(&p, fixed.meta.classifier.threshold, pop, z).ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: verification data needs both classes",
+                    fixed.meta.name
+                ))
+            })?;
+            let state = settle(&b, self.original.meta.base_metrics.auroc, weak, lim);
+            if state == Settled::Open {
+                if let Some(more) = self
+                    .extend
+                    .map(|e| e.more(self.original, labels.len()))
+                    .transpose()?
+                    .flatten()
+                {
+                    let add = Tensor::new(more.x, &candle_core::Device::Cpu)?;
+                    let x = Tensor::cat(&[&*self.x.borrow(), &add], 0)?;
+                    *self.x.borrow_mut() = x;
+                    self.labels.borrow_mut().extend(more.labels);
+                    base_scores.borrow_mut().extend(more.base_scores);
+                    continue;
+                }
+            }
+            let after = revalidate::paired_eval(self.original, &scores, &labels, &b)?;
+            let mut reasons = revalidate::stale_reasons(self.original, &after, lim);
+            match state {
+                Settled::Healthy => reasons.clear(),
+                Settled::Stale => {}
+                Settled::Open if reasons.is_empty() => reasons.push(format!(
+                    "the repair is not settled healthy on {} examples (ΔAUROC ≥ {:+.3}, ΔTPR ≥ {:+.3}, ΔFPR ≤ {:+.3})",
+                    labels.len(),
+                    b.auroc.lo,
+                    b.tpr.lo,
+                    b.fpr.hi
+                )),
+                Settled::Open => {}
+            }
+            return Ok((after, reasons));
+        }
     }
 }
 

@@ -56,6 +56,9 @@ pub struct MonitorReport {
     /// The repaired monitor's directory under the output directory.
     #[serde(default)]
     pub repaired_monitor: Option<String>,
+    /// Sequential revalidation: examples used, the bounds reached and why it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<crate::gate::revalidate::sequential::Trace>,
 }
 
 /// Every monitor's report (in suite order), the repaired monitors to write
@@ -115,6 +118,7 @@ pub fn repair(
             recalibration: None,
             retraining: None,
             repaired_monitor: None,
+            sequential: None,
         };
         if let Some(rv) = evals.get(name) {
             if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
@@ -153,7 +157,7 @@ fn climb(
         return Ok(None);
     }
     r.status = Status::Stale;
-    let verifier = Verifier::new(m, rv, policy)?;
+    let verifier = Verifier::new(m, rv, cx)?;
     // The monitor later rungs start from: realigned when the map was applied.
     let mut current = m.clone();
     let mut rung = Rung::None;
@@ -167,7 +171,9 @@ fn climb(
         }
         r.realignment = Some(a.report);
     }
-    if rung == Rung::None && policy.recalibration.enabled {
+    // A threshold needs both classes: with too few labels left under the cap the rung is skipped.
+    let labels_left = cx.extend.map_or(usize::MAX, |e| e.left());
+    if rung == Rung::None && policy.recalibration.enabled && labels_left >= 10 {
         let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
         if let (true, Some(f)) = (a.repaired, a.fixed) {
             rung = Rung::Recalibration;

@@ -18,7 +18,13 @@ pub fn rung(
     verifier: &Verifier,
 ) -> Result<Attempt<RungReport>> {
     let train = cx.train(m)?;
-    let share = (cx.policy.recalibration.labels as f64 / train.labels.len().max(1) as f64).min(1.0);
+    // Under sequential revalidation the budget is a hard cap for the rungs too.
+    let want = cx
+        .policy
+        .recalibration
+        .labels
+        .min(cx.extend.map_or(usize::MAX, |e| e.left()));
+    let share = (want as f64 / train.labels.len().max(1) as f64).min(1.0);
     let (_, pick) = stratified_split(&train.labels, share, crate::util::DEFAULT_SEED);
     let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
     let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
@@ -44,6 +50,9 @@ pub fn rung(
     let mut fixed = start.clone();
     fixed.meta.classifier.threshold = t.threshold;
     fixed.meta.provenance.repaired_for = Some(cx.models.cand_fp.clone());
+    if let Some(e) = cx.extend {
+        e.spend(texts.len());
+    }
     let (after, reasons_after) = verifier.verify(&fixed)?;
     let repaired = reasons_after.is_empty();
     Ok(Attempt {

@@ -113,6 +113,17 @@ pub fn verdict_line(r: &Report) -> String {
     )
 }
 
+fn stop_word(s: crate::gate::revalidate::sequential::Stop) -> &'static str {
+    use crate::gate::revalidate::sequential::Stop;
+    match s {
+        Stop::Healthy => "settled healthy",
+        Stop::Stale => "settled stale",
+        Stop::WholeSet => "whole set",
+        Stop::Budget => "budget spent",
+        Stop::Seconds => "time spent",
+    }
+}
+
 fn status_word(s: Status) -> &'static str {
     match s {
         Status::Healthy => "healthy",
@@ -210,9 +221,18 @@ pub fn markdown(r: &Report) -> String {
             None => ("–".into(), "–".into()),
         };
         let repair = repair_summary(m);
+        // Sequential revalidation: how many examples settled it, and how.
+        let seen = m.sequential.as_ref().map_or(String::new(), |t| {
+            format!(
+                " ({}/{} examples, {})",
+                t.examples,
+                t.of,
+                stop_word(t.stopped)
+            )
+        });
         let _ = writeln!(
             s,
-            "| {}{crit} | {} | {:.2} | {} | {au} | {ba} | {repair} |",
+            "| {}{crit} | {} | {:.2} | {}{seen} | {au} | {ba} | {repair} |",
             escape(&m.name),
             m.layer,
             m.risk.p_stale,

@@ -8,6 +8,8 @@
 //! serves all its monitors with one forward pass per pooling.
 
 pub mod data;
+mod driver;
+pub mod sequential;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::activations::cache::ActCache;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::gate::policy::{MetricLimits, Policy, WeakMonitors};
+use crate::gate::policy::{MetricLimits, Policy, RevalidationMode, WeakMonitors};
 use crate::gate::prepare::Progress;
 pub use crate::monitor::eval::{evaluate, evaluate_suite, EvalOptions, EvalResult};
 use crate::monitor::{self as mon, Monitor};
 pub use data::{DataSource, LabeledSets};
+pub use driver::{paired_eval, Batch, Extender};
 
 /// A monitor's state after revalidation and the repair ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,27 +198,59 @@ pub struct Revalidated {
     pub eval: EvalResult,
     pub labels: Vec<u8>,
     pub x: Vec<Vec<f32>>,
+    /// Sequential revalidation: the base side of the same examples, so a
+    /// repair is verified by the same paired rule.
+    pub paired: Option<PairedBase>,
+}
+
+/// The base side of a monitor's examples under sequential revalidation.
+pub struct PairedBase {
+    pub base_scores: Vec<f64>,
+    pub population: sequential::Population,
+    pub z: f64,
 }
 
 /// What revalidation measured, by monitor name, and what it spent.
 pub struct Revalidation {
     pub evals: BTreeMap<String, Revalidated>,
     pub examples_used: usize,
+    /// Sequential revalidation: per monitor, the examples, bounds and why it stopped.
+    pub traces: BTreeMap<String, sequential::Trace>,
+    /// Sequential revalidation: per concept, how far into its order the candidate ran.
+    pub consumed: BTreeMap<String, usize>,
+}
+
+/// What revalidation reads: both models (the base side of sequential
+/// revalidation's pairs), the suite, its test sets, the plan and the policy.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub base: &'a Checkpoint,
+    pub cand: &'a Checkpoint,
+    pub cache: &'a ActCache,
+    pub monitors: &'a [Monitor],
+    pub tests: &'a BTreeMap<String, (PathBuf, mon::data::Labeled)>,
+    pub schedule: &'a Schedule,
+    pub policy: &'a Policy,
 }
 
 /// Runs concepts in `order` through the candidate until the policy's
 /// budget (examples, seconds) is spent; a concept holding a critical
 /// monitor always runs, and `full` ignores the budget (the grid's ground
-/// truth).
-pub fn revalidate(
-    cand: &Checkpoint,
-    cache: &ActCache,
-    monitors: &[Monitor],
-    tests: &BTreeMap<String, (PathBuf, mon::data::Labeled)>,
-    schedule: &Schedule,
-    policy: &Policy,
-    progress: Progress,
-) -> Result<Revalidation> {
+/// truth). Under `[revalidation] mode = "sequential"` each concept is spent
+/// in batches until its monitors are settled ([`sequential`]).
+pub fn revalidate(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
+    let Inputs {
+        cand,
+        cache,
+        monitors,
+        tests,
+        schedule,
+        policy,
+        ..
+    } = *inputs;
+    if policy.revalidation.mode == RevalidationMode::Sequential {
+        return driver::run(inputs, progress);
+    }
     let Schedule { order, full } = schedule;
     let t = Instant::now();
     let mut used = 0usize;
@@ -247,6 +282,7 @@ pub fn revalidate(
                     eval: e.eval,
                     labels: d.labels.clone(),
                     x: e.x.to_vec2()?,
+                    paired: None,
                 },
             );
         }
@@ -254,6 +290,8 @@ pub fn revalidate(
     Ok(Revalidation {
         evals,
         examples_used: used,
+        traces: BTreeMap::new(),
+        consumed: BTreeMap::new(),
     })
 }
 

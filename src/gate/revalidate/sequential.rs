@@ -1,0 +1,621 @@
+//! Sequential revalidation: a concept's labeled test set is consumed in
+//! small batches, and after each one every monitor still unsettled gets
+//! confidence bounds on the *paired* change (the same examples through base
+//! and candidate) of each metric the policy limits. A monitor is settled
+//! healthy when every bound is inside its limit, stale when one is clearly
+//! past it; only unsettled monitors ask for more examples.
+//!
+//! What the bounds are about: the metric a full revalidation would compute
+//! on the whole test set. The test set is a finite population sampled
+//! without replacement, so every interval carries the finite-population
+//! correction and collapses to the exact full-set figure once the whole
+//! set is consumed: sequential revalidation run to the end is full
+//! revalidation.
+//!
+//! Error rates: a monitor whose full-set change is past a limit is settled
+//! healthy with probability at most `alpha` (per monitor, or per suite with
+//! the Bonferroni correction), and symmetrically for stale. Each look spends
+//! an equal share of `alpha` (Bonferroni over the planned looks: valid under
+//! optional stopping, at the price of some width), and tests in
+//! `tests/` below check the false-healthy rate by simulation.
+//!
+//! The bounds: ΔAUROC by DeLong's paired variance plus, for changes carried
+//! by a few examples not yet drawn, a Wilson zero-count term (a rare
+//! catastrophic flip is what a normal approximation misses); ΔTPR and ΔFPR
+//! by Wilson intervals on the down and up flips at the monitor's threshold;
+//! Δbalanced accuracy from those two.
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::gate::policy::{Correction, MetricLimits};
+
+/// A bound on the full-set change (candidate − base) of one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// The paired estimate from the examples seen.
+    pub estimate: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Interval {
+    fn point(x: f64) -> Self {
+        Interval {
+            estimate: x,
+            lo: x,
+            hi: x,
+        }
+    }
+}
+
+/// Bounds on every metric the policy limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub auroc: Interval,
+    pub balanced_accuracy: Interval,
+    pub tpr: Interval,
+    pub fpr: Interval,
+}
+
+/// The same examples' scores through base and candidate.
+pub struct Paired<'a> {
+    pub base: &'a [f64],
+    pub cand: &'a [f64],
+    pub labels: &'a [u8],
+}
+
+/// The whole test set's class sizes (the population the bounds are about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Population {
+    pub positives: usize,
+    pub negatives: usize,
+}
+
+impl Population {
+    pub fn of(labels: &[u8]) -> Self {
+        let positives = labels.iter().filter(|&&l| l == 1).count();
+        Population {
+            positives,
+            negatives: labels.len() - positives,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.positives + self.negatives
+    }
+}
+
+/// The one-sided normal quantile for an error rate `alpha` (0 < alpha < 1).
+pub fn z_for(alpha: f64) -> f64 {
+    let a = alpha.clamp(1e-12, 0.5);
+    Normal::standard().inverse_cdf(1.0 - a)
+}
+
+/// The effective sample size of `k` draws without replacement from `big`:
+/// the finite-population correction folded into n, so `k == big` is exact.
+fn n_eff(k: usize, big: usize) -> f64 {
+    if k >= big {
+        f64::INFINITY
+    } else {
+        k as f64 / (1.0 - k as f64 / big as f64)
+    }
+}
+
+/// Wilson score interval for a proportion seen as `hits` of `k` draws from
+/// `big`, with the finite-population correction, at quantile `z`; clipped to
+/// what the unseen remainder can still make of the full-set proportion.
+fn wilson(hits: usize, k: usize, big: usize, z: f64) -> (f64, f64) {
+    if big == 0 {
+        return (0.0, 0.0);
+    }
+    let bigf = big as f64;
+    // What the full set's proportion can be whatever the unseen examples are.
+    let hard_lo = hits as f64 / bigf;
+    let hard_hi = (hits + big.saturating_sub(k)) as f64 / bigf;
+    if k == 0 {
+        return (hard_lo, hard_hi);
+    }
+    let n = n_eff(k, big);
+    if !n.is_finite() {
+        return (hard_lo, hard_lo);
+    }
+    let p = hits as f64 / k as f64;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denom;
+    let hw = z / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    (
+        (centre - hw).clamp(hard_lo, hard_hi),
+        (centre + hw).clamp(hard_lo, hard_hi),
+    )
+}
+
+/// The paired change of the rate of `score ≥ t` on one class: flips down
+/// (base yes, candidate no) and up, each bounded by Wilson at `z`.
+fn rate_change(base: &[f64], cand: &[f64], t: f64, big: usize, z: f64) -> Interval {
+    let k = base.len();
+    let (mut up, mut down) = (0usize, 0usize);
+    for (b, c) in base.iter().zip(cand) {
+        match (*b >= t, *c >= t) {
+            (true, false) => down += 1,
+            (false, true) => up += 1,
+            _ => {}
+        }
+    }
+    let estimate = if k == 0 {
+        0.0
+    } else {
+        (up as f64 - down as f64) / k as f64
+    };
+    let (up_lo, up_hi) = wilson(up, k, big, z);
+    let (down_lo, down_hi) = wilson(down, k, big, z);
+    if k >= big {
+        return Interval::point(estimate);
+    }
+    Interval {
+        estimate,
+        lo: up_lo - down_hi,
+        hi: up_hi - down_lo,
+    }
+}
+
+fn psi(x: f64, y: f64) -> f64 {
+    if x > y {
+        1.0
+    } else if x == y {
+        0.5
+    } else {
+        0.0
+    }
+}
+
+/// Sample variance (n − 1 denominator); 0 for fewer than two values.
+fn variance(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64
+}
+
+/// The paired change in AUROC: DeLong's structural components of both
+/// models' scores, their differences' variance per class with the
+/// finite-population correction, plus the zero-count term.
+fn auroc_change(p: &Paired, pop: Population, z: f64) -> Option<Interval> {
+    let pos: Vec<usize> = (0..p.labels.len()).filter(|&i| p.labels[i] == 1).collect();
+    let neg: Vec<usize> = (0..p.labels.len()).filter(|&i| p.labels[i] != 1).collect();
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let (m, n) = (pos.len() as f64, neg.len() as f64);
+    let mut d10 = vec![0.0; pos.len()];
+    let mut d01 = vec![0.0; neg.len()];
+    for (a, &i) in pos.iter().enumerate() {
+        for (b, &j) in neg.iter().enumerate() {
+            let d = psi(p.cand[i], p.cand[j]) - psi(p.base[i], p.base[j]);
+            d10[a] += d / n;
+            d01[b] += d / m;
+        }
+    }
+    let estimate = d10.iter().sum::<f64>() / m;
+    let fpc = |k: f64, big: usize| (1.0 - k / big.max(1) as f64).max(0.0);
+    let (fp, fn_) = (fpc(m, pop.positives), fpc(n, pop.negatives));
+    if fp == 0.0 && fn_ == 0.0 {
+        return Some(Interval::point(estimate));
+    }
+    let var = variance(&d10) / m * fp + variance(&d01) / n * fn_;
+    // A change carried by a few examples not yet drawn shows no variance in
+    // the sample: bound it as Wilson bounds a rate seen zero times in the
+    // scarcer class (a catastrophic flip moves ΔAUROC by up to 1/class size).
+    let k_eff = n_eff(pos.len(), pop.positives).min(n_eff(neg.len(), pop.negatives));
+    let unseen = if k_eff.is_finite() {
+        z * z / (k_eff + z * z)
+    } else {
+        0.0
+    };
+    let hw = z * var.sqrt() + unseen;
+    Some(Interval {
+        estimate,
+        lo: (estimate - hw).max(-1.0),
+        hi: (estimate + hw).min(1.0),
+    })
+}
+
+/// Bounds on the full-set changes, from the examples seen so far; `None`
+/// until both classes have been seen.
+pub fn bounds(p: &Paired, threshold: f64, pop: Population, z: f64) -> Option<Bounds> {
+    let auroc = auroc_change(p, pop, z)?;
+    let split = |want: u8| -> (Vec<f64>, Vec<f64>) {
+        p.labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| (l == 1) == (want == 1))
+            .map(|(i, _)| (p.base[i], p.cand[i]))
+            .unzip()
+    };
+    let (pb, pc) = split(1);
+    let (nb, nc) = split(0);
+    // Two Wilson bounds make each rate's interval: each gets half the error.
+    let z2 = z_for((1.0 - Normal::standard().cdf(z)) / 2.0);
+    let tpr = rate_change(&pb, &pc, threshold, pop.positives, z2);
+    let fpr = rate_change(&nb, &nc, threshold, pop.negatives, z2);
+    let balanced_accuracy = Interval {
+        estimate: (tpr.estimate - fpr.estimate) / 2.0,
+        lo: (tpr.lo - fpr.hi) / 2.0,
+        hi: (tpr.hi - fpr.lo) / 2.0,
+    };
+    Some(Bounds {
+        auroc,
+        balanced_accuracy,
+        tpr,
+        fpr,
+    })
+}
+
+/// Where a monitor stands after a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    /// Every bound inside its limit.
+    Healthy,
+    /// A bound clearly past a limit.
+    Stale,
+    /// Neither yet: more examples needed.
+    Open,
+}
+
+/// Same tolerance as [`super::stale_reasons`]: a drop of exactly the limit counts.
+const EPS: f64 = 1e-12;
+
+/// Judges bounds against the policy's limits. `base_auroc` is the figure
+/// the monitor records for its base; `weak` monitors (below `min_auroc` on
+/// their own base) are judged on the drops only, as in `stale_reasons`.
+pub fn settle(b: &Bounds, base_auroc: f64, weak: bool, lim: &MetricLimits) -> Settled {
+    let stale = b.auroc.hi <= -lim.max_auroc_drop + EPS
+        || (!weak && base_auroc + b.auroc.hi < lim.min_auroc)
+        || b.balanced_accuracy.hi < -lim.max_balanced_accuracy_drop
+        || b.fpr.lo > lim.max_fpr_increase
+        || -b.tpr.hi > lim.max_tpr_drop;
+    if stale {
+        return Settled::Stale;
+    }
+    let healthy = b.auroc.lo > -lim.max_auroc_drop + EPS
+        && (weak || base_auroc + b.auroc.lo >= lim.min_auroc)
+        && b.balanced_accuracy.lo >= -lim.max_balanced_accuracy_drop
+        && b.fpr.hi <= lim.max_fpr_increase
+        && -b.tpr.lo <= lim.max_tpr_drop;
+    if healthy {
+        Settled::Healthy
+    } else {
+        Settled::Open
+    }
+}
+
+/// Why a monitor stopped asking for examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// Settled healthy: every bound inside its limit.
+    Healthy,
+    /// Settled stale: a bound clearly past a limit.
+    Stale,
+    /// The whole test set was used: the figures are exact.
+    WholeSet,
+    /// The example budget ran out with the monitor unsettled (unverified).
+    Budget,
+    /// The seconds budget ran out with the monitor unsettled (unverified).
+    Seconds,
+}
+
+/// What sequential revalidation did for one monitor (report.json's
+/// `monitors[].sequential`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Labeled examples it was judged on, of the concept's `of`.
+    pub examples: usize,
+    pub of: usize,
+    /// The bounds reached at the last look (absent before both classes were seen).
+    pub bounds: Option<Bounds>,
+    /// The one-sided quantile each look used (alpha shared over suite and looks).
+    pub z: f64,
+    pub stopped: Stop,
+}
+
+/// The quantile each look uses: `alpha` shared over the suite (per
+/// `correction`) and over the `looks` planned for the concept.
+pub fn look_z(alpha: f64, correction: Correction, monitors: usize, looks: usize) -> f64 {
+    let per_monitor = match correction {
+        Correction::None => alpha,
+        Correction::Bonferroni => alpha / monitors.max(1) as f64,
+    };
+    z_for(per_monitor / looks.max(1) as f64)
+}
+
+/// Looks planned for a set of `n` examples: the first look after `first`,
+/// then one per `batch`.
+pub fn planned_looks(n: usize, first: usize, batch: usize) -> usize {
+    let first = first.min(n).max(1);
+    1 + n.saturating_sub(first).div_ceil(batch.max(1))
+}
+
+/// The order a test set is consumed in: positives and negatives each
+/// shuffled by `seed`, then interleaved so every prefix keeps the set's
+/// class balance (a look never lacks a class it could have had).
+pub fn stratified_order(labels: &[u8], seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut pos: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == 1).collect();
+    let mut neg: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != 1).collect();
+    pos.shuffle(&mut rng);
+    neg.shuffle(&mut rng);
+    let (np, nn) = (pos.len(), neg.len());
+    let mut out = Vec::with_capacity(labels.len());
+    let (mut a, mut b) = (0, 0);
+    while a < np || b < nn {
+        // Take from the class furthest behind its share.
+        let take_pos =
+            b >= nn || (a < np && (a as f64 + 0.5) / np as f64 <= (b as f64 + 0.5) / nn as f64);
+        if take_pos {
+            out.push(pos[a]);
+            a += 1;
+        } else {
+            out.push(neg[b]);
+            b += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn limits() -> MetricLimits {
+        MetricLimits {
+            max_auroc_drop: 0.05,
+            min_auroc: 0.80,
+            max_balanced_accuracy_drop: 0.05,
+            max_fpr_increase: 0.05,
+            max_tpr_drop: 0.10,
+        }
+    }
+
+    fn full_change(base: &[f64], cand: &[f64], labels: &[u8], t: f64) -> (f64, f64, f64) {
+        use crate::monitor::metrics::{at_threshold, auroc};
+        let (ab, ac) = (auroc(base, labels).unwrap(), auroc(cand, labels).unwrap());
+        let (tb, tc) = (at_threshold(base, labels, t), at_threshold(cand, labels, t));
+        (ac - ab, tc.tpr - tb.tpr, tc.fpr - tb.fpr)
+    }
+
+    #[test]
+    fn the_whole_set_gives_the_exact_full_set_change() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let labels: Vec<u8> = (0..120).map(|i| (i % 3 == 0) as u8).collect();
+        let base: Vec<f64> = labels
+            .iter()
+            .map(|&l| l as f64 + rng.random::<f64>())
+            .collect();
+        let cand: Vec<f64> = base
+            .iter()
+            .map(|s| s + rng.random::<f64>() * 0.6 - 0.3)
+            .collect();
+        let p = Paired {
+            base: &base,
+            cand: &cand,
+            labels: &labels,
+        };
+        let b = bounds(&p, 1.0, Population::of(&labels), 3.0).unwrap();
+        let (da, dt, df) = full_change(&base, &cand, &labels, 1.0);
+        for (i, x) in [(b.auroc, da), (b.tpr, dt), (b.fpr, df)] {
+            assert!(
+                (i.lo - x).abs() < 1e-12 && (i.hi - x).abs() < 1e-12,
+                "{i:?} {x}"
+            );
+        }
+    }
+
+    #[test]
+    fn identical_scores_settle_healthy_once_enough_is_seen_and_not_before() {
+        let labels: Vec<u8> = (0..170).map(|i| (i % 2) as u8).collect();
+        let base: Vec<f64> = (0..170)
+            .map(|i| (i % 2) as f64 + (i as f64 * 0.37).sin())
+            .collect();
+        let order = stratified_order(&labels, 7);
+        let pop = Population::of(&labels);
+        let z = look_z(0.05, Correction::None, 1, planned_looks(170, 40, 20));
+        let settle_at = |k: usize| {
+            let idx = &order[..k];
+            let s: Vec<f64> = idx.iter().map(|&i| base[i]).collect();
+            let l: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
+            let p = Paired {
+                base: &s,
+                cand: &s,
+                labels: &l,
+            };
+            settle(&bounds(&p, 0.5, pop, z).unwrap(), 0.9, false, &limits())
+        };
+        // Ten examples show no change, but cannot rule out one hidden in the rest.
+        assert_eq!(settle_at(10), Settled::Open);
+        assert_eq!(settle_at(170), Settled::Healthy);
+        let first = (10..=170)
+            .find(|&k| settle_at(k) == Settled::Healthy)
+            .unwrap();
+        assert!(first < 170, "{first}");
+    }
+
+    #[test]
+    fn stratified_prefixes_keep_the_class_balance() {
+        let labels: Vec<u8> = (0..100).map(|i| (i < 30) as u8).collect();
+        let o = stratified_order(&labels, 3);
+        let mut sorted = o.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        for k in [10, 20, 50] {
+            let pos = o[..k].iter().filter(|&&i| labels[i] == 1).count();
+            assert!((pos as f64 - 0.3 * k as f64).abs() <= 1.0, "{k}: {pos}");
+        }
+        assert_eq!(stratified_order(&labels, 3), o);
+        assert_ne!(stratified_order(&labels, 4), o);
+    }
+
+    #[test]
+    fn looks_and_quantiles() {
+        assert_eq!(planned_looks(170, 40, 20), 1 + 7);
+        assert_eq!(planned_looks(30, 40, 20), 1);
+        assert!((z_for(0.025) - 1.959964).abs() < 1e-5);
+        assert!(
+            look_z(0.05, Correction::Bonferroni, 18, 8) > look_z(0.05, Correction::None, 18, 8)
+        );
+    }
+
+    /// One synthetic monitor on a finite test set, with a drop built in.
+    struct World {
+        labels: Vec<u8>,
+        base: Vec<f64>,
+        cand: Vec<f64>,
+    }
+
+    /// `kind`: 0 diffuse (every positive shifted down), 1 concentrated (a
+    /// few positives flipped far below), 2 negatives pushed over the threshold.
+    fn world(rng: &mut ChaCha8Rng, n: usize, kind: u8, strength: f64) -> World {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+        let base: Vec<f64> = labels
+            .iter()
+            .map(|&l| 1.4 * l as f64 + gauss(rng))
+            .collect();
+        let cand = base
+            .iter()
+            .zip(&labels)
+            .map(|(&s, &l)| {
+                let jitter = 0.05 * gauss(rng);
+                match kind {
+                    0 if l == 1 => s - strength + jitter,
+                    1 if l == 1 && rng.random::<f64>() < strength => s - 4.0,
+                    2 if l == 0 && rng.random::<f64>() < strength => s + 3.0,
+                    _ => s + jitter,
+                }
+            })
+            .collect();
+        World { labels, base, cand }
+    }
+
+    fn gauss(rng: &mut ChaCha8Rng) -> f64 {
+        let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    /// Runs the rule over one world in a random order; the settled state
+    /// and the examples it took.
+    fn run(w: &World, seed: u64, alpha: f64, t: f64) -> (Settled, usize) {
+        let (first, batch) = (40, 20);
+        let n = w.labels.len();
+        let z = look_z(alpha, Correction::None, 1, planned_looks(n, first, batch));
+        let pop = Population::of(&w.labels);
+        let order = stratified_order(&w.labels, seed);
+        let mut k = first.min(n);
+        loop {
+            let idx = &order[..k];
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
+            let (b, c) = (pick(&w.base), pick(&w.cand));
+            let l: Vec<u8> = idx.iter().map(|&i| w.labels[i]).collect();
+            let p = Paired {
+                base: &b,
+                cand: &c,
+                labels: &l,
+            };
+            let s = bounds(&p, t, pop, z)
+                .map_or(Settled::Open, |bd| settle(&bd, 0.9, false, &limits()));
+            if s != Settled::Open || k == n {
+                return (s, k);
+            }
+            k = (k + batch).min(n);
+        }
+    }
+
+    fn truly_stale(w: &World, t: f64) -> bool {
+        let (da, dt, df) = full_change(&w.base, &w.cand, &w.labels, t);
+        let lim = limits();
+        da <= -lim.max_auroc_drop
+            || df > lim.max_fpr_increase
+            || -dt > lim.max_tpr_drop
+            || (dt - df) / 2.0 < -lim.max_balanced_accuracy_drop
+    }
+
+    /// The error rate the policy states: among monitors whose full-set
+    /// change is past a limit (built just past it, where the rule is most
+    /// easily fooled), the share settled healthy stays under alpha.
+    #[test]
+    fn false_healthy_rate_stays_under_alpha_by_simulation() {
+        let alpha = 0.05;
+        let t = 0.7;
+        let mut rng = ChaCha8Rng::seed_from_u64(20261201);
+        for (kind, strength) in [(0u8, 0.22), (1, 0.06), (1, 0.12), (2, 0.07)] {
+            let (mut stale_worlds, mut false_healthy, mut used) = (0, 0, 0);
+            // Worlds built near the boundary; only those truly past it count.
+            for trial in 0..4000 {
+                if stale_worlds == 200 {
+                    break;
+                }
+                let w = world(&mut rng, 170, kind, strength);
+                if !truly_stale(&w, t) {
+                    continue;
+                }
+                stale_worlds += 1;
+                let (s, k) = run(&w, trial, alpha, t);
+                used += k;
+                false_healthy += (s == Settled::Healthy) as usize;
+            }
+            assert!(
+                stale_worlds >= 100,
+                "kind {kind}: only {stale_worlds} stale worlds"
+            );
+            let rate = false_healthy as f64 / stale_worlds as f64;
+            assert!(
+                rate <= alpha,
+                "kind {kind} strength {strength}: false-healthy {false_healthy}/{stale_worlds} = {rate:.3} > {alpha}"
+            );
+            eprintln!(
+                "kind {kind} strength {strength}: false-healthy {false_healthy}/{stale_worlds}, mean examples {:.0}",
+                used as f64 / stale_worlds as f64
+            );
+        }
+    }
+
+    /// And the rule is worth having: clearly healthy and clearly broken
+    /// monitors settle well before the whole set, and the other way round
+    /// errors (healthy monitors called stale) stay under alpha too.
+    #[test]
+    fn clear_cases_settle_early_and_false_stale_stays_under_alpha() {
+        let alpha = 0.05;
+        let t = 0.7;
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut healthy_used, mut false_stale, mut healthy_worlds) = (0, 0, 0);
+        let (mut broken_used, mut broken_worlds) = (0, 0);
+        for trial in 0..200 {
+            let calm = world(&mut rng, 400, 0, 0.0);
+            if !truly_stale(&calm, t) {
+                healthy_worlds += 1;
+                let (s, k) = run(&calm, trial, alpha, t);
+                healthy_used += k;
+                false_stale += (s == Settled::Stale) as usize;
+            }
+            let broken = world(&mut rng, 400, 0, 1.0);
+            if truly_stale(&broken, t) {
+                broken_worlds += 1;
+                let (s, k) = run(&broken, trial, alpha, t);
+                assert_eq!(s, Settled::Stale);
+                broken_used += k;
+            }
+        }
+        let mean_h = healthy_used as f64 / healthy_worlds as f64;
+        let mean_b = broken_used as f64 / broken_worlds as f64;
+        eprintln!("healthy: mean {mean_h:.0} of 400; broken: mean {mean_b:.0} of 400");
+        assert!((false_stale as f64) <= alpha * healthy_worlds as f64);
+        assert!(mean_h < 0.75 * 400.0, "{mean_h}");
+        assert!(mean_b < 0.25 * 400.0, "{mean_b}");
+    }
+}
