@@ -69,7 +69,7 @@ fn a_small_grid_and_its_study_report() {
     );
     for row in [
         "| identical | 18 | +0.0000 | 0/18 = 0.0% |",
-        "| quantization | 18 |",
+        "| quantization 8-bit | 18 |",
         "| LoRA | 18 |",
     ] {
         assert!(text.contains(row), "missing {row}:\n{text}");

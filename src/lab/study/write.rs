@@ -93,7 +93,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let dir = md_path.parent().unwrap_or(Path::new(".")).join("study");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let published = |f: &str| match f {
-        "quantization" => Some(1.46),
+        f if f.starts_with("quantization") => Some(1.46),
         "LoRA" | "merged LoRA" => Some(48.5),
         _ => None,
     };
