@@ -6,9 +6,10 @@
 //! plain data and Markdown out.
 
 pub mod grid;
+pub mod honest;
 mod write;
 
-pub use write::{svg_bars, svg_triage, write};
+pub use write::{honest_sections, svg_bars, svg_triage, write, write_history};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -331,6 +332,8 @@ pub struct Study {
     pub by_concept: Vec<(String, Rate, Rate)>,
     pub nf4_vs_qlora: Vec<(String, Rate)>,
     pub predictor: risk::Evaluation,
+    /// Folds that keep merged copies with their source, and both kinds of staleness.
+    pub honest: honest::Honest,
     /// Per realignment method: stale cells it brought back within 0.05 of base AUROC.
     pub realign_methods: Vec<(Method, usize, usize)>,
     pub stale_cells: usize,
@@ -406,9 +409,17 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     let rows: Vec<risk::HistoryRow> = l
         .reports
         .iter()
-        .flat_map(|(_, _, r)| r.history(&r.model_id()))
+        .flat_map(|(cond, _, r)| {
+            // The condition as the cells name it (the report's, else its
+            // directory's), so the honest folds group the same rows.
+            r.history(&r.model_id()).into_iter().map(|mut h| {
+                h.condition.get_or_insert_with(|| cond.clone());
+                h
+            })
+        })
         .collect();
     let predictor = risk::evaluate(&rows, 1.0);
+    let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();
     let recovered = |c: &Cell, m: Method| {
@@ -455,6 +466,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         by_concept,
         nf4_vs_qlora,
         predictor,
+        honest,
         realign_methods,
         stale_cells: stale.len(),
         stale_with_realignment: with_re.len(),
