@@ -167,21 +167,30 @@ pub enum StudyCommand {
         only: Option<String>,
     },
     /// Write STUDY.md (and study/*.svg) from grid reports: the published study's tables, the
-    /// predictor's held-out quality, realignment and the gate's figures on the zoo.
+    /// predictor's held-out quality, realignment and the gate's figures on the zoo. With
+    /// --history instead, only the sections history rows support (honest folds, both kinds
+    /// of staleness), so a fresh clone can rebuild them from the committed grid.
     #[command(
-        after_help = "Example:\n  probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md"
+        after_help = "Examples:\n  probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md\n  probegate study report --history risk/zoo-grid.jsonl --out study/v1-honest.md"
     )]
     Report {
         /// Directories of per-condition report directories (`study grid --reports`), one per model.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "history", conflicts_with = "history")]
         reports: Vec<PathBuf>,
-        #[arg(long, default_value = "STUDY.md")]
-        out: PathBuf,
-        /// The policy the budgeted gate is replayed under.
+        /// History files (`study grid --history`, e.g. risk/zoo-grid.jsonl), read together.
+        #[arg(long)]
+        history: Vec<PathBuf>,
+        /// Where the Markdown goes (default with --reports: STUDY.md; required with --history,
+        /// whose few sections must not replace a whole STUDY.md by default).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The policy the budgeted gate is replayed under, and whose balanced-accuracy
+        /// limit defines operating-point staleness.
         /// A shipped policy (default, strict, quantization-only) or a policy file.
         #[arg(long, default_value = "default")]
         policy: String,
-        #[arg(long)]
+        /// The risk model the budgeted replay uses (--reports only).
+        #[arg(long, conflicts_with = "history")]
         risk_model: Option<PathBuf>,
     },
     /// Summarise a grid's full-revalidation reports and replay each as the budgeted gate would run it.
@@ -419,27 +428,65 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
     Ok(EXIT_OK)
 }
 
+/// `--flag a --flag b`, as the report's header quotes the command.
+fn repeated(flag: &str, paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("{flag} {}", p.display()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `study report --history`: the honest sections from history rows alone.
+fn cmd_study_history(
+    g: &Global,
+    history: &[PathBuf],
+    out: Option<&Path>,
+    policy: &Policy,
+) -> Result<i32> {
+    let out = out.ok_or_else(|| {
+        Error::Usage(
+            "--history needs --out FILE: it writes the honest-fold and staleness sections, not a whole STUDY.md".into(),
+        )
+    })?;
+    let mut rows = Vec::new();
+    for h in history {
+        rows.extend(risk::read_history(h)?);
+    }
+    let honest =
+        probegate::lab::study::honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
+    let command = format!(
+        "probegate study report {} --out {}",
+        repeated("--history", history),
+        out.display()
+    );
+    probegate::lab::study::write_history(&honest, out, &command)?;
+    match g.format {
+        Format::Json => emit_json(&honest)?,
+        Format::Human => println!("wrote {} ({} history rows)", out.display(), honest.rows),
+    }
+    Ok(EXIT_OK)
+}
+
 pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     if let StudyCommand::Report {
         reports,
+        history,
         out,
         policy,
         risk_model: rm,
     } = c
     {
         let policy = Policy::load(&Policy::resolve(policy, None))?;
+        if !history.is_empty() {
+            return cmd_study_history(g, history, out.as_deref(), &policy);
+        }
+        let out = out.clone().unwrap_or_else(|| PathBuf::from("STUDY.md"));
         let model = risk_model(rm.as_deref())?;
         let loaded = probegate::lab::study::load(reports)?;
         let study = probegate::lab::study::build(&loaded, &policy, &model);
-        let command = format!(
-            "probegate study report {}",
-            reports
-                .iter()
-                .map(|r| format!("--reports {}", r.display()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        probegate::lab::study::write(&study, out, &command)?;
+        let command = format!("probegate study report {}", repeated("--reports", reports));
+        probegate::lab::study::write(&study, &out, &command)?;
         match g.format {
             Format::Json => emit_json(&study)?,
             Format::Human => println!(

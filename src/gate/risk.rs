@@ -368,64 +368,80 @@ pub fn triage_curve(scores: &[f64], stale: &[bool]) -> Vec<(f64, f64)> {
 
 /// Leave-one-family-out and leave-one-model-out, against baselines.
 pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
-    let stale_all: Vec<bool> = rows.iter().map(|r| r.outcome.stale_auroc).collect();
-    let mut held_out = Vec::new();
-    for by in ["family", "model"] {
-        let mut groups: Vec<String> = rows.iter().map(|r| group_key(r, by)).collect();
-        groups.sort();
-        groups.dedup();
-        let mut oof = vec![f64::NAN; rows.len()];
-        let mut fam_base = vec![f64::NAN; rows.len()];
-        let mut skipped = Vec::new();
-        for g in &groups {
-            let train: Vec<&HistoryRow> = rows.iter().filter(|r| &group_key(r, by) != g).collect();
-            let Ok(model) = fit(&train, l2, "fold") else {
-                skipped.push(g.clone());
-                continue;
-            };
-            // Family-alone baseline: the family's stale rate in the training fold.
-            let mut rate: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-            for r in &train {
-                let e = rate.entry(format!("{:?}", r.features.family)).or_default();
-                e.0 += r.outcome.stale_auroc as usize;
-                e.1 += 1;
-            }
-            let overall =
-                train.iter().filter(|r| r.outcome.stale_auroc).count() as f64 / train.len() as f64;
-            for (i, r) in rows.iter().enumerate() {
-                if &group_key(r, by) == g {
-                    oof[i] = model.predict(&r.features).p_stale;
-                    fam_base[i] = rate
-                        .get(&format!("{:?}", r.features.family))
-                        .map(|(s, n)| *s as f64 / *n as f64)
-                        .unwrap_or(overall);
-                }
-            }
-        }
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| oof[i].is_finite()).collect();
-        let labels: Vec<u8> = keep.iter().map(|&i| stale_all[i] as u8).collect();
-        let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-        let weight: Vec<f64> = rows.iter().map(|r| r.features.change_below).collect();
-        let mut au = BTreeMap::new();
-        au.insert("risk_model".to_string(), auroc(&pick(&oof), &labels));
-        au.insert(
-            "weight_change_alone".to_string(),
-            auroc(&pick(&weight), &labels),
-        );
-        au.insert("family_alone".to_string(), auroc(&pick(&fam_base), &labels));
-        let stale_kept: Vec<bool> = keep.iter().map(|&i| stale_all[i]).collect();
-        held_out.push(HeldOut {
-            by: by.into(),
-            auroc: au,
-            folds: groups,
-            skipped_folds: skipped,
-            triage: triage_curve(&pick(&oof), &stale_kept),
-        });
-    }
+    let held_out = ["family", "model"]
+        .iter()
+        .map(|by| {
+            let keys: Vec<String> = rows.iter().map(|r| group_key(r, by)).collect();
+            held_out(rows, &keys, by, l2)
+        })
+        .collect();
     Evaluation {
         rows: rows.len(),
-        stale: stale_all.iter().filter(|s| **s).count(),
+        stale: rows.iter().filter(|r| r.outcome.stale_auroc).count(),
         held_out,
+    }
+}
+
+/// Out-of-fold quality when `keys[i]` names row i's fold: each fold is
+/// predicted by a model fitted on every other fold, and the predictions are
+/// pooled. The caller chooses the folds, so one that keeps related rows
+/// (a merged copy and its source) in one fold gets an honest figure.
+pub fn held_out(rows: &[HistoryRow], keys: &[String], by: &str, l2: f64) -> HeldOut {
+    let stale_all: Vec<bool> = rows.iter().map(|r| r.outcome.stale_auroc).collect();
+    let mut groups: Vec<String> = keys.to_vec();
+    groups.sort();
+    groups.dedup();
+    let mut oof = vec![f64::NAN; rows.len()];
+    let mut fam_base = vec![f64::NAN; rows.len()];
+    let mut skipped = Vec::new();
+    for g in &groups {
+        let train: Vec<&HistoryRow> = rows
+            .iter()
+            .zip(keys)
+            .filter(|(_, k)| *k != g)
+            .map(|(r, _)| r)
+            .collect();
+        let Ok(model) = fit(&train, l2, "fold") else {
+            skipped.push(g.clone());
+            continue;
+        };
+        // Family-alone baseline: the family's stale rate in the training fold.
+        let mut rate: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for r in &train {
+            let e = rate.entry(format!("{:?}", r.features.family)).or_default();
+            e.0 += r.outcome.stale_auroc as usize;
+            e.1 += 1;
+        }
+        let overall =
+            train.iter().filter(|r| r.outcome.stale_auroc).count() as f64 / train.len() as f64;
+        for (i, r) in rows.iter().enumerate() {
+            if &keys[i] == g {
+                oof[i] = model.predict(&r.features).p_stale;
+                fam_base[i] = rate
+                    .get(&format!("{:?}", r.features.family))
+                    .map(|(s, n)| *s as f64 / *n as f64)
+                    .unwrap_or(overall);
+            }
+        }
+    }
+    let keep: Vec<usize> = (0..rows.len()).filter(|&i| oof[i].is_finite()).collect();
+    let labels: Vec<u8> = keep.iter().map(|&i| stale_all[i] as u8).collect();
+    let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let weight: Vec<f64> = rows.iter().map(|r| r.features.change_below).collect();
+    let mut au = BTreeMap::new();
+    au.insert("risk_model".to_string(), auroc(&pick(&oof), &labels));
+    au.insert(
+        "weight_change_alone".to_string(),
+        auroc(&pick(&weight), &labels),
+    );
+    au.insert("family_alone".to_string(), auroc(&pick(&fam_base), &labels));
+    let stale_kept: Vec<bool> = keep.iter().map(|&i| stale_all[i]).collect();
+    HeldOut {
+        by: by.into(),
+        auroc: au,
+        folds: groups,
+        skipped_folds: skipped,
+        triage: triage_curve(&pick(&oof), &stale_kept),
     }
 }
 

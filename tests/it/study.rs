@@ -69,7 +69,7 @@ fn a_small_grid_and_its_study_report() {
     );
     for row in [
         "| identical | 18 | +0.0000 | 0/18 = 0.0% |",
-        "| quantization | 18 |",
+        "| quantization 8-bit | 18 |",
         "| LoRA | 18 |",
     ] {
         assert!(text.contains(row), "missing {row}:\n{text}");
@@ -85,4 +85,88 @@ fn a_small_grid_and_its_study_report() {
         let s = std::fs::read_to_string(tmp.path().join("study").join(svg)).unwrap();
         assert!(s.starts_with("<svg"), "{svg}");
     }
+}
+
+/// `study report --history` on the committed v1 grid: no models, no
+/// reports, the honest-fold and staleness sections with figures that are
+/// rates and AUROCs, the same on a rerun (#17).
+#[test]
+fn study_report_from_the_committed_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let md = tmp.path().join(name);
+        let out = bin()
+            .current_dir(repo())
+            .args([
+                "study",
+                "report",
+                "--quiet",
+                "--format",
+                "json",
+                "--history",
+                "risk/zoo-grid.jsonl",
+                "--out",
+            ])
+            .arg(&md)
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        (std::fs::read_to_string(&md).unwrap(), v)
+    };
+    let (text, v) = run("honest.md");
+    for section in [
+        "## Honest folds",
+        "| one family, merged with its source |",
+        "| one family, merged copies dropped |",
+        "| one model |",
+        "| one source group (5-fold) |",
+        "Triage on the honest folds",
+        "## Two kinds of staleness",
+        "### By family",
+        "| quantization 8-bit |",
+        "| quantization 4-bit |",
+        "### By concept",
+        "| privacy_pii |",
+    ] {
+        assert!(text.contains(section), "missing {section}:\n{text}");
+    }
+    assert_eq!(v["rows"], 900);
+    let unit = |x: &serde_json::Value, what: &str| {
+        let f = x.as_f64().unwrap_or_else(|| panic!("{what}: {x}"));
+        assert!((0.0..=1.0).contains(&f), "{what}: {f}");
+        f
+    };
+    let held = v["honest"].as_array().unwrap();
+    assert_eq!(held.len(), 5);
+    for h in held {
+        unit(&h["auroc"]["risk_model"], "risk model AUROC");
+        for t in h["triage"].as_array().unwrap() {
+            unit(&t[0], "triage share");
+            unit(&t[1], "triage caught");
+        }
+    }
+    for table in ["by_family", "by_concept"] {
+        for r in v[table].as_array().unwrap() {
+            for k in ["ranking", "operating_point", "policy"] {
+                let (lo, rate, hi) = (
+                    unit(&r[k]["lo"], k),
+                    unit(&r[k]["rate"], k),
+                    unit(&r[k]["hi"], k),
+                );
+                assert!(lo <= rate && rate <= hi, "{table} {}: {k}", r["name"]);
+            }
+        }
+    }
+    // Seeded folds and bootstrap: a rerun writes the same figures (the
+    // command line in the header names the other file).
+    let (again, _) = run("again.md");
+    let body = |t: &str| t.split_once("## Honest folds").unwrap().1.to_string();
+    assert_eq!(body(&text), body(&again));
+    // The few sections never replace a whole STUDY.md by default.
+    bin()
+        .current_dir(repo())
+        .args(["study", "report", "--history", "risk/zoo-grid.jsonl"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--out"));
 }

@@ -6,9 +6,10 @@
 //! plain data and Markdown out.
 
 pub mod grid;
+pub mod honest;
 mod write;
 
-pub use write::{svg_bars, svg_triage, write};
+pub use write::{honest_sections, svg_bars, svg_triage, write, write_history};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,25 +26,70 @@ use crate::gate::{self, Report, Status, Verdict};
 pub const BIG_DROP: f64 = -0.05;
 
 /// Update families as the study groups them (by zoo condition, not by what
-/// the diff names: the identical condition is its own row).
+/// the diff names: the identical condition is its own row). Quantization is
+/// split by bit width: on the v1 grid every stale quantization cell is
+/// 4-bit, and pooling hid that 8-bit gives none.
 pub fn study_family(condition: &str) -> &'static str {
     if condition == "identical" {
         "identical"
+    } else if condition.starts_with(MERGED) {
+        "merged LoRA"
     } else if condition.starts_with("qlora") {
         "QLoRA"
-    } else if condition.starts_with("merged-lora") {
-        "merged LoRA"
     } else if condition.starts_with("lora") {
         "LoRA"
     } else if condition.starts_with("full") {
         "full fine-tune"
     } else {
-        "quantization"
+        match quant_bits(condition) {
+            Some(8) => "quantization 8-bit",
+            Some(4) => "quantization 4-bit",
+            _ => "quantization",
+        }
     }
 }
 
-const FAMILIES: [&str; 6] = [
+/// The bit width a quantization condition names: the first digits of
+/// `int8`, `q8_0`, `nf4`, `q4_0`, `q4_k_m`.
+fn quant_bits(condition: &str) -> Option<u32> {
+    let digits: String = condition
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// The prefix of a condition derived from another by merging (v1:
+/// `merged-lora-…`; v2 adds the storage: `merged-bf16-lora-…`).
+const MERGED: &str = "merged-";
+
+/// Where a trained update starts its name: a condition derived from one
+/// (merged, then stored some way) belongs with it.
+const SOURCE_KINDS: [&str; 3] = ["lora", "qlora", "full"];
+
+/// The trained update a condition comes from: `merged-lora-r8-attn-chat`
+/// and `merged-bf16-lora-r8-attn-chat` both come from `lora-r8-attn-chat`;
+/// every other condition is its own source. Held-out figures must keep a
+/// source and everything derived from it in one fold, or a copy in training
+/// predicts its own original.
+pub fn source_group(condition: &str) -> String {
+    let Some(rest) = condition.strip_prefix(MERGED) else {
+        return condition.to_string();
+    };
+    let tokens: Vec<&str> = rest.split('-').collect();
+    match tokens.iter().position(|t| SOURCE_KINDS.contains(t)) {
+        Some(i) => tokens[i..].join("-"),
+        // A merge of something we cannot name: its own group, not a guess.
+        None => condition.to_string(),
+    }
+}
+
+/// Table order; a family with no cells is left out.
+const FAMILIES: [&str; 8] = [
     "identical",
+    "quantization 8-bit",
+    "quantization 4-bit",
     "quantization",
     "LoRA",
     "merged LoRA",
@@ -54,7 +100,9 @@ const FAMILIES: [&str; 6] = [
 /// The published figures (Duan 2026) shown beside ours.
 fn published_family(f: &str) -> &'static str {
     match f {
-        "quantization" => "median −0.0021, 1.46% big drops",
+        "quantization 8-bit" | "quantization 4-bit" | "quantization" => {
+            "median −0.0021, 1.46% big drops (all bit widths)"
+        }
         "LoRA" | "merged LoRA" => "LoRA family 43.2–53.8% big drops",
         "QLoRA" => "worse than NF4 alone",
         _ => "",
@@ -284,6 +332,8 @@ pub struct Study {
     pub by_concept: Vec<(String, Rate, Rate)>,
     pub nf4_vs_qlora: Vec<(String, Rate)>,
     pub predictor: risk::Evaluation,
+    /// Folds that keep merged copies with their source, and both kinds of staleness.
+    pub honest: honest::Honest,
     /// Per realignment method: stale cells it brought back within 0.05 of base AUROC.
     pub realign_methods: Vec<(Method, usize, usize)>,
     pub stale_cells: usize,
@@ -359,9 +409,17 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     let rows: Vec<risk::HistoryRow> = l
         .reports
         .iter()
-        .flat_map(|(_, _, r)| r.history(&r.model_id()))
+        .flat_map(|(cond, _, r)| {
+            // The condition as the cells name it (the report's, else its
+            // directory's), so the honest folds group the same rows.
+            r.history(&r.model_id()).into_iter().map(|mut h| {
+                h.condition.get_or_insert_with(|| cond.clone());
+                h
+            })
+        })
         .collect();
     let predictor = risk::evaluate(&rows, 1.0);
+    let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();
     let recovered = |c: &Cell, m: Method| {
@@ -408,6 +466,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         by_concept,
         nf4_vs_qlora,
         predictor,
+        honest,
         realign_methods,
         stale_cells: stale.len(),
         stale_with_realignment: with_re.len(),
@@ -428,8 +487,45 @@ mod tests {
         assert_eq!(study_family("merged-lora-r8-attn-chat"), "merged LoRA");
         assert_eq!(study_family("lora-r32-attn-support"), "LoRA");
         assert_eq!(study_family("full-chat"), "full fine-tune");
-        assert_eq!(study_family("q4_0"), "quantization");
         assert_eq!(study_family("identical"), "identical");
+        // v2 merged storage names stay merged, never fall through to quantization.
+        assert_eq!(study_family("merged-bf16-lora-r8-attn-chat"), "merged LoRA");
+        assert_eq!(study_family("merged-q8_0-lora-r8-attn-chat"), "merged LoRA");
+    }
+
+    #[test]
+    fn quantization_splits_into_eight_and_four_bit() {
+        for c in ["int8", "q8_0"] {
+            assert_eq!(study_family(c), "quantization 8-bit", "{c}");
+        }
+        for c in ["nf4", "q4_0", "q4_k_m"] {
+            assert_eq!(study_family(c), "quantization 4-bit", "{c}");
+        }
+        assert_eq!(study_family("q5_k"), "quantization");
+        assert_eq!(study_family("gptq"), "quantization");
+    }
+
+    #[test]
+    fn derived_conditions_group_with_their_source() {
+        for (c, src) in [
+            ("merged-lora-r8-attn-chat", "lora-r8-attn-chat"),
+            ("merged-bf16-lora-r8-attn-chat", "lora-r8-attn-chat"),
+            (
+                "merged-q8_0-lora-r32-attn-mlp-support",
+                "lora-r32-attn-mlp-support",
+            ),
+            (
+                "merged-q4_k_m-qlora-r8-attn-mlp-chat",
+                "qlora-r8-attn-mlp-chat",
+            ),
+            ("merged-bf16-full-chat", "full-chat"),
+            ("lora-r8-attn-chat", "lora-r8-attn-chat"),
+            ("q8_0", "q8_0"),
+            ("identical", "identical"),
+            ("merged-something", "merged-something"),
+        ] {
+            assert_eq!(source_group(c), src, "{c}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::honest::{Honest, Interval, StaleRow};
 use super::*;
+use crate::gate::risk::HeldOut;
 
 fn f3(x: f64) -> String {
     if x.is_nan() {
@@ -88,12 +90,161 @@ pub fn svg_triage(curves: &[(String, Vec<(f64, f64)>)]) -> String {
     s
 }
 
+/// One held-out scheme as a table row: risk model, baselines, folds.
+fn held_out_row(label: &str, h: &HeldOut) -> String {
+    let get = |k: &str| auc(h.auroc.get(k).unwrap_or(&None));
+    format!(
+        "| {label} | {} | {} | {} | {} |\n",
+        get("risk_model"),
+        get("weight_change_alone"),
+        get("family_alone"),
+        h.folds.join(", ")
+    )
+}
+
+/// Triage curves as a table, one column per held-out scheme.
+fn triage_table(cols: &[(String, &HeldOut)]) -> String {
+    let mut s = format!(
+        "| k | {} |\n| --- |{}\n",
+        cols.iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        " ---: |".repeat(cols.len())
+    );
+    for i in 0..10 {
+        let k = cols
+            .first()
+            .and_then(|(_, h)| h.triage.get(i))
+            .map(|t| t.0)
+            .unwrap_or(0.0);
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|(_, h)| {
+                h.triage
+                    .get(i)
+                    .map(|t| format!("{:.0}%", 100.0 * t.1))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let _ = writeln!(s, "| {:.0}% | {} |", 100.0 * k, cells.join(" | "));
+    }
+    s
+}
+
+/// A rate and its interval, in percent.
+fn interval(i: &Interval) -> String {
+    format!(
+        "{}/{} = {:.1}% [{:.1}, {:.1}]",
+        i.stale,
+        i.cells,
+        100.0 * i.rate,
+        100.0 * i.lo,
+        100.0 * i.hi
+    )
+}
+
+fn stale_table(s: &mut String, first: &str, rows: &[&StaleRow]) {
+    let _ = writeln!(
+        s,
+        "| {first} | cells | updates | ranking: ΔAUROC ≤ −0.05 | operating point: Δ balanced accuracy | policy, as recorded | one but not the other |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.cells,
+            r.clusters,
+            interval(&r.ranking),
+            interval(&r.operating_point),
+            interval(&r.policy),
+            r.disagree
+        );
+    }
+}
+
+/// The honest-fold and two-staleness sections, from history rows alone.
+pub fn honest_sections(h: &Honest) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Honest folds\n\n\
+         The same predictor (`src/gate/risk.rs`, the fitting `probegate risk fit` uses, L2 1.0) \
+         out of fold on {} cells ({} stale), with folds that keep every condition derived from an \
+         adapter (merged, in any storage) with the adapter it comes from. {} cells are merged \
+         conditions; in {} of them ΔAUROC equals their source's within 1e-6, so under the naive \
+         folds a merged copy in training predicts its own original. Grouped k-fold deals source \
+         groups (one recipe on every model) into {} folds, shuffled with seed {}.\n\n\
+         | held out | risk model | weight change alone | family alone | folds |\n| --- | ---: | ---: | ---: | --- |",
+        h.rows, h.stale, h.derived, h.derived_copies, h.k_folds, h.seed
+    );
+    for n in &h.naive {
+        s.push_str(&held_out_row(&format!("naive: one {}", n.by), n));
+    }
+    for n in &h.honest {
+        s.push_str(&held_out_row(&format!("one {}", n.by), n));
+    }
+    let _ = write!(
+        s,
+        "\nTriage on the honest folds: share of stale cells caught when only the top k% by \
+         predicted risk are revalidated.\n\n{}",
+        triage_table(
+            &h.honest
+                .iter()
+                .map(|n| (format!("one {}", n.by), n))
+                .collect::<Vec<_>>()
+        )
+    );
+    let _ = writeln!(
+        s,
+        "\n## Two kinds of staleness\n\n\
+         **Ranking**: ΔAUROC ≤ −0.05, the study's big drop and what the risk model predicts. \
+         **Operating point**: balanced accuracy at the monitor's own threshold falls by more than \
+         {} (the policy's `max_balanced_accuracy_drop`), recomputed from each cell's outcome. \
+         **Policy, as recorded**: stale under any limit of the policy the run used (AUROC drop, \
+         minimum AUROC, balanced accuracy, TPR, FPR); history rows keep no TPR or FPR, so this \
+         column is the run's own verdict. Rates carry a 95% percentile bootstrap interval \
+         ({} resamples, seed {}) that resamples updates (model × source group), not cells: \
+         the monitors of one update share it and a merged copy repeats its source, so cells are \
+         not independent and resampling them would give intervals too narrow. \
+         `updates` counts those clusters.\n\n### By family\n",
+        h.operating_point_limit, h.resamples, h.seed
+    );
+    stale_table(&mut s, "family", &h.by_family.iter().collect::<Vec<_>>());
+    let _ = writeln!(
+        s,
+        "\n### By concept\n\nEvery update but the identical base, each source update once \
+         (merged conditions left out: they are in their family's row above).\n"
+    );
+    let concepts: Vec<&StaleRow> = h.by_concept.iter().chain([&h.all_updates]).collect();
+    stale_table(&mut s, "concept", &concepts);
+    s
+}
+
+/// The honest sections alone, from history files (no reports needed).
+pub fn write_history(h: &Honest, md_path: &Path, command: &str) -> Result<()> {
+    let text = format!(
+        "# Honest folds and both kinds of staleness\n\n\
+         Generated by `{command}` from {} history rows (model × condition × monitor, \
+         the rows `probegate study grid --history` writes). Rerunning the command writes \
+         the same figures: every fold and bootstrap is seeded.\n\n{}",
+        h.rows,
+        honest_sections(h)
+    );
+    if let Some(dir) = md_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(md_path, text).map_err(|e| Error::io(md_path, e))
+}
+
 /// STUDY.md, with its plots written beside it under `study/`.
 pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let dir = md_path.parent().unwrap_or(Path::new(".")).join("study");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let published = |f: &str| match f {
-        "quantization" => Some(1.46),
+        f if f.starts_with("quantization") => Some(1.46),
         "LoRA" | "merged LoRA" => Some(48.5),
         _ => None,
     };
@@ -239,41 +390,15 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         p.rows, p.stale
     );
     for h in &p.held_out {
-        let _ = writeln!(
-            s,
-            "| one {} | {} | {} | {} | {} |",
-            h.by,
-            auc(h.auroc.get("risk_model").unwrap_or(&None)),
-            auc(h.auroc.get("weight_change_alone").unwrap_or(&None)),
-            auc(h.auroc.get("family_alone").unwrap_or(&None)),
-            h.folds.join(", ")
-        );
+        s.push_str(&held_out_row(&format!("one {}", h.by), h));
     }
-    let _ = writeln!(
+    let _ = write!(
         s,
-        "\n![triage](study/triage.svg)\n\nTriage: share of stale cells caught when only the top k% by predicted risk are revalidated.\n\n| k | {} |\n| --- |{}",
-        p.held_out.iter().map(|h| format!("leave one {} out", h.by)).collect::<Vec<_>>().join(" | "),
-        " ---: |".repeat(p.held_out.len())
+        "\n![triage](study/triage.svg)\n\nTriage: share of stale cells caught when only the top k% by predicted risk are revalidated.\n\n{}",
+        triage_table(&p.held_out.iter().map(|h| (format!("leave one {} out", h.by), h)).collect::<Vec<_>>())
     );
-    for i in 0..10 {
-        let k = p
-            .held_out
-            .first()
-            .and_then(|h| h.triage.get(i))
-            .map(|t| t.0)
-            .unwrap_or(0.0);
-        let cols: Vec<String> = p
-            .held_out
-            .iter()
-            .map(|h| {
-                h.triage
-                    .get(i)
-                    .map(|t| format!("{:.0}%", 100.0 * t.1))
-                    .unwrap_or_default()
-            })
-            .collect();
-        let _ = writeln!(s, "| {:.0}% | {} |", 100.0 * k, cols.join(" | "));
-    }
+    s.push('\n');
+    s.push_str(&honest_sections(&study.honest));
 
     let _ = writeln!(
         s,
