@@ -71,6 +71,28 @@ pub fn to_hf_values(
     Ok((t, permuted, unbaked))
 }
 
+/// The inverse move for a linear-layer weight (or an adapter's delta to
+/// one) in transformers' layout, back to the layout the file stores: GGUF's
+/// interleaved q/k rows. Norms are not linear layers and never come here.
+pub fn to_stored_layout(
+    name: &str,
+    t: Tensor,
+    layout: &WeightLayout,
+    n_heads: usize,
+    n_kv_heads: usize,
+) -> Result<Tensor> {
+    if !layout.rope_interleaved {
+        return Ok(t);
+    }
+    if name.ends_with("self_attn.q_proj.weight") {
+        permute_qk(&t, n_heads)
+    } else if name.ends_with("self_attn.k_proj.weight") {
+        permute_qk(&t, n_kv_heads)
+    } else {
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //!
 //! Families: quantization (INT8 and NF4 in bitsandbytes' safetensors layout,
 //! GGUF Q8_0 and Q4_0), LoRA (rank 8/32, attention or attention+MLP, two
-//! corpora) served unmerged, the same adapters merged, QLoRA (trained
+//! corpora) served unmerged, the same adapters merged and stored as served
+//! (bf16, and the base's GGUF types), QLoRA (trained
 //! against the NF4 base, served as `nf4(BASE)+ADAPTER`) and full fine-tunes.
 
 use std::path::{Path, PathBuf};
@@ -45,10 +46,29 @@ pub enum Recipe {
         corpus: String,
         quantized_base: bool,
     },
-    /// `of` (a LoRA condition's name) merged into a full checkpoint.
-    Merge { of: String },
+    /// `of` (a LoRA condition's name) merged and stored as `storage`.
+    Merge {
+        of: String,
+        /// Absent in manifests written before storage was recorded: f32.
+        #[serde(default)]
+        storage: Storage,
+    },
     /// Every weight trained on `corpus`.
     Full { corpus: String },
+}
+
+/// How a merged adapter is stored, as it would be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// An f32 checkpoint: exactly the unmerged adapter (a copy of its
+    /// source in every figure, so not in the default grid).
+    #[default]
+    F32,
+    /// A bf16 checkpoint, as most merged models ship.
+    Bf16,
+    /// The base's GGUF with every tensor back in the base file's own type.
+    BaseGguf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,7 +105,8 @@ impl Default for Budget {
 }
 
 /// The default grid: 4 quantizations, 8 LoRA adapters (2 ranks × 2 target
-/// sets × 2 corpora), their 8 merges, 2 QLoRA and 2 full fine-tunes.
+/// sets × 2 corpora), their 16 merges (bf16 and base-GGUF storage), 2 QLoRA
+/// and 2 full fine-tunes.
 pub fn default_grid(corpora: &[&str]) -> Vec<Condition> {
     let mut out = Vec::new();
     for scheme in ["int8", "nf4"] {
@@ -129,12 +150,19 @@ pub fn default_grid(corpora: &[&str]) -> Vec<Condition> {
             }
         }
     }
-    for of in loras {
-        out.push(Condition {
-            name: format!("merged-{of}"),
-            family: Family::MergedLora,
-            recipe: Recipe::Merge { of },
-        });
+    // Merges stored as they are served: an f32 merge equals its source to
+    // 1e-6 (287 of 288 v1 cells), so it measured nothing of its own.
+    for (tag, storage) in [("bf16", Storage::Bf16), ("gguf", Storage::BaseGguf)] {
+        for of in &loras {
+            out.push(Condition {
+                name: format!("merged-{tag}-{of}"),
+                family: Family::MergedLora,
+                recipe: Recipe::Merge {
+                    of: of.clone(),
+                    storage,
+                },
+            });
+        }
     }
     for corpus in corpora {
         out.push(Condition {
@@ -500,15 +528,14 @@ impl One<'_> {
                 )?;
                 Ok((abs(out).display().to_string(), Some(rep)))
             }
-            Recipe::Merge { of } => {
+            Recipe::Merge { of, storage } => {
                 let src = manifest
                     .conditions
                     .iter()
                     .find(|b| &b.name == of)
                     .ok_or_else(|| Error::Usage(format!("merge needs {of} built first")))?;
                 let ck = Checkpoint::open_str(&src.reference)?;
-                crate::export::convert(&ck, out, crate::export::OutDtype::F32, &mut || {})?;
-                Ok((abs(out).display().to_string(), None))
+                Ok((merge_stored(&ck, out, *storage)?, None))
             }
             Recipe::Bnb { scheme } => {
                 let ck = Checkpoint::open_str(base)?;
@@ -525,6 +552,23 @@ impl One<'_> {
     }
 }
 
+/// Merges `ck`'s adapter into its base and stores the result as `storage`
+/// under `out` (a directory, or `out.gguf`); the model reference to it.
+pub fn merge_stored(ck: &Checkpoint, out: &Path, storage: Storage) -> Result<String> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let dtype = match storage {
+        Storage::F32 => crate::export::OutDtype::F32,
+        Storage::Bf16 => crate::export::OutDtype::Bf16,
+        Storage::BaseGguf => {
+            let file = out.with_extension("gguf");
+            crate::export::gguf::write_gguf_as_base(ck, &file)?;
+            return Ok(abs(&file).display().to_string());
+        }
+    };
+    crate::export::convert(ck, out, dtype, &mut || {})?;
+    Ok(abs(out).display().to_string())
+}
+
 /// Where a model's zoo lives by default.
 pub fn default_dir(base_alias: &str) -> PathBuf {
     crate::checkpoint::cache_root().join("zoo").join(base_alias)
@@ -534,4 +578,39 @@ pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
     let v = f()?;
     Ok((v, t.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_are_stored_as_served_and_old_manifests_still_read() {
+        let grid = default_grid(&["chat", "support"]);
+        assert_eq!(grid.len(), 32);
+        let merges: Vec<&Condition> = grid
+            .iter()
+            .filter(|c| c.family == Family::MergedLora)
+            .collect();
+        assert_eq!(merges.len(), 16);
+        // No f32 merge (a copy of its source), one bf16 and one GGUF per LoRA.
+        for c in &merges {
+            let Recipe::Merge { of, storage } = &c.recipe else {
+                panic!("{c:?}")
+            };
+            assert_ne!(*storage, Storage::F32, "{}", c.name);
+            assert!(grid.iter().any(|s| &s.name == of), "{of}");
+            assert!(c.name.ends_with(of.as_str()), "{}", c.name);
+        }
+        // A manifest written before storage was recorded: an f32 merge.
+        let old: Recipe =
+            serde_json::from_str(r#"{"recipe":"merge","of":"lora-r8-attn-chat"}"#).unwrap();
+        assert_eq!(
+            old,
+            Recipe::Merge {
+                of: "lora-r8-attn-chat".into(),
+                storage: Storage::F32
+            }
+        );
+    }
 }

@@ -116,6 +116,24 @@ fn zoo_bitsandbytes_dirs_reload_as_candidates() {
     }
 }
 
+/// Mean-pooled activations at blocks 10 and 20 on the shared prompts.
+fn mean_acts(ck: &Checkpoint) -> HashMap<usize, Tensor> {
+    let model = probegate::model::Model::load(ck, probegate::model::Precision::F32, 20).unwrap();
+    let opts = probegate::activations::ExtractOptions {
+        layers: vec![10, 20],
+        pools: vec![probegate::model::Pool::Mean],
+        precision: probegate::model::Precision::F32,
+        batch_size: 8,
+        max_tokens: 256,
+    };
+    probegate::activations::extract(ck, &model, &prompts(), &opts, &mut |_| {})
+        .unwrap()
+        .remove(0)
+        .data
+        .into_iter()
+        .collect()
+}
+
 fn lora_run(out: &std::path::Path, steps: usize, seed: u64) -> probegate::lab::zoo::TrainOutput {
     run_training(
         &RunSpec {
@@ -221,21 +239,7 @@ fn lora_training_lowers_heldout_loss_and_reloads_bit_identically() {
     .unwrap();
     let merged = Checkpoint::open_str(&merged_dir.display().to_string()).unwrap();
     let base = open("smollm2");
-    let acts = |ck: &Checkpoint| {
-        let model =
-            probegate::model::Model::load(ck, probegate::model::Precision::F32, 20).unwrap();
-        let opts = probegate::activations::ExtractOptions {
-            layers: vec![10, 20],
-            pools: vec![probegate::model::Pool::Mean],
-            precision: probegate::model::Precision::F32,
-            batch_size: 8,
-            max_tokens: 256,
-        };
-        probegate::activations::extract(ck, &model, &prompts(), &opts, &mut |_| {})
-            .unwrap()
-            .remove(0)
-            .data
-    };
+    let acts = mean_acts;
     let (u, m, b) = (acts(&unmerged), acts(&merged), acts(&base));
     for l in [10, 20] {
         let d = rel_max_diff(&u[&l], &m[&l]);
@@ -353,5 +357,90 @@ fn hostile_bitsandbytes_files_are_refused() {
             .expect_err(needle)
             .to_string();
         assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    }
+}
+
+/// Merged LoRA stored as it is served (#17): the committed adapter merged
+/// into SmolLM2 and written as bf16 and as the base's GGUF. The GGUF keeps
+/// every tensor in the base file's own type, the tensors the adapter does
+/// not touch byte for byte, and both stored merges differ from the exact
+/// (unmerged) candidate: the rounding a real merge does is in the zoo now.
+#[test]
+fn merged_adapters_are_stored_as_served() {
+    use candle_core::quantized::gguf_file;
+    use probegate::lab::zoo::{merge_stored, Storage};
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "{}+{}",
+        model_path("smollm2").display(),
+        fixture("zoo/smollm2-lora-r8-attn-support").display()
+    );
+    let unmerged = Checkpoint::open_str(&spec).unwrap();
+    let gguf = merge_stored(
+        &unmerged,
+        &tmp.path().join("merged-gguf"),
+        Storage::BaseGguf,
+    )
+    .unwrap();
+    let bf16 = merge_stored(&unmerged, &tmp.path().join("merged-bf16"), Storage::Bf16).unwrap();
+    let read = |p: &std::path::Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        gguf_file::Content::read(&mut f).unwrap()
+    };
+    let (base_c, merged_c) = (
+        read(&model_path("smollm2")),
+        read(std::path::Path::new(&gguf)),
+    );
+    assert_eq!(base_c.tensor_infos.len(), merged_c.tensor_infos.len());
+    let (mut same_type, mut changed) = (0, 0);
+    for (name, b) in &base_c.tensor_infos {
+        let m = &merged_c.tensor_infos[name];
+        assert_eq!(b.shape.dims(), m.shape.dims(), "{name}");
+        if b.ggml_dtype == m.ggml_dtype {
+            same_type += 1;
+        }
+        let bytes = |c: &gguf_file::Content, p: &std::path::Path| {
+            let mut f = std::fs::File::open(p).unwrap();
+            let q = c.tensor_infos[name]
+                .read(&mut f, c.tensor_data_offset, &Device::Cpu)
+                .unwrap();
+            q.data().unwrap().to_vec()
+        };
+        let adapted = name.contains("attn_q")
+            || name.contains("attn_v")
+            || name.contains("attn_k")
+            || name.contains("attn_output");
+        let differ =
+            bytes(&base_c, &model_path("smollm2")) != bytes(&merged_c, std::path::Path::new(&gguf));
+        if differ {
+            changed += 1;
+            assert!(adapted, "{name} changed but the adapter does not touch it");
+        }
+    }
+    assert_eq!(
+        same_type,
+        base_c.tensor_infos.len(),
+        "a tensor changed its stored type"
+    );
+    assert!(changed > 0, "the merge changed no tensor");
+    let acts = mean_acts;
+    let u = acts(&unmerged);
+    let g = acts(&Checkpoint::open_str(&gguf).unwrap());
+    let h = acts(&Checkpoint::open_str(&bf16).unwrap());
+    let b = acts(&open("smollm2"));
+    for l in [10, 20] {
+        let (dg, dh, db) = (
+            rel_max_diff(&u[&l], &g[&l]),
+            rel_max_diff(&u[&l], &h[&l]),
+            rel_max_diff(&u[&l], &b[&l]),
+        );
+        eprintln!(
+            "block {l}: vs unmerged: base-GGUF storage {dg:.2e}, bf16 {dh:.2e}; base {db:.2e}"
+        );
+        assert!(
+            dg > 1e-5 && dh > 1e-5,
+            "block {l}: storage did not round ({dg}, {dh})"
+        );
+        assert!(dg.is_finite() && dh < 0.1, "block {l}: {dg} {dh}");
     }
 }
