@@ -130,31 +130,20 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         })),
         full: req.full_revalidation,
     };
+    let inputs = revalidate::Inputs {
+        base: &models.base,
+        cand: &models.cand,
+        cache: &cache,
+        monitors: &suite,
+        tests: &data.tests,
+        schedule: &schedule,
+        policy,
+    };
     let reval = timed(&mut secs, "revalidation", || {
-        revalidate::revalidate(
-            &revalidate::Inputs {
-                base: &models.base,
-                cand: &models.cand,
-                cache: &cache,
-                monitors: &suite,
-                tests: &data.tests,
-                schedule: &schedule,
-                policy,
-            },
-            progress,
-        )
+        revalidate::revalidate(&inputs, progress)
     })?;
-    let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential).then(|| {
-        revalidate::Extender::new(
-            &models.base,
-            &models.cand,
-            &cache,
-            policy,
-            &data.tests,
-            req.full_revalidation,
-            &reval,
-        )
-    });
+    let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential)
+        .then(|| revalidate::Extender::new(&inputs, &reval));
     let cx = repair::Context {
         policy,
         models: &models,

@@ -75,9 +75,9 @@ pub struct Verifier<'a> {
     x: RefCell<Tensor>,
     labels: RefCell<Vec<u8>>,
     policy: &'a Policy,
-    /// Sequential revalidation's base side of the same examples.
-    paired: Option<RefCell<Vec<f64>>>,
-    population: Option<(revalidate::sequential::Population, f64)>,
+    /// Sequential revalidation: the base side of the same examples, the
+    /// test set's class sizes and the look's quantile.
+    paired: Option<(RefCell<Vec<f64>>, revalidate::sequential::Population, f64)>,
     extend: Option<&'a revalidate::Extender<'a>>,
 }
 
@@ -91,36 +91,43 @@ impl<'a> Verifier<'a> {
             paired: rv
                 .paired
                 .as_ref()
-                .map(|p| RefCell::new(p.base_scores.clone())),
-            population: rv.paired.as_ref().map(|p| (p.population, p.z)),
+                .map(|p| (RefCell::new(p.base_scores.clone()), p.population, p.z)),
             extend: cx.extend,
         })
     }
 
     /// The repaired monitor's metrics and why it would still be stale.
     pub fn verify(&self, fixed: &Monitor) -> Result<(EvalResult, Vec<String>)> {
-        let (Some(base_scores), Some((pop, z))) = (&self.paired, self.population) else {
+        let lim = &self.policy.metrics;
+        let Some((base_scores, pop, z)) = &self.paired else {
             let scores = fixed.scores(&self.x.borrow())?;
-            let labels = self.labels.borrow();
-            let after = revalidate::evaluate(fixed, &scores, &labels, crate::util::DEFAULT_SEED)?;
-            let reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
+            let after = revalidate::evaluate(
+                fixed,
+                &scores,
+                &self.labels.borrow(),
+                crate::util::DEFAULT_SEED,
+            )?;
+            let reasons = revalidate::stale_reasons(self.original, &after, lim);
             return Ok((after, reasons));
         };
         use revalidate::sequential::{bounds, settle, Paired, Settled};
-        let lim = &self.policy.metrics;
         let weak = revalidate::weak_on_base(self.original, lim).is_some();
         loop {
             // The repaired monitor through the candidate against the
             // original through the base, on the examples seen so far.
             let scores = fixed.scores(&self.x.borrow())?;
-            let labels = self.labels.borrow().clone();
-            let base = base_scores.borrow().clone();
-            let p = Paired {
-                base: &base,
-                cand: &scores,
-                labels: &labels,
-            };
-            let b = bounds(&p, fixed.meta.classifier.threshold, pop, z).ok_or_else(|| {
+            let labels = self.labels.borrow();
+            let b = bounds(
+                &Paired {
+                    base: &base_scores.borrow(),
+                    cand: &scores,
+                    labels: &labels,
+                },
+                fixed.meta.classifier.threshold,
+                *pop,
+                *z,
+            )
+            .ok_or_else(|| {
                 Error::Usage(format!(
                     "{}: verification data needs both classes",
                     fixed.meta.name
@@ -128,9 +135,11 @@ impl<'a> Verifier<'a> {
             })?;
             let state = settle(&b, self.original.meta.base_metrics.auroc, weak, lim);
             if state == Settled::Open {
+                let seen = labels.len();
+                drop(labels);
                 if let Some(more) = self
                     .extend
-                    .map(|e| e.more(self.original, labels.len()))
+                    .map(|e| e.more(self.original, seen))
                     .transpose()?
                     .flatten()
                 {
@@ -141,23 +150,37 @@ impl<'a> Verifier<'a> {
                     base_scores.borrow_mut().extend(more.base_scores);
                     continue;
                 }
+                return self.judged(&scores, &self.labels.borrow(), &b, state);
             }
-            let after = revalidate::paired_eval(self.original, &scores, &labels, &b)?;
-            let mut reasons = revalidate::stale_reasons(self.original, &after, lim);
-            match state {
-                Settled::Healthy => reasons.clear(),
-                Settled::Stale => {}
-                Settled::Open if reasons.is_empty() => reasons.push(format!(
-                    "the repair is not settled healthy on {} examples (ΔAUROC ≥ {:+.3}, ΔTPR ≥ {:+.3}, ΔFPR ≤ {:+.3})",
-                    labels.len(),
-                    b.auroc.lo,
-                    b.tpr.lo,
-                    b.fpr.hi
-                )),
-                Settled::Open => {}
-            }
-            return Ok((after, reasons));
+            return self.judged(&scores, &labels, &b, state);
         }
+    }
+
+    /// The repaired monitor's paired figures and why it is not settled
+    /// healthy (empty when it is).
+    fn judged(
+        &self,
+        scores: &[f64],
+        labels: &[u8],
+        b: &revalidate::sequential::Bounds,
+        state: revalidate::sequential::Settled,
+    ) -> Result<(EvalResult, Vec<String>)> {
+        use revalidate::sequential::Settled;
+        let after = revalidate::paired_eval(self.original, scores, labels, b)?;
+        let mut reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
+        match state {
+            Settled::Healthy => reasons.clear(),
+            Settled::Stale => {}
+            Settled::Open if reasons.is_empty() => reasons.push(format!(
+                "the repair is not settled healthy on {} examples (ΔAUROC ≥ {:+.3}, ΔTPR ≥ {:+.3}, ΔFPR ≤ {:+.3})",
+                labels.len(),
+                b.auroc.lo,
+                b.tpr.lo,
+                b.fpr.hi
+            )),
+            Settled::Open => {}
+        }
+        Ok((after, reasons))
     }
 }
 

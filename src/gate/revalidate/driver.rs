@@ -157,6 +157,16 @@ pub fn paired_eval(m: &Monitor, cand: &[f64], labels: &[u8], b: &Bounds) -> Resu
     Ok(e)
 }
 
+/// Labeled examples the policy's budget still allows after `used`
+/// (unlimited under full revalidation, the grid's ground truth).
+fn left_under(policy: &Policy, full: bool, used: usize) -> usize {
+    if full {
+        usize::MAX
+    } else {
+        policy.budget.examples.saturating_sub(used)
+    }
+}
+
 /// Sequential revalidation over the suite; see the module doc.
 pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     let Inputs {
@@ -201,17 +211,10 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         });
     }
     let full = schedule.full;
-    let cap = policy.budget.examples;
     let mut used = 0usize;
     // The cap is hard for every concept; critical ones come first in the
     // plan, and one the cap leaves unsettled fails the candidate (verdict).
-    let left = |used: usize| {
-        if full {
-            usize::MAX
-        } else {
-            cap.saturating_sub(used)
-        }
-    };
+    let left = |used: usize| left_under(policy, full, used);
     let over_time = |t: &Instant| {
         !full
             && policy
@@ -328,23 +331,15 @@ pub struct Batch {
 }
 
 impl<'a> Extender<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        base: &'a Checkpoint,
-        cand: &'a Checkpoint,
-        cache: &'a ActCache,
-        policy: &'a Policy,
-        tests: &'a BTreeMap<String, (PathBuf, mon::data::Labeled)>,
-        full: bool,
-        reval: &Revalidation,
-    ) -> Self {
+    /// Continues where `reval` (run on `inputs`) stopped, under the same budget.
+    pub fn new(inputs: &Inputs<'a>, reval: &Revalidation) -> Self {
         Extender {
-            base,
-            cand,
-            cache,
-            policy,
-            tests,
-            full,
+            base: inputs.base,
+            cand: inputs.cand,
+            cache: inputs.cache,
+            policy: inputs.policy,
+            tests: inputs.tests,
+            full: inputs.schedule.full,
             consumed: RefCell::new(reval.consumed.clone()),
             used: Cell::new(reval.examples_used),
             extra: Cell::new(0),
@@ -358,11 +353,7 @@ impl<'a> Extender<'a> {
 
     /// Labeled examples the budget still allows (unlimited under full revalidation).
     pub fn left(&self) -> usize {
-        if self.full {
-            usize::MAX
-        } else {
-            self.policy.budget.examples.saturating_sub(self.used.get())
-        }
+        left_under(self.policy, self.full, self.used.get())
     }
 
     /// Counts `n` labeled examples a rung spent (recalibration's training labels).
