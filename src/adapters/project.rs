@@ -126,6 +126,8 @@ pub struct RunOptions {
     pub full: bool,
     /// Append history rows here.
     pub history: Option<PathBuf>,
+    /// Judge only this shard of the suite (`--shard I/N`).
+    pub shard: Option<gate::shard::Shard>,
 }
 
 impl GateSettings {
@@ -155,6 +157,7 @@ impl GateSettings {
             full_revalidation: opts.full,
             condition: None,
             run: None,
+            shard: opts.shard,
         })
     }
 

@@ -70,6 +70,10 @@ pub struct CheckArgs {
     /// Override the policy's `budget.examples` (labeled examples run through the candidate).
     #[arg(long)]
     pub budget: Option<usize>,
+    /// Judge only shard I of N of the suite (whole concepts, 1-based, e.g. 2/4), with that
+    /// shard's share of the budget; combine the N reports with `probegate report merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<gate::shard::Shard>,
 }
 
 impl CheckArgs {
@@ -249,6 +253,7 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
     let opts = RunOptions {
         budget: a.budget,
         full: a.full,
+        shard: a.shard,
         history: (!a.no_history).then(|| {
             a.history
                 .clone()
@@ -262,7 +267,13 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
     if let Some(j) = &a.junit {
         junit::write(j, &junit::from_report(&out.report))?;
     }
-    let r = &out.report;
+    print_verdict(g, &out.report, &s.out)?;
+    Ok(Outcome::from(out.report.verdict))
+}
+
+/// The verdict on stdout (the report itself with `--format json`), the
+/// warnings and where the reports are on stderr.
+pub(crate) fn print_verdict(g: &Global, r: &gate::Report, out: &Path) -> Result<()> {
     match g.format {
         Format::Json => emit_json(r)?,
         Format::Human => {
@@ -274,11 +285,11 @@ fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {
                 for x in &r.warnings {
                     eprintln!("  warning: {x}");
                 }
-                eprintln!("reports in {}", s.out.display());
+                eprintln!("reports in {}", out.display());
             }
         }
     }
-    Ok(Outcome::from(r.verdict))
+    Ok(())
 }
 
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {

@@ -15,6 +15,7 @@ pub mod choice;
 pub mod check;
 pub mod monitor;
 pub mod progress;
+pub mod report;
 pub mod zoo;
 
 use choice::choice;
@@ -116,6 +117,9 @@ pub enum Command {
         report.md and report.html are written to --out in every case; after an error\n\
         report.json says \"verdict\": \"error\".")]
     Check(check::CheckArgs),
+    /// Combine the reports of a sharded check (`check --shard I/N`) into one verdict.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Predicted risk per monitor (`risk`), refit from a history (`risk fit`), or evaluate it (`risk eval`).
     #[command(after_help = "Examples:\n  \
         probegate risk --base smollm2 --candidate 'q4_0(smollm2)' --monitors monitors/smollm2\n  \
@@ -310,6 +314,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Cache(c) => monitor::run_cache(&cli.global, c),
         Command::Zoo(c) => zoo::run_zoo(&cli.global, c),
         Command::Check(a) => check::cmd_check(&cli.global, a),
+        Command::Report(c) => report::run_report(&cli.global, c),
         Command::Risk(a) => check::cmd_risk(&cli.global, a),
         Command::Study(c) => check::cmd_study(&cli.global, c),
         Command::Serve(a) => adapters::cmd_serve(&cli.global, a),

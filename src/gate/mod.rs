@@ -4,7 +4,8 @@
 //! [`prepare`] (open both models, check the suite, read the corpus) →
 //! [`diff`] (name the update) → [`features`] (pre-deployment features on
 //! paired corpus activations) → [`risk`] (P(stale) per monitor) →
-//! [`policy`] (what the run is judged by) → [`revalidate`] (labeled data,
+//! [`policy`] (what the run is judged by) → [`shard`] (which concepts this
+//! run judges, when a suite is spread over CI jobs) → [`revalidate`] (labeled data,
 //! riskiest first, within the budget) → [`repair`] (the ladder: realign,
 //! recalibrate, retrain, each verified) → [`verdict`] → [`report`] (the
 //! report's types and its JSON, Markdown, HTML and JUnit writers);
@@ -19,6 +20,7 @@ pub mod diff;
 pub mod features;
 pub mod risk;
 pub mod policy;
+pub mod shard;
 pub mod revalidate;
 pub mod repair;
 pub mod verdict;
@@ -58,6 +60,9 @@ pub struct GateRequest {
     /// A key naming this run (serve: its job), recorded in history so a
     /// retried run appends its rows once.
     pub run: Option<String>,
+    /// Judge only this shard's concepts (`--shard I/N`); `report merge`
+    /// combines the shards' reports.
+    pub shard: Option<shard::Shard>,
 }
 
 /// The report and the repaired monitors to write beside it.
@@ -96,14 +101,21 @@ fn timed<T>(
 pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     let t0 = Instant::now();
     let mut secs = BTreeMap::new();
-    let policy = &req.policy;
-    let (suite, findings) = revalidate::triage_suite(mon::load_suite(&req.monitors)?, policy)?;
+    let (suite, findings) = revalidate::triage_suite(mon::load_suite(&req.monitors)?, &req.policy)?;
     // Labeled data is read (and hash-checked) before any compute, so a wrong
     // data directory fails in seconds.
-    let ladder_reads_train = policy.recalibration.enabled
-        || policy.retraining.enabled
-        || (policy.realignment.enabled && policy.realignment.concept_texts);
+    let ladder_reads_train = req.policy.recalibration.enabled
+        || req.policy.retraining.enabled
+        || (req.policy.realignment.enabled && req.policy.realignment.concept_texts);
     let data = LabeledData::find(&suite, &req.monitors, &req.data, ladder_reads_train)?;
+    let suite_monitors = suite.len();
+    let Sharded {
+        suite,
+        data,
+        policy,
+        info: shard_info,
+    } = select_shard(req.shard, suite, data, &req.policy)?;
+    let policy = &policy;
     let cache = ActCache::from_env();
     let Unlabeled {
         models,
@@ -129,6 +141,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
             )
         })),
         full: req.full_revalidation,
+        suite_monitors,
     };
     let inputs = revalidate::Inputs {
         base: &models.base,
@@ -159,12 +172,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     for r in repairs.reports.iter_mut() {
         r.sequential = traces.remove(&r.name);
     }
-    repairs.reports.sort_by(|a, b| {
-        b.risk
-            .p_stale
-            .total_cmp(&a.risk.p_stale)
-            .then(a.name.cmp(&b.name))
-    });
+    repair::riskiest_first(&mut repairs.reports);
     let Decision {
         verdict,
         reasons,
@@ -188,7 +196,8 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
             fingerprint: models.cand_fp.clone(),
         },
         condition: req.condition.clone(),
-        policy: policy.clone(),
+        // The policy as given; a shard's share of its budget is in `budget`.
+        policy: req.policy.clone(),
         diff: DiffSummary {
             family: diff.family,
             evidence: diff.evidence,
@@ -207,6 +216,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         monitors: repairs.reports,
         corpus_prompts: models.corpus.len(),
         seconds: secs,
+        shard: shard_info,
     };
     Ok(GateOutput {
         report,
@@ -239,6 +249,109 @@ pub fn run_and_record(
         risk::append_history(path, &rows)?;
     }
     Ok(output)
+}
+
+/// The shard runs written under `dirs` (`check --shard I/N --out DIR`),
+/// merged into one report with every shard's repaired monitors.
+pub fn merge_shards(dirs: &[PathBuf]) -> Result<GateOutput> {
+    let parts = dirs
+        .iter()
+        .map(|d| {
+            Ok(report::merge::Part {
+                path: d.clone(),
+                report: report::ReportFile::read(d)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let report = report::merge::merge(&parts)?;
+    let mut repaired = Vec::new();
+    for (d, m) in dirs.iter().zip(&parts) {
+        let report::ReportFile::Decided(r) = &m.report else {
+            continue;
+        };
+        for m in r.monitors.iter().filter(|m| m.repaired_monitor.is_some()) {
+            // Only ever `repaired/<monitor>` inside the shard's directory,
+            // whatever the file says.
+            let one = std::path::Path::new(&m.name).components().count() == 1
+                && matches!(
+                    std::path::Path::new(&m.name).components().next(),
+                    Some(std::path::Component::Normal(_))
+                );
+            if !one {
+                return Err(crate::error::Error::field(
+                    d.join("report.json"),
+                    "monitors[].name",
+                    format!("`{}` is not a monitor name", m.name),
+                ));
+            }
+            repaired.push(Monitor::load(&d.join("repaired").join(&m.name))?);
+        }
+    }
+    Ok(GateOutput { report, repaired })
+}
+
+/// The part of the suite one run judges, and the policy it runs under.
+struct Sharded {
+    suite: Vec<Monitor>,
+    data: LabeledData,
+    /// The request's policy, with a shard's share of the example budget.
+    policy: Policy,
+    info: Option<shard::ShardInfo>,
+}
+
+/// Keeps the shard's concepts of `suite` and `data` ([`shard::partition`]);
+/// without a shard, everything.
+fn select_shard(
+    which: Option<shard::Shard>,
+    mut suite: Vec<Monitor>,
+    mut data: LabeledData,
+    policy: &Policy,
+) -> Result<Sharded> {
+    let Some(which) = which else {
+        return Ok(Sharded {
+            suite,
+            data,
+            policy: policy.clone(),
+            info: None,
+        });
+    };
+    let sizes: Vec<(String, usize)> = data
+        .tests
+        .iter()
+        .map(|(c, (_, d))| (c.clone(), d.texts.len()))
+        .collect();
+    let parts = shard::partition(&sizes, which.count);
+    let mine = parts[which.index - 1].clone();
+    if mine.is_empty() {
+        return Err(crate::error::Error::Usage(format!(
+            "--shard {which}: the suite has {} concepts, so shard {} of {} would judge none; \
+             use at most {} shards",
+            sizes.len(),
+            which.index,
+            which.count,
+            sizes.len()
+        )));
+    }
+    let suite_monitors = suite.len();
+    let suite_examples = data.examples_full();
+    suite.retain(|m| mine.contains(&m.meta.concept));
+    data.tests.retain(|c, _| mine.contains(c));
+    data.trains.retain(|c, _| mine.contains(c));
+    let mut policy = policy.clone();
+    policy.budget.examples =
+        shard::budget_share(policy.budget.examples, data.examples_full(), suite_examples);
+    Ok(Sharded {
+        suite,
+        data,
+        policy,
+        info: Some(shard::ShardInfo {
+            index: which.index,
+            count: which.count,
+            concepts: mine,
+            suite_concepts: sizes.into_iter().map(|(c, _)| c).collect(),
+            suite_monitors,
+        }),
+    })
 }
 
 fn diff_models(models: &prepare::Prepared, progress: Progress) -> Result<DiffReport> {

@@ -202,10 +202,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::gate::features::MonitorFeatures;
     use crate::gate::repair::{realign, RealignReport, RungReport};
     use crate::gate::revalidate;
-    use crate::gate::risk::Risk;
 
     #[test]
     fn verdict_names_match_report_json() {
@@ -227,50 +225,7 @@ mod tests {
     }
 
     fn monitor(name: &str, status: Status, critical: bool) -> MonitorReport {
-        let f = MonitorFeatures {
-            monitor: name.into(),
-            concept: name.split('-').next().unwrap_or(name).into(),
-            layer: 15,
-            depth_fraction: 0.5,
-            base_auroc: 0.99,
-            weight_norm: 1.0,
-            family: Family::LowRankAdapter,
-            change_below: 0.01,
-            max_stable_rank: 4.0,
-            act_cosine: 0.99,
-            projected_shift: 0.1,
-            score_ks: 0.1,
-            flip_rate: 0.01,
-            base_margin: 1.0,
-        };
-        MonitorReport {
-            name: name.into(),
-            concept: f.concept.clone(),
-            layer: 15,
-            critical,
-            status,
-            rung: if status == Status::Repaired {
-                Rung::Realignment
-            } else {
-                Rung::None
-            },
-            risk: Risk {
-                p_stale: 0.3,
-                drivers: vec![],
-            },
-            features: f,
-            eval: None,
-            stale_reasons: if matches!(status, Status::Stale | Status::Repaired) {
-                vec!["AUROC 0.99 → 0.90".into()]
-            } else {
-                vec![]
-            },
-            realignment: None,
-            recalibration: None,
-            retraining: None,
-            repaired_monitor: None,
-            sequential: None,
-        }
+        MonitorReport::example(name, status, critical)
     }
 
     #[test]

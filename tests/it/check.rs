@@ -22,7 +22,7 @@ pub(crate) fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
     p
 }
 
-fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Command {
+pub(crate) fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Command {
     let mut c = bin();
     c.current_dir(repo())
         .args(["check", "--base", base, "--candidate", cand])
@@ -35,7 +35,7 @@ fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Comma
 }
 
 /// SmolLM2 with the committed LoRA adapter (the README's demo candidate).
-fn lora_candidate() -> String {
+pub(crate) fn lora_candidate() -> String {
     format!(
         "{}+{}",
         model_path("smollm2").display(),
@@ -45,7 +45,7 @@ fn lora_candidate() -> String {
     )
 }
 
-fn report(out: &Path) -> serde_json::Value {
+pub(crate) fn report(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 

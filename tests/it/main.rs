@@ -22,6 +22,7 @@ mod serve_disk;
 mod serve_http;
 mod serve_limits;
 mod serve_queue;
+mod shard;
 mod study;
 mod tokenizer;
 mod zoo;

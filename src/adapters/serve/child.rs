@@ -138,6 +138,7 @@ fn check(req: &CheckRequest, dir: &Path) -> Result<Finished> {
         full_revalidation: false,
         condition: None,
         run: req.run.clone(),
+        shard: None,
     };
     let out = gate::run_and_record(
         &g,

@@ -61,6 +61,68 @@ pub struct MonitorReport {
     pub sequential: Option<crate::gate::revalidate::sequential::Trace>,
 }
 
+#[cfg(test)]
+impl MonitorReport {
+    /// A monitor report for tests of what is decided from reports (the
+    /// verdict, merging shards): healthy-looking features, P(stale) 0.3.
+    pub(crate) fn example(name: &str, status: Status, critical: bool) -> Self {
+        let f = MonitorFeatures {
+            monitor: name.into(),
+            concept: name.split('-').next().unwrap_or(name).into(),
+            layer: 15,
+            depth_fraction: 0.5,
+            base_auroc: 0.99,
+            weight_norm: 1.0,
+            family: crate::gate::diff::Family::LowRankAdapter,
+            change_below: 0.01,
+            max_stable_rank: 4.0,
+            act_cosine: 0.99,
+            projected_shift: 0.1,
+            score_ks: 0.1,
+            flip_rate: 0.01,
+            base_margin: 1.0,
+        };
+        MonitorReport {
+            name: name.into(),
+            concept: f.concept.clone(),
+            layer: 15,
+            critical,
+            status,
+            rung: if status == Status::Repaired {
+                Rung::Realignment
+            } else {
+                Rung::None
+            },
+            risk: Risk {
+                p_stale: 0.3,
+                drivers: vec![],
+            },
+            features: f,
+            eval: None,
+            stale_reasons: if matches!(status, Status::Stale | Status::Repaired) {
+                vec!["AUROC 0.99 → 0.90".into()]
+            } else {
+                vec![]
+            },
+            realignment: None,
+            recalibration: None,
+            retraining: None,
+            repaired_monitor: None,
+            sequential: None,
+        }
+    }
+}
+
+/// The report's order: riskiest first, then by name.
+pub fn riskiest_first(monitors: &mut [MonitorReport]) {
+    monitors.sort_by(|a, b| {
+        b.risk
+            .p_stale
+            .total_cmp(&a.risk.p_stale)
+            .then(a.name.cmp(&b.name))
+    });
+}
+
 /// Every monitor's report (in suite order), the repaired monitors to write
 /// beside it, and the labeled training examples the rungs spent.
 pub struct Repairs {

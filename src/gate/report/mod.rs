@@ -12,6 +12,7 @@ use crate::gate::revalidate::EvalResult;
 use crate::monitor::Monitor;
 
 pub mod junit;
+pub mod merge;
 mod types;
 
 pub use types::*;

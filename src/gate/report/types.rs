@@ -14,6 +14,7 @@ pub use crate::gate::policy::Rung;
 pub use crate::gate::repair::{Alternative, MonitorReport, RealignReport, RungReport};
 pub use crate::gate::revalidate::Status;
 use crate::gate::risk::{self, HistoryRow};
+pub use crate::gate::shard::ShardInfo;
 pub use crate::gate::verdict::{Outcome, Verdict};
 
 pub const REPORT_SCHEMA: &str = "probegate.report";
@@ -87,6 +88,10 @@ pub struct Report {
     /// Wall-clock seconds per stage (load, diff, features, revalidation,
     /// realignment: the whole repair ladder) and in `total`.
     pub seconds: BTreeMap<String, f64>,
+    /// Present when the run judged one shard of the suite (`--shard I/N`);
+    /// absent in whole-suite and merged reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
 }
 
 impl Report {

@@ -193,7 +193,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
             order: stratified_order(&d.labels, crate::util::DEFAULT_SEED),
             used: 0,
             pop: Population::of(&d.labels),
-            z: look_z(rp.alpha, rp.correction, monitors.len(), looks),
+            z: look_z(rp.alpha, rp.correction, schedule.suite_monitors, looks),
             monitors: monitors
                 .iter()
                 .filter(|m| &m.meta.concept == name)

@@ -189,6 +189,9 @@ pub fn plan<'a>(monitors: impl IntoIterator<Item = (&'a str, bool, f64)>) -> Vec
 pub struct Schedule {
     pub order: Vec<(String, bool)>,
     pub full: bool,
+    /// Monitors the suite's error rate is shared over (`[revalidation]
+    /// correction`): the whole suite's, also when one shard runs part of it.
+    pub suite_monitors: usize,
 }
 
 /// One revalidated monitor: its metrics, and the labels and candidate test
@@ -251,7 +254,7 @@ pub fn revalidate(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     if policy.revalidation.mode == RevalidationMode::Sequential {
         return driver::run(inputs, progress);
     }
-    let Schedule { order, full } = schedule;
+    let Schedule { order, full, .. } = schedule;
     let t = Instant::now();
     let mut used = 0usize;
     let mut evals = BTreeMap::new();

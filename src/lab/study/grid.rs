@@ -69,6 +69,7 @@ pub fn grid(
             full_revalidation: true,
             condition: Some(name.clone()),
             run: None,
+            shard: None,
         };
         let out = gate::run_and_record(
             &gr,
