@@ -70,59 +70,31 @@ pub fn merge(parts: &[Part]) -> Result<Report> {
             ))
         }
     };
-    let policy_json = |r: &Report| serde_json::to_string(&r.policy).unwrap_or_default();
+    // What every shard of one check agrees on, as text to compare and show.
+    type Key = fn(&Report, &ShardInfo) -> String;
+    let agree: [(&str, Key); 9] = [
+        ("shard.count", |_, s| s.count.to_string()),
+        ("shard.suite_concepts", |_, s| s.suite_concepts.join(", ")),
+        ("probegate_version", |r, _| r.probegate_version.clone()),
+        ("base.fingerprint", |r, _| r.base.fingerprint.clone()),
+        ("candidate.fingerprint", |r, _| {
+            r.candidate.fingerprint.clone()
+        }),
+        ("policy", |r, _| {
+            serde_json::to_string(&r.policy).unwrap_or_default()
+        }),
+        ("diff.family", |r, _| format!("{:?}", r.diff.family)),
+        ("budget.full_revalidation", |r, _| {
+            r.budget.full_revalidation.to_string()
+        }),
+        ("corpus_prompts", |r, _| r.corpus_prompts.to_string()),
+    ];
     let mut by_index: BTreeMap<usize, &Path> = BTreeMap::new();
     let mut owner: BTreeMap<&str, &Path> = BTreeMap::new();
     for &(path, r, s) in &decided {
-        same(
-            path,
-            "shard.count",
-            head_shard.count.to_string(),
-            s.count.to_string(),
-        )?;
-        same(
-            path,
-            "shard.suite_concepts",
-            head_shard.suite_concepts.join(", "),
-            s.suite_concepts.join(", "),
-        )?;
-        same(
-            path,
-            "probegate_version",
-            head.probegate_version.clone(),
-            r.probegate_version.clone(),
-        )?;
-        same(
-            path,
-            "base.fingerprint",
-            head.base.fingerprint.clone(),
-            r.base.fingerprint.clone(),
-        )?;
-        same(
-            path,
-            "candidate.fingerprint",
-            head.candidate.fingerprint.clone(),
-            r.candidate.fingerprint.clone(),
-        )?;
-        same(path, "policy", policy_json(head), policy_json(r))?;
-        same(
-            path,
-            "diff.family",
-            format!("{:?}", head.diff.family),
-            format!("{:?}", r.diff.family),
-        )?;
-        same(
-            path,
-            "budget.full_revalidation",
-            head.budget.full_revalidation.to_string(),
-            r.budget.full_revalidation.to_string(),
-        )?;
-        same(
-            path,
-            "corpus_prompts",
-            head.corpus_prompts.to_string(),
-            r.corpus_prompts.to_string(),
-        )?;
+        for (field, key) in agree {
+            same(path, field, key(head, head_shard), key(r, s))?;
+        }
         if let Some(other) = by_index.insert(s.index, path) {
             return Err(mismatch(
                 path,
