@@ -242,6 +242,19 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Test set-up: each `(path, contents)` written under `root`, parent
+/// directories created (a fake repository, a fake checkpoint directory).
+#[cfg(test)]
+pub(crate) fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = root.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

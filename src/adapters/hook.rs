@@ -237,14 +237,17 @@ mod tests {
     fn maps_changed_files_to_candidates() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        std::fs::create_dir_all(r.join("adapters/a")).unwrap();
-        std::fs::write(r.join("adapters/a/adapter_config.json"), "{}").unwrap();
-        std::fs::write(r.join("adapters/a/adapter_model.safetensors"), "").unwrap();
-        std::fs::create_dir_all(r.join("full")).unwrap();
-        std::fs::write(r.join("full/config.json"), "{}").unwrap();
-        std::fs::write(r.join("full/model.safetensors"), "").unwrap();
-        std::fs::write(r.join("m.gguf"), "").unwrap();
-        std::fs::write(r.join("README.md"), "").unwrap();
+        crate::util::write_tree(
+            r,
+            &[
+                ("adapters/a/adapter_config.json", "{}"),
+                ("adapters/a/adapter_model.safetensors", ""),
+                ("full/config.json", "{}"),
+                ("full/model.safetensors", ""),
+                ("m.gguf", ""),
+                ("README.md", ""),
+            ],
+        );
         let files: Vec<String> = [
             "adapters/a/adapter_config.json",
             "adapters/a/adapter_model.safetensors",

@@ -23,30 +23,11 @@ pub const FILE: &str = "probegate.toml";
 pub struct ProjectConfig {
     /// The file these settings came from.
     pub path: PathBuf,
-    /// The base model reference, its local parts rebased onto the file's directory.
-    pub base: Option<String>,
-    /// The monitor suite's directory.
-    pub monitors: Option<PathBuf>,
-    /// The policy file, or a shipped policy's `builtin:` path when the file names one.
-    pub policy: Option<PathBuf>,
-    /// Labeled test sets, `<data>/<concept>/test.jsonl`; `None`: the suite's
-    /// own data, then the data built into probegate.
-    pub data: Option<PathBuf>,
-    /// Where report.json, report.md, report.html and repaired monitors go.
-    pub out: Option<PathBuf>,
-    /// A fitted risk model (JSON) in place of the built-in one.
-    pub risk_model: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    base: Option<String>,
-    monitors: Option<PathBuf>,
-    policy: Option<String>,
-    data: Option<PathBuf>,
-    out: Option<PathBuf>,
-    risk_model: Option<PathBuf>,
+    /// The file's settings: the base model reference with its local parts
+    /// rebased onto the file's directory, every path relative to the file,
+    /// and the policy file (or a shipped policy's `builtin:` path when the
+    /// file names one).
+    pub settings: Overrides<PathBuf>,
 }
 
 /// The nearest `probegate.toml` at or above `start`.
@@ -64,7 +45,8 @@ impl ProjectConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: Raw = crate::util::parse_toml(text, path)?;
+        // The file holds what a command line would give, relative to the file.
+        let raw: Overrides = crate::util::parse_toml(text, path)?;
         let dir = path.parent().unwrap_or(Path::new(""));
         let rel = |p: PathBuf| crate::assets::relative_to(path, &p);
         for (field, v) in [("base", &raw.base), ("policy", &raw.policy)] {
@@ -74,14 +56,16 @@ impl ProjectConfig {
         }
         Ok(ProjectConfig {
             path: path.to_path_buf(),
-            base: raw.base.map(|b| rebase_reference(&b, dir)),
-            monitors: raw.monitors.map(rel),
-            policy: raw
-                .policy
-                .map(|p| crate::gate::policy::Policy::resolve(&p, Some(dir))),
-            data: raw.data.map(rel),
-            out: raw.out.map(rel),
-            risk_model: raw.risk_model.map(rel),
+            settings: Overrides {
+                base: raw.base.map(|b| rebase_reference(&b, dir)),
+                monitors: raw.monitors.map(rel),
+                policy: raw
+                    .policy
+                    .map(|p| crate::gate::policy::Policy::resolve(&p, Some(dir))),
+                data: raw.data.map(rel),
+                out: raw.out.map(rel),
+                risk_model: raw.risk_model.map(rel),
+            },
         })
     }
 
@@ -105,15 +89,25 @@ pub struct GateSettings {
     pub config: Option<PathBuf>,
 }
 
-/// What the command line gave; `None` defers to the config, then the default.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
+/// The gate settings the command line or a `probegate.toml` gives, each
+/// optional: `None` defers to the config, then the default. `P` holds the
+/// policy: as written (`String`, a shipped policy's name or a path relative
+/// to the working directory; in a file, to the file), or resolved to a file
+/// (`PathBuf`, in a [`ProjectConfig`]).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides<P = String> {
+    /// The base model reference.
     pub base: Option<String>,
+    /// The monitor suite's directory.
     pub monitors: Option<PathBuf>,
-    /// A shipped policy's name or a path (relative to the working directory).
-    pub policy: Option<String>,
+    pub policy: Option<P>,
+    /// Labeled test sets, `<data>/<concept>/test.jsonl`; `None`: the suite's
+    /// own data, then the data built into probegate.
     pub data: Option<PathBuf>,
+    /// Where report.json, report.md, report.html and repaired monitors go.
     pub out: Option<PathBuf>,
+    /// A fitted risk model (JSON) in place of the built-in one.
     pub risk_model: Option<PathBuf>,
 }
 
@@ -203,7 +197,7 @@ impl GateSettings {
                 }
             ))
         };
-        let c = cfg.cloned().unwrap_or_default();
+        let c = cfg.map(|c| c.settings.clone()).unwrap_or_default();
         Ok(GateSettings {
             base: cli
                 .base
@@ -411,17 +405,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         std::fs::create_dir_all(root.join("a/b/c")).unwrap();
-        std::fs::create_dir_all(root.join("adapters/x")).unwrap();
-        std::fs::write(root.join("adapters/x/adapter_config.json"), "{}").unwrap();
-        std::fs::write(
-            root.join(FILE),
-            "base = \"smollm2\"\nmonitors = \"suite\"\npolicy = \"ci/gate.toml\"\n\
-             data = \"labeled\"\nout = \"reports\"\n",
-        )
-        .unwrap();
+        crate::util::write_tree(
+            root,
+            &[
+                ("adapters/x/adapter_config.json", "{}"),
+                (
+                    FILE,
+                    "base = \"smollm2\"\nmonitors = \"suite\"\npolicy = \"ci/gate.toml\"\n\
+                     data = \"labeled\"\nout = \"reports\"\n",
+                ),
+            ],
+        );
         let found = discover(&root.join("a/b/c")).unwrap();
         assert_eq!(found, root.join(FILE));
-        let c = ProjectConfig::load(&found).unwrap();
+        let c = ProjectConfig::load(&found).unwrap().settings;
         assert_eq!(c.base.as_deref(), Some("smollm2"));
         assert_eq!(c.monitors, Some(root.join("suite")));
         assert_eq!(c.policy, Some(root.join("ci/gate.toml")));
@@ -429,7 +426,9 @@ mod tests {
         assert_eq!(c.out, Some(root.join("reports")));
 
         // Shipped policies by name; model references rebased part by part.
-        let c = ProjectConfig::parse("policy = \"strict\"", &root.join(FILE)).unwrap();
+        let c = ProjectConfig::parse("policy = \"strict\"", &root.join(FILE))
+            .unwrap()
+            .settings;
         assert_eq!(
             c.policy,
             Some(PathBuf::from("builtin:policies/strict.toml"))
@@ -453,9 +452,11 @@ mod tests {
     fn the_command_line_wins_and_missing_settings_say_where_to_put_them() {
         let cfg = ProjectConfig {
             path: PathBuf::from("/r/probegate.toml"),
-            base: Some("smollm2".into()),
-            monitors: Some("/r/suite".into()),
-            ..Default::default()
+            settings: Overrides {
+                base: Some("smollm2".into()),
+                monitors: Some("/r/suite".into()),
+                ..Default::default()
+            },
         };
         let s = GateSettings::resolve(
             Overrides {
@@ -505,7 +506,9 @@ mod tests {
         };
         let written = init(tmp.path(), &o).unwrap();
         assert_eq!(written.len(), 3);
-        let c = ProjectConfig::load(&tmp.path().join(FILE)).unwrap();
+        let c = ProjectConfig::load(&tmp.path().join(FILE))
+            .unwrap()
+            .settings;
         assert_eq!(c.base.as_deref(), Some("smollm2"));
         assert_eq!(c.monitors, Some(tmp.path().join("monitors/smollm2")));
         let policy = c.policy.unwrap();

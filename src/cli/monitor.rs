@@ -1,6 +1,6 @@
 //! `probegate monitor train|eval` and `probegate cache info|clear`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -163,6 +163,28 @@ fn label_pair(s: &str) -> Result<(String, String)> {
     }
 }
 
+/// The set a monitor is fitted on and its optional held-out test set, both
+/// with string labels mapped to `names` (train and import read them alike).
+fn labeled_sets(
+    data: &Path,
+    test: Option<&Path>,
+    names: (&str, &str),
+) -> Result<(data::Labeled, Option<data::Labeled>)> {
+    let fit = data::read_labeled(data, Some(names))?;
+    let test = test
+        .map(|p| data::read_labeled(p, Some(names)))
+        .transpose()?;
+    Ok((fit, test))
+}
+
+/// `--target-fpr` when given, else the maximum balanced accuracy.
+fn threshold_rule(target_fpr: Option<f64>) -> ThresholdRule {
+    match target_fpr {
+        Some(fpr) => ThresholdRule::TargetFpr { fpr },
+        None => ThresholdRule::MaxBalancedAccuracy,
+    }
+}
+
 pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
     match cmd {
         MonitorCommand::Train(a) => cmd_train(g, a),
@@ -207,11 +229,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     if a.batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
-    let train_data = data::read_labeled(&a.data, Some((&neg, &pos)))?;
-    let test_data = match &a.test {
-        Some(p) => Some(data::read_labeled(p, Some((&neg, &pos)))?),
-        None => None,
-    };
+    let (train_data, test_data) = labeled_sets(&a.data, a.test.as_deref(), (&neg, &pos))?;
     if let Some(t) = a.target_fpr {
         if !(0.0..1.0).contains(&t) {
             return Err(Error::Usage(format!(
@@ -244,10 +262,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
     };
     let opts = TrainOptions {
         seed: a.seed,
-        threshold_rule: match a.target_fpr {
-            Some(fpr) => ThresholdRule::TargetFpr { fpr },
-            None => ThresholdRule::MaxBalancedAccuracy,
-        },
+        threshold_rule: threshold_rule(a.target_fpr),
         ..TrainOptions::default()
     };
     let spec = ActSpec {
@@ -414,12 +429,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             )));
         }
     };
-    let calib = data::read_labeled(&a.data, Some((&neg, &pos)))?;
-    let test = a
-        .test
-        .as_ref()
-        .map(|p| data::read_labeled(p, Some((&neg, &pos))))
-        .transpose()?;
+    let (calib, test) = labeled_sets(&a.data, a.test.as_deref(), (&neg, &pos))?;
     let ck = Checkpoint::open_str(&a.model)?;
     if layer >= ck.config.num_layers || dir.len() != ck.config.hidden_size {
         return Err(Error::tensor(
@@ -434,10 +444,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             ),
         ));
     }
-    let rule = match a.target_fpr {
-        Some(fpr) => ThresholdRule::TargetFpr { fpr },
-        None => ThresholdRule::MaxBalancedAccuracy,
-    };
+    let rule = threshold_rule(a.target_fpr);
     let name = a.name.clone().unwrap_or_else(|| {
         a.vector
             .file_stem()

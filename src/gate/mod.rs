@@ -400,15 +400,16 @@ fn unlabeled(
     })
 }
 
-/// The stages before any labeled data is spent, on the suite at `monitors`.
-fn features_of(
+/// The diff and every monitor's pre-deployment features, without spending
+/// labeled data (`probegate features`), in the suite's order.
+pub fn features_only(
     base: &str,
     candidate: &str,
     monitors: &Path,
     corpus: Corpus,
     base_check: BaseCheck,
     progress: Progress,
-) -> Result<(DiffReport, usize, BTreeMap<String, MonitorFeatures>)> {
+) -> Result<(DiffReport, usize, Vec<MonitorFeatures>)> {
     let suite = mon::load_suite(monitors)?;
     let u = unlabeled(
         (base, candidate),
@@ -419,21 +420,11 @@ fn features_of(
         &mut BTreeMap::new(),
         progress,
     )?;
-    Ok((u.diff, u.models.corpus.len(), u.features))
-}
-
-/// The diff and every monitor's pre-deployment features, without spending
-/// labeled data (`probegate features`).
-pub fn features_only(
-    base: &str,
-    candidate: &str,
-    monitors: &Path,
-    corpus: Corpus,
-    base_check: BaseCheck,
-    progress: Progress,
-) -> Result<(DiffReport, usize, Vec<MonitorFeatures>)> {
-    let (diff, n, f) = features_of(base, candidate, monitors, corpus, base_check, progress)?;
-    Ok((diff, n, f.into_values().collect()))
+    Ok((
+        u.diff,
+        u.models.corpus.len(),
+        u.features.into_values().collect(),
+    ))
 }
 
 /// Features and predicted risk per monitor, riskiest first, without
@@ -446,7 +437,7 @@ pub fn predict_only(
     model: &RiskModel,
     progress: Progress,
 ) -> Result<Vec<(MonitorFeatures, Risk)>> {
-    let (_, _, f) = features_of(
+    let (_, _, f) = features_only(
         base,
         candidate,
         monitors,
@@ -455,7 +446,7 @@ pub fn predict_only(
         progress,
     )?;
     let mut out: Vec<(MonitorFeatures, Risk)> = f
-        .into_values()
+        .into_iter()
         .map(|f| {
             let r = model.predict(&f);
             (f, r)

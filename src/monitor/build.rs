@@ -11,7 +11,7 @@ use crate::monitor::data::Labeled;
 use crate::monitor::eval::{evaluate, held_out_metrics};
 use crate::monitor::import::calibrate;
 use crate::monitor::metrics::{ThresholdRule, Thresholded};
-use crate::monitor::train::{train, TrainOptions};
+use crate::monitor::train::{train, Probe, TrainOptions};
 use crate::monitor::{
     BaseModel, Classifier, Hook, Labels, Metrics, Monitor, MonitorMeta, Provenance, FORMAT,
     FORMAT_VERSION,
@@ -31,16 +31,6 @@ pub struct Draft {
     pub seed: u64,
 }
 
-/// A fitted linear probe on standardised activations.
-pub struct Probe {
-    pub w: Vec<f32>,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    pub bias: f64,
-    pub l2: f64,
-    pub threshold_rule: ThresholdRule,
-}
-
 /// How the probe was fitted, for its provenance and base figures.
 pub struct Fit<'a> {
     pub data: &'a Labeled,
@@ -53,6 +43,8 @@ pub struct Fit<'a> {
     pub n_positive: usize,
     pub auroc: f64,
     pub threshold: Thresholded,
+    /// The rule the threshold was chosen by.
+    pub threshold_rule: ThresholdRule,
 }
 
 /// The base model as a new monitor's file records it.
@@ -89,7 +81,7 @@ impl Draft {
                     bias: probe.bias,
                     l2: probe.l2,
                     threshold: fit.threshold.threshold,
-                    threshold_rule: probe.threshold_rule,
+                    threshold_rule: fit.threshold_rule,
                 },
                 provenance: Provenance {
                     train_data_sha256: fit.data.sha256.clone(),
@@ -181,14 +173,7 @@ pub fn train_layers(
         let mut m = draft.finish(
             name,
             layer,
-            Probe {
-                w: tr.w,
-                mean: tr.mean,
-                std: tr.std,
-                bias: tr.bias,
-                l2: tr.l2,
-                threshold_rule: opts.threshold_rule,
-            },
+            tr.probe,
             Fit {
                 data: train_data,
                 n_train: tr.n_fit,
@@ -198,6 +183,7 @@ pub fn train_layers(
                 n_positive: 0,
                 auroc: tr.validation_auroc,
                 threshold: tr.threshold,
+                threshold_rule: opts.threshold_rule,
             },
         );
         if let (Some(td), Some(ta)) = (test_data, &test_acts) {
@@ -262,7 +248,6 @@ pub fn import_direction(
             std: vec![1.0; d],
             bias: cal.bias,
             l2: 0.0,
-            threshold_rule: rule,
         },
         Fit {
             data: calib,
@@ -273,6 +258,7 @@ pub fn import_direction(
             n_positive: calib.n_positive(),
             auroc: cal.calibration_auroc,
             threshold: cal.threshold,
+            threshold_rule: rule,
         },
     );
     if let Some(t) = test {

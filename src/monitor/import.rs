@@ -108,7 +108,7 @@ pub fn calibrate(
         threshold_rule: rule,
         ..TrainOptions::default()
     };
-    let t = train(&rows, labels, &opts)?;
+    let t = train(&rows, labels, &opts)?.probe;
     // Fold standardisation of the 1-D projection back onto the direction.
     let a = t.w[0] as f64 / t.std[0] as f64;
     let c = t.bias - a * t.mean[0] as f64;

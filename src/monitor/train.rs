@@ -41,16 +41,24 @@ impl Default for TrainOptions {
     }
 }
 
-/// A fitted probe: score = sigmoid(w · (x − mean) / std + bias).
+/// A linear probe on standardised activations:
+/// score = sigmoid(w · (x − mean) / std + bias).
 #[derive(Debug, Clone)]
-pub struct Trained {
+pub struct Probe {
     pub w: Vec<f32>,
     pub bias: f64,
-    /// Standardisation statistics of the fitting split (a std ≤ 1e-6 becomes 1).
+    /// Standardisation statistics (a std ≤ 1e-6 becomes 1).
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
-    /// The L2 strength cross-validation chose.
+    /// The L2 strength it was fitted with.
     pub l2: f64,
+}
+
+/// A trained probe and the figures it was chosen by.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// Standardised on the fitting split, at the L2 strength cross-validation chose.
+    pub probe: Probe,
     /// Mean out-of-fold AUROC at that strength.
     pub cv_auroc: f64,
     /// AUROC on the held-out validation split (NaN when it has one class).
@@ -194,11 +202,13 @@ pub fn train(x: &[Vec<f32>], labels: &[u8], opts: &TrainOptions) -> Result<Train
     let validation_auroc = metrics::auroc(&sv, &yv).unwrap_or(f64::NAN);
     let threshold = metrics::choose_threshold(&sv, &yv, opts.threshold_rule);
     Ok(Trained {
-        w: model.w.iter().map(|v| *v as f32).collect(),
-        bias: model.b,
-        mean: mean.iter().map(|v| *v as f32).collect(),
-        std: std.iter().map(|v| *v as f32).collect(),
-        l2: best.1,
+        probe: Probe {
+            w: model.w.iter().map(|v| *v as f32).collect(),
+            bias: model.b,
+            mean: mean.iter().map(|v| *v as f32).collect(),
+            std: std.iter().map(|v| *v as f32).collect(),
+            l2: best.1,
+        },
         cv_auroc: best.0,
         validation_auroc,
         threshold,

@@ -57,7 +57,7 @@ fn training_on_a_real_slice_separates_held_out_pii() {
     )
     .unwrap();
     let x = a[&layer].to_vec2::<f32>().unwrap();
-    let t = train(&x, &ty, &TrainOptions::default()).unwrap();
+    let t = train(&x, &ty, &TrainOptions::default()).unwrap().probe;
     assert_eq!(t.w.len(), 576);
     // Score held-out rows with the folded probe.
     let b = cached_activations(

@@ -45,16 +45,13 @@ pub struct Http {
     pub request_timeout_secs: u64,
 }
 
+// Every field may be left out: the container default fills in `None`.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(super) struct RawHttp {
-    #[serde(default)]
     max_connections: Option<Spanned<i64>>,
-    #[serde(default)]
     idle_timeout_secs: Option<Spanned<i64>>,
-    #[serde(default)]
     connection_secs: Option<Spanned<i64>>,
-    #[serde(default)]
     request_timeout_secs: Option<Spanned<i64>>,
 }
 
@@ -76,31 +73,14 @@ pub(super) fn parse_http(raw: &RawHttp, at: &dyn Fn(usize, String) -> Error) -> 
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(super) struct RawLimits {
-    #[serde(default)]
     job_timeout_secs: Option<Spanned<i64>>,
-    #[serde(default)]
     job_memory_mib: Option<Spanned<i64>>,
-    #[serde(default)]
     max_queued_jobs: Option<Spanned<i64>>,
-    #[serde(default)]
     max_download_bytes: Option<Spanned<i64>>,
-    #[serde(default)]
     keep_days: Option<Spanned<i64>>,
-    #[serde(default)]
     keep_jobs: Option<Spanned<i64>>,
-}
-
-/// A `[limits]` integer within `range`, or `default` when the file has none.
-fn bounded(
-    field: &str,
-    v: &Option<Spanned<i64>>,
-    range: std::ops::RangeInclusive<i64>,
-    default: u64,
-    at: &dyn Fn(usize, String) -> Error,
-) -> Result<u64> {
-    bounded_in("limits", field, v, range, default, at)
 }
 
 /// An integer of `[table]` within `range`, or `default` when the file has none.
@@ -112,13 +92,25 @@ fn bounded_in(
     default: u64,
     at: &dyn Fn(usize, String) -> Error,
 ) -> Result<u64> {
-    let Some(v) = v else { return Ok(default) };
+    match v {
+        Some(v) => within(&format!("{table}.{field}"), v, range, at),
+        None => Ok(default),
+    }
+}
+
+/// `v` within `range`, or the error naming `field` at its line.
+pub(super) fn within(
+    field: &str,
+    v: &Spanned<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<u64> {
     let n = *v.get_ref();
     if !range.contains(&n) {
         return Err(at(
             v.span().start,
             format!(
-                "field `{table}.{field}`: must be between {} and {}, found {n}",
+                "field `{field}`: must be between {} and {}, found {n}",
                 range.start(),
                 range.end()
             ),
@@ -132,37 +124,31 @@ pub(super) fn parse_limits(
     workers: u64,
     at: &dyn Fn(usize, String) -> Error,
 ) -> Result<Limits> {
+    let bounded = |f: &str, v: &Option<Spanned<i64>>, r: std::ops::RangeInclusive<i64>, d: u64| {
+        bounded_in("limits", f, v, r, d, at)
+    };
     Ok(Limits {
         job_timeout_secs: bounded(
             "job_timeout_secs",
             &raw.job_timeout_secs,
             10..=7 * 86_400,
             3600,
-            at,
         )?,
         job_memory_mib: bounded(
             "job_memory_mib",
             &raw.job_memory_mib,
             64..=16 << 20,
             default_memory_mib(workers),
-            at,
         )?,
-        max_queued_jobs: bounded(
-            "max_queued_jobs",
-            &raw.max_queued_jobs,
-            1..=1_000_000,
-            1000,
-            at,
-        )?,
+        max_queued_jobs: bounded("max_queued_jobs", &raw.max_queued_jobs, 1..=1_000_000, 1000)?,
         max_download_bytes: bounded(
             "max_download_bytes",
             &raw.max_download_bytes,
             1 << 20..=1 << 44,
             64 << 30,
-            at,
         )?,
-        keep_days: bounded("keep_days", &raw.keep_days, 1..=3650, 30, at)?,
-        keep_jobs: bounded("keep_jobs", &raw.keep_jobs, 10..=10_000_000, 10_000, at)?,
+        keep_days: bounded("keep_days", &raw.keep_days, 1..=3650, 30)?,
+        keep_jobs: bounded("keep_jobs", &raw.keep_jobs, 10..=10_000_000, 10_000)?,
     })
 }
 

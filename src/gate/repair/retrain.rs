@@ -25,11 +25,11 @@ pub fn rung(
         },
     )?;
     let mut fixed = m.clone();
-    fixed.w = tr.w;
-    fixed.mean = tr.mean;
-    fixed.std = tr.std;
-    fixed.meta.classifier.bias = tr.bias;
-    fixed.meta.classifier.l2 = tr.l2;
+    fixed.w = tr.probe.w;
+    fixed.mean = tr.probe.mean;
+    fixed.std = tr.probe.std;
+    fixed.meta.classifier.bias = tr.probe.bias;
+    fixed.meta.classifier.l2 = tr.probe.l2;
     fixed.meta.classifier.threshold = tr.threshold.threshold;
     fixed.meta.provenance.repaired_for = Some(cx.models.cand_fp.clone());
     let (after, reasons_after) = verifier.verify(&fixed)?;

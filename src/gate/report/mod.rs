@@ -175,13 +175,18 @@ fn longest_backtick_run(text: &str) -> usize {
     text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
+/// How a verdict is shown, in one table: its Markdown icon, its HTML colour.
+fn looks(v: Verdict) -> (&'static str, &'static str) {
+    match v {
+        Verdict::Pass => ("✅", "#2a7d2a"),
+        Verdict::PassWithRepairs => ("🛠️", "#b07a00"),
+        Verdict::Fail => ("❌", "#b22"),
+    }
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    let icon = match r.verdict {
-        Verdict::Pass => "✅",
-        Verdict::PassWithRepairs => "🛠️",
-        Verdict::Fail => "❌",
-    };
+    let (icon, _) = looks(r.verdict);
     let _ = writeln!(s, "## {icon} probegate: {}\n", verdict_line(r));
     let _ = writeln!(
         s,
@@ -423,11 +428,7 @@ fn svg_realign(r: &Report) -> String {
 
 pub fn html(r: &Report) -> String {
     let mut s = String::new();
-    let color = match r.verdict {
-        Verdict::Pass => "#2a7d2a",
-        Verdict::PassWithRepairs => "#b07a00",
-        Verdict::Fail => "#b22",
-    };
+    let (_, color) = looks(r.verdict);
     let _ = write!(
         s,
         r##"<!doctype html><html><head><meta charset="utf-8"><title>probegate report</title>

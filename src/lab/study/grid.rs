@@ -104,17 +104,23 @@ pub struct SummaryRow {
     pub false_pass_critical: bool,
 }
 
-/// Every `<reports>/<condition>/report.json` of a grid, replayed as the
-/// budgeted gate under `policy` would have run it.
-pub fn summarize(reports: &Path, policy: &Policy, model: &RiskModel) -> Result<Vec<SummaryRow>> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
-        .map_err(|e| Error::io(reports, e))?
+/// The directories under `dir` that hold a report.json (a grid's
+/// conditions), sorted so that every listing of a grid is in one order.
+pub fn report_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("report.json").is_file())
         .collect();
     dirs.sort();
+    Ok(dirs)
+}
+
+/// Every `<reports>/<condition>/report.json` of a grid, replayed as the
+/// budgeted gate under `policy` would have run it.
+pub fn summarize(reports: &Path, policy: &Policy, model: &RiskModel) -> Result<Vec<SummaryRow>> {
     let mut rows = Vec::new();
-    for d in dirs {
+    for d in report_dirs(reports)? {
         let full = match ReportFile::read(&d)? {
             ReportFile::Decided(r) => r,
             // Left out, it would vanish from the false-pass count unseen.

@@ -156,13 +156,7 @@ pub struct Loaded {
 pub fn load(dirs: &[PathBuf]) -> Result<Loaded> {
     let mut reports = Vec::new();
     for d in dirs {
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(d)
-            .map_err(|e| Error::io(d, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("report.json").is_file())
-            .collect();
-        subs.sort();
-        for s in subs {
+        for s in grid::report_dirs(d)? {
             let p = s.join("report.json");
             let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
             let r: Report = serde_json::from_str(&text).map_err(|e| Error::Input {
@@ -345,11 +339,15 @@ pub struct Study {
     pub cells: Vec<Cell>,
 }
 
+/// Each name once, sorted.
+fn distinct<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let set: std::collections::BTreeSet<&String> = names.collect();
+    set.into_iter().cloned().collect()
+}
+
 pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     let cells = cells(l);
-    let mut models: Vec<String> = cells.iter().map(|c| c.model.clone()).collect();
-    models.sort();
-    models.dedup();
+    let models = distinct(cells.iter().map(|c| &c.model));
     let by_family = FAMILIES
         .iter()
         .map(|f| {
@@ -369,9 +367,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
             }
         }
     }
-    let mut concepts: Vec<String> = cells.iter().map(|c| c.concept.clone()).collect();
-    concepts.sort();
-    concepts.dedup();
+    let concepts = distinct(cells.iter().map(|c| &c.concept));
     let by_concept = concepts
         .iter()
         .map(|k| {

@@ -15,6 +15,16 @@ fn f3(x: f64) -> String {
     }
 }
 
+/// A rate's cells and median ΔAUROC: two columns of the family tables.
+fn cells_median(r: &Rate) -> String {
+    format!("{} | {}", r.cells, f3(r.median_delta))
+}
+
+/// A rate's big drops as `k/n = p%`.
+fn drops(r: &Rate) -> String {
+    format!("{}/{} = {:.1}%", r.big_drops, r.cells, r.pct())
+}
+
 fn auc(v: &Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
 }
@@ -319,12 +329,9 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     for (f, r) in &study.by_family {
         let _ = writeln!(
             s,
-            "| {f} | {} | {} | {}/{} = {:.1}% | {} |",
-            r.cells,
-            f3(r.median_delta),
-            r.big_drops,
-            r.cells,
-            r.pct(),
+            "| {f} | {} | {} | {} |",
+            cells_median(r),
+            drops(r),
             published_family(f)
         );
     }
@@ -333,13 +340,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         "\nBy model:\n\n| family | model | cells | median ΔAUROC | big drops |\n| --- | --- | ---: | ---: | ---: |"
     );
     for (f, m, r) in &study.by_family_model {
-        let _ = writeln!(
-            s,
-            "| {f} | {m} | {} | {} | {:.1}% |",
-            r.cells,
-            f3(r.median_delta),
-            r.pct()
-        );
+        let _ = writeln!(s, "| {f} | {m} | {} | {:.1}% |", cells_median(r), r.pct());
     }
 
     let _ = writeln!(
@@ -353,16 +354,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
             "refusal_compliance" => "7.9% (most stable)",
             _ => "",
         };
-        let _ = writeln!(
-            s,
-            "| {k} | {}/{} = {:.1}% | {}/{} = {:.1}% | {p} |",
-            ft.big_drops,
-            ft.cells,
-            ft.pct(),
-            all.big_drops,
-            all.cells,
-            all.pct()
-        );
+        let _ = writeln!(s, "| {k} | {} | {} | {p} |", drops(ft), drops(all));
     }
 
     let _ = writeln!(
@@ -370,13 +362,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         "\n## NF4 alone against QLoRA\n\n| condition | cells | median ΔAUROC | big drops |\n| --- | ---: | ---: | ---: |"
     );
     for (k, r) in &study.nf4_vs_qlora {
-        let _ = writeln!(
-            s,
-            "| {k} | {} | {} | {:.1}% |",
-            r.cells,
-            f3(r.median_delta),
-            r.pct()
-        );
+        let _ = writeln!(s, "| {k} | {} | {:.1}% |", cells_median(r), r.pct());
     }
     let _ = writeln!(s, "\nPublished: QLoRA hurts more than NF4 alone.\n");
 

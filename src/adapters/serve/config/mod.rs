@@ -12,7 +12,7 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::util::line_of;
 
-use super::limits::{parse_http, parse_limits, RawHttp, RawLimits};
+use super::limits::{parse_http, parse_limits, within, RawHttp, RawLimits};
 pub use super::limits::{Http, Limits};
 
 /// A parsed configuration (docs/serve.md lists every field). Relative paths
@@ -105,10 +105,7 @@ const REDACTED: &str = "<redacted>";
 // Secrets never reach a log line or an error through Debug.
 impl std::fmt::Debug for HfConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HfConfig")
-            .field("endpoint", &redact_uri(&self.endpoint))
-            .field("webhook_secret", &REDACTED)
-            .field("token", &self.token.as_ref().map(|_| REDACTED))
+        debug_registry(f, "HfConfig", ("endpoint", &self.endpoint), &self.token)
             .field("refs", &self.refs)
             .finish()
     }
@@ -116,14 +113,31 @@ impl std::fmt::Debug for HfConfig {
 
 impl std::fmt::Debug for MlflowConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MlflowConfig")
-            .field("tracking_uri", &redact_uri(&self.tracking_uri))
-            .field("webhook_secret", &REDACTED)
-            .field("token", &self.token.as_ref().map(|_| REDACTED))
-            .field("max_skew_seconds", &self.max_skew_seconds)
-            .field("artifact_roots", &self.artifact_roots)
-            .finish()
+        debug_registry(
+            f,
+            "MlflowConfig",
+            ("tracking_uri", &self.tracking_uri),
+            &self.token,
+        )
+        .field("max_skew_seconds", &self.max_skew_seconds)
+        .field("artifact_roots", &self.artifact_roots)
+        .finish()
     }
+}
+
+/// The fields every registry section has, redacted in one place: the
+/// registry's URI without credentials, the webhook secret, the token.
+fn debug_registry<'a, 'b>(
+    f: &'a mut std::fmt::Formatter<'b>,
+    name: &str,
+    (uri_field, uri): (&str, &str),
+    token: &Option<String>,
+) -> std::fmt::DebugStruct<'a, 'b> {
+    let mut d = f.debug_struct(name);
+    d.field(uri_field, &redact_uri(uri))
+        .field("webhook_secret", &REDACTED)
+        .field("token", &token.as_ref().map(|_| REDACTED));
+    d
 }
 
 /// `scheme://user:pass@host/…` as `scheme://***@host/…`: credentials in a
@@ -234,27 +248,6 @@ fn skew() -> Spanned<i64> {
     Spanned::new(0..0, 300)
 }
 
-/// `v` within `range`, or the error naming `field` at its line.
-fn within(
-    field: &str,
-    v: &Spanned<i64>,
-    range: std::ops::RangeInclusive<i64>,
-    at: &dyn Fn(usize, String) -> Error,
-) -> Result<u64> {
-    let n = *v.get_ref();
-    if !range.contains(&n) {
-        return Err(at(
-            v.span().start,
-            format!(
-                "field `{field}`: must be between {} and {}, found {n}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(n as u64)
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
@@ -352,20 +345,22 @@ impl Config {
         let optional = |field: &str, name: &Option<Spanned<String>>| -> Result<Option<String>> {
             name.as_ref().map(|n| secret(field, n)).transpose()
         };
-        // A short webhook secret can be guessed, and a guess is a job.
-        let long_secret = |field: &str, name: &Spanned<String>| -> Result<String> {
+        // A short webhook secret or read token can be guessed, and a guess
+        // is a job or a private report; `what` names it in the error.
+        let long = |field: &str, name: &Spanned<String>, what: &str| -> Result<String> {
             let v = secret(field, name)?;
             if v.chars().count() < MIN_SECRET_LEN {
                 return Err(at(
                     name.span().start,
                     format!(
-                        "field `{field}`: the secret in `{}` is shorter than {MIN_SECRET_LEN} characters",
+                        "field `{field}`: the {what} in `{}` is shorter than {MIN_SECRET_LEN} characters",
                         name.get_ref()
                     ),
                 ));
             }
             Ok(v)
         };
+        let long_secret = |field: &str, name: &Spanned<String>| long(field, name, "secret");
         let huggingface = match &raw.huggingface {
             Some(h) => Some(HfConfig {
                 endpoint: h.endpoint.trim_end_matches('/').to_string(),
@@ -405,19 +400,7 @@ impl Config {
             None => None,
         };
         let reads = match (&raw.read_token_env, raw.public_reads) {
-            (Some(n), false) => {
-                let t = secret("read_token_env", n)?;
-                if t.chars().count() < MIN_SECRET_LEN {
-                    return Err(at(
-                        n.span().start,
-                        format!(
-                            "field `read_token_env`: the token in `{}` is shorter than {MIN_SECRET_LEN} characters",
-                            n.get_ref()
-                        ),
-                    ));
-                }
-                Reads::Token(t)
-            }
+            (Some(n), false) => Reads::Token(long("read_token_env", n, "token")?),
             (None, true) => Reads::Public,
             (Some(n), true) => {
                 return Err(at(

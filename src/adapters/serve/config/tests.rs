@@ -32,6 +32,13 @@ fn env(k: &str) -> Option<String> {
     }
 }
 
+/// The error `text` is refused with, as the user reads it.
+fn refused(text: &str, path: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    Config::parse(text, Path::new(path), env)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn parses_and_resolves_relative_paths() {
     let c = Config::parse(GOOD, Path::new("/etc/pg/serve.toml"), &env).unwrap();
@@ -87,17 +94,13 @@ fn reads_need_a_token_or_an_explicit_choice() {
     let c = Config::parse(&public, Path::new("s.toml"), &env).unwrap();
     assert_eq!(c.reads, Reads::Public);
     let neither = GOOD.replace("read_token_env = \"READ_TOKEN\"\n", "");
-    let e = Config::parse(&neither, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&neither, "s.toml", &env);
     assert!(e.contains("public_reads"), "{e}");
     let short = |k: &str| match k {
         "READ_TOKEN" => Some("short".to_string()),
         _ => env(k),
     };
-    let e = Config::parse(GOOD, Path::new("s.toml"), &short)
-        .unwrap_err()
-        .to_string();
+    let e = refused(GOOD, "s.toml", &short);
     assert!(e.contains("shorter than 16"), "{e}");
 }
 
@@ -116,9 +119,7 @@ fn secrets_are_long_redacted_and_bounded() {
         "HF_SECRET" => Some("s1".to_string()),
         _ => env(k),
     };
-    let e = Config::parse(GOOD, Path::new("s.toml"), &short)
-        .unwrap_err()
-        .to_string();
+    let e = refused(GOOD, "s.toml", &short);
     assert!(
         e.contains("shorter than 16") && e.contains("HF_SECRET"),
         "{e}"
@@ -127,9 +128,7 @@ fn secrets_are_long_redacted_and_bounded() {
         "tracking_uri = \"http://127.0.0.1:9\"",
         "tracking_uri = \"https://alice:pw-123@mlflow.example:5000\"\nmax_skew_seconds = 86400",
     );
-    let e = Config::parse(&text, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&text, "s.toml", &env);
     assert!(e.contains("max_skew_seconds"), "{e}");
     let c = Config::parse(&text.replace("86400", "60"), Path::new("s.toml"), &env).unwrap();
     assert!(!format!("{c:?}").contains("pw-123"));
@@ -155,17 +154,13 @@ fn limits_are_bounded() {
         }
     );
     let text = format!("{GOOD}\n[limits]\njob_memory_mib = 1\n");
-    let e = Config::parse(&text, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&text, "s.toml", &env);
     assert!(e.contains("limits.job_memory_mib"), "{e}");
 }
 
 #[test]
 fn missing_secret_names_the_line_and_variable() {
-    let e = Config::parse(GOOD, Path::new("serve.toml"), &|_| None)
-        .unwrap_err()
-        .to_string();
+    let e = refused(GOOD, "serve.toml", &|_| None);
     assert!(e.starts_with("serve.toml:9:"), "{e}");
     assert!(e.contains("HF_SECRET"), "{e}");
 }
@@ -173,19 +168,13 @@ fn missing_secret_names_the_line_and_variable() {
 #[test]
 fn bad_fields_point_at_their_line() {
     let text = GOOD.replace("workers = 2", "workers = 0");
-    let e = Config::parse(&text, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&text, "s.toml", &env);
     assert!(e.starts_with("s.toml:4:") && e.contains("workers"), "{e}");
     let text = GOOD.replace("127.0.0.1:0", "localhost-ish");
-    let e = Config::parse(&text, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&text, "s.toml", &env);
     assert!(e.starts_with("s.toml:2:") && e.contains("listen"), "{e}");
     let text = GOOD.replace("workers = 2", "workers = 2\nwrokers = 3");
-    let e = Config::parse(&text, Path::new("s.toml"), &env)
-        .unwrap_err()
-        .to_string();
+    let e = refused(&text, "s.toml", &env);
     assert!(e.contains("wrokers"), "{e}");
 }
 
