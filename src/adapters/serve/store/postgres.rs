@@ -145,7 +145,10 @@ impl PgStore {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let mut client = match pooled {
             Some(c) if !c.is_closed() => c,
-            _ => self.config.connect(NoTls).map_err(|e| self.err(e))?,
+            _ => self
+                .config
+                .connect(NoTls)
+                .map_err(|e| self.err(PgError::Db(e)))?,
         };
         let out = f(&mut client);
         if !client.is_closed() && !matches!(out, Err(PgError::Db(_))) {
@@ -496,7 +499,17 @@ pub(super) enum PgError {
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PgError::Db(e) => e.fmt(f),
+            // The client's own text stops at the kind ("error connecting
+            // to server"); the why is in its sources.
+            PgError::Db(e) => {
+                e.fmt(f)?;
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    write!(f, ": {c}")?;
+                    cause = c.source();
+                }
+                Ok(())
+            }
             PgError::Msg(m) => f.write_str(m),
         }
     }
@@ -615,9 +628,9 @@ fn scratch_database(url: &str) -> Result<String> {
     let mut c = postgres::Config::from_str(url)
         .map_err(|e| err(&e))?
         .connect(NoTls)
-        .map_err(|e| err(&e))?;
+        .map_err(|e| err(&PgError::Db(e)))?;
     c.batch_execute(&format!("CREATE DATABASE {name}"))
-        .map_err(|e| err(&e))?;
+        .map_err(|e| err(&PgError::Db(e)))?;
     // postgres://auth@host:port/db?params with db replaced.
     let (scheme, rest) = url
         .split_once("://")

@@ -485,4 +485,6 @@ fn postgres_errors_never_show_the_password() {
     .to_string();
     assert!(!e.contains("hunter2"), "{e}");
     assert!(e.contains("postgres://***@127.0.0.1:1/nowhere"), "{e}");
+    // And says why.
+    assert!(e.contains("refused"), "{e}");
 }
