@@ -5,11 +5,19 @@
 # one the install test puts in a temporary prefix, reusing this build), the
 # gate is 4x faster than in the dev profile, and one profile means one build.
 #
-#   1. model-free: unit tests (policy, verdict, config, parsers) in seconds;
+#   1. model-free: unit tests (policy, verdict, config, parsers) in seconds,
+#      the job-store suite against redb and a throwaway PostgreSQL server
+#      (scripts/postgres-env.sh: installed when missing, on loopback, gone
+#      at exit);
 #   2. the real models (scripts/fetch-models.sh) and a real MLflow server
-#      (scripts/mlflow-env.sh), then every integration test.
+#      (scripts/mlflow-env.sh), then every integration test, the shared
+#      queue's (several servers on that PostgreSQL) among them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/probegate-pg.XXXXXX")"
+trap 'scripts/postgres-env.sh stop "$PG_DIR"' EXIT
+PROBEGATE_TEST_POSTGRES_URL="$(scripts/postgres-env.sh start "$PG_DIR" | tail -1)"
+export PROBEGATE_TEST_POSTGRES_URL
 if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   # CI clones afresh each run; keep build output beside the model cache so
   # the dependency build is reused (it is a plain cargo target directory).

@@ -57,6 +57,10 @@ pub enum Error {
     #[error("{}: job store: {msg}", path.display())]
     Store { path: PathBuf, msg: String },
 
+    /// The shared PostgreSQL queue; `url` is shown without its password.
+    #[error("job queue {url}: {msg}")]
+    Queue { url: String, msg: String },
+
     /// A call to a registry or GitHub failed; `what` names the call.
     #[error("{what}: {msg}")]
     Remote { what: String, msg: String },

@@ -21,6 +21,7 @@ mod serve;
 mod serve_disk;
 mod serve_http;
 mod serve_limits;
+mod serve_pg;
 mod serve_queue;
 mod shard;
 mod study;

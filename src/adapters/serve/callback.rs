@@ -6,13 +6,14 @@ use std::time::Duration;
 use super::config;
 use super::registry;
 use super::store::{CallbackState, JobState, Source};
-use super::Shared;
+use super::{blocking, Shared};
 use crate::error::{Error, Result};
 use crate::gate::report::{Outcome, ReportFile};
 
 /// Tell the registry, with exponential backoff; the result is recorded either way.
 pub(super) async fn callback(app: Shared, id: u64) {
-    let Ok(Some(job)) = app.store.get(id) else {
+    let a = app.clone();
+    let Ok(Some(job)) = blocking(move || a.store.get(id)).await else {
         return;
     };
     // A superseded job was never run: its replacement tells the registry.
@@ -109,13 +110,6 @@ pub(super) async fn callback(app: Shared, id: u64) {
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
-}
-
-/// A store call off the async workers (redb commits fsync).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::Usage(format!("store task failed: {e}"))))
 }
 
 /// Whether the registry already carries this job's result. MLflow tags

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::config::{Reads, Registry};
 use super::store::{Admitted, Job, JobState};
 use super::webhook::{self, MlflowHeaders, Parsed, Reject};
-use super::{App, Shared};
+use super::{blocking, App, Shared};
 use crate::error::Result;
 
 pub(super) fn error_response(status: u16, msg: &str) -> Response {
@@ -53,8 +53,7 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
     }
     let a = app.clone();
     let max = usize::try_from(app.cfg.limits.max_queued_jobs).unwrap_or(usize::MAX);
-    // redb commits with fsync: keep it off the async workers.
-    let res = tokio::task::spawn_blocking(move || {
+    let res = blocking(move || {
         sources
             .into_iter()
             .map(|s| a.store.admit(s, max))
@@ -62,8 +61,7 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
     })
     .await;
     let admitted = match res {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => return error_response(503, &e.to_string()),
+        Ok(j) => j,
         Err(e) => return error_response(503, &e.to_string()),
     };
     let mut jobs = Vec::new();
@@ -216,7 +214,8 @@ async fn get_job(
     if let Some(no) = authorize(&app, &headers) {
         return no;
     }
-    match app.store.get(id) {
+    let a = app.clone();
+    match blocking(move || a.store.get(id)).await {
         Ok(Some(j)) => Json(job_json(&app, &j)).into_response(),
         Ok(None) => error_response(404, &format!("no job {id}")),
         Err(e) => error_response(503, &e.to_string()),
@@ -247,14 +246,14 @@ async fn list_jobs(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if let Some(no) = authorize(&app, &headers) {
         return no;
     }
-    match app.store.list() {
+    match blocking(move || app.store.list()).await {
         Ok(j) => Json(json!({"jobs": j})).into_response(),
         Err(e) => error_response(503, &e.to_string()),
     }
 }
 
 async fn healthz(State(app): State<Shared>) -> Response {
-    match app.store.list() {
+    match blocking(move || app.store.list()).await {
         Ok(jobs) => {
             let n = |s: JobState| jobs.iter().filter(|j| j.state == s).count();
             Json(json!({"status": "ok", "queued": n(JobState::Queued), "running": n(JobState::Running),

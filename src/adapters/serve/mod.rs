@@ -1,11 +1,12 @@
 //! `probegate serve`: the registries' adapter on the `check` pipeline.
 //!
 //! Hugging Face and MLflow webhooks are authenticated, turned into jobs and
-//! committed to the embedded queue (store.rs) before the answer (202;
-//! http.rs); workers (worker.rs) run each `check` in a child process within
-//! the job's time and memory limits (child.rs) and report back to the
-//! registry with retries (callback.rs). A restart resumes whatever a crash
-//! interrupted.
+//! committed to the queue (store/: an embedded redb file, or PostgreSQL
+//! shared by several servers) before the answer (202; http.rs); workers
+//! (worker.rs) run each `check` in a child process within the job's time
+//! and memory limits (child.rs) and report back to the registry with retries
+//! (callback.rs). A restart, or another server sharing the queue, resumes
+//! whatever a crash interrupted.
 
 pub mod callback;
 pub mod child;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 use crate::error::{Error, Result};
-use config::Config;
+use config::{Config, Queue};
 use store::Store;
 
 pub use callback::FINGERPRINT_TAG;
@@ -53,6 +54,14 @@ impl App {
         };
         self.cfg.state_dir.join(kind).join(job.id.to_string())
     }
+}
+
+/// A store call off the async workers: redb commits fsync, and the
+/// PostgreSQL client blocks (and must not run on a runtime thread).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::Usage(format!("store task failed: {e}"))))
 }
 
 /// Removes a directory when dropped: whichever way a job ends, its
@@ -89,21 +98,41 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
-/// Run the server until SIGINT or SIGTERM. `on_listen` gets the bound address.
-pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) -> Result<()> {
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(&cfg.state_dir, e))?;
-    let store = Store::open(&cfg.state_dir.join("jobs.redb"))?;
-    // An outcome a crash or a full disk kept from the store: record it, not rerun.
-    for j in store.list()? {
-        if j.state == store::JobState::Running {
-            let dir = cfg.state_dir.join("jobs").join(j.id.to_string());
-            if let Some(o) = child::Finished::read(&dir) {
-                store.update(j.id, |job| o.apply(job))?;
-                tracing::warn!(job = j.id, "recorded the outcome an interrupted run left");
-            }
-        }
+/// The queue `[queue]` names: PostgreSQL errors at start name the field.
+fn open_store(cfg: &Config) -> Result<Store> {
+    match &cfg.queue {
+        Queue::Redb => store::RedbStore::open(&cfg.state_dir.join("jobs.redb")).map(Store::Redb),
+        Queue::Postgres {
+            url,
+            field,
+            lease_secs,
+        } => store::PgStore::open(url, std::time::Duration::from_secs(*lease_secs))
+            .map(|s| Store::Postgres(Box::new(s)))
+            .map_err(|e| Error::field(&cfg.path, *field, e.to_string())),
     }
-    let recovered = store.recover()?;
+}
+
+/// Jobs a dead server left running go back to the queue (or fail after
+/// [`store::MAX_ATTEMPTS`]); an outcome that run left in this machine's
+/// `jobs/{id}/` (a crash or a full disk kept it from the store) is recorded
+/// instead of running the check again.
+fn recover(cfg: &Config, store: &Store) -> Result<store::Recovered> {
+    let recovered = store.recover(&|job| {
+        let dir = cfg.state_dir.join("jobs").join(job.id.to_string());
+        match child::Finished::read(&dir) {
+            Some(o) => {
+                o.apply(job);
+                true
+            }
+            None => false,
+        }
+    })?;
+    if !recovered.recorded.is_empty() {
+        tracing::warn!(
+            "recorded the outcomes interrupted runs left: {:?}",
+            recovered.recorded
+        );
+    }
     if !recovered.requeued.is_empty() {
         tracing::warn!(
             "resuming jobs interrupted by a crash: {:?}",
@@ -117,11 +146,25 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
             recovered.failed
         );
     }
+    Ok(recovered)
+}
+
+/// Run the server until SIGINT or SIGTERM. `on_listen` gets the bound address.
+pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) -> Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(&cfg.state_dir, e))?;
     if cfg.mlflow.is_some() {
         // A bad download cap stops the server here, not each job later.
         registry::ArtifactLimits::from_env()?;
     }
-    let pending = store.pending_callbacks()?;
+    let c = cfg.clone();
+    let (store, pending) = blocking(move || {
+        let store = open_store(&c)?;
+        tracing::info!(worker = store.owner(), "job queue: {:?}", c.queue);
+        recover(&c, &store)?;
+        let pending = store.pending_callbacks()?;
+        Ok((store, pending))
+    })
+    .await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.listen)))?;
@@ -134,9 +177,11 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
         wake: Notify::new(),
     });
     for j in pending {
-        tokio::spawn(callback::callback(app.clone(), j.id));
+        tokio::spawn(worker::resume_callback(app.clone(), j.id));
     }
     let (tx, rx) = watch::channel(false);
+    // Leases outlive the stop signal: running checks still finish first.
+    let leases = tokio::spawn(worker::lease_loop(app.clone(), rx.clone()));
     let workers = tokio::spawn(worker::worker_loop(app.clone(), rx.clone()));
     tokio::spawn(worker::retention_loop(app.clone(), rx.clone()));
     on_listen(addr);
@@ -150,5 +195,6 @@ pub async fn serve(cfg: Config, on_listen: impl FnOnce(std::net::SocketAddr)) ->
         .await
         .map_err(|e| Error::Usage(format!("server: {e}")))?;
     let _ = workers.await;
+    leases.abort();
     Ok(())
 }

@@ -150,16 +150,25 @@ fn remove_outcome(dir: &Path) -> Result<()> {
 
 /// Record a job's outcome, retrying while the store fails (a full disk):
 /// an outcome is never dropped, and its callback waits for it. At shutdown
-/// the attempt stops; outcome.json is recorded at the next start.
+/// the attempt stops; outcome.json is recorded at the next start. A job
+/// whose lease was lost meanwhile (another server took it over) is that
+/// server's to record: false, nothing written.
 async fn record(app: &Shared, id: u64, o: Finished, stop: &mut watch::Receiver<bool>) -> bool {
     let mut delay = Duration::from_millis(250);
     loop {
         let (a, f) = (app.clone(), o.clone());
-        let res = tokio::task::spawn_blocking(move || a.store.update(id, |j| f.apply(j)))
+        let res = tokio::task::spawn_blocking(move || a.store.update_held(id, |j| f.apply(j)))
             .await
             .unwrap_or_else(|e| Err(Error::Usage(format!("record task failed: {e}"))));
         let e = match res {
-            Ok(_) => return true,
+            Ok(Some(_)) => return true,
+            Ok(None) => {
+                tracing::error!(
+                    job = id,
+                    "the job's lease was lost (this server could not renew it in time); another server runs it, this outcome is dropped"
+                );
+                return false;
+            }
             Err(e) => e,
         };
         tracing::error!(
@@ -174,6 +183,22 @@ async fn record(app: &Shared, id: u64, o: Finished, stop: &mut watch::Receiver<b
     }
 }
 
+/// Job directories in this machine's `state_dir` whose job the queue no
+/// longer has: with a shared queue, whichever server pruned the job, the
+/// one that ran it (and holds its reports) removes them. Listed before the
+/// queue is read, so a directory's job is in that read unless pruned.
+fn orphan_dirs(app: &Shared) -> Result<Vec<u64>> {
+    let root = app.cfg.state_dir.join("jobs");
+    let local: Vec<u64> = match std::fs::read_dir(&root) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return Ok(Vec::new()),
+    };
+    let known: std::collections::BTreeSet<u64> = app.store.list()?.iter().map(|j| j.id).collect();
+    Ok(local.into_iter().filter(|id| !known.contains(id)).collect())
+}
+
 /// Retention, at start and then hourly: done jobs past `[limits]
 /// keep_days` or beyond `keep_jobs` go, their directories with them.
 pub(super) async fn retention_loop(app: Shared, mut stop: watch::Receiver<bool>) {
@@ -181,10 +206,13 @@ pub(super) async fn retention_loop(app: Shared, mut stop: watch::Receiver<bool>)
         let a = app.clone();
         let res = tokio::task::spawn_blocking(move || {
             let l = a.cfg.limits;
-            let gone = a.store.prune(
+            let mut gone = a.store.prune(
                 l.keep_days.saturating_mul(86_400),
                 usize::try_from(l.keep_jobs).unwrap_or(usize::MAX),
             )?;
+            if a.store.lease_period().is_some() {
+                gone.extend(orphan_dirs(&a)?);
+            }
             for id in &gone {
                 let dir = a.job_dir(*id);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -206,6 +234,55 @@ pub(super) async fn retention_loop(app: Shared, mut stop: watch::Receiver<bool>)
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// A callback owed since before this server took it on (a restart, or a
+/// dead server's): made, then its lease let go.
+pub(super) async fn resume_callback(app: Shared, id: u64) {
+    callback(app.clone(), id).await;
+    app.store.release(id);
+}
+
+/// With a shared queue, every third of the lease: renew this server's
+/// leases, then (until shutdown) take over what dead servers left, the jobs
+/// they were running (queued again, or failed after
+/// [`super::store::MAX_ATTEMPTS`]) and the callbacks they owed. Runs until
+/// aborted, after the running checks finished: their leases must hold to
+/// the end.
+pub(super) async fn lease_loop(app: Shared, stop: watch::Receiver<bool>) {
+    let Some(period) = app.store.lease_period() else {
+        return;
+    };
+    loop {
+        let a = app.clone();
+        let stopping = *stop.borrow();
+        let res = tokio::task::spawn_blocking(move || {
+            let lost = a.store.renew()?;
+            if stopping {
+                return Ok((lost, 0, Vec::new()));
+            }
+            let r = super::recover(&a.cfg, &a.store)?;
+            Ok::<_, Error>((lost, r.requeued.len(), a.store.pending_callbacks()?))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Usage(format!("lease task failed: {e}"))));
+        match res {
+            Ok((lost, requeued, owed)) => {
+                if !lost.is_empty() {
+                    tracing::error!("leases lost to other servers (renewed too late): {lost:?}");
+                }
+                if requeued > 0 {
+                    app.wake.notify_waiters();
+                }
+                for j in owed {
+                    tracing::info!(job = j.id, "telling the registry for a server that stopped");
+                    tokio::spawn(resume_callback(app.clone(), j.id));
+                }
+            }
+            Err(e) => tracing::error!("job queue: {e}"),
+        }
+        tokio::time::sleep(period).await;
     }
 }
 
@@ -233,8 +310,9 @@ pub(super) async fn worker_loop(app: Shared, mut stop: watch::Receiver<bool>) {
                     let recorded = record(&a, id, o, &mut stop).await;
                     drop(permit);
                     if recorded {
-                        callback(a, id).await;
+                        callback(a.clone(), id).await;
                     }
+                    a.store.release(id);
                 });
             }
             Ok(Ok(None)) => {

@@ -43,6 +43,39 @@ pub struct Config {
     pub limits: Limits,
     /// The listener's and each request's bounds (`[http]`).
     pub http: Http,
+    /// Where the job queue lives (`[queue]`).
+    pub queue: Queue,
+}
+
+/// The job queue: this server's own redb file, or a PostgreSQL database
+/// several servers share.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Queue {
+    /// No `[queue]` section: `state_dir/jobs.redb`.
+    Redb,
+    Postgres {
+        /// `postgres://…`, from `url` or the variable `url_env` names.
+        url: String,
+        /// Which of the two it came from, for errors (`queue.url`, `queue.url_env`).
+        field: &'static str,
+        /// How long a claimed job stays a server's without renewal.
+        lease_secs: u64,
+    },
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queue::Redb => f.write_str("Redb"),
+            Queue::Postgres {
+                url, lease_secs, ..
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_uri(url))
+                .field("lease_secs", lease_secs)
+                .finish(),
+        }
+    }
 }
 
 /// Access to `GET /jobs`, `/jobs/{id}` and the reports: they name private
@@ -203,6 +236,23 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    queue: Option<RawQueue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    url_env: Option<Spanned<String>>,
+    #[serde(default = "default_lease")]
+    lease_secs: Spanned<i64>,
+}
+
+fn default_lease() -> Spanned<i64> {
+    Spanned::new(0..0, 30)
 }
 
 fn one() -> Spanned<i64> {
@@ -260,6 +310,23 @@ struct RawTarget {
     policy: Option<String>,
     #[serde(default)]
     data: Option<PathBuf>,
+}
+
+/// A `postgres://` URL the client accepts; the message never quotes it
+/// (it may hold a password).
+fn check_queue_url(url: &str) -> std::result::Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must be a PostgreSQL URL, `postgres://user@host:port/database`".into());
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))
+}
+
+fn queue_password(url: &str) -> Option<String> {
+    let c = url.parse::<postgres::Config>().ok()?;
+    let p = c.get_password()?;
+    Some(String::from_utf8_lossy(p).into_owned()).filter(|p| !p.is_empty())
 }
 
 /// `[huggingface] refs`: non-empty globs, each naming a branch or a pull request.
@@ -415,6 +482,28 @@ impl Config {
                 ))
             }
         };
+        let queue = match &raw.queue {
+            None => Queue::Redb,
+            Some(q) => {
+                let (field, url, span) = match (&q.url, &q.url_env) {
+                    (Some(u), None) => ("queue.url", u.get_ref().clone(), u.span().start),
+                    (None, Some(n)) => ("queue.url_env", secret("queue.url_env", n)?, n.span().start),
+                    _ => {
+                        return Err(at(
+                            text.find("[queue]").unwrap_or(0),
+                            "section `[queue]`: set one of `url` and `url_env` (a variable holding the URL, so its password stays out of this file)".into(),
+                        ))
+                    }
+                };
+                check_queue_url(&url).map_err(|m| at(span, format!("field `{field}`: {m}")))?;
+                Queue::Postgres {
+                    url,
+                    field,
+                    // Renewed every third of it: shorter is a busier database.
+                    lease_secs: within("queue.lease_secs", &q.lease_secs, 2..=3600, &at)?,
+                }
+            }
+        };
         let mut targets = Vec::new();
         for t in raw.targets {
             let section = match t.registry {
@@ -468,6 +557,7 @@ impl Config {
             reads,
             limits,
             http,
+            queue,
         })
     }
 
@@ -491,6 +581,11 @@ impl Config {
         if let Reads::Token(t) = &self.reads {
             secrets.push(t);
         }
+        let db_password = match &self.queue {
+            Queue::Postgres { url, .. } => queue_password(url),
+            Queue::Redb => None,
+        };
+        secrets.extend(db_password.as_deref());
         for s in secrets.into_iter().filter(|s| !s.is_empty()) {
             out = out.replace(s, REDACTED);
         }

@@ -194,3 +194,65 @@ fn shipped_example_parses() {
         Path::new("builtin:policies/strict.toml")
     );
 }
+
+#[test]
+fn the_queue_is_redb_unless_a_postgres_url_is_given_and_its_password_stays_hidden() {
+    let p = Path::new("/etc/pg/serve.toml");
+    assert_eq!(Config::parse(GOOD, p, &env).unwrap().queue, Queue::Redb);
+    let url = "postgres://probegate:pw-hunter2@db.internal:5432/probegate";
+    let env_url = |k: &str| match k {
+        "QUEUE_URL" => Some(url.to_string()),
+        k => env(k),
+    };
+    let text = format!("{GOOD}\n[queue]\nurl_env = \"QUEUE_URL\"\nlease_secs = 5\n");
+    let c = Config::parse(&text, p, &env_url).unwrap();
+    assert_eq!(
+        c.queue,
+        Queue::Postgres {
+            url: url.into(),
+            field: "queue.url_env",
+            lease_secs: 5
+        }
+    );
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("postgres://***@db.internal:5432/probegate"));
+    let r = c.redact(&format!("cannot reach {url}; password pw-hunter2"));
+    assert!(!r.contains("hunter2"), "{r}");
+    // Straight in the file works too.
+    let text = format!("{GOOD}\n[queue]\nurl = \"{url}\"\n");
+    let c = Config::parse(&text, p, &env).unwrap();
+    assert!(matches!(
+        c.queue,
+        Queue::Postgres {
+            lease_secs: 30,
+            field: "queue.url",
+            ..
+        }
+    ));
+
+    let bad = |q: &str| {
+        Config::parse(&format!("{GOOD}\n[queue]\n{q}\n"), p, &env_url)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad("");
+    assert!(
+        e.contains("serve.toml") && e.contains("[queue]") && e.contains("url_env"),
+        "{e}"
+    );
+    let e = bad(&format!("url = \"{url}\"\nurl_env = \"QUEUE_URL\""));
+    assert!(e.contains("one of `url` and `url_env`"), "{e}");
+    let e = bad("url = \"mysql://u:hunter2@h/db\"");
+    assert!(
+        e.contains("field `queue.url`") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = bad("url_env = \"UNSET\"");
+    assert!(
+        e.contains("field `queue.url_env`") && e.contains("UNSET"),
+        "{e}"
+    );
+    let e = bad(&format!("url = \"{url}\"\nlease_secs = 1"));
+    assert!(e.contains("queue.lease_secs"), "{e}");
+}

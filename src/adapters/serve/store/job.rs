@@ -68,6 +68,19 @@ pub enum JobState {
     Superseded,
 }
 
+impl JobState {
+    /// As serialized: the PostgreSQL queue's `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Error => "error",
+            JobState::Superseded => "superseded",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackState {
@@ -76,6 +89,17 @@ pub enum CallbackState {
     Sent,
     /// Every retry failed; the job's result stands, the registry was not told.
     Failed,
+}
+
+impl CallbackState {
+    /// As serialized: the PostgreSQL queue's `callback` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "pending",
+            CallbackState::Sent => "sent",
+            CallbackState::Failed => "failed",
+        }
+    }
 }
 
 /// One gate run the server owes a registry (`GET /jobs/{id}` serves it as JSON).
@@ -109,6 +133,10 @@ pub struct Job {
     pub created: u64,
     /// Unix seconds of the last change to the job.
     pub updated: u64,
+    /// The server that last claimed the job (`host:pid:nonce`): its reports
+    /// are in that machine's `state_dir`. Absent in records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl Job {
