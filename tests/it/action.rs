@@ -401,6 +401,8 @@ fn copy_dir(from: &Path, to: &Path) {
         if ft.is_dir() {
             copy_dir(&p, &t);
         } else if ft.is_symlink() {
+            // A restore over an earlier one replaces what is there, as tar does.
+            let _ = std::fs::remove_file(&t);
             std::os::unix::fs::symlink(std::fs::read_link(&p).unwrap(), &t).unwrap();
         } else {
             std::fs::copy(&p, &t).unwrap();
@@ -859,6 +861,45 @@ fn models_cache(dir: &Path) -> PathBuf {
     d
 }
 
+/// This build, packaged as cargo-dist would, on the fake release server.
+/// Returns the asset's name.
+fn publish_release(dir: &Path, rel: &FakeRelease) -> String {
+    let (asset, bytes, sum) = packaged(dir);
+    let version = env!("CARGO_PKG_VERSION");
+    rel.put(&format!("v{version}/{asset}"), bytes);
+    rel.put(&format!("v{version}/{asset}.sha256"), sum.into_bytes());
+    asset
+}
+
+/// The model cache as a hit restores it, and an earlier run's base
+/// activations: this machine's cache, where the other tests filled it
+/// (absent, the gate computes them cold, minutes on two cores).
+fn restore_caches(runner: &mut Runner, dir: &Path) {
+    runner
+        .caches
+        .push(("probegate-models-".into(), models_cache(dir)));
+    let acts = probegate::checkpoint::cache_root().join("activations");
+    if acts.is_dir() {
+        runner.caches.push(("probegate-acts-".into(), acts));
+    }
+}
+
+/// What publishing one gate to pull request 7 calls: a check run opened
+/// and completed, then one new sticky comment.
+const ONE_GATE_PUBLISHED: [&str; 4] = [
+    "POST /repos/acme/models/check-runs",
+    "PATCH /repos/acme/models/check-runs/1",
+    "GET /repos/acme/models/issues/7/comments",
+    "POST /repos/acme/models/issues/7/comments",
+];
+
+fn calls(gh: &FakeGithub) -> Vec<String> {
+    gh.log()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 // ------------------------------------------------------------ the tests
 
 /// A pull request that adds an adapter (under a non-ASCII name) to a
@@ -894,23 +935,11 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
     git(&ws, &["commit", "-q", "-m", "adapter"]);
     let head_sha = git(&ws, &["rev-parse", "HEAD"]);
 
-    let (asset, bytes, sum) = packaged(tmp.path());
+    let asset = publish_release(tmp.path(), &rel);
     let version = env!("CARGO_PKG_VERSION");
-    rel.put(&format!("v{version}/{asset}"), bytes);
-    rel.put(&format!("v{version}/{asset}.sha256"), sum.into_bytes());
     let gh = FakeGithub::start();
-
     let cache = tmp.path().join("cache");
-    runner
-        .caches
-        .push(("probegate-models-".into(), models_cache(tmp.path())));
-    // An earlier run's base activations, as the Action's activation cache
-    // restores them: this machine's cache, where the other tests filled it
-    // (absent, the gate computes them cold, minutes on two cores).
-    let acts = probegate::checkpoint::cache_root().join("activations");
-    if acts.is_dir() {
-        runner.caches.push(("probegate-acts-".into(), acts));
-    }
+    restore_caches(&mut runner, tmp.path());
     runner.env.insert("GITHUB_API_URL".into(), gh.url());
     runner.env.insert("GITHUB_SHA".into(), head_sha.clone());
     runner.github = json!({
@@ -978,21 +1007,7 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
     let name = "smollm2-ml-adapters-support";
     let artifact = runner.artifacts.join("probegate-report-changes-4242-1");
     assert!(artifact.join(name).join("report.json").is_file(), "{log}");
-    let calls: Vec<String> = gh
-        .log()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    assert_eq!(
-        calls,
-        vec![
-            "POST /repos/acme/models/check-runs".to_string(),
-            "PATCH /repos/acme/models/check-runs/1".into(),
-            "GET /repos/acme/models/issues/7/comments".into(),
-            "POST /repos/acme/models/issues/7/comments".into(),
-        ],
-        "{log}"
-    );
+    assert_eq!(calls(&gh), ONE_GATE_PUBLISHED, "{log}");
     let runs = gh.log();
     assert_eq!(runs[0].body["name"], format!("probegate ({name})"));
     assert_eq!(runs[0].body["head_sha"], head_sha);
@@ -1146,4 +1161,108 @@ fn the_action_keeps_inputs_out_of_scripts() {
     for l in text.lines().filter(|l| l.contains("uses:")) {
         assert!(l.contains("# v"), "{l}");
     }
+}
+
+/// A suite spread over a matrix: two shard jobs gate one candidate each on
+/// part of the suite and publish nothing (a shard's verdict is not the
+/// candidate's); a merge job takes their downloaded artifacts, decides the
+/// verdict over every monitor and publishes one check run and one comment.
+#[test]
+fn a_matrix_of_shards_and_a_merge_job_publish_one_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = FakeRelease::start();
+    let mut runner = runner_for(tmp.path(), &rel, Value::Null);
+    let ws = runner.workspace.clone();
+    git(&ws, &["init", "-q", "-b", "main"]);
+    copy_dir(
+        &repo().join("monitors/smollm2"),
+        &ws.join("monitors/smollm2"),
+    );
+    copy_dir(
+        &repo().join("fixtures/adapters/smollm2-lora-r4"),
+        &ws.join("adapters/support"),
+    );
+    let policy = crate::check::test_policy(tmp.path(), &[]);
+    std::fs::copy(&policy, ws.join("gate-policy.toml")).unwrap();
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-q", "-m", "suite and adapter"]);
+    let head_sha = git(&ws, &["rev-parse", "HEAD"]);
+    publish_release(tmp.path(), &rel);
+    let gh = FakeGithub::start();
+    restore_caches(&mut runner, tmp.path());
+    runner.env.insert("GITHUB_API_URL".into(), gh.url());
+    runner.github = json!({
+        "token": "ghs_from_the_runner", "sha": head_sha, "run_id": "4242", "run_attempt": "1",
+        "repository": "acme/models", "action_repository": "",
+        "event": {"pull_request": {"number": 7, "head": {"sha": head_sha}, "base": {"sha": head_sha}}},
+    });
+    let cache = tmp.path().join("cache");
+    let inputs = |extra: (&'static str, String)| -> Vec<(&'static str, String)> {
+        vec![
+            ("base", "smollm2".into()),
+            ("candidate", "smollm2+adapters/support".into()),
+            ("job-name", "support".into()),
+            ("monitors", "monitors/smollm2".into()),
+            ("policy", "gate-policy.toml".into()),
+            ("budget", "60".into()),
+            ("cache-path", cache.display().to_string()),
+            extra,
+        ]
+    };
+    let run = |extra| {
+        let owned = inputs(extra);
+        let args: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        runner.run(&args)
+    };
+
+    let mut used = 0;
+    for i in 1..=2 {
+        let out = run(("shard", format!("{i}/2")));
+        let log = out.log();
+        // A shard that saw a stale monitor does not fail its job: the merge decides.
+        assert!(!out.failed, "{log}");
+        assert_eq!(out.step("Start the check runs").outcome, "skipped", "{log}");
+        assert_eq!(out.step("Publish").outcome, "skipped", "{log}");
+        let dir = runner
+            .artifacts
+            .join(format!("probegate-report-support-shard-{i}-of-2-4242-1"));
+        let r: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("support-shard-{i}-of-2/report.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["shard"]["index"], i, "{log}");
+        used += r["budget"]["examples_used"].as_u64().unwrap();
+    }
+    assert!(gh.log().is_empty(), "shards publish nothing");
+
+    // The merge job: actions/download-artifact puts each artifact in a folder of its own.
+    copy_dir(&runner.artifacts, &ws.join("shards"));
+    let out = run(("merge-shards", "shards".into()));
+    let log = out.log();
+    assert!(out.outputs["exit-code"] != "2", "{log}");
+    assert_eq!(out.step("Fetch models").outcome, "skipped", "{log}");
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(&out.outputs["report-path"]).join("report.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["verdict"].as_str(), Some(out.outputs["verdict"].as_str()));
+    assert_eq!(r["monitors"].as_array().unwrap().len(), 18);
+    assert!(r.get("shard").is_none());
+    assert_eq!(r["budget"]["examples_used"].as_u64(), Some(used));
+    assert!(
+        r["budget"]["examples_used"].as_u64().unwrap() <= 60 + 360,
+        "{r}"
+    );
+    assert_eq!(calls(&gh), ONE_GATE_PUBLISHED, "{log}");
+    assert_eq!(gh.log()[0].body["name"], "probegate (support)");
+
+    // A shard must be I/N, and a shard job gates one named candidate.
+    let bad = run(("shard", "0/2".into()));
+    assert!(
+        bad.failed && bad.log().contains("input shard: `0/2` is not I/N"),
+        "{}",
+        bad.log()
+    );
 }
