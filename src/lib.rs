@@ -19,8 +19,10 @@
 //! 6. **Monitors**: [`monitor`] (linear probes: load, build, train, score).
 //! 7. **The gate**: [`gate`], a stage per module, plain data in and out —
 //!    prepare → diff (name the update) → features → risk (P(stale)) →
-//!    policy → revalidate (labeled data within a budget) → repair (the
-//!    ladder: realignment, recalibration, retraining) → verdict → report.
+//!    policy → shard (the concepts one CI job judges) → revalidate
+//!    (labeled data within a budget) → repair (the ladder: realignment,
+//!    recalibration, retraining) → verdict → report (with the merge of
+//!    shard reports).
 //! 8. **Lab**: [`lab`] (fine-tuning, the zoo, the study): research tooling
 //!    that runs the gate, not part of it.
 //! 9. **Adapters** on the one gate: [`adapters`] (probegate.toml, the git
