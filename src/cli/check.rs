@@ -236,12 +236,19 @@ pub fn gate(g: &Global, a: &CheckArgs) -> Result<Outcome> {
     let r = settings.and_then(|s| run_check(g, a, &s));
     // Whatever happens below, the output directory never keeps a stale report.
     if let Err(e) = &r {
-        let _ = gate::report::write_error_report(&out, &e.to_string());
-        if let Some(j) = &a.junit {
-            let _ = junit::write(j, &junit::for_error(&a.candidate, &e.to_string()));
-        }
+        write_error_outputs(&out, a.junit.as_deref(), &a.candidate, e);
     }
     r
+}
+
+/// What a run that could not evaluate leaves: an error report in `out` and,
+/// when asked for, a JUnit file saying so; never an earlier run's verdict.
+/// Best effort: the error itself is what the caller returns.
+pub(crate) fn write_error_outputs(out: &Path, junit: Option<&Path>, subject: &str, e: &Error) {
+    let _ = gate::report::write_error_report(out, &e.to_string());
+    if let Some(j) = junit {
+        let _ = junit::write(j, &junit::for_error(subject, &e.to_string()));
+    }
 }
 
 fn run_check(g: &Global, a: &CheckArgs, s: &GateSettings) -> Result<Outcome> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::check::print_verdict;
+use super::check::{print_verdict, write_error_outputs};
 use super::Global;
 use probegate::error::Result;
 use probegate::gate::{self, report::junit, Outcome};
@@ -48,11 +48,7 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
     let m = match merged {
         Ok(m) => m,
         Err(e) => {
-            // Never leave an earlier verdict where this merge could not reach one.
-            let _ = gate::report::write_error_report(out, &e.to_string());
-            if let Some(j) = junit {
-                let _ = junit::write(j, &junit::for_error("merged shards", &e.to_string()));
-            }
+            write_error_outputs(out, junit.as_deref(), "merged shards", &e);
             return Err(e);
         }
     };

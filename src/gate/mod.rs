@@ -265,26 +265,21 @@ pub fn merge_shards(dirs: &[PathBuf]) -> Result<GateOutput> {
         .collect::<Result<Vec<_>>>()?;
     let report = report::merge::merge(&parts)?;
     let mut repaired = Vec::new();
-    for (d, m) in dirs.iter().zip(&parts) {
-        let report::ReportFile::Decided(r) = &m.report else {
+    for p in &parts {
+        let report::ReportFile::Decided(r) = &p.report else {
             continue;
         };
         for m in r.monitors.iter().filter(|m| m.repaired_monitor.is_some()) {
             // Only ever `repaired/<monitor>` inside the shard's directory,
             // whatever the file says.
-            let one = std::path::Path::new(&m.name).components().count() == 1
-                && matches!(
-                    std::path::Path::new(&m.name).components().next(),
-                    Some(std::path::Component::Normal(_))
-                );
-            if !one {
+            if !mon::is_valid_name(&m.name) {
                 return Err(crate::error::Error::field(
-                    d.join("report.json"),
+                    p.path.join("report.json"),
                     "monitors[].name",
                     format!("`{}` is not a monitor name", m.name),
                 ));
             }
-            repaired.push(Monitor::load(&d.join("repaired").join(&m.name))?);
+            repaired.push(Monitor::load(&p.path.join("repaired").join(&m.name))?);
         }
     }
     Ok(GateOutput { report, repaired })

@@ -162,6 +162,17 @@ pub enum BaseCheck {
     AllowMismatch,
 }
 
+/// A monitor name is a directory (`repaired/<name>`) and a cell in reports
+/// and PR comments: 1-128 of A-Z a-z 0-9 . _ -, and not `.` or `..`.
+pub fn is_valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n != "."
+        && n != ".."
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 impl Monitor {
     pub fn d_model(&self) -> usize {
         self.w.len()
@@ -244,14 +255,7 @@ impl Monitor {
         // The name becomes a path (`repaired/<name>`) and a cell in reports and
         // PR comments: only characters that are safe in all three.
         let n = &meta.name;
-        if n.is_empty()
-            || n.len() > 128
-            || n == "."
-            || n == ".."
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if !is_valid_name(n) {
             return bad(
                 "name",
                 format!("{n:?} must be 1-128 characters of A-Z a-z 0-9 . _ - (it names a directory), and not . or .."),

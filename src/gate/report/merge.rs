@@ -58,17 +58,22 @@ pub fn merge(parts: &[Part]) -> Result<Report> {
     let (_, head, head_shard) = decided[0];
     let same = |path: &Path, field: &str, a: String, b: String| -> Result<()> {
         if a == b {
-            Ok(())
-        } else {
-            Err(mismatch(
-                path,
-                field,
-                format!(
-                    "{b}, but {} has {a}: shards of one check must agree",
-                    first.path.join("report.json").display()
-                ),
-            ))
+            return Ok(());
         }
+        let other = first.path.join("report.json");
+        // A whole policy in an error is unreadable: long values are only named.
+        let msg = if a.len() + b.len() > 160 {
+            format!(
+                "differs from {}: shards of one check must agree",
+                other.display()
+            )
+        } else {
+            format!(
+                "{b}, but {} has {a}: shards of one check must agree",
+                other.display()
+            )
+        };
+        Err(mismatch(path, field, msg))
     };
     // What every shard of one check agrees on, as text to compare and show.
     type Key = fn(&Report, &ShardInfo) -> String;
@@ -350,7 +355,12 @@ mod tests {
         );
         let mut other = healthy(2, &["harmful_request", "toxicity"]);
         decided(&mut other).policy.budget.examples += 1;
-        assert!(err(&[healthy(1, &["privacy_pii"]), other]).contains("field `policy`"));
+        let e = err(&[healthy(1, &["privacy_pii"]), other]);
+        assert!(
+            e.contains("field `policy`: differs from shard-1/report.json"),
+            "{e}"
+        );
+        assert!(e.len() < 300, "{e}");
         let mut other = healthy(2, &["harmful_request", "toxicity"]);
         decided(&mut other).shard.as_mut().unwrap().count = 3;
         assert!(err(&[healthy(1, &["privacy_pii"]), other]).contains("field `shard.count`"));
