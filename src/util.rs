@@ -255,6 +255,34 @@ pub(crate) fn write_tree(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// Bytes this process can still take: the smaller of the kernel's
+/// `MemAvailable` and the cgroup v2 limit's headroom (a CI container sees the
+/// host's /proc/meminfo but is killed at its own limit). `None` off Linux.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let avail_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let mut avail = avail_kb * 1024;
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    // "max" (no limit) does not parse and leaves MemAvailable alone.
+    if let (Some(max), Some(cur)) = (read("memory.max"), read("memory.current")) {
+        avail = avail.min(max.saturating_sub(cur));
+    }
+    Some(avail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +300,23 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        let b = available_memory().expect("MemAvailable");
+        assert!(b > 0);
+        let total_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(b <= total_kb * 1024);
     }
 }

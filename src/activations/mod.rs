@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::{Model, Pool, Precision};
+use crate::model::{Model, Pool, Precision, Residency};
 use crate::util::Choice;
 
 pub const FORMAT_VERSION: &str = "1";
@@ -85,6 +85,12 @@ pub fn tokenize(
     Ok((out, truncated))
 }
 
+/// Bytes of one padded batch's residual stream.
+fn stream_bytes(chunk: &[usize], ids: &[Vec<u32>], width: u64) -> u64 {
+    let t = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(0) as u64;
+    chunk.len() as u64 * t * width
+}
+
 /// Runs every prompt through `model`, longest first so batches pad little,
 /// and returns one [`Activations`] per pooling, rows in input order.
 pub fn extract(
@@ -116,17 +122,45 @@ pub fn extract(
     // rows[p][l][i] for prompt i
     let mut rows: Vec<Vec<Vec<Option<Tensor>>>> =
         vec![vec![vec![None; ids.len()]; opts.layers.len()]; opts.pools.len()];
-    for chunk in order.chunks(bs) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-        let cap = model.forward_capture(&batch, &opts.layers, &opts.pools)?;
-        for (pi, per_layer) in cap.outputs.iter().enumerate() {
-            for (li, t) in per_layer.iter().enumerate() {
-                for (bi, &i) in chunk.iter().enumerate() {
-                    rows[pi][li][i] = Some(t.get(bi)?);
+    let chunks: Vec<&[usize]> = order.chunks(bs).collect();
+    // Streamed weights are expanded once per group of batches, so a group
+    // holds as many residual streams as fit in one block's expanded size:
+    // activations then cost no more memory than the block they save.
+    let group_bytes = match model.residency() {
+        Residency::Streamed => model.block_bytes().max(256 << 20),
+        _ => 0,
+    };
+    let width = ck.config.hidden_size as u64 * 4;
+    let mut start = 0;
+    while start < chunks.len() {
+        let mut end = start + 1;
+        let mut bytes = stream_bytes(chunks[start], &ids, width);
+        while end < chunks.len() {
+            let more = stream_bytes(chunks[end], &ids, width);
+            if bytes + more > group_bytes {
+                break;
+            }
+            bytes += more;
+            end += 1;
+        }
+        let group = &chunks[start..end];
+        let batches: Vec<Vec<Vec<u32>>> = group
+            .iter()
+            .map(|c| c.iter().map(|&i| ids[i].clone()).collect())
+            .collect();
+        let refs: Vec<&[Vec<u32>]> = batches.iter().map(Vec::as_slice).collect();
+        let caps = model.forward_capture_group(&refs, &opts.layers, &opts.pools)?;
+        for (chunk, cap) in group.iter().zip(caps) {
+            for (pi, per_layer) in cap.outputs.iter().enumerate() {
+                for (li, t) in per_layer.iter().enumerate() {
+                    for (bi, &i) in chunk.iter().enumerate() {
+                        rows[pi][li][i] = Some(t.get(bi)?);
+                    }
                 }
             }
+            on_batch(chunk.len());
         }
-        on_batch(chunk.len());
+        start = end;
     }
     let fingerprint = ck.fingerprint()?;
     let token_counts: Vec<usize> = ids.iter().map(Vec::len).collect();

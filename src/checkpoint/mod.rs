@@ -352,7 +352,18 @@ impl Checkpoint {
         out.into_values().collect()
     }
 
+    /// A tensor as the forward pass reads it: GGUF tensors quantized, dense
+    /// ones as f32, any what-if transform applied.
     pub fn get(&self, hf_name: &str) -> Result<Weight> {
+        Ok(match self.get_native(hf_name)? {
+            Weight::Dense(t) => Weight::Dense(t.to_dtype(DType::F32)?),
+            q => q,
+        })
+    }
+
+    /// Like [`Checkpoint::get`], but a dense tensor keeps its stored float
+    /// type (bf16 stays bf16: half the memory of f32, converted exactly later).
+    pub fn get_native(&self, hf_name: &str) -> Result<Weight> {
         let w = self.get_stored(hf_name)?;
         match self.whatif {
             Some(q) if whatif::WhatIf::applies_to(hf_name) => q.apply(w),
@@ -381,7 +392,7 @@ impl Checkpoint {
                     .map_err(|e| Error::tensor(path, gname, crate::error::candle_msg(&e)))?;
                 Ok(Weight::Quantized(q))
             }
-            Store::Safetensors(st) => Ok(Weight::Dense(st.load(hf_name)?)),
+            Store::Safetensors(st) => Ok(Weight::Dense(st.load_native(hf_name)?)),
         }
     }
 

@@ -287,6 +287,13 @@ impl SafetensorsDir {
 
     /// Loads a weight as f32 (bitsandbytes weights dequantized).
     pub fn load(&self, hf_name: &str) -> Result<Tensor> {
+        Ok(self.load_native(hf_name)?.to_dtype(DType::F32)?)
+    }
+
+    /// Loads a weight in its stored float type (f32, f16 or bf16), so a
+    /// caller that gathers rows converts only those; bitsandbytes weights
+    /// come dequantized to f32.
+    pub fn load_native(&self, hf_name: &str) -> Result<Tensor> {
         if let Some(q) = self.quant.get(hf_name) {
             return self.load_bnb(hf_name, q);
         }
@@ -303,8 +310,7 @@ impl SafetensorsDir {
                 ))
             }
         };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-            .map_err(|e| Error::tensor(path, stored, crate::error::candle_msg(&e)))?;
-        Ok(t.to_dtype(DType::F32)?)
+        Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+            .map_err(|e| Error::tensor(path, stored, crate::error::candle_msg(&e)))
     }
 }

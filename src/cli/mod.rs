@@ -25,7 +25,7 @@ use probegate::activations::{self, ExtractOptions};
 use probegate::checkpoint::Checkpoint;
 use probegate::error::{Error, Result};
 use probegate::export::{self, OutDtype};
-use probegate::model::{Model, Pool, Precision};
+use probegate::model::{Model, Pool, Precision, Residency};
 
 // The library's outcome decides the process exit code; the CLI only names them.
 pub const EXIT_OK: i32 = probegate::gate::report::Outcome::EXIT_OK;
@@ -206,6 +206,10 @@ pub struct ActivationsArgs {
     /// Prompts longer than this many tokens are truncated (recorded in the metadata).
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
+    /// Where expanded weights live; the same values as PROBEGATE_WEIGHTS, which
+    /// every other command reads (default auto). Results do not depend on it.
+    #[arg(long, value_parser = choice::<Residency>())]
+    pub weights: Option<Residency>,
 }
 
 #[derive(Args, Debug)]
@@ -372,7 +376,11 @@ fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
     let deepest = layers.iter().copied().max().unwrap_or(0);
-    let model = Model::load(&ck, a.precision, deepest)?;
+    let residency = match a.weights {
+        Some(r) => r,
+        None => Residency::from_env()?,
+    };
+    let model = Model::load_with(&ck, a.precision, deepest, residency)?;
     let opts = ExtractOptions {
         layers,
         pools: vec![a.pool],
@@ -398,6 +406,7 @@ fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
         "layers": act.layers,
         "pool": act.pool,
         "precision": act.precision,
+        "weights": model.residency(),
         "prompts": act.token_counts.len(),
         "tokens": tokens,
         "truncated_prompts": act.truncated,

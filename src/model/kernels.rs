@@ -270,6 +270,73 @@ pub(crate) fn exp(x: f32) -> f32 {
     y * scale
 }
 
+/// Transposes f32 matrices `parts[i]`: [out_i, in] into one [in, Σ out_i]
+/// matrix (part i in columns off_i..off_i+out_i): the layout a fused
+/// projection's GEMM reads. One pass, tiled, split over rayon's threads.
+/// candle's `t().contiguous()` copies one strided element at a time on one
+/// thread and `cat` copies again; on a 7B-shaped block that was most of the
+/// time spent loading it (BENCHMARKS.md, "Models bigger than memory").
+pub(crate) fn transpose_cat(parts: &[Tensor]) -> Result<Tensor> {
+    const TILE: usize = 16;
+    let inp = match parts.first().map(Tensor::dims) {
+        Some([_, i]) => *i,
+        _ => {
+            return Err(crate::error::Error::Usage(
+                "transpose_cat: no 2-D part".into(),
+            ))
+        }
+    };
+    let mut owned = Vec::with_capacity(parts.len());
+    let mut outs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let [o, i] = p.dims() else {
+            return Err(crate::error::Error::Usage(
+                "transpose_cat: a part is not 2-D".into(),
+            ));
+        };
+        if *i != inp {
+            return Err(crate::error::Error::Usage(format!(
+                "transpose_cat: parts disagree on their input width ({i} vs {inp})"
+            )));
+        }
+        outs.push(*o);
+        // No copy when the part is already contiguous f32, as loaded weights are.
+        owned.push(p.to_dtype(candle_core::DType::F32)?.contiguous()?);
+    }
+    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
+    let mut rows: Vec<&[f32]> = Vec::with_capacity(parts.len());
+    for ((g, layout), &o) in guards.iter().zip(&outs) {
+        let Storage::Cpu(c) = &**g else {
+            return Err(crate::error::Error::Usage(
+                "transpose_cat: not a CPU tensor".into(),
+            ));
+        };
+        let start = layout.start_offset();
+        rows.push(&c.as_slice::<f32>()?[start..start + o * inp]);
+    }
+    let total: usize = outs.iter().sum();
+    let mut out = vec![0f32; inp * total];
+    if inp > 0 && total > 0 {
+        out.par_chunks_mut(TILE * total)
+            .enumerate()
+            .for_each(|(tile, dst)| {
+                let r0 = tile * TILE;
+                let nr = dst.len() / total;
+                let mut off = 0;
+                for (src, &o) in rows.iter().zip(&outs) {
+                    for c in 0..o {
+                        let s = &src[c * inp + r0..c * inp + r0 + nr];
+                        for (r, &v) in s.iter().enumerate() {
+                            dst[r * total + off + c] = v;
+                        }
+                    }
+                    off += o;
+                }
+            });
+    }
+    Ok(Tensor::from_vec(out, (inp, total), &Device::Cpu)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +417,36 @@ mod tests {
         let want = (candle_nn::ops::silu(&t)? * &t)?;
         assert_eq!(got.to_vec2::<f32>()?, want.to_vec2::<f32>()?);
         Ok(())
+    }
+
+    #[test]
+    fn transpose_cat_is_candles_transpose_then_cat() {
+        // Odd sizes so the 16-row tiles end part-way; three parts of
+        // different widths, as q/k/v are.
+        let inp = 37;
+        let parts: Vec<Tensor> = [5usize, 3, 21]
+            .iter()
+            .enumerate()
+            .map(|(k, &o)| {
+                let v: Vec<f32> = (0..o * inp).map(|i| (i * 7 + k * 1000) as f32).collect();
+                Tensor::from_vec(v, (o, inp), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let want =
+            Tensor::cat(&parts.iter().map(|p| p.t().unwrap()).collect::<Vec<_>>(), 1).unwrap();
+        let got = transpose_cat(&parts).unwrap();
+        assert_eq!(got.dims(), [inp, 29]);
+        assert_eq!(
+            got.to_vec2::<f32>().unwrap(),
+            want.to_vec2::<f32>().unwrap()
+        );
+        // A strided (non-contiguous) part is made contiguous first.
+        let wide = Tensor::cat(&[&parts[2], &parts[2]], 1).unwrap();
+        let strided = wide.narrow(1, inp, inp).unwrap();
+        assert!(!strided.is_contiguous());
+        let got = transpose_cat(&[strided]).unwrap();
+        let want = parts[2].t().unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(got.to_vec2::<f32>().unwrap(), want);
+        assert!(transpose_cat(&[parts[0].clone(), parts[0].t().unwrap()]).is_err());
     }
 }

@@ -26,4 +26,5 @@ mod serve_queue;
 mod shard;
 mod study;
 mod tokenizer;
+mod weights;
 mod zoo;

@@ -1,0 +1,162 @@
+//! Streamed weights (one block expanded at a time, per batch) give the same
+//! activations as resident ones, bit for bit, on every kind of checkpoint the
+//! gate reads; a wrong checkpoint still fails at load; the flag and the
+//! environment variable reach the binary.
+
+use candle_core::Tensor;
+use probegate::checkpoint::Checkpoint;
+use probegate::model::{Model, Pool, Precision, Residency};
+
+use crate::harness::*;
+
+fn forward(ck: &Checkpoint, precision: Precision, residency: Residency) -> Vec<Tensor> {
+    let layers = [0, 3, 7];
+    let model = Model::load_with(ck, precision, 7, residency).expect("load");
+    assert_eq!(model.residency(), residency);
+    let ids: Vec<Vec<u32>> = prompts()
+        .iter()
+        .take(6)
+        .map(|p| ck.tokenizer.encode(p).expect("encode"))
+        .collect();
+    let pools = [Pool::Last, Pool::Mean];
+    // One batch alone, then two as a group (block-major when streamed: each
+    // block expanded once, both residual streams through it).
+    let mut out: Vec<Tensor> = model
+        .forward_capture(&ids[..3], &layers, &pools)
+        .expect("forward")
+        .outputs
+        .into_iter()
+        .flatten()
+        .collect();
+    let group = model
+        .forward_capture_group(&[&ids[..2], &ids[2..6]], &layers, &pools)
+        .expect("forward group");
+    assert_eq!(group.len(), 2);
+    for cap in group {
+        out.extend(cap.outputs.into_iter().flatten());
+    }
+    out
+}
+
+fn assert_identical(spec: &str, precision: Precision) {
+    let ck = Checkpoint::open_str(spec).expect("open");
+    let a = forward(&ck, precision, Residency::Resident);
+    let b = forward(&ck, precision, Residency::Streamed);
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let d = (x - y)
+            .and_then(|t| t.abs())
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.max(0))
+            .and_then(|t| t.to_scalar::<f32>())
+            .expect("diff");
+        assert_eq!(
+            d, 0.0,
+            "{spec} ({precision}), output {i}: streamed differs by {d}"
+        );
+    }
+}
+
+#[test]
+fn streamed_weights_match_resident_bit_for_bit() {
+    let smol = model_path("smollm2").display().to_string();
+    let gemma = model_path("gemma3").display().to_string();
+    let adapter = fixture("zoo/smollm2-lora-r8-attn-support");
+    // GGUF dequantized and GGUF kept quantized; Gemma 3's norms and
+    // sliding windows; an unmerged adapter; a what-if quantizer applied at
+    // read; a safetensors directory (f32, as converted) and a bf16 one.
+    assert_identical(&smol, Precision::F32);
+    assert_identical(&smol, Precision::Native);
+    assert_identical(&gemma, Precision::F32);
+    assert_identical(&format!("{smol}+{}", adapter.display()), Precision::F32);
+    assert_identical(&format!("nf4({smol})"), Precision::F32);
+    assert_identical(&converted_smollm2().display().to_string(), Precision::F32);
+
+    let bf16 = tempfile::tempdir().expect("tempdir");
+    probegate::export::convert(
+        &open("smollm2"),
+        bf16.path(),
+        probegate::export::OutDtype::Bf16,
+        &mut || {},
+    )
+    .expect("convert to bf16");
+    assert_identical(&bf16.path().display().to_string(), Precision::F32);
+}
+
+#[test]
+fn a_wrong_shape_fails_at_load_when_streamed() {
+    // A config that promises a wider MLP than the weights have: streamed
+    // loading expands nothing at load, yet still names the tensor there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(converted_smollm2()).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
+    }
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("config")).expect("json");
+    cfg["intermediate_size"] = serde_json::json!(2048);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+    let ck = Checkpoint::open_str(&dir.path().display().to_string()).expect("open");
+    for r in [Residency::Streamed, Residency::Resident] {
+        let err = match Model::load_with(&ck, Precision::F32, 3, r) {
+            Ok(_) => panic!("{r}: a wrong-shaped checkpoint loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("model.layers.0.mlp.gate_proj.weight") && err.contains("2048"),
+            "{r}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_binary_takes_the_flag_and_the_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("p.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"Hello there\"}\n{\"text\": \"Reset my password\"}\n",
+    )
+    .expect("write prompts");
+    let run = |flag: Option<&str>, env: Option<&str>| {
+        let mut c = bin();
+        c.current_dir(dir.path())
+            .args(["--format", "json", "activations", "--layers", "2"])
+            .arg("--model")
+            .arg(model_path("smollm2"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(dir.path().join("a.safetensors"));
+        if let Some(f) = flag {
+            c.args(["--weights", f]);
+        }
+        match env {
+            Some(v) => c.env("PROBEGATE_WEIGHTS", v),
+            None => c.env_remove("PROBEGATE_WEIGHTS"),
+        };
+        c.output().expect("run")
+    };
+    let weights = |o: &std::process::Output| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json summary");
+        v["weights"].as_str().unwrap_or_default().to_string()
+    };
+    let o = run(Some("streamed"), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(weights(&o), "streamed");
+    let o = run(None, Some("streamed"));
+    assert_eq!(weights(&o), "streamed");
+    // The flag wins over the variable; auto resolves to one of the two.
+    let o = run(Some("resident"), Some("streamed"));
+    assert_eq!(weights(&o), "resident");
+    let o = run(None, None);
+    assert!(["resident", "streamed"].contains(&weights(&o).as_str()));
+    let o = run(None, Some("lots"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PROBEGATE_WEIGHTS") && err.contains("lots"),
+        "{err}"
+    );
+}
