@@ -289,6 +289,80 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
     );
 }
 
+/// The budget is a hard cap in whole-set mode too: recalibration's labels
+/// come out of what revalidation left, never on top of it (the README's demo
+/// once spent 780 of 720).
+#[test]
+fn the_repair_ladder_spends_only_what_the_budget_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    let src = repo().join("monitors/smollm2/self_harm-l22");
+    std::fs::create_dir_all(suite.join("self_harm-l22")).unwrap();
+    for f in ["monitor.json", "monitor.safetensors"] {
+        std::fs::copy(src.join(f), suite.join("self_harm-l22").join(f)).unwrap();
+    }
+    let cand = lora_candidate();
+    // Realignment off, so a stale monitor goes straight to recalibration.
+    let run = |examples: u64| -> serde_json::Value {
+        let dir = tmp.path().join(format!("b{examples}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = test_policy(
+            &dir,
+            &[
+                (
+                    "folded into the monitor.\nenabled = true",
+                    "folded into the monitor.\nenabled = false",
+                ),
+                (
+                    "redeployed with the model).\nmay_pass = true",
+                    "redeployed with the model).\nmay_pass = false",
+                ),
+                ("examples = 720", &format!("examples = {examples}")),
+            ],
+        );
+        let out = dir.join("out");
+        let code = bin()
+            .current_dir(repo())
+            .args(["check", "--base", "smollm2", "--candidate", &cand])
+            .args(["--no-history", "--quiet"])
+            .arg("--monitors")
+            .arg(&suite)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+            .status
+            .code();
+        assert!(matches!(code, Some(0) | Some(1)), "exit {code:?}");
+        report(&out)
+    };
+    let roomy = run(10_000);
+    let full = roomy["budget"]["examples_full"].as_u64().unwrap();
+    let m = &roomy["monitors"][0];
+    assert_eq!(
+        m["status"], "repaired",
+        "the LoRA shifts self_harm-l22's threshold: {m}"
+    );
+    assert_eq!(m["recalibration"]["examples"], 60, "{m}");
+    assert_eq!(roomy["budget"]["examples_used"].as_u64(), Some(full + 60));
+
+    // 25 left after the (critical) test set: recalibration takes those 25.
+    let tight = run(full + 25);
+    assert_eq!(tight["monitors"][0]["recalibration"]["examples"], 25);
+    assert_eq!(tight["budget"]["examples_used"].as_u64(), Some(full + 25));
+
+    // 5 left cannot hold both classes' thresholds: the rung is skipped.
+    let spent = run(full + 5);
+    let m = &spent["monitors"][0];
+    assert!(m["recalibration"].is_null(), "{m}");
+    assert_eq!(m["status"], "stale", "{m}");
+    assert_eq!(m["rung"], "beyond repair", "{m}");
+    assert_eq!(spent["budget"]["examples_used"].as_u64(), Some(full));
+    assert_eq!(spent["verdict"], "fail");
+}
+
 #[test]
 fn a_budget_of_zero_on_the_command_line_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

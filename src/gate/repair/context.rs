@@ -30,9 +30,31 @@ pub struct Context<'a> {
     pub trains: &'a BTreeMap<String, (PathBuf, Labeled)>,
     /// Sequential revalidation: more test examples for a repair not yet settled.
     pub extend: Option<&'a revalidate::Extender<'a>>,
+    /// Whole-set revalidation: labeled examples the rungs may still spend,
+    /// what revalidation left of the budget (sequential runs count in `extend`).
+    pub rung_budget: std::cell::Cell<usize>,
 }
 
 impl Context<'_> {
+    /// Labeled examples a rung may still spend: the budget is a hard cap in
+    /// both modes, so a rung never takes the run past `budget.examples`.
+    pub fn labels_left(&self) -> usize {
+        match self.extend {
+            Some(e) => e.left(),
+            None => self.rung_budget.get(),
+        }
+    }
+
+    /// Counts `n` labeled examples a rung ran through the candidate.
+    pub fn spend(&self, n: usize) {
+        match self.extend {
+            Some(e) => e.spend(n),
+            None => self
+                .rung_budget
+                .set(self.rung_budget.get().saturating_sub(n)),
+        }
+    }
+
     /// The concept's training split, or why it is missing.
     pub fn train(&self, m: &Monitor) -> Result<&Labeled> {
         self.trains

@@ -234,8 +234,7 @@ fn climb(
         r.realignment = Some(a.report);
     }
     // A threshold needs both classes: with too few labels left under the cap the rung is skipped.
-    let labels_left = cx.extend.map_or(usize::MAX, |e| e.left());
-    if rung == Rung::None && policy.recalibration.enabled && labels_left >= 10 {
+    if rung == Rung::None && policy.recalibration.enabled && cx.labels_left() >= 10 {
         let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
         if let (true, Some(f)) = (a.repaired, a.fixed) {
             rung = Rung::Recalibration;
@@ -243,7 +242,9 @@ fn climb(
         }
         r.recalibration = Some(a.report);
     }
-    if rung == Rung::None && policy.retraining.enabled {
+    // Retraining takes the whole training split or nothing.
+    let split = cx.train(m).map_or(usize::MAX, |d| d.texts.len());
+    if rung == Rung::None && policy.retraining.enabled && split <= cx.labels_left() {
         let a = retrain::rung(cx, acts, m, &verifier)?;
         if let (true, Some(f)) = (a.repaired, a.fixed) {
             rung = Rung::Retraining;

@@ -18,14 +18,19 @@ pub fn rung(
     verifier: &Verifier,
 ) -> Result<Attempt<RungReport>> {
     let train = cx.train(m)?;
-    // Under sequential revalidation the budget is a hard cap for the rungs too.
-    let want = cx
-        .policy
-        .recalibration
-        .labels
-        .min(cx.extend.map_or(usize::MAX, |e| e.left()));
+    // The budget is a hard cap for the rungs too.
+    let want = cx.policy.recalibration.labels.min(cx.labels_left());
     let share = (want as f64 / train.labels.len().max(1) as f64).min(1.0);
-    let (_, pick) = stratified_split(&train.labels, share, crate::util::DEFAULT_SEED);
+    let (_, mut pick) = stratified_split(&train.labels, share, crate::util::DEFAULT_SEED);
+    // Rounding each class's share can pick one more than asked; the cap is exact.
+    while pick.len() > want {
+        let ones = pick.iter().filter(|&&i| train.labels[i] == 1).count();
+        let class = u8::from(2 * ones > pick.len());
+        match pick.iter().rposition(|&i| train.labels[i] == class) {
+            Some(at) => pick.remove(at),
+            None => pick.pop().unwrap_or_default(),
+        };
+    }
     let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
     let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();
     let x = match acts.peek(false, m) {
@@ -50,9 +55,7 @@ pub fn rung(
     let mut fixed = start.clone();
     fixed.meta.classifier.threshold = t.threshold;
     fixed.meta.provenance.repaired_for = Some(cx.models.cand_fp.clone());
-    if let Some(e) = cx.extend {
-        e.spend(texts.len());
-    }
+    cx.spend(texts.len());
     let (after, reasons_after) = verifier.verify(&fixed)?;
     let repaired = reasons_after.is_empty();
     Ok(Attempt {

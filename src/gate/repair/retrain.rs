@@ -24,6 +24,7 @@ pub fn rung(
             ..Default::default()
         },
     )?;
+    cx.spend(data.texts.len());
     let mut fixed = m.clone();
     fixed.w = tr.probe.w;
     fixed.mean = tr.probe.mean;
