@@ -22,6 +22,40 @@ pub(crate) fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
     p
 }
 
+/// A suite of some of the shipped SmolLM2 monitors, copied under `dir/suite`.
+pub(crate) fn suite_of(dir: &Path, names: &[&str]) -> PathBuf {
+    let suite = dir.join("suite");
+    for name in names {
+        let src = repo().join("monitors/smollm2").join(name);
+        std::fs::create_dir_all(suite.join(name)).unwrap();
+        for f in ["monitor.json", "monitor.safetensors"] {
+            std::fs::copy(src.join(f), suite.join(name).join(f)).unwrap();
+        }
+    }
+    suite
+}
+
+/// `probegate check` on a suite of one's own, from the repository.
+pub(crate) fn check_suite(
+    cand: &str,
+    suite: &Path,
+    policy: &Path,
+    out: &Path,
+) -> assert_cmd::Command {
+    let mut c = bin();
+    c.current_dir(repo())
+        .args(["check", "--base"])
+        .arg(model_path("smollm2"))
+        .args(["--candidate", cand, "--no-history", "--quiet"])
+        .arg("--monitors")
+        .arg(suite)
+        .arg("--policy")
+        .arg(policy)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 pub(crate) fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Command {
     let mut c = bin();
     c.current_dir(repo())
@@ -225,32 +259,11 @@ fn bad_input_is_an_error_never_a_pass() {
 #[test]
 fn threshold_shift_is_repaired_and_passes_with_repairs() {
     let tmp = tempfile::tempdir().unwrap();
-    let suite = tmp.path().join("suite");
-    let src = repo().join("monitors/smollm2/self_harm-l22");
-    std::fs::create_dir_all(suite.join("self_harm-l22")).unwrap();
-    for f in ["monitor.json", "monitor.safetensors"] {
-        std::fs::copy(src.join(f), suite.join("self_harm-l22").join(f)).unwrap();
-    }
+    let suite = suite_of(tmp.path(), &["self_harm-l22"]);
     let policy = test_policy(tmp.path(), &[]);
     let out = tmp.path().join("out");
     let cand = lora_candidate();
-    bin()
-        .current_dir(repo())
-        .args([
-            "check",
-            "--base",
-            "smollm2",
-            "--candidate",
-            &cand,
-            "--no-history",
-            "--quiet",
-        ])
-        .arg("--monitors")
-        .arg(&suite)
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--out")
-        .arg(&out)
+    check_suite(&cand, &suite, &policy, &out)
         .assert()
         .code(0)
         .stdout(predicate::str::contains("PASS with repaired monitors"));
@@ -295,12 +308,7 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
 #[test]
 fn the_repair_ladder_spends_only_what_the_budget_left() {
     let tmp = tempfile::tempdir().unwrap();
-    let suite = tmp.path().join("suite");
-    let src = repo().join("monitors/smollm2/self_harm-l22");
-    std::fs::create_dir_all(suite.join("self_harm-l22")).unwrap();
-    for f in ["monitor.json", "monitor.safetensors"] {
-        std::fs::copy(src.join(f), suite.join("self_harm-l22").join(f)).unwrap();
-    }
+    let suite = suite_of(tmp.path(), &["self_harm-l22"]);
     let cand = lora_candidate();
     // Realignment off, so a stale monitor goes straight to recalibration.
     let run = |examples: u64| -> serde_json::Value {
@@ -321,16 +329,7 @@ fn the_repair_ladder_spends_only_what_the_budget_left() {
             ],
         );
         let out = dir.join("out");
-        let code = bin()
-            .current_dir(repo())
-            .args(["check", "--base", "smollm2", "--candidate", &cand])
-            .args(["--no-history", "--quiet"])
-            .arg("--monitors")
-            .arg(&suite)
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--out")
-            .arg(&out)
+        let code = check_suite(&cand, &suite, &policy, &out)
             .output()
             .unwrap()
             .status

@@ -160,3 +160,50 @@ fn the_binary_takes_the_flag_and_the_variable() {
         "{err}"
     );
 }
+
+/// The whole gate, as a user runs it, gives the same report with streamed
+/// weights: each run with its own cold cache, so both compute every activation.
+#[test]
+fn the_gate_reports_the_same_with_streamed_weights() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let suite = crate::check::suite_of(tmp.path(), &["self_harm-l22", "privacy_pii-l15"]);
+    let cand = crate::check::lora_candidate();
+    // A smaller corpus than the default's, so two cold runs stay cheap.
+    let policy = crate::check::test_policy(
+        tmp.path(),
+        &[("concept_texts = true", "concept_texts = false")],
+    );
+    let run = |weights: &str| -> serde_json::Value {
+        let out = tmp.path().join(format!("out-{weights}"));
+        let o = crate::check::check_suite(&cand, &suite, &policy, &out)
+            .current_dir(tmp.path())
+            .env("PROBEGATE_WEIGHTS", weights)
+            .env(
+                "PROBEGATE_CACHE",
+                tmp.path().join(format!("cache-{weights}")),
+            )
+            .output()
+            .expect("run");
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(1)),
+            "{weights}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
+            .expect("json")
+    };
+    let (a, b) = (run("resident"), run("streamed"));
+    assert_eq!(a["verdict"], b["verdict"]);
+    assert_eq!(a["budget"], b["budget"]);
+    let ms = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["monitors"]
+            .as_array()
+            .expect("monitors")
+            .iter()
+            .map(|m| {
+                serde_json::json!([m["name"], m["status"], m["rung"], m["eval"], m["features"]])
+            })
+            .collect()
+    };
+    assert_eq!(ms(&a), ms(&b));
+}
