@@ -64,7 +64,8 @@ fn streamed_weights_match_resident_bit_for_bit() {
     let adapter = fixture("zoo/smollm2-lora-r8-attn-support");
     // GGUF dequantized and GGUF kept quantized; Gemma 3's norms and
     // sliding windows; an unmerged adapter; a what-if quantizer applied at
-    // read; a safetensors directory (f32, as converted) and a bf16 one.
+    // read; a safetensors directory (f32, as converted), a bf16 one and a
+    // bitsandbytes NF4 one.
     assert_identical(&smol, Precision::F32);
     assert_identical(&smol, Precision::Native);
     assert_identical(&gemma, Precision::F32);
@@ -81,6 +82,12 @@ fn streamed_weights_match_resident_bit_for_bit() {
     )
     .expect("convert to bf16");
     assert_identical(&bf16.path().display().to_string(), Precision::F32);
+
+    // bitsandbytes NF4 (double-quantized, as QLoRA stores it): dequantized
+    // from the mapped file block by block when streamed.
+    let nf4 = tempfile::tempdir().expect("tempdir");
+    probegate::export::bnb::write_dir(&open("smollm2"), "nf4", nf4.path()).expect("write nf4");
+    assert_identical(&nf4.path().display().to_string(), Precision::F32);
 }
 
 #[test]
