@@ -308,6 +308,18 @@ pub fn run(cli: Cli) -> Result<i32> {
         // short spin made a 2-core gate run 11% faster (122 s -> 109 s).
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
     }
+    if !matches!(cli.command, Command::Serve(_)) {
+        // serve sets up its own logging (info by default). Elsewhere the
+        // library's diagnostics, such as which way a model's weights are
+        // held, show with PROBEGATE_LOG=info; warnings always do.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PROBEGATE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
     match &cli.command {
         Command::Activations(a) => cmd_activations(&cli.global, a),
         Command::Convert(a) => cmd_convert(&cli.global, a),

@@ -523,10 +523,20 @@ impl<'ck> Model<'ck> {
         let residency = match residency {
             Residency::Auto => {
                 let need = BlockLoader::expanded_bytes(ck, precision, deepest);
-                match crate::util::available_memory() {
+                let avail = crate::util::available_memory();
+                let r = match avail {
                     Some(avail) if need > avail / 2 => Residency::Streamed,
                     _ => Residency::Resident,
-                }
+                };
+                let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+                tracing::info!(
+                    "{}: weights {r} (blocks 0..={deepest} take {:.2} GiB expanded; {} available; {} overrides)",
+                    ck.spec,
+                    gib(need),
+                    avail.map_or("unknown".into(), |a| format!("{:.2} GiB", gib(a))),
+                    Residency::ENV
+                );
+                r
             }
             r => r,
         };

@@ -136,6 +136,7 @@ fn the_binary_takes_the_flag_and_the_variable() {
             .arg(&input)
             .arg("--out")
             .arg(dir.path().join("a.safetensors"));
+        c.env("PROBEGATE_LOG", "info");
         if let Some(f) = flag {
             c.args(["--weights", f]);
         }
@@ -158,7 +159,14 @@ fn the_binary_takes_the_flag_and_the_variable() {
     let o = run(Some("resident"), Some("streamed"));
     assert_eq!(weights(&o), "resident");
     let o = run(None, None);
-    assert!(["resident", "streamed"].contains(&weights(&o).as_str()));
+    let w = weights(&o);
+    assert!(["resident", "streamed"].contains(&w.as_str()));
+    // With PROBEGATE_LOG=info, auto says which way it went and why.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("weights {w} (blocks 0..=2 take")) && err.contains("available"),
+        "{err}"
+    );
     let o = run(None, Some("lots"));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
