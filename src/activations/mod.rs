@@ -149,7 +149,21 @@ pub fn extract(
             .map(|c| c.iter().map(|&i| ids[i].clone()).collect())
             .collect();
         let refs: Vec<&[Vec<u32>]> = batches.iter().map(Vec::as_slice).collect();
-        let caps = model.forward_capture_group(&refs, &opts.layers, &opts.pools)?;
+        // Progress in prompts: a streamed group's prompts advance together,
+        // block by block.
+        let prompts: usize = group.iter().map(|c| c.len()).sum();
+        let blocks = opts.layers.iter().max().map_or(1, |&d| d + 1);
+        let mut reported = 0;
+        let caps = model.forward_capture_group(&refs, &opts.layers, &opts.pools, &mut |done| {
+            let now = prompts * done / blocks;
+            if now > reported {
+                on_batch(now - reported);
+                reported = now;
+            }
+        })?;
+        if prompts > reported {
+            on_batch(prompts - reported);
+        }
         for (chunk, cap) in group.iter().zip(caps) {
             for (pi, per_layer) in cap.outputs.iter().enumerate() {
                 for (li, t) in per_layer.iter().enumerate() {
@@ -158,7 +172,6 @@ pub fn extract(
                     }
                 }
             }
-            on_batch(chunk.len());
         }
         start = end;
     }

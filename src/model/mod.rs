@@ -631,7 +631,7 @@ impl<'ck> Model<'ck> {
         layers: &[usize],
         pools: &[Pool],
     ) -> Result<Captured> {
-        let mut out = self.forward_capture_group(&[batch], layers, pools)?;
+        let mut out = self.forward_capture_group(&[batch], layers, pools, &mut |_| {})?;
         out.pop()
             .ok_or_else(|| Error::Usage("cannot run an empty batch".into()))
     }
@@ -642,11 +642,14 @@ impl<'ck> Model<'ck> {
     /// next block is expanded, so expansion is paid once per group, not once
     /// per batch. Resident weights run batch by batch (nothing to amortize,
     /// and only one residual stream is held).
+    /// `on_block(n)` says n blocks are done for the whole group (streamed
+    /// only: a group can take minutes at 7B, and its batches finish together).
     pub fn forward_capture_group(
         &self,
         batches: &[&[Vec<u32>]],
         layers: &[usize],
         pools: &[Pool],
+        on_block: &mut dyn FnMut(usize),
     ) -> Result<Vec<Captured>> {
         let deepest = layers.iter().copied().max().unwrap_or(0);
         if deepest >= self.blocks.len() {
@@ -678,6 +681,7 @@ impl<'ck> Model<'ck> {
                         .iter_mut()
                         .try_for_each(|st| self.block_step(blk, l, st))
                 })?;
+                on_block(l + 1);
             }
             states.into_iter().map(PassState::finish).collect()
         } else {

@@ -28,10 +28,18 @@ fn forward(ck: &Checkpoint, precision: Precision, residency: Residency) -> Vec<T
         .into_iter()
         .flatten()
         .collect();
+    let mut blocks_done = Vec::new();
     let group = model
-        .forward_capture_group(&[&ids[..2], &ids[2..6]], &layers, &pools)
+        .forward_capture_group(&[&ids[..2], &ids[2..6]], &layers, &pools, &mut |n| {
+            blocks_done.push(n)
+        })
         .expect("forward group");
     assert_eq!(group.len(), 2);
+    // A streamed group reports each block as the whole group passes it.
+    match residency {
+        Residency::Streamed => assert_eq!(blocks_done, (1..=8).collect::<Vec<_>>()),
+        _ => assert!(blocks_done.is_empty()),
+    }
     for cap in group {
         out.extend(cap.outputs.into_iter().flatten());
     }
@@ -221,4 +229,32 @@ fn the_gate_reports_the_same_with_streamed_weights() {
             .collect()
     };
     assert_eq!(ms(&a), ms(&b));
+}
+
+/// A streamed group's prompts finish together, so extraction reports them
+/// block by block: a bar that moves during a long 7B pass, and still adds up
+/// to every prompt once.
+#[test]
+fn streamed_extraction_reports_progress_block_by_block() {
+    use probegate::activations::{extract, ExtractOptions};
+    let ck = open("smollm2");
+    let texts = prompts();
+    let opts = ExtractOptions {
+        layers: vec![9],
+        pools: vec![Pool::Last],
+        precision: Precision::F32,
+        batch_size: 4,
+        max_tokens: 2048,
+    };
+    let mut steps = Vec::new();
+    for r in [Residency::Resident, Residency::Streamed] {
+        let model = Model::load_with(&ck, Precision::F32, 9, r).expect("load");
+        let mut seen = Vec::new();
+        extract(&ck, &model, &texts, &opts, &mut |n| seen.push(n)).expect("extract");
+        assert_eq!(seen.iter().sum::<usize>(), texts.len(), "{r}: {seen:?}");
+        steps.push(seen.len());
+    }
+    // Resident: one step per batch. Streamed: every prompt in one group, one step per block or so.
+    assert_eq!(steps[0], texts.len().div_ceil(4));
+    assert!(steps[1] >= 5, "{steps:?}");
 }
