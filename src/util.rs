@@ -259,16 +259,7 @@ pub(crate) fn write_tree(root: &Path, files: &[(&str, &str)]) {
 /// `MemAvailable` and the cgroup v2 limit's headroom (a CI container sees the
 /// host's /proc/meminfo but is killed at its own limit). `None` off Linux.
 pub fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let avail_kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    let mut avail = avail_kb * 1024;
+    let mut avail = meminfo_bytes("MemAvailable")?;
     let read = |f: &str| -> Option<u64> {
         std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(f))
             .ok()?
@@ -281,6 +272,20 @@ pub fn available_memory() -> Option<u64> {
         avail = avail.min(max.saturating_sub(cur));
     }
     Some(avail)
+}
+
+/// One `/proc/meminfo` field (`MemAvailable`, `MemTotal`...) in bytes.
+fn meminfo_bytes(field: &str) -> Option<u64> {
+    let kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 #[cfg(test)]
@@ -307,16 +312,6 @@ mod tests {
     fn available_memory_is_read_on_linux() {
         let b = available_memory().expect("MemAvailable");
         assert!(b > 0);
-        let total_kb: u64 = std::fs::read_to_string("/proc/meminfo")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(b <= total_kb * 1024);
+        assert!(b <= meminfo_bytes("MemTotal").expect("MemTotal"));
     }
 }

@@ -126,6 +126,8 @@ pub fn extract(
     // Streamed weights are expanded once per group of batches, so a group
     // holds as many residual streams as fit in one block's expanded size:
     // activations then cost no more memory than the block they save.
+    // Resident weights have nothing to amortize: a cap of 0 makes every
+    // group one batch, holding one residual stream as before.
     let group_bytes = match model.residency() {
         Residency::Streamed => model.block_bytes().max(256 << 20),
         _ => 0,

@@ -164,11 +164,11 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         corpus_acts: &corpus_acts,
         trains: &data.trains,
         extend: extender.as_ref(),
-        rung_budget: std::cell::Cell::new(if req.full_revalidation {
-            usize::MAX
-        } else {
-            policy.budget.examples.saturating_sub(reval.examples_used)
-        }),
+        rung_budget: std::cell::Cell::new(revalidate::left_under(
+            policy,
+            req.full_revalidation,
+            reval.examples_used,
+        )),
     };
     let mut repairs = timed(&mut secs, "realignment", || {
         repair::repair(&cx, &suite, &reval.evals, &risks, &features, progress)

@@ -190,10 +190,13 @@ impl Residency {
     pub fn from_env() -> Result<Self> {
         match std::env::var(Self::ENV) {
             Ok(v) if !v.trim().is_empty() => {
-                <Residency as crate::util::Choice>::from_name(v.trim()).ok_or_else(|| {
+                use crate::util::Choice;
+                Residency::from_name(v.trim()).ok_or_else(|| {
+                    let names: Vec<&str> = Residency::ALL.iter().map(|r| r.name()).collect();
                     Error::Usage(format!(
-                        "{}={v:?} is not one of auto, resident, streamed",
-                        Self::ENV
+                        "{}={v:?} is not one of {}",
+                        Self::ENV,
+                        names.join(", ")
                     ))
                 })
             }
@@ -264,6 +267,26 @@ pub struct Captured {
     pub layers: Vec<usize>,
     /// outputs[p][l] has shape [batch, d_model]
     pub outputs: Vec<Vec<Tensor>>,
+}
+
+/// A block's projections in forward order, each (module, out, in) as the
+/// config gives them: what a block loads, what a streamed block's metadata
+/// is checked against, and what one block costs expanded.
+fn projections(cfg: &ModelConfig) -> [(&'static str, usize, usize); 7] {
+    let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
+    let (qd, kvd) = (
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+    );
+    [
+        ("self_attn.q_proj", qd, h),
+        ("self_attn.k_proj", kvd, h),
+        ("self_attn.v_proj", kvd, h),
+        ("self_attn.o_proj", h, qd),
+        ("mlp.gate_proj", ff, h),
+        ("mlp.up_proj", ff, h),
+        ("mlp.down_proj", h, ff),
+    ]
 }
 
 /// Builds one decoder block's weights from a checkpoint, checking every
@@ -369,7 +392,6 @@ impl BlockLoader<'_> {
 
     fn block(&self, l: usize, rope: usize) -> Result<Block> {
         let cfg = &self.ck.config;
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let p = format!("model.layers.{l}");
         let opt_norm = |n: &str| -> Result<Option<Tensor>> {
             let name = format!("{p}.{n}.weight");
@@ -379,34 +401,24 @@ impl BlockLoader<'_> {
                 Ok(None)
             }
         };
-        let (qd, kvd, ff) = (
-            cfg.num_heads * hd,
-            cfg.num_kv_heads * hd,
-            cfg.intermediate_size,
-        );
-        let bias = cfg.attention_bias;
+        let [q, k, v, o, gate, up, down] = projections(cfg);
+        // q/k/v must carry biases where the config says so (Qwen2); a bias
+        // present on any projection is read either way.
+        let load = |(m, out, inp): (&str, usize, usize), bias: bool| {
+            self.linear(&format!("{p}.{m}"), out, inp, bias)
+        };
+        let qkv_bias = cfg.attention_bias;
         let block = Block {
             qkv: Proj::new(
-                vec![
-                    self.linear(&format!("{p}.self_attn.q_proj"), qd, h, bias)?,
-                    self.linear(&format!("{p}.self_attn.k_proj"), kvd, h, bias)?,
-                    self.linear(&format!("{p}.self_attn.v_proj"), kvd, h, bias)?,
-                ],
-                vec![qd, kvd, kvd],
+                vec![load(q, qkv_bias)?, load(k, qkv_bias)?, load(v, qkv_bias)?],
+                vec![q.1, k.1, v.1],
             )?,
-            o: self
-                .linear(&format!("{p}.self_attn.o_proj"), h, qd, false)?
-                .into_linear()?,
+            o: load(o, false)?.into_linear()?,
             gate_up: Proj::new(
-                vec![
-                    self.linear(&format!("{p}.mlp.gate_proj"), ff, h, false)?,
-                    self.linear(&format!("{p}.mlp.up_proj"), ff, h, false)?,
-                ],
-                vec![ff, ff],
+                vec![load(gate, false)?, load(up, false)?],
+                vec![gate.1, up.1],
             )?,
-            down: self
-                .linear(&format!("{p}.mlp.down_proj"), h, ff, false)?
-                .into_linear()?,
+            down: load(down, false)?.into_linear()?,
             input_norm: self.norm(&format!("{p}.input_layernorm.weight"))?,
             post_attn_norm: self.norm(&format!("{p}.post_attention_layernorm.weight"))?,
             pre_ff_norm: opt_norm("pre_feedforward_layernorm")?,
@@ -431,37 +443,21 @@ impl BlockLoader<'_> {
     }
 
     /// A streamed block is expanded only when a batch reaches it, so its
-    /// linear weights' shapes are checked from the file's metadata at load:
-    /// a wrong checkpoint still fails before the first forward pass.
-    fn check_shapes(&self, l: usize) -> Result<()> {
-        let (ck, cfg) = (self.ck, &self.ck.config);
-        let (h, hd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
-        let (qd, kvd) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
-        let want = [
-            ("self_attn.q_proj", [qd, h]),
-            ("self_attn.k_proj", [kvd, h]),
-            ("self_attn.v_proj", [kvd, h]),
-            ("self_attn.o_proj", [h, qd]),
-            ("mlp.gate_proj", [ff, h]),
-            ("mlp.up_proj", [ff, h]),
-            ("mlp.down_proj", [h, ff]),
-        ];
-        let shapes: HashMap<String, Vec<usize>> = ck
-            .tensors()
-            .into_iter()
-            .filter(|t| t.name.starts_with(&format!("model.layers.{l}.")))
-            .map(|t| (t.name, t.shape))
-            .collect();
-        for (m, dims) in want {
+    /// linear weights' shapes are checked from the file's metadata at load
+    /// (`shapes`: every tensor's, read once): a wrong checkpoint still fails
+    /// before the first forward pass.
+    fn check_shapes(&self, l: usize, shapes: &HashMap<String, Vec<usize>>) -> Result<()> {
+        let ck = self.ck;
+        for (m, out, inp) in projections(&ck.config) {
             let name = format!("model.layers.{l}.{m}.weight");
             match shapes.get(&name) {
-                Some(s) if s[..] == dims => {}
+                Some(s) if s[..] == [out, inp] => {}
                 found => {
                     return Err(Error::tensor(
                         ck.source_path(),
                         ck.stored_name(&name),
                         match found {
-                            Some(s) => format!("expected shape {dims:?}, found {s:?}"),
+                            Some(s) => format!("expected shape [{out}, {inp}], found {s:?}"),
                             None => "missing from the checkpoint".into(),
                         },
                     ))
@@ -542,11 +538,19 @@ impl<'ck> Model<'ck> {
         };
         let loader = BlockLoader { ck, precision };
         let (ropes, rope_index) = rope_specs(&cfg, deepest + 1);
+        let shapes: HashMap<String, Vec<usize>> = match residency {
+            Residency::Streamed => ck
+                .tensors()
+                .into_iter()
+                .map(|t| (t.name, t.shape))
+                .collect(),
+            _ => HashMap::new(),
+        };
         let mut blocks = Vec::with_capacity(deepest + 1);
         for (l, &rope) in rope_index.iter().enumerate() {
             blocks.push(match residency {
                 Residency::Streamed => {
-                    loader.check_shapes(l)?;
+                    loader.check_shapes(l, &shapes)?;
                     Slot::Streamed { rope }
                 }
                 _ => Slot::Resident(Box::new(loader.block(l, rope)?)),
@@ -586,13 +590,10 @@ impl<'ck> Model<'ck> {
     /// Bytes one block's weights take expanded to f32 (the unit streamed
     /// weights bound memory by).
     pub fn block_bytes(&self) -> u64 {
-        let c = &self.cfg;
-        let (h, q, kv) = (
-            c.hidden_size as u64,
-            (c.num_heads * c.head_dim) as u64,
-            (c.num_kv_heads * c.head_dim) as u64,
-        );
-        4 * (h * (2 * q + 2 * kv) + 3 * h * c.intermediate_size as u64)
+        projections(&self.cfg)
+            .iter()
+            .map(|&(_, out, inp)| 4 * out as u64 * inp as u64)
+            .sum()
     }
 
     /// `Resident` or `Streamed`: what `auto` resolved to.

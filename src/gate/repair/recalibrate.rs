@@ -22,14 +22,15 @@ pub fn rung(
     let want = cx.policy.recalibration.labels.min(cx.labels_left());
     let share = (want as f64 / train.labels.len().max(1) as f64).min(1.0);
     let (_, mut pick) = stratified_split(&train.labels, share, crate::util::DEFAULT_SEED);
-    // Rounding each class's share can pick one more than asked; the cap is exact.
+    // Rounding each class's share can pick one more than asked; the cap is
+    // exact, so the extra comes off the larger class (never empty).
     while pick.len() > want {
         let ones = pick.iter().filter(|&&i| train.labels[i] == 1).count();
         let class = u8::from(2 * ones > pick.len());
-        match pick.iter().rposition(|&i| train.labels[i] == class) {
-            Some(at) => pick.remove(at),
-            None => pick.pop().unwrap_or_default(),
+        let Some(at) = pick.iter().rposition(|&i| train.labels[i] == class) else {
+            break;
         };
+        pick.remove(at);
     }
     let texts: Vec<String> = pick.iter().map(|&i| train.texts[i].clone()).collect();
     let labels: Vec<u8> = pick.iter().map(|&i| train.labels[i]).collect();

@@ -159,7 +159,7 @@ pub fn paired_eval(m: &Monitor, cand: &[f64], labels: &[u8], b: &Bounds) -> Resu
 
 /// Labeled examples the policy's budget still allows after `used`
 /// (unlimited under full revalidation, the grid's ground truth).
-fn left_under(policy: &Policy, full: bool, used: usize) -> usize {
+pub fn left_under(policy: &Policy, full: bool, used: usize) -> usize {
     if full {
         usize::MAX
     } else {
