@@ -392,24 +392,6 @@ fn file_commands(path: &Path) -> Vec<(String, String)> {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (p, t) = (e.path(), to.join(e.file_name()));
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            copy_dir(&p, &t);
-        } else if ft.is_symlink() {
-            // A restore over an earlier one replaces what is there, as tar does.
-            let _ = std::fs::remove_file(&t);
-            std::os::unix::fs::symlink(std::fs::read_link(&p).unwrap(), &t).unwrap();
-        } else {
-            std::fs::copy(&p, &t).unwrap();
-        }
-    }
-}
-
 #[derive(Debug)]
 struct StepRun {
     name: String,

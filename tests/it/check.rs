@@ -42,25 +42,28 @@ pub(crate) fn check_suite(
     policy: &Path,
     out: &Path,
 ) -> assert_cmd::Command {
-    let mut c = bin();
-    c.current_dir(repo())
-        .args(["check", "--base"])
-        .arg(model_path("smollm2"))
-        .args(["--candidate", cand, "--no-history", "--quiet"])
-        .arg("--monitors")
-        .arg(suite)
-        .arg("--policy")
-        .arg(policy)
-        .arg("--out")
-        .arg(out);
-    c
+    let base = model_path("smollm2").display().to_string();
+    check_with(&base, cand, suite, policy, out)
 }
 
+/// `probegate check` on the shipped SmolLM2 suite, from the repository.
 pub(crate) fn check(base: &str, cand: &str, policy: &Path, out: &Path) -> assert_cmd::Command {
+    check_with(base, cand, Path::new("monitors/smollm2"), policy, out)
+}
+
+fn check_with(
+    base: &str,
+    cand: &str,
+    suite: &Path,
+    policy: &Path,
+    out: &Path,
+) -> assert_cmd::Command {
     let mut c = bin();
     c.current_dir(repo())
         .args(["check", "--base", base, "--candidate", cand])
-        .args(["--monitors", "monitors/smollm2", "--no-history", "--quiet"])
+        .args(["--no-history", "--quiet"])
+        .arg("--monitors")
+        .arg(suite)
         .arg("--policy")
         .arg(policy)
         .arg("--out")

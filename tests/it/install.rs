@@ -38,19 +38,6 @@ fn installed() -> &'static Path {
     .1
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// A user's repository: two monitors of the shipped suite and the LoRA
 /// adapter fixture, copied in, committed; nothing else.
 fn user_repo(root: &Path) -> PathBuf {

@@ -103,10 +103,7 @@ fn a_wrong_shape_fails_at_load_when_streamed() {
     // A config that promises a wider MLP than the weights have: streamed
     // loading expands nothing at load, yet still names the tensor there.
     let dir = tempfile::tempdir().expect("tempdir");
-    for e in std::fs::read_dir(converted_smollm2()).expect("read dir") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
-    }
+    copy_dir(converted_smollm2(), dir.path());
     let cfg_path = dir.path().join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("config")).expect("json");
