@@ -229,47 +229,102 @@ pub fn cached_activations(
     spec: ActSpec,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<BTreeMap<usize, Tensor>> {
+    let mut parts = cached_activations_parts(ck, cache, &[texts], layers, spec, on_batch, None)?;
+    Ok(parts.pop().unwrap_or_default())
+}
+
+/// [`cached_activations`] for consecutive parts of one text list, each its
+/// own cache entry: a caller that grows a prefix part by part (the repair
+/// ladder's realignment) finds the same entries whatever prefix length an
+/// earlier run stopped at. The parts missing from the cache share one model
+/// load and one extraction. With `kept`, the model is kept there for the
+/// next call, and one already there that reaches deep enough is used
+/// rather than loaded again (a load expands every block: about 0.5 s for
+/// SmolLM2, more than a part's forward pass).
+pub fn cached_activations_parts<'ck>(
+    ck: &'ck Checkpoint,
+    cache: &ActCache,
+    parts: &[&[String]],
+    layers: &[usize],
+    spec: ActSpec,
+    on_batch: &mut dyn FnMut(usize),
+    kept: Option<&mut Option<Model<'ck>>>,
+) -> Result<Vec<BTreeMap<usize, Tensor>>> {
     let ActSpec {
         pool,
         precision,
         batch_size,
     } = spec;
     let fp = ck.fingerprint()?;
-    let data = crate::util::texts_sha256(texts);
     let max_tokens = 2048;
-    let mut out = BTreeMap::new();
-    let mut missing = Vec::new();
-    for &l in layers {
-        let key = ActCache::key(&fp, &data, l, pool, precision, max_tokens);
-        match cache.get(&key) {
-            Some(t) if t.dims()[0] == texts.len() => {
-                out.insert(l, t);
+    let hashes: Vec<String> = parts.iter().map(|t| crate::util::texts_sha256(t)).collect();
+    let key = |data: &str, l: usize| ActCache::key(&fp, data, l, pool, precision, max_tokens);
+    let mut out = vec![BTreeMap::new(); parts.len()];
+    // Per part, the layers the cache does not hold.
+    let mut missing: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];
+    for (i, texts) in parts.iter().enumerate() {
+        for &l in layers {
+            match cache.get(&key(&hashes[i], l)) {
+                Some(t) if t.dims()[0] == texts.len() => {
+                    out[i].insert(l, t);
+                }
+                _ => missing[i].push(l),
             }
-            _ => missing.push(l),
         }
     }
-    if missing.is_empty() {
-        on_batch(texts.len());
+    let todo: Vec<usize> = (0..parts.len())
+        .filter(|&i| !missing[i].is_empty())
+        .collect();
+    let cached: usize = (0..parts.len())
+        .filter(|i| missing[*i].is_empty())
+        .map(|i| parts[i].len())
+        .sum();
+    if cached > 0 {
+        on_batch(cached);
+    }
+    if todo.is_empty() {
         return Ok(out);
     }
-    let deepest = *missing.iter().max().unwrap_or(&0);
-    let model = Model::load(ck, precision, deepest)?;
+    // One extraction over every part that misses something, at the union of
+    // what they miss (a part's cached layers are recomputed only when the
+    // pass runs anyway, and then simply refreshed).
+    let mut need: Vec<usize> = todo.iter().flat_map(|&i| missing[i].clone()).collect();
+    need.sort_unstable();
+    need.dedup();
+    let deepest = *need.iter().max().unwrap_or(&0);
+    let mut local = None;
+    let slot = kept.unwrap_or(&mut local);
+    let fits = |m: &Model| m.blocks_loaded() > deepest && m.precision() == precision;
+    if !slot.as_ref().is_some_and(fits) {
+        // The old model goes before the new one loads: never two at once.
+        *slot = None;
+        *slot = Some(Model::load(ck, precision, deepest)?);
+    }
+    let model = slot
+        .as_ref()
+        .ok_or_else(|| Error::Usage("internal: no model loaded".into()))?;
     let opts = ExtractOptions {
-        layers: missing.clone(),
+        layers: need.clone(),
         pools: vec![pool],
         precision,
         batch_size,
         max_tokens,
     };
-    let acts = activations::extract(ck, &model, texts, &opts, on_batch)?;
-    if let Some(a) = acts.into_iter().next() {
-        for (l, t) in a.data {
-            cache.put(
-                &ActCache::key(&fp, &data, l, pool, precision, max_tokens),
-                &fp,
-                &t,
-            )?;
-            out.insert(l, t);
+    let texts: Vec<String> = todo.iter().flat_map(|&i| parts[i].to_vec()).collect();
+    let acts = activations::extract(ck, model, &texts, &opts, on_batch)?;
+    let Some(a) = acts.into_iter().next() else {
+        return Ok(out);
+    };
+    for (l, t) in a.data {
+        let mut at = 0;
+        for &i in &todo {
+            let n = parts[i].len();
+            let rows = t.narrow(0, at, n)?.contiguous()?;
+            at += n;
+            if missing[i].contains(&l) {
+                cache.put(&key(&hashes[i], l), &fp, &rows)?;
+            }
+            out[i].insert(l, rows);
         }
     }
     Ok(out)

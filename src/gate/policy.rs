@@ -178,6 +178,24 @@ pub struct RealignPolicy {
     /// distribution. Costs one forward pass per training text.
     #[serde(default)]
     pub concept_texts: bool,
+    /// How many of the training texts: all of them, or as many as the
+    /// label-free choice needs before its held-out error is stable.
+    #[serde(default)]
+    pub concept_texts_until: TextsUntil,
+}
+
+/// How far realignment reads a concept's own texts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextsUntil {
+    /// The whole training split: measured on the shipped suites, the
+    /// held-out error still fell at the split's end for most monitors.
+    #[default]
+    All,
+    /// Doubling from a first part until a doubling moves the held-out error
+    /// by at most 10%: fewer forward passes where the curve flattens (large
+    /// splits), a few more map fits where it does not.
+    Stable,
 }
 
 /// A rung of the repair ladder beyond realignment.
@@ -353,6 +371,8 @@ struct RawRealign {
     max_prompts: Spanned<i64>,
     #[serde(default)]
     concept_texts: bool,
+    #[serde(default)]
+    concept_texts_until: TextsUntil,
 }
 
 impl RawPolicy {
@@ -524,6 +544,7 @@ impl RawPolicy {
                 min_prompts: minp as usize,
                 max_prompts: maxp as usize,
                 concept_texts: r.concept_texts,
+                concept_texts_until: r.concept_texts_until,
             },
             recalibration,
             retraining,

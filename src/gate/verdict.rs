@@ -374,6 +374,8 @@ mod tests {
                                     heldout_error: 0.1,
                                     identity_error: 0.2,
                                     prompts: 600,
+                                    concept_texts: 0,
+                                    steps: vec![],
                                     after,
                                     stale_reasons_after: r.stale_reasons.clone(),
                                     verified: true,

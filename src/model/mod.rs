@@ -597,6 +597,11 @@ impl<'ck> Model<'ck> {
     }
 
     /// `Resident` or `Streamed`: what `auto` resolved to.
+    /// Blocks 0..n are loaded: the model can capture any block below n.
+    pub fn blocks_loaded(&self) -> usize {
+        self.blocks.len()
+    }
+
     pub fn residency(&self) -> Residency {
         self.residency
     }

@@ -303,6 +303,73 @@ fn threshold_shift_is_repaired_and_passes_with_repairs() {
         md.starts_with("## 🛠️ probegate: PASS with repaired monitors"),
         "{md}"
     );
+    // The default reads the concept's whole training split (420 texts), in one step.
+    let re = &m["realignment"];
+    assert_eq!(re["concept_texts"], 420, "{re}");
+    assert_eq!(
+        re["prompts"].as_u64().unwrap(),
+        r["corpus_prompts"].as_u64().unwrap() + 420
+    );
+    assert_eq!(re["steps"].as_array().map(Vec::len), Some(1), "{re}");
+}
+
+/// With `concept_texts_until = "stable"` realignment grows the concept's
+/// texts from 64 beyond the 96 held out, doubling, and stops at the first
+/// step whose held-out error moved by at most 10% (or at the split's end);
+/// the report shows every step, and the repair is still verified on labels.
+#[test]
+fn realignment_grows_its_texts_until_the_choice_is_stable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = suite_of(tmp.path(), &["self_harm-l22"]);
+    let policy = test_policy(
+        tmp.path(),
+        &[(
+            "concept_texts_until = \"all\"",
+            "concept_texts_until = \"stable\"",
+        )],
+    );
+    let out = tmp.path().join("out");
+    let status = check_suite(&lora_candidate(), &suite, &policy, &out)
+        .output()
+        .unwrap()
+        .status;
+    let r = report(&out);
+    assert!(matches!(status.code(), Some(0 | 1)), "{r}");
+    let re = &r["monitors"][0]["realignment"];
+    let steps = re["steps"].as_array().expect("steps reported");
+    let n: Vec<u64> = steps
+        .iter()
+        .map(|s| s["concept_texts"].as_u64().unwrap())
+        .collect();
+    let err: Vec<f64> = steps
+        .iter()
+        .map(|s| s["heldout_error"].as_f64().unwrap())
+        .collect();
+    assert_eq!(n[0], 96 + 64, "{re}");
+    for w in n.windows(2) {
+        assert_eq!(w[1], (96 + 2 * (w[0] - 96)).min(420), "doubling: {n:?}");
+    }
+    // Every step but the last moved the error by more than the rule allows;
+    // the last either did not or reached the split's end.
+    let moved = |a: f64, b: f64| (b - a).abs() > (0.1 * a).max(0.01);
+    for i in 1..err.len() - 1 {
+        assert!(moved(err[i - 1], err[i]), "stopped late: {err:?}");
+    }
+    let last = err.len() - 1;
+    assert!(
+        *n.last().unwrap() == 420 || (last > 0 && !moved(err[last - 1], err[last])),
+        "stopped early: {n:?} {err:?}"
+    );
+    assert_eq!(re["concept_texts"], *n.last().unwrap());
+    assert_eq!(
+        re["heldout_error"].as_f64().unwrap().to_bits(),
+        err[last].to_bits(),
+        "the reported choice is the last step's"
+    );
+    assert!(
+        re["after"]["auroc"].as_f64().is_some(),
+        "verified on labels: {re}"
+    );
 }
 
 /// The budget is a hard cap in whole-set mode too: recalibration's labels

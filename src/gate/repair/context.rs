@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::features::PairedActs;
 use crate::gate::policy::Policy;
 use crate::gate::prepare::Prepared;
 use crate::gate::revalidate::{self, EvalResult, Revalidated};
-use crate::model::{Pool, Precision};
+use crate::model::{Model, Pool, Precision};
 use crate::monitor::{data::Labeled, Monitor};
 
 /// The run's inputs, as the rungs need them.
@@ -217,13 +217,57 @@ fn key(m: &Monitor) -> Key {
     (m.meta.concept.clone(), p)
 }
 
-/// Training-text activations for the ladder, per (side, concept, pooling).
-/// The first request runs the concept's texts once through every block any
-/// of its stale monitors reads, rather than once per monitor.
+/// The first part of a training split's order (realignment's held-out
+/// texts and its first fit fit inside the first two parts).
+pub const FIRST_PART: usize = 96;
+/// Every later part: the step realignment grows its texts by.
+pub const PART: usize = 64;
+
+/// The order the ladder reads a concept's training split in: a seeded
+/// shuffle that never looks at the labels (realignment reads these texts
+/// as unlabeled), so any prefix is a fair sample of the split.
+pub fn train_order(n: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        crate::util::DEFAULT_SEED,
+    ));
+    order
+}
+
+/// Where the parts of an order of `n` texts end: fixed boundaries, so a
+/// prefix is a whole number of cache entries whatever length a run stops at.
+fn part_ends(n: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = FIRST_PART.min(n);
+    while at < n {
+        ends.push(at);
+        at += PART;
+    }
+    ends.push(n);
+    ends
+}
+
+/// Rows computed so far for one (side, concept, pooling): the first `n`
+/// texts of the order, per block.
+#[derive(Default)]
+struct Grown {
+    n: usize,
+    rows: BTreeMap<usize, Tensor>,
+}
+
+/// Training-text activations for the ladder, per (side, concept, pooling),
+/// in [`train_order`] and grown part by part: realignment asks for as many
+/// texts as its stopping rule needs, recalibration for the few it picks,
+/// retraining for all, and each part runs once through each side, at every
+/// block any of the concept's stale monitors reads.
 pub struct LadderActs<'a> {
     cache: &'a ActCache,
     layers: BTreeMap<Key, Vec<usize>>,
-    memo: BTreeMap<(bool, Key), BTreeMap<usize, Tensor>>,
+    memo: BTreeMap<(bool, Key), Grown>,
+    /// Each side's model, kept between parts (candidate, base).
+    models: [Option<Model<'a>>; 2],
 }
 
 impl<'a> LadderActs<'a> {
@@ -232,6 +276,7 @@ impl<'a> LadderActs<'a> {
             cache,
             layers: BTreeMap::new(),
             memo: BTreeMap::new(),
+            models: [None, None],
         }
     }
 
@@ -243,32 +288,78 @@ impl<'a> LadderActs<'a> {
         }
     }
 
-    /// Already computed: `m`'s training-text activations on one side.
-    pub fn peek(&self, on_base: bool, m: &Monitor) -> Option<&Tensor> {
-        self.memo.get(&(on_base, key(m)))?.get(&m.meta.hook.layer)
-    }
-
-    pub fn get(
+    /// `m`'s activations of the first `n` texts of `train` in
+    /// [`train_order`], through `ck` (the base when `on_base`): [n, d].
+    pub fn prefix(
         &mut self,
-        ck: &Checkpoint,
+        ck: &'a Checkpoint,
         on_base: bool,
-        texts: &[String],
+        train: &Labeled,
+        n: usize,
         m: &Monitor,
     ) -> Result<Tensor> {
-        if let Some(t) = self.peek(on_base, m) {
-            return Ok(t.clone());
-        }
+        let len = train.texts.len();
+        let n = n.min(len);
+        let l = m.meta.hook.layer;
         let mut layers = self.layers.get(&key(m)).cloned().unwrap_or_default();
-        if !layers.contains(&m.meta.hook.layer) {
-            layers.push(m.meta.hook.layer);
+        if !layers.contains(&l) {
+            layers.push(l);
         }
         layers.sort_unstable();
-        let acts = cached_activations(ck, self.cache, texts, &layers, spec(m), &mut |_| {})?;
-        let slot = self.memo.entry((on_base, key(m))).or_default();
-        slot.extend(acts);
-        slot.get(&m.meta.hook.layer)
-            .cloned()
-            .ok_or_else(|| Error::Usage(format!("no activations at block {}", m.meta.hook.layer)))
+        let g = self.memo.entry((on_base, key(m))).or_default();
+        if g.n < n || !g.rows.contains_key(&l) {
+            // Whole parts from where this side stopped (from the start when
+            // this block was not computed yet) up to the part holding `n`.
+            let ends = part_ends(len);
+            let from = if g.rows.contains_key(&l) { g.n } else { 0 };
+            let mut to = ends.iter().copied().find(|&e| e >= n).unwrap_or(len);
+            if from == 0 {
+                // A block asked for late is computed as far as the others.
+                to = to.max(g.n);
+            }
+            let order = train_order(len);
+            let mut parts: Vec<Vec<String>> = Vec::new();
+            let mut start = from;
+            for &e in ends.iter().filter(|&&e| e > from && e <= to) {
+                parts.push(
+                    order[start..e]
+                        .iter()
+                        .map(|&i| train.texts[i].clone())
+                        .collect(),
+                );
+                start = e;
+            }
+            let refs: Vec<&[String]> = parts.iter().map(Vec::as_slice).collect();
+            let got = cached_activations_parts(
+                ck,
+                self.cache,
+                &refs,
+                &layers,
+                spec(m),
+                &mut |_| {},
+                Some(&mut self.models[usize::from(on_base)]),
+            )?;
+            let mut fresh: BTreeMap<usize, Vec<Tensor>> = BTreeMap::new();
+            for part in got {
+                for (layer, t) in part {
+                    fresh.entry(layer).or_default().push(t);
+                }
+            }
+            for (layer, mut ts) in fresh {
+                if from > 0 {
+                    if let Some(old) = g.rows.get(&layer) {
+                        ts.insert(0, old.clone());
+                    }
+                }
+                g.rows.insert(layer, Tensor::cat(&ts, 0)?);
+            }
+            g.n = to;
+        }
+        let t = g
+            .rows
+            .get(&l)
+            .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))?;
+        Ok(t.narrow(0, 0, n)?)
     }
 }
 
@@ -280,15 +371,27 @@ fn spec(m: &Monitor) -> ActSpec {
     }
 }
 
-/// Pooled activations of `texts` at `m`'s block through `ck` (cached).
-pub fn monitor_acts(
-    ck: &Checkpoint,
-    cache: &ActCache,
-    texts: &[String],
-    m: &Monitor,
-) -> Result<Tensor> {
-    let l = m.meta.hook.layer;
-    let mut acts = cached_activations(ck, cache, texts, &[l], spec(m), &mut |_| {})?;
-    acts.remove(&l)
-        .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_is_a_seeded_permutation_that_never_sees_labels() {
+        let a = train_order(420);
+        assert_eq!(a, train_order(420), "same seed, same order");
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..420).collect::<Vec<_>>());
+        assert_ne!(a, sorted, "shuffled");
+        // It takes only a length: no label can move a text in it.
+        assert!(train_order(0).is_empty());
+    }
+
+    #[test]
+    fn parts_end_at_fixed_places_whatever_is_asked() {
+        assert_eq!(part_ends(420), vec![96, 160, 224, 288, 352, 416, 420]);
+        assert_eq!(part_ends(96), vec![96]);
+        assert_eq!(part_ends(50), vec![50]);
+        assert_eq!(part_ends(0), vec![0]);
+    }
 }

@@ -203,9 +203,9 @@ fn missing(what: &str, name: &str) -> Error {
 
 /// One revalidated monitor up the ladder; fills `r` and returns the
 /// repaired monitor when a rung repaired it.
-fn climb(
-    cx: &Context,
-    acts: &mut LadderActs,
+fn climb<'a>(
+    cx: &Context<'a>,
+    acts: &mut LadderActs<'a>,
     m: &Monitor,
     rv: &Revalidated,
     r: &mut MonitorReport,

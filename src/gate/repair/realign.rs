@@ -13,7 +13,8 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::gate::repair::context::{Attempt, Context, LadderActs, Verifier};
+use crate::gate::policy::TextsUntil;
+use crate::gate::repair::context::{Attempt, Context, LadderActs, Verifier, FIRST_PART, PART};
 use crate::gate::revalidate::EvalResult;
 use crate::monitor::Monitor;
 
@@ -210,6 +211,67 @@ pub struct Fitted {
     pub all: Vec<AffineMap>,
 }
 
+/// Every method fitted on the `fit` rows and scored on the `held` rows:
+/// how well its repaired candidate logits reproduce the base's there.
+pub fn judge(
+    m: &Monitor,
+    fit: (&[Vec<f32>], &[Vec<f32>]),
+    held: (&[Vec<f32>], &[Vec<f32>]),
+) -> Result<Choice> {
+    let ((fit_c, fit_b), (held_c, held_b)) = (fit, held);
+    if held_c.len() < 2 || held_c.len() != held_b.len() {
+        return Err(Error::Usage(format!(
+            "{} held-out unlabeled prompts are too few to choose a map",
+            held_c.len()
+        )));
+    }
+    let zb = logits(m, held_b);
+    let mb = zb.iter().sum::<f64>() / zb.len() as f64;
+    let var = (zb.iter().map(|z| (z - mb).powi(2)).sum::<f64>() / zb.len() as f64).max(1e-12);
+    let mse = |zc: &[f64]| {
+        zc.iter()
+            .zip(&zb)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / zb.len() as f64
+            / var
+    };
+    let identity_error = mse(&logits(m, held_c));
+    let mut best: Option<(f64, Method)> = None;
+    let mut errors = Vec::new();
+    for map in fit_all(fit_c, fit_b)? {
+        let repaired = map.compose(m, "");
+        let err = mse(&logits(&repaired, held_c));
+        errors.push((map.method, err));
+        if best.is_none_or(|(e, _)| err < e) {
+            best = Some((err, map.method));
+        }
+    }
+    let (heldout_error, method) =
+        best.ok_or_else(|| Error::Usage("no realignment method fitted".into()))?;
+    Ok(Choice {
+        method,
+        heldout_error,
+        errors,
+        identity_error,
+    })
+}
+
+/// Every method refitted on all the rows, the chosen one picked out.
+fn refit(choice: Choice, cand: &[Vec<f32>], base: &[Vec<f32>]) -> Result<Fitted> {
+    let all = fit_all(cand, base)?;
+    let chosen = all
+        .iter()
+        .find(|a| a.method == choice.method)
+        .cloned()
+        .ok_or_else(|| Error::Usage("the chosen realignment method was not refitted".into()))?;
+    Ok(Fitted {
+        chosen,
+        choice,
+        all,
+    })
+}
+
 /// Fits every method on the first part of the paired prompts and picks the
 /// one whose repaired scores best reproduce the base's on the rest; then
 /// refits every method on all the prompts.
@@ -221,45 +283,91 @@ pub fn choose(m: &Monitor, cand: &[Vec<f32>], base: &[Vec<f32>], holdout: f64) -
             "{n} unlabeled prompts are too few to fit and hold out"
         )));
     }
-    let zb = logits(m, &base[k..]);
-    let mb = zb.iter().sum::<f64>() / zb.len() as f64;
-    let var = (zb.iter().map(|z| (z - mb).powi(2)).sum::<f64>() / zb.len() as f64).max(1e-12);
-    let mse = |zc: &[f64]| {
-        zc.iter()
-            .zip(&zb)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f64>()
-            / zb.len() as f64
-            / var
-    };
-    let identity_error = mse(&logits(m, &cand[k..]));
-    let mut best: Option<(f64, Method)> = None;
-    let mut errors = Vec::new();
-    for map in fit_all(&cand[..k], &base[..k])? {
-        let repaired = map.compose(m, "");
-        let err = mse(&logits(&repaired, &cand[k..]));
-        errors.push((map.method, err));
-        if best.is_none_or(|(e, _)| err < e) {
-            best = Some((err, map.method));
+    let choice = judge(m, (&cand[..k], &base[..k]), (&cand[k..], &base[k..]))?;
+    refit(choice, cand, base)
+}
+
+/// Held-out texts of the concept's own, judged on at every step: a quarter
+/// of the split, at most the ladder's first part.
+fn heldout_size(split: usize) -> usize {
+    (split / 4).min(FIRST_PART)
+}
+
+/// The selection error counts as stable when a step moves it by at most
+/// this share of its value (or [`STABLE_FLOOR`], in base-logit variance
+/// units, when it is tiny): adding texts no longer changes which map wins
+/// or by how much, so more forward passes would buy nothing.
+pub const STABLE_SHARE: f64 = 0.10;
+pub const STABLE_FLOOR: f64 = 0.01;
+
+/// One step of the growing fit: texts of the concept's own used so far,
+/// the method the held-out texts chose and its error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub concept_texts: usize,
+    pub method: Method,
+    pub heldout_error: f64,
+}
+
+/// The rule that stops the growth: the last two steps' errors agree.
+pub fn stable(steps: &[Step]) -> bool {
+    match steps {
+        [.., a, b] => {
+            (b.heldout_error - a.heldout_error).abs()
+                <= (STABLE_SHARE * a.heldout_error).max(STABLE_FLOOR)
         }
+        _ => false,
     }
-    let (err, method) = best.ok_or_else(|| Error::Usage("no realignment method fitted".into()))?;
-    let all = fit_all(cand, base)?;
-    let chosen = all
-        .iter()
-        .find(|a| a.method == method)
-        .cloned()
-        .ok_or_else(|| Error::Usage("the chosen realignment method was not refitted".into()))?;
-    Ok(Fitted {
-        chosen,
-        choice: Choice {
-            method,
-            heldout_error: err,
-            errors,
-            identity_error,
-        },
-        all,
-    })
+}
+
+/// The corpus plus the concept's own unlabeled texts, from [`PART`] beyond
+/// the held-out ones and doubling, until the held-out error is [`stable`]
+/// or the split is used up. The held-out texts are the first of the ladder's order; the
+/// final map is refitted on everything seen, held-out texts included.
+fn grow<'a>(
+    cx: &Context<'a>,
+    acts: &mut LadderActs<'a>,
+    m: &Monitor,
+    corpus: (&[Vec<f32>], &[Vec<f32>]),
+) -> Result<(Fitted, Vec<Step>, usize)> {
+    let train = cx.train(m)?;
+    let len = train.texts.len();
+    let held = heldout_size(len);
+    if held < 2 || len - held < 2 {
+        // Too few of its own texts to judge on: the corpus alone, as without them.
+        let f = choose(m, corpus.0, corpus.1, 0.25)?;
+        return Ok((f, Vec::new(), 0));
+    }
+    let until = cx.policy.realignment.concept_texts_until;
+    let mut n = match until {
+        TextsUntil::All => len,
+        TextsUntil::Stable => (held + PART).min(len),
+    };
+    let mut steps = Vec::new();
+    loop {
+        let c = acts
+            .prefix(&cx.models.cand, false, train, n, m)?
+            .to_vec2::<f32>()?;
+        let b = acts
+            .prefix(&cx.models.base, true, train, n, m)?
+            .to_vec2::<f32>()?;
+        let fit_c: Vec<Vec<f32>> = corpus.0.iter().chain(&c[held..]).cloned().collect();
+        let fit_b: Vec<Vec<f32>> = corpus.1.iter().chain(&b[held..]).cloned().collect();
+        let choice = judge(m, (&fit_c, &fit_b), (&c[..held], &b[..held]))?;
+        steps.push(Step {
+            concept_texts: n,
+            method: choice.method,
+            heldout_error: choice.heldout_error,
+        });
+        if stable(&steps) || n == len {
+            let all_c: Vec<Vec<f32>> = corpus.0.iter().chain(&c).cloned().collect();
+            let all_b: Vec<Vec<f32>> = corpus.1.iter().chain(&b).cloned().collect();
+            return Ok((refit(choice, &all_c, &all_b)?, steps, n));
+        }
+        // Doubling the texts beyond the held-out ones bounds the judging
+        // (every method refitted) to a few steps whatever the split's size.
+        n = (held + 2 * (n - held)).min(len);
+    }
 }
 
 /// What the realignment rung did for one monitor.
@@ -271,6 +379,13 @@ pub struct RealignReport {
     /// The same error with no map: a map must beat it to be applied.
     pub identity_error: f64,
     pub prompts: usize,
+    /// Of `prompts`, the concept's own unlabeled training texts.
+    #[serde(default)]
+    pub concept_texts: usize,
+    /// The label-free choice at each step of the concept's texts (one step
+    /// unless `concept_texts_until = "stable"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
     /// Labeled metrics of the repaired monitor through the candidate.
     pub after: EvalResult,
     pub stale_reasons_after: Vec<String>,
@@ -293,33 +408,24 @@ pub struct Alternative {
 }
 
 /// Rung 1, label-free: fit every map on the paired corpus (and, when the
-/// policy says so, the concept's unlabeled training texts), choose one on
+/// policy says so, as many of the concept's unlabeled training texts as the
+/// choice needs to settle: [`grow`]), choose one on
 /// held-out unlabeled prompts, and verify it on the labeled test data.
 /// `fixed` is the realigned monitor whenever the map beat leaving it alone,
 /// even when it does not repair: later rungs may start from it.
-pub fn rung(
-    cx: &Context,
-    acts: &mut LadderActs,
+pub fn rung<'a>(
+    cx: &Context<'a>,
+    acts: &mut LadderActs<'a>,
     m: &Monitor,
     verifier: &Verifier,
 ) -> Result<Attempt<RealignReport>> {
     let policy = cx.policy;
     let paired = cx.corpus_acts.at(m)?;
-    let (mut b, mut c) = (paired.base.clone(), paired.cand.clone());
-    if policy.realignment.concept_texts {
-        // Unlabeled in-distribution texts go last, so the label-free choice
-        // is judged on them (choose() holds out the tail).
-        let train = cx.train(m)?;
-        b.extend(
-            acts.get(&cx.models.base, true, &train.texts, m)?
-                .to_vec2::<f32>()?,
-        );
-        c.extend(
-            acts.get(&cx.models.cand, false, &train.texts, m)?
-                .to_vec2::<f32>()?,
-        );
-    }
-    let fitted = choose(m, &c, &b, 0.25)?;
+    let (fitted, steps, concept_texts) = if policy.realignment.concept_texts {
+        grow(cx, acts, m, (&paired.cand, &paired.base))?
+    } else {
+        (choose(m, &paired.cand, &paired.base, 0.25)?, Vec::new(), 0)
+    };
     let choice = &fitted.choice;
     let fixed = fitted.chosen.compose(m, &cx.models.cand_fp);
     let (after, mut reasons_after) = verifier.verify(&fixed)?;
@@ -353,7 +459,9 @@ pub fn rung(
             method: choice.method,
             heldout_error: choice.heldout_error,
             identity_error: choice.identity_error,
-            prompts: c.len(),
+            prompts: paired.cand.len() + concept_texts,
+            concept_texts,
+            steps,
             after,
             stale_reasons_after: reasons_after,
             verified: policy.realignment.verify,
@@ -363,4 +471,73 @@ pub fn rung(
         fixed: choice.beats_identity().then_some(fixed),
         repaired,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(n: usize, e: f64) -> Step {
+        Step {
+            concept_texts: n,
+            method: Method::Ridge,
+            heldout_error: e,
+        }
+    }
+
+    #[test]
+    fn growth_stops_only_when_a_step_moves_the_error_little() {
+        // One step alone is never stable: there is nothing to compare.
+        assert!(!stable(&[step(160, 0.3)]));
+        // 0.307 → 0.276 is 10.1% of 0.307: still falling.
+        assert!(!stable(&[step(134, 0.307), step(198, 0.276)]));
+        assert!(stable(&[step(160, 0.20), step(224, 0.185)]));
+        // Worse by little is stable too (held-out noise, not a trend).
+        assert!(stable(&[step(160, 0.20), step(224, 0.21)]));
+        // Tiny errors: the absolute floor decides.
+        assert!(stable(&[step(224, 0.044), step(352, 0.041)]));
+        assert!(!stable(&[step(224, 0.060), step(352, 0.045)]));
+        // Only the last two steps count.
+        assert!(stable(&[step(96, 0.9), step(160, 0.2), step(224, 0.19)]));
+    }
+
+    #[test]
+    fn the_held_out_texts_are_a_quarter_of_the_split_at_most_the_first_part() {
+        assert_eq!(heldout_size(420), FIRST_PART);
+        assert_eq!(heldout_size(280), 70);
+        assert_eq!(heldout_size(7), 1);
+    }
+
+    /// judge() scores every method on rows it did not fit, and choose()
+    /// refits the winner on everything: on rows where the candidate is the
+    /// base shifted by a constant, mean shift (or any affine method)
+    /// reproduces the base's logits almost exactly and beats leaving the
+    /// monitor alone.
+    #[test]
+    fn a_shift_is_found_label_free() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let m = crate::monitor::shipped("self_harm-l22");
+        let d = m.w.len();
+        let base: Vec<Vec<f32>> = (0..80)
+            .map(|_| (0..d).map(|_| rng.random_range(-1.0..1.0)).collect())
+            .collect();
+        let cand: Vec<Vec<f32>> = base
+            .iter()
+            .map(|r| r.iter().map(|x| x + 0.7).collect())
+            .collect();
+        let c = judge(&m, (&cand[..60], &base[..60]), (&cand[60..], &base[60..])).unwrap();
+        assert!(c.beats_identity(), "{c:?}");
+        assert!(c.heldout_error < 1e-6, "{c:?}");
+        let f = choose(&m, &cand, &base, 0.25).unwrap();
+        assert_eq!(f.all.len(), METHODS.len());
+        assert!(f.choice.heldout_error < 1e-6);
+        // Too few held-out rows is an error, not a choice.
+        assert!(judge(
+            &m,
+            (&cand[..60], &base[..60]),
+            (&cand[60..61], &base[60..61])
+        )
+        .is_err());
+    }
 }

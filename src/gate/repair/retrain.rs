@@ -2,23 +2,31 @@
 //! concept's labeled training split (the test split verifies it).
 
 use crate::error::Result;
-use crate::gate::repair::context::{Attempt, Context, LadderActs, RungReport, Verifier};
+use crate::gate::repair::context::{
+    train_order, Attempt, Context, LadderActs, RungReport, Verifier,
+};
 use crate::monitor::{
     train::{train, TrainOptions},
     Monitor,
 };
 
-pub fn rung(
-    cx: &Context,
-    acts: &mut LadderActs,
+pub fn rung<'a>(
+    cx: &Context<'a>,
+    acts: &mut LadderActs<'a>,
     m: &Monitor,
     verifier: &Verifier,
 ) -> Result<Attempt<RungReport>> {
     let data = cx.train(m)?;
-    let x = acts.get(&cx.models.cand, false, &data.texts, m)?;
+    // The whole split, in the ladder's order (the parts realignment and
+    // recalibration ran are not run again).
+    let x = acts.prefix(&cx.models.cand, false, data, data.texts.len(), m)?;
+    let labels: Vec<u8> = train_order(data.labels.len())
+        .iter()
+        .map(|&i| data.labels[i])
+        .collect();
     let tr = train(
         &x.to_vec2::<f32>()?,
-        &data.labels,
+        &labels,
         &TrainOptions {
             threshold_rule: m.meta.classifier.threshold_rule,
             ..Default::default()
