@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gate::policy::TextsUntil;
-use crate::gate::repair::context::{Attempt, Context, LadderActs, Verifier, FIRST_PART, PART};
+use crate::gate::repair::context::{
+    train_order, Attempt, Context, LadderActs, Verifier, FIRST_PART, PART,
+};
 use crate::gate::revalidate::EvalResult;
 use crate::monitor::Monitor;
 
@@ -332,17 +334,42 @@ fn grow<'a>(
 ) -> Result<(Fitted, Vec<Step>, usize)> {
     let train = cx.train(m)?;
     let len = train.texts.len();
+    if cx.policy.realignment.concept_texts_until == TextsUntil::All {
+        // Every text after the corpus, in the split's own order, the last
+        // quarter of all rows held out: the choice the ladder has always made.
+        let order = train_order(len);
+        let in_split_order = |rows: Vec<Vec<f32>>| {
+            let mut out = vec![Vec::new(); len];
+            for (p, r) in rows.into_iter().enumerate() {
+                out[order[p]] = r;
+            }
+            out
+        };
+        let c = in_split_order(
+            acts.prefix(&cx.models.cand, false, train, len, m)?
+                .to_vec2::<f32>()?,
+        );
+        let b = in_split_order(
+            acts.prefix(&cx.models.base, true, train, len, m)?
+                .to_vec2::<f32>()?,
+        );
+        let all_c: Vec<Vec<f32>> = corpus.0.iter().cloned().chain(c).collect();
+        let all_b: Vec<Vec<f32>> = corpus.1.iter().cloned().chain(b).collect();
+        let f = choose(m, &all_c, &all_b, 0.25)?;
+        let step = Step {
+            concept_texts: len,
+            method: f.choice.method,
+            heldout_error: f.choice.heldout_error,
+        };
+        return Ok((f, vec![step], len));
+    }
     let held = heldout_size(len);
     if held < 2 || len - held < 2 {
         // Too few of its own texts to judge on: the corpus alone, as without them.
         let f = choose(m, corpus.0, corpus.1, 0.25)?;
         return Ok((f, Vec::new(), 0));
     }
-    let until = cx.policy.realignment.concept_texts_until;
-    let mut n = match until {
-        TextsUntil::All => len,
-        TextsUntil::Stable => (held + PART).min(len),
-    };
+    let mut n = (held + PART).min(len);
     let mut steps = Vec::new();
     loop {
         let c = acts
