@@ -238,9 +238,9 @@ pub fn cached_activations(
 /// ladder's realignment) finds the same entries whatever prefix length an
 /// earlier run stopped at. The parts missing from the cache share one model
 /// load and one extraction. With `kept`, the model is kept there for the
-/// next call, and one already there that reaches deep enough is used
-/// rather than loaded again (a load expands every block: about 0.5 s for
-/// SmolLM2, more than a part's forward pass).
+/// next call, and one already there (of the same checkpoint, deep enough)
+/// is used rather than loaded again (a load expands every block: about
+/// 0.5 s for SmolLM2, more than a part's forward pass).
 pub fn cached_activations_parts<'ck>(
     ck: &'ck Checkpoint,
     cache: &ActCache,
@@ -294,7 +294,11 @@ pub fn cached_activations_parts<'ck>(
     let deepest = *need.iter().max().unwrap_or(&0);
     let mut local = None;
     let slot = kept.unwrap_or(&mut local);
-    let fits = |m: &Model| m.blocks_loaded() > deepest && m.precision() == precision;
+    let fits = |m: &Model| {
+        std::ptr::eq(m.checkpoint(), ck)
+            && m.blocks_loaded() > deepest
+            && m.precision() == precision
+    };
     if !slot.as_ref().is_some_and(fits) {
         // The old model goes before the new one loads: never two at once.
         *slot = None;

@@ -597,6 +597,11 @@ impl<'ck> Model<'ck> {
     }
 
     /// `Resident` or `Streamed`: what `auto` resolved to.
+    /// The checkpoint the model reads its weights from.
+    pub fn checkpoint(&self) -> &'ck Checkpoint {
+        self.ck
+    }
+
     /// Blocks 0..n are loaded: the model can capture any block below n.
     pub fn blocks_loaded(&self) -> usize {
         self.blocks.len()

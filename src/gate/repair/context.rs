@@ -266,8 +266,9 @@ pub struct LadderActs<'a> {
     cache: &'a ActCache,
     layers: BTreeMap<Key, Vec<usize>>,
     memo: BTreeMap<(bool, Key), Grown>,
-    /// Each side's model, kept between parts (candidate, base).
-    models: [Option<Model<'a>>; 2],
+    /// The model last used, kept while the next part is for the same
+    /// checkpoint (one at a time: peak memory stays one model's).
+    kept: Option<Model<'a>>,
 }
 
 impl<'a> LadderActs<'a> {
@@ -276,7 +277,7 @@ impl<'a> LadderActs<'a> {
             cache,
             layers: BTreeMap::new(),
             memo: BTreeMap::new(),
-            models: [None, None],
+            kept: None,
         }
     }
 
@@ -337,7 +338,7 @@ impl<'a> LadderActs<'a> {
                 &layers,
                 spec(m),
                 &mut |_| {},
-                Some(&mut self.models[usize::from(on_base)]),
+                Some(&mut self.kept),
             )?;
             let mut fresh: BTreeMap<usize, Vec<Tensor>> = BTreeMap::new();
             for part in got {

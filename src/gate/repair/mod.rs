@@ -147,6 +147,9 @@ pub fn repair(
         if let Some(rv) = evals.get(&m.meta.name) {
             if !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty() {
                 acts.need(m);
+                if let Some(e) = cx.extend {
+                    e.need(m);
+                }
             }
         }
     }

@@ -9,11 +9,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::activations::cache::{cached_activations, cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
 use crate::gate::prepare::Progress;
+use crate::model::{Model, Pool};
+
+/// A monitor's (concept, pooling): Pool is not Ord, its rank stands in.
+fn pool_key(m: &Monitor) -> (String, u8) {
+    let rank = match m.meta.pooling {
+        Pool::Last => 0,
+        Pool::Mean => 1,
+    };
+    (m.meta.concept.clone(), rank)
+}
 use crate::monitor::{self as mon, by_pooling, Monitor};
 
 use super::sequential::{
@@ -26,13 +36,15 @@ use super::{evaluate, weak_on_base, EvalResult, Inputs, PairedBase, Revalidated,
 type Scored = (Vec<f64>, Vec<Vec<f32>>);
 
 /// Scores of `monitors` on `texts` through `ck` (one forward pass per
-/// pooling), with the activations each read when `keep_x`.
-fn scores_through(
-    ck: &Checkpoint,
+/// pooling), with the activations each read when `keep_x`; the model stays
+/// in `kept` for the next look.
+fn scores_through<'ck>(
+    ck: &'ck Checkpoint,
     cache: &ActCache,
     monitors: &[&Monitor],
     texts: &[String],
     keep_x: bool,
+    kept: &mut Option<Model<'ck>>,
 ) -> Result<Vec<Scored>> {
     let mut out: Vec<Option<Scored>> = vec![None; monitors.len()];
     for (pool, group, layers) in by_pooling(monitors.iter().copied()) {
@@ -41,7 +53,17 @@ fn scores_through(
             precision: crate::model::Precision::F32,
             batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
-        let acts = cached_activations(ck, cache, texts, &layers, spec, &mut |_| {})?;
+        let acts = cached_activations_parts(
+            ck,
+            cache,
+            &[texts],
+            &layers,
+            spec,
+            &mut |_| {},
+            Some(&mut *kept),
+        )?
+        .pop()
+        .unwrap_or_default();
         for m in group {
             let l = m.meta.hook.layer;
             let x = acts
@@ -58,6 +80,17 @@ fn scores_through(
     out.into_iter()
         .map(|o| o.ok_or_else(|| Error::Usage("internal: a monitor got no scores".into())))
         .collect()
+}
+
+/// Both models, kept from one look to the next: a look is a batch of a few
+/// dozen prompts, and loading a model (about 0.5 s for SmolLM2) cost more
+/// than its forward pass. Two models are held at once here; under
+/// `PROBEGATE_WEIGHTS=auto` the second load sees the first's memory gone
+/// and streams when it must.
+#[derive(Default)]
+struct Kept<'ck> {
+    base: Option<Model<'ck>>,
+    cand: Option<Model<'ck>>,
 }
 
 /// One monitor's examples so far, paired.
@@ -91,13 +124,13 @@ impl Concept<'_> {
 
     /// The next `k` examples through both models for the unsettled
     /// monitors, then each judged again.
-    fn look(
+    fn look<'ck>(
         &mut self,
         k: usize,
-        base: &Checkpoint,
-        cand: &Checkpoint,
+        (base, cand): (&'ck Checkpoint, &'ck Checkpoint),
         cache: &ActCache,
         policy: &Policy,
+        kept: &mut Kept<'ck>,
     ) -> Result<()> {
         let k = k.min(self.order.len() - self.used);
         if k == 0 {
@@ -110,8 +143,8 @@ impl Concept<'_> {
             .filter(|&i| self.monitors[i].stop.is_none())
             .collect();
         let ms: Vec<&Monitor> = open.iter().map(|&i| self.monitors[i].m).collect();
-        let through_base = scores_through(base, cache, &ms, &texts, false)?;
-        let through_cand = scores_through(cand, cache, &ms, &texts, true)?;
+        let through_base = scores_through(base, cache, &ms, &texts, false, &mut kept.base)?;
+        let through_cand = scores_through(cand, cache, &ms, &texts, true, &mut kept.cand)?;
         self.used += k;
         let whole = self.used == self.order.len();
         for ((i, (b, _)), (c, x)) in open.iter().zip(through_base).zip(through_cand) {
@@ -211,6 +244,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         });
     }
     let full = schedule.full;
+    let mut kept = Kept::default();
     let mut used = 0usize;
     // The cap is hard for every concept; critical ones come first in the
     // plan, and one the cap leaves unsettled fails the candidate (verdict).
@@ -229,7 +263,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         if k == 0 || over_time(&t) {
             continue;
         }
-        c.look(k, base, cand, cache, policy)?;
+        c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += k;
         progress(
             &format!("revalidating {} (first look)", c.name),
@@ -251,7 +285,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         let c = &mut concepts[i];
         let k = rp.batch.min(left(used));
         let before = c.used;
-        c.look(k, base, cand, cache, policy)?;
+        c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += c.used - before;
         progress(&format!("revalidating {}", c.name), used, total);
     }
@@ -319,6 +353,9 @@ pub struct Extender<'a> {
     consumed: RefCell<BTreeMap<String, usize>>,
     used: Cell<usize>,
     extra: Cell<usize>,
+    /// Per (concept, pooling): the blocks of the monitors whose repairs may
+    /// ask for more, so one batch runs once for all of them.
+    blocks: RefCell<BTreeMap<(String, u8), Vec<usize>>>,
 }
 
 /// The next examples of a monitor's test set, paired.
@@ -343,6 +380,17 @@ impl<'a> Extender<'a> {
             consumed: RefCell::new(reval.consumed.clone()),
             used: Cell::new(reval.examples_used),
             extra: Cell::new(0),
+            blocks: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Announces that `m`'s repair may ask for more of its test set: its
+    /// block is computed with every batch of its concept from then on.
+    pub fn need(&self, m: &Monitor) {
+        let mut b = self.blocks.borrow_mut();
+        let e = b.entry(pool_key(m)).or_default();
+        if !e.contains(&m.meta.hook.layer) {
+            e.push(m.meta.hook.layer);
         }
     }
 
@@ -383,14 +431,31 @@ impl<'a> Extender<'a> {
         let idx = &order[seen..end];
         let texts: Vec<String> = idx.iter().map(|&i| d.texts[i].clone()).collect();
         let labels: Vec<u8> = idx.iter().map(|&i| d.labels[i]).collect();
-        let mut b = scores_through(self.base, self.cache, &[m], &texts, false)?;
-        let mut c = scores_through(self.cand, self.cache, &[m], &texts, true)?;
-        let (Some((base_scores, _)), Some((_, x))) = (b.pop(), c.pop()) else {
-            return Err(Error::Usage(format!(
-                "internal: no scores for {}",
-                m.meta.name
-            )));
+        // Every announced block of the concept in the same pass: the next
+        // monitor's verification finds this batch in the cache.
+        let l = m.meta.hook.layer;
+        let mut layers = self
+            .blocks
+            .borrow()
+            .get(&pool_key(m))
+            .cloned()
+            .unwrap_or_default();
+        if !layers.contains(&l) {
+            layers.push(l);
+        }
+        layers.sort_unstable();
+        let spec = ActSpec {
+            pool: m.meta.pooling,
+            precision: crate::model::Precision::F32,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
+        let at = |ck: &Checkpoint| -> Result<candle_core::Tensor> {
+            cached_activations(ck, self.cache, &texts, &layers, spec, &mut |_| {})?
+                .remove(&l)
+                .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
+        };
+        let base_scores = m.scores(&at(self.base)?)?;
+        let x = at(self.cand)?.to_vec2::<f32>()?;
         let new = end.saturating_sub(before);
         if new > 0 {
             self.consumed.borrow_mut().insert(concept.clone(), end);
