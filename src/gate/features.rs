@@ -23,7 +23,7 @@ use crate::monitor::{self as mon, Monitor};
 /// per (pooling, block): the features read them, and realignment fits its
 /// maps on them.
 #[derive(Default)]
-pub struct PairedActs(BTreeMap<(u8, usize), Paired>);
+pub struct PairedActs(BTreeMap<(Pool, usize), Paired>);
 
 /// The same prompts' pooled activations through both models, row for row.
 pub struct Paired {
@@ -32,13 +32,8 @@ pub struct Paired {
 }
 
 impl PairedActs {
-    // Pool is not Ord; its rank is the key.
-    fn key(pool: Pool, layer: usize) -> (u8, usize) {
-        let p = match pool {
-            Pool::Last => 0,
-            Pool::Mean => 1,
-        };
-        (p, layer)
+    fn key(pool: Pool, layer: usize) -> (Pool, usize) {
+        (pool, layer)
     }
 
     /// The rows at `m`'s block and pooling.

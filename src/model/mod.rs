@@ -31,8 +31,9 @@ crate::util::choices! {
 }
 
 crate::util::choices! {
-    /// How a prompt's token vectors become one vector.
-    #[derive(Serialize, Deserialize)]
+    /// How a prompt's token vectors become one vector. Ordered, so it can
+    /// key a map beside a block or a concept.
+    #[derive(Serialize, Deserialize, PartialOrd, Ord)]
     #[serde(rename_all = "lowercase")]
     pub enum Pool {
         /// The last real token's vector.

@@ -206,15 +206,10 @@ impl<'a> Verifier<'a> {
     }
 }
 
-type Key = (String, u8);
+type Key = (String, Pool);
 
 fn key(m: &Monitor) -> Key {
-    // Pool is not Ord; its rank is the key.
-    let p = match m.meta.pooling {
-        Pool::Last => 0,
-        Pool::Mean => 1,
-    };
-    (m.meta.concept.clone(), p)
+    (m.meta.concept.clone(), m.meta.pooling)
 }
 
 /// The first part of a training split's order (realignment's held-out

@@ -15,15 +15,6 @@ use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
 use crate::gate::prepare::Progress;
 use crate::model::{Model, Pool};
-
-/// A monitor's (concept, pooling): Pool is not Ord, its rank stands in.
-fn pool_key(m: &Monitor) -> (String, u8) {
-    let rank = match m.meta.pooling {
-        Pool::Last => 0,
-        Pool::Mean => 1,
-    };
-    (m.meta.concept.clone(), rank)
-}
 use crate::monitor::{self as mon, by_pooling, Monitor};
 
 use super::sequential::{
@@ -355,7 +346,7 @@ pub struct Extender<'a> {
     extra: Cell<usize>,
     /// Per (concept, pooling): the blocks of the monitors whose repairs may
     /// ask for more, so one batch runs once for all of them.
-    blocks: RefCell<BTreeMap<(String, u8), Vec<usize>>>,
+    blocks: RefCell<BTreeMap<(String, Pool), Vec<usize>>>,
 }
 
 /// The next examples of a monitor's test set, paired.
@@ -388,7 +379,9 @@ impl<'a> Extender<'a> {
     /// block is computed with every batch of its concept from then on.
     pub fn need(&self, m: &Monitor) {
         let mut b = self.blocks.borrow_mut();
-        let e = b.entry(pool_key(m)).or_default();
+        let e = b
+            .entry((m.meta.concept.clone(), m.meta.pooling))
+            .or_default();
         if !e.contains(&m.meta.hook.layer) {
             e.push(m.meta.hook.layer);
         }
@@ -437,7 +430,7 @@ impl<'a> Extender<'a> {
         let mut layers = self
             .blocks
             .borrow()
-            .get(&pool_key(m))
+            .get(&(m.meta.concept.clone(), m.meta.pooling))
             .cloned()
             .unwrap_or_default();
         if !layers.contains(&l) {
