@@ -149,6 +149,7 @@ impl GateSettings {
                 None => RiskModel::default_model()?,
             },
             full_revalidation: opts.full,
+            every_rung: false,
             condition: None,
             run: None,
             shard: opts.shard,

@@ -6,17 +6,21 @@
 //! | depth_fraction, base_auroc, weight_norm | the monitor file | free |
 //! | change_below, max_stable_rank, family | the diff | one streamed pass over both checkpoints |
 //! | act_cosine, projected_shift, score_ks, flip_rate | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached) |
+//! | change_at | the diff, the monitor's own block | free |
+//! | concept_shift, concept_ks, concept_flip_rate | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model |
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activations::cache::{cached_activations, ActCache, ActSpec};
+use crate::activations::cache::{cached_activations, cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::diff::{DiffReport, Family};
 use crate::gate::prepare::{Prepared, Progress};
 use crate::model::{Pool, Precision};
+use crate::monitor::data::{train_order, Labeled, FIRST_PART};
 use crate::monitor::{self as mon, Monitor};
 
 /// Paired corpus activations (base rows, candidate rows: the same prompts)
@@ -87,20 +91,103 @@ pub fn corpus_activations(
     Ok(out)
 }
 
+/// Paired activations on each concept's own texts, per (concept, pooling,
+/// block): the label-free view of the monitor's own distribution, which the
+/// corpus (other prompts) can miss.
+#[derive(Default)]
+pub struct ConceptActs(BTreeMap<(String, Pool, usize), Paired>);
+
+/// The first part of each concept's training split in the ladder's order,
+/// read without labels, through both models at every block its monitors
+/// read. One extraction per (side, pooling) over all concepts, and the
+/// same cache entries the repair ladder reads first. Concepts without a
+/// training split are left out (their concept features are `None`).
+pub fn concept_activations(
+    p: &Prepared,
+    monitors: &[Monitor],
+    trains: &BTreeMap<String, (PathBuf, Labeled)>,
+    cache: &ActCache,
+    progress: Progress,
+) -> Result<ConceptActs> {
+    let mut out = ConceptActs::default();
+    for (pool, group, layers) in mon::by_pooling(monitors) {
+        let mut concepts: Vec<&str> = group.iter().map(|m| m.meta.concept.as_str()).collect();
+        concepts.sort_unstable();
+        concepts.dedup();
+        concepts.retain(|c| trains.contains_key(*c));
+        if concepts.is_empty() {
+            continue;
+        }
+        let parts: Vec<Vec<String>> = concepts
+            .iter()
+            .map(|c| {
+                let d = &trains[*c].1;
+                let order = train_order(d.texts.len());
+                order[..FIRST_PART.min(order.len())]
+                    .iter()
+                    .map(|&i| d.texts[i].clone())
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[String]> = parts.iter().map(Vec::as_slice).collect();
+        let total = 2 * parts.iter().map(Vec::len).sum::<usize>();
+        let mut seen = 0;
+        let spec = ActSpec {
+            pool,
+            precision: Precision::F32,
+            batch_size: crate::util::DEFAULT_BATCH_SIZE,
+        };
+        let mut pass = |ck: &Checkpoint| {
+            cached_activations_parts(
+                ck,
+                cache,
+                &refs,
+                &layers,
+                spec,
+                &mut |n| {
+                    seen += n;
+                    progress("concept activations", seen, total)
+                },
+                None,
+            )
+        };
+        let ab = pass(&p.base)?;
+        let ac = pass(&p.cand)?;
+        for (i, c) in concepts.iter().enumerate() {
+            for &l in &layers {
+                out.0.insert(
+                    ((*c).to_string(), pool, l),
+                    Paired {
+                        base: ab[i][&l].to_vec2::<f32>()?,
+                        cand: ac[i][&l].to_vec2::<f32>()?,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every monitor's features, by monitor name.
 pub fn features(
     monitors: &[Monitor],
     diff: &DiffReport,
     acts: &PairedActs,
+    concept: &ConceptActs,
 ) -> Result<BTreeMap<String, MonitorFeatures>> {
     monitors
         .iter()
         .map(|m| {
             let p = acts.at(m)?;
-            Ok((
-                m.meta.name.clone(),
-                monitor_features(m, diff, &p.base, &p.cand)?,
-            ))
+            let mut f = monitor_features(m, diff, &p.base, &p.cand)?;
+            let key = (m.meta.concept.clone(), m.meta.pooling, m.meta.hook.layer);
+            if let Some(c) = concept.0.get(&key) {
+                let s = score_change(m, &c.base, &c.cand);
+                f.concept_shift = Some(s.shift);
+                f.concept_ks = Some(s.ks);
+                f.concept_flip_rate = Some(s.flip_rate);
+            }
+            Ok((m.meta.name.clone(), f))
         })
         .collect()
 }
@@ -129,6 +216,51 @@ pub struct MonitorFeatures {
     pub flip_rate: f64,
     /// Mean |base logit − threshold logit| / std of base logits.
     pub base_margin: f64,
+    /// RMS ‖ΔW‖/‖W‖ over the tensors of the monitor's own block (0 in
+    /// history written before it existed).
+    #[serde(default)]
+    pub change_at: f64,
+    /// `projected_shift`, `score_ks` and `flip_rate` on the concept's own
+    /// texts (its training split's first part, labels unread); `None`
+    /// without a training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_shift: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_ks: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_flip_rate: Option<f64>,
+}
+
+/// How a monitor's scores move between the same texts through both models.
+struct ScoreChange {
+    /// (mean candidate logit − mean base logit) / std of base logits.
+    shift: f64,
+    ks: f64,
+    flip_rate: f64,
+    /// Mean |base logit − threshold logit| / std of base logits.
+    margin: f64,
+}
+
+fn score_change(m: &Monitor, base: &[Vec<f32>], cand: &[Vec<f32>]) -> ScoreChange {
+    let (w, b) = m.folded();
+    let z = |r: &Vec<f32>| r.iter().zip(&w).map(|(x, w)| *x as f64 * w).sum::<f64>() + b;
+    let zb: Vec<f64> = base.iter().map(z).collect();
+    let zc: Vec<f64> = cand.iter().map(z).collect();
+    let (mb, sb) = mean_std(&zb);
+    let (mc, _) = mean_std(&zc);
+    let t = logit(m.meta.classifier.threshold);
+    let flips = zb
+        .iter()
+        .zip(&zc)
+        .filter(|(x, y)| (**x >= t) != (**y >= t))
+        .count();
+    let n = zb.len().max(1) as f64;
+    ScoreChange {
+        shift: (mc - mb) / sb,
+        ks: ks_statistic(&zb, &zc),
+        flip_rate: flips as f64 / n,
+        margin: zb.iter().map(|x| (x - t).abs()).sum::<f64>() / n / sb,
+    }
 }
 
 /// Cosine similarity in f64.
@@ -188,18 +320,8 @@ pub fn monitor_features(
         ));
     }
     let layer = m.meta.hook.layer;
-    let (w, b) = m.folded();
-    let z = |r: &Vec<f32>| r.iter().zip(&w).map(|(x, w)| *x as f64 * w).sum::<f64>() + b;
-    let zb: Vec<f64> = base.iter().map(z).collect();
-    let zc: Vec<f64> = cand.iter().map(z).collect();
-    let (mb, sb) = mean_std(&zb);
-    let (mc, _) = mean_std(&zc);
-    let t = logit(m.meta.classifier.threshold);
-    let flips = zb
-        .iter()
-        .zip(&zc)
-        .filter(|(x, y)| (**x >= t) != (**y >= t))
-        .count();
+    let (w, _) = m.folded();
+    let sc = score_change(m, base, cand);
     let cos: f64 = base
         .iter()
         .zip(cand)
@@ -212,8 +334,14 @@ pub fn monitor_features(
         .filter(|t| t.block.is_some_and(|bl| bl <= layer) || t.kind == "embed")
         .map(|t| t.rel_change)
         .collect();
-    let change_below =
-        (below.iter().map(|x| x * x).sum::<f64>() / below.len().max(1) as f64).sqrt();
+    let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt();
+    let change_below = rms(&below);
+    let at: Vec<f64> = diff
+        .tensors
+        .iter()
+        .filter(|t| t.block == Some(layer))
+        .map(|t| t.rel_change)
+        .collect();
     let max_stable_rank = diff
         .tensors
         .iter()
@@ -231,10 +359,14 @@ pub fn monitor_features(
         change_below,
         max_stable_rank,
         act_cosine: cos,
-        projected_shift: (mc - mb) / sb,
-        score_ks: ks_statistic(&zb, &zc),
-        flip_rate: flips as f64 / zb.len() as f64,
-        base_margin: zb.iter().map(|x| (x - t).abs()).sum::<f64>() / zb.len() as f64 / sb,
+        projected_shift: sc.shift,
+        score_ks: sc.ks,
+        flip_rate: sc.flip_rate,
+        base_margin: sc.margin,
+        change_at: rms(&at),
+        concept_shift: None,
+        concept_ks: None,
+        concept_flip_rate: None,
     })
 }
 

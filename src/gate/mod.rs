@@ -55,6 +55,9 @@ pub struct GateRequest {
     pub risk_model: RiskModel,
     /// Revalidate every monitor regardless of the budget (ground truth for the grid).
     pub full_revalidation: bool,
+    /// The study's grid: every rung of the ladder tried alone on each stale
+    /// monitor, recorded for the study, never read by the verdict.
+    pub every_rung: bool,
     /// A name for the candidate (the zoo's condition), recorded in history.
     pub condition: Option<String>,
     /// A key naming this run (serve: its job), recorded in history so a
@@ -124,7 +127,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         features,
     } = unlabeled(
         (&req.base, &req.candidate),
-        &suite,
+        (&suite, &data.trains),
         corpus_of(policy),
         BaseCheck::Require,
         &cache,
@@ -169,6 +172,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
             req.full_revalidation,
             reval.examples_used,
         )),
+        every_rung: req.every_rung,
     };
     let mut repairs = timed(&mut secs, "realignment", || {
         repair::repair(&cx, &suite, &reval.evals, &risks, &features, progress)
@@ -373,9 +377,12 @@ struct Unlabeled {
 
 /// prepare → diff → features, each timed into `secs`: what `run` does
 /// before spending labels, and all that `features` and `risk` do.
+/// A concept's training split as read (path, texts and labels).
+type Trains = BTreeMap<String, (PathBuf, crate::monitor::data::Labeled)>;
+
 fn unlabeled(
     (base, candidate): (&str, &str),
-    suite: &[Monitor],
+    (suite, trains): (&[Monitor], &Trains),
     corpus: Corpus,
     base_check: BaseCheck,
     cache: &ActCache,
@@ -389,7 +396,8 @@ fn unlabeled(
     let diff = timed(secs, "diff", || diff_models(&models, progress))?;
     let (corpus_acts, features) = timed(secs, "features", || {
         let acts = features::corpus_activations(&models, suite, cache, progress)?;
-        let f = features::features(suite, &diff, &acts)?;
+        let own = features::concept_activations(&models, suite, trains, cache, progress)?;
+        let f = features::features(suite, &diff, &acts, &own)?;
         Ok((acts, f))
     })?;
     Ok(Unlabeled {
@@ -411,9 +419,11 @@ pub fn features_only(
     progress: Progress,
 ) -> Result<(DiffReport, usize, Vec<MonitorFeatures>)> {
     let suite = mon::load_suite(monitors)?;
+    // Without labeled data the concept features are left out (`None`);
+    // the risk model reads them as their training mean.
     let u = unlabeled(
         (base, candidate),
-        &suite,
+        (&suite, &BTreeMap::new()),
         corpus,
         base_check,
         &ActCache::from_env(),

@@ -32,6 +32,52 @@ pub struct Outcome {
     pub stale_auroc: bool,
     /// Stale under the policy the run used (thresholded metrics included).
     pub stale_policy: bool,
+    /// Operating point: balanced accuracy, TPR or FPR at the monitor's own
+    /// threshold beyond the policy's limits (absent in history written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_operating_point: Option<bool>,
+    /// Study runs: each rung of the ladder tried alone on a stale monitor.
+    #[serde(default, skip_serializing_if = "Trials::is_empty")]
+    pub trials: Trials,
+}
+
+/// Study runs (the grid): each rung of the repair ladder tried alone from
+/// the original monitor on a stale one, whatever the ladder did, so each
+/// method's repair rate can be measured. Never read by the verdict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Trials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realignment: Option<Trial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration: Option<Trial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraining: Option<Trial>,
+}
+
+impl Trials {
+    pub fn is_empty(&self) -> bool {
+        self.realignment.is_none() && self.recalibration.is_none() && self.retraining.is_none()
+    }
+}
+
+/// One rung tried alone: the repaired monitor's figures on the test set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trial {
+    /// Labeled training examples it spent.
+    pub examples: usize,
+    pub auroc: f64,
+    pub balanced_accuracy: f64,
+    /// Still stale by ranking (ΔAUROC ≤ −0.05 against the base figures).
+    pub ranking_after: bool,
+    /// Still past an operating-point limit of the policy.
+    pub operating_point_after: bool,
+    /// Within every limit of the policy.
+    pub passes_policy: bool,
+    /// Realignment only: whether any of its maps would have passed the
+    /// policy (the best in hindsight, which the label-free choice never sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_alternative_passes: Option<bool>,
 }
 
 /// One line of a history file (JSONL).
@@ -147,7 +193,10 @@ pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>> {
     Ok(rows)
 }
 
-pub const FEATURE_NAMES: [&str; 14] = [
+/// Every feature a risk model may read, by name. A model file lists the
+/// ones it reads (any of these, in any order), so a model fitted before a
+/// feature existed still loads.
+pub const FEATURE_NAMES: [&str; 18] = [
     "depth_fraction",
     "base_auroc",
     "log_weight_norm",
@@ -162,28 +211,47 @@ pub const FEATURE_NAMES: [&str; 14] = [
     "family_low_rank",
     "family_quant_adapter",
     "family_full",
+    "log_change_at",
+    "concept_abs_shift",
+    "concept_ks",
+    "concept_flip_rate",
 ];
 
-/// The numeric vector the model reads, in FEATURE_NAMES order.
-pub fn feature_vector(f: &MonitorFeatures) -> [f64; 14] {
+/// The features read before the concept-aware ones existed (risk model v1).
+pub const FEATURE_NAMES_V1: &[&str] = FEATURE_NAMES.split_at(14).0;
+
+/// The value of feature `name` for `f`; `None` when `f` lacks it (a
+/// concept feature without a training split). Names come from
+/// [`FEATURE_NAMES`].
+pub fn feature_value(f: &MonitorFeatures, name: &str) -> Option<f64> {
     let fam = |fs: &[Family]| fs.contains(&f.family) as u8 as f64;
-    [
-        f.depth_fraction,
-        f.base_auroc,
-        f.weight_norm.max(1e-12).ln(),
-        (f.change_below + 1e-6).log10(),
-        (1.0 + f.max_stable_rank).ln(),
+    Some(match name {
+        "depth_fraction" => f.depth_fraction,
+        "base_auroc" => f.base_auroc,
+        "log_weight_norm" => f.weight_norm.max(1e-12).ln(),
+        "log_change_below" => (f.change_below + 1e-6).log10(),
+        "log_stable_rank" => (1.0 + f.max_stable_rank).ln(),
         // 1 − cosine spans orders of magnitude (1e-6 for int8, 1e-1 for fine-tunes).
-        (1.0 - f.act_cosine + 1e-9).log10(),
-        f.projected_shift.abs(),
-        f.score_ks,
-        f.flip_rate,
-        f.base_margin,
-        fam(&[Family::Quantization]),
-        fam(&[Family::LowRankAdapter, Family::MergedLowRank]),
-        fam(&[Family::QuantizationPlusAdapter]),
-        fam(&[Family::FullFineTune]),
-    ]
+        "act_distance" => (1.0 - f.act_cosine + 1e-9).log10(),
+        "abs_projected_shift" => f.projected_shift.abs(),
+        "score_ks" => f.score_ks,
+        "flip_rate" => f.flip_rate,
+        "base_margin" => f.base_margin,
+        "family_quantization" => fam(&[Family::Quantization]),
+        "family_low_rank" => fam(&[Family::LowRankAdapter, Family::MergedLowRank]),
+        "family_quant_adapter" => fam(&[Family::QuantizationPlusAdapter]),
+        "family_full" => fam(&[Family::FullFineTune]),
+        "log_change_at" => (f.change_at + 1e-6).log10(),
+        "concept_abs_shift" => f.concept_shift?.abs(),
+        "concept_ks" => f.concept_ks?,
+        "concept_flip_rate" => f.concept_flip_rate?,
+        _ => return None,
+    })
+}
+
+/// The values of `names` for `f`, in order.
+pub fn feature_vector(f: &MonitorFeatures, names: &[String]) -> Vec<Option<f64>> {
+    names.iter().map(|n| feature_value(f, n)).collect()
 }
 
 /// A fitted risk model, serialized as JSON.
@@ -192,7 +260,8 @@ pub struct RiskModel {
     /// Always [`MODEL_FORMAT`].
     pub format: String,
     pub version: u32,
-    /// The inputs, [`FEATURE_NAMES`] in order; a model over other features is refused.
+    /// The inputs, each one of [`FEATURE_NAMES`]; a model naming any other
+    /// feature is refused.
     pub features: Vec<String>,
     /// Per feature, the mean and standard deviation the inputs are standardised with.
     pub mean: Vec<f64>,
@@ -230,17 +299,43 @@ impl RiskModel {
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let m: RiskModel =
             serde_json::from_str(text).map_err(|e| Error::input(path, e.line(), e.to_string()))?;
-        let n = FEATURE_NAMES.len();
-        if m.format != MODEL_FORMAT
-            || m.features != FEATURE_NAMES
-            || m.mean.len() != n
-            || m.std.len() != n
-            || m.coef.len() != n
+        if m.format != MODEL_FORMAT {
+            return Err(Error::field(
+                path,
+                "format",
+                format!("not `{MODEL_FORMAT}`"),
+            ));
+        }
+        if let Some(bad) = m
+            .features
+            .iter()
+            .find(|f| !FEATURE_NAMES.contains(&f.as_str()))
         {
             return Err(Error::field(
                 path,
                 "features",
-                format!("not a {MODEL_FORMAT} model over this version's {n} features"),
+                format!("`{bad}` is not a feature this version computes"),
+            ));
+        }
+        let n = m.features.len();
+        for (field, len) in [
+            ("mean", m.mean.len()),
+            ("std", m.std.len()),
+            ("coef", m.coef.len()),
+        ] {
+            if len != n {
+                return Err(Error::field(
+                    path,
+                    field,
+                    format!("{len} values for {n} features"),
+                ));
+            }
+        }
+        if let Some(i) = m.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::field(
+                path,
+                "std",
+                format!("entry {i} is not a positive number"),
             ));
         }
         Ok(m)
@@ -263,10 +358,12 @@ impl RiskModel {
     }
 
     pub fn predict(&self, f: &MonitorFeatures) -> Risk {
-        let x = feature_vector(f);
+        let x = feature_vector(f, &self.features);
         let mut z = self.intercept;
         let mut drivers = Vec::with_capacity(x.len());
         for (i, xi) in x.iter().enumerate() {
+            // A feature the run could not compute reads as its training mean.
+            let xi = xi.unwrap_or(self.mean[i]);
             let c = self.coef[i] * (xi - self.mean[i]) / self.std[i];
             z += c;
             drivers.push((self.features[i].clone(), c));
@@ -280,8 +377,16 @@ impl RiskModel {
     }
 }
 
-/// Fits on `rows` (target: `stale_auroc`). Needs both outcomes present.
+/// Fits on `rows` (target: `stale_auroc`) over every feature of
+/// [`FEATURE_NAMES`]. Needs both outcomes present.
 pub fn fit(rows: &[&HistoryRow], l2: f64, source: &str) -> Result<RiskModel> {
+    fit_on(rows, &FEATURE_NAMES, l2, source)
+}
+
+/// [`fit`] over the features `names`. A row lacking a feature (history
+/// from before it existed, a concept without a training split) takes the
+/// mean of the rows that have it.
+pub fn fit_on(rows: &[&HistoryRow], names: &[&str], l2: f64, source: &str) -> Result<RiskModel> {
     let n = rows.len();
     let stale = rows.iter().filter(|r| r.outcome.stale_auroc).count();
     if stale == 0 || stale == n {
@@ -290,15 +395,25 @@ pub fn fit(rows: &[&HistoryRow], l2: f64, source: &str) -> Result<RiskModel> {
             if stale == 0 { "healthy" } else { "stale" }
         )));
     }
-    let k = FEATURE_NAMES.len();
-    let raw: Vec<[f64; 14]> = rows.iter().map(|r| feature_vector(&r.features)).collect();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let k = names.len();
+    let given: Vec<Vec<Option<f64>>> = rows
+        .iter()
+        .map(|r| feature_vector(&r.features, &names))
+        .collect();
     let mut mean = vec![0.0; k];
     let mut std = vec![0.0; k];
     for j in 0..k {
-        mean[j] = raw.iter().map(|v| v[j]).sum::<f64>() / n as f64;
-        let var = raw.iter().map(|v| (v[j] - mean[j]).powi(2)).sum::<f64>() / n as f64;
+        let have: Vec<f64> = given.iter().filter_map(|v| v[j]).collect();
+        mean[j] = have.iter().sum::<f64>() / have.len().max(1) as f64;
+        let var =
+            have.iter().map(|x| (x - mean[j]).powi(2)).sum::<f64>() / have.len().max(1) as f64;
         std[j] = var.sqrt().max(1e-9);
     }
+    let raw: Vec<Vec<f64>> = given
+        .iter()
+        .map(|v| v.iter().zip(&mean).map(|(x, m)| x.unwrap_or(*m)).collect())
+        .collect();
     let x = Array2::from_shape_fn((n, k), |(i, j)| (raw[i][j] - mean[j]) / std[j]);
     let y: Vec<usize> = rows
         .iter()
@@ -308,7 +423,7 @@ pub fn fit(rows: &[&HistoryRow], l2: f64, source: &str) -> Result<RiskModel> {
     Ok(RiskModel {
         format: MODEL_FORMAT.into(),
         version: 1,
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        features: names,
         mean,
         std,
         coef: fitted.w.to_vec(),
@@ -465,6 +580,10 @@ mod tests {
             score_ks: change.min(1.0),
             flip_rate: change / 2.0,
             base_margin: 1.0,
+            change_at: 0.0,
+            concept_shift: None,
+            concept_ks: None,
+            concept_flip_rate: None,
         };
         let d = if stale { -0.1 } else { -0.01 };
         HistoryRow::new(
@@ -480,6 +599,8 @@ mod tests {
                 delta_balanced_accuracy: d,
                 stale_auroc: stale,
                 stale_policy: stale,
+                stale_operating_point: None,
+                trials: Default::default(),
             },
         )
     }
@@ -548,9 +669,63 @@ mod tests {
     }
 
     #[test]
+    fn models_name_their_features_and_a_missing_one_reads_as_its_mean() {
+        // Rows with the concept features on half of them, the signal in
+        // concept_ks: the fit imputes the rest with the mean of those given.
+        let rows: Vec<HistoryRow> = (0..40)
+            .map(|i| {
+                let stale = i % 2 == 0;
+                let mut r = row(i, "a", Family::LowRankAdapter, 0.01, stale);
+                if i < 20 {
+                    r.features.concept_ks = Some(if stale { 0.6 } else { 0.1 });
+                    r.features.concept_shift = Some(0.0);
+                    r.features.concept_flip_rate = Some(0.0);
+                }
+                r
+            })
+            .collect();
+        let refs: Vec<&HistoryRow> = rows.iter().collect();
+        let m = fit(&refs, 1.0, "test").unwrap();
+        assert_eq!(m.features, FEATURE_NAMES);
+        let j = m.features.iter().position(|f| f == "concept_ks").unwrap();
+        assert!((m.mean[j] - 0.35).abs() < 1e-9, "{}", m.mean[j]);
+        assert!(
+            m.coef[j] > 0.0,
+            "concept_ks must push risk up: {}",
+            m.coef[j]
+        );
+        // Without the feature a row scores as if it sat at the mean.
+        let mut lacking = rows[1].features.clone();
+        lacking.concept_ks = None;
+        let mut at_mean = lacking.clone();
+        at_mean.concept_ks = Some(m.mean[j]);
+        assert_eq!(m.predict(&lacking).p_stale, m.predict(&at_mean).p_stale);
+        // A model over the first version's 14 features still loads and predicts.
+        let v1 = fit_on(&refs, FEATURE_NAMES_V1, 1.0, "test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.json");
+        v1.save(&p).unwrap();
+        assert_eq!(RiskModel::load(&p).unwrap().features.len(), 14);
+        // A feature this version does not compute is refused by name.
+        let mut bad = v1.clone();
+        bad.features[3] = "moon_phase".into();
+        bad.save(&p).unwrap();
+        let e = RiskModel::load(&p).unwrap_err().to_string();
+        assert!(e.contains("features") && e.contains("moon_phase"), "{e}");
+        let mut short = v1;
+        short.coef.pop();
+        short.save(&p).unwrap();
+        let e = RiskModel::load(&p).unwrap_err().to_string();
+        assert!(e.contains("coef") && e.contains("13 values for 14"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_model_parses_and_ranks_its_grid() {
         let m = RiskModel::default_model().unwrap();
-        assert_eq!(m.features.len(), FEATURE_NAMES.len());
+        assert!(m
+            .features
+            .iter()
+            .all(|f| FEATURE_NAMES.contains(&f.as_str())));
         let grid = read_history(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk/zoo-grid.jsonl"),
         )

@@ -378,6 +378,7 @@ mod tests {
                                     steps: vec![],
                                     after,
                                     stale_reasons_after: r.stale_reasons.clone(),
+                                    applied: true,
                                     verified: true,
                                     written_to: None,
                                     alternatives: vec![],

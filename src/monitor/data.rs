@@ -12,6 +12,42 @@ pub struct Labeled {
     pub sha256: String,
 }
 
+// The label-free reading order of a training split, shared by the
+// features (their first part) and the repair ladder (its parts), so both
+// hit the same activation-cache entries.
+
+/// The first part of a training split's order (realignment's held-out
+/// texts and its first fit fit inside the first two parts).
+pub const FIRST_PART: usize = 96;
+/// Every later part: the step realignment grows its texts by.
+pub const PART: usize = 64;
+
+/// The order the ladder reads a concept's training split in: a seeded
+/// shuffle that never looks at the labels (realignment reads these texts
+/// as unlabeled), so any prefix is a fair sample of the split.
+pub fn train_order(n: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        crate::util::DEFAULT_SEED,
+    ));
+    order
+}
+
+/// Where the parts of an order of `n` texts end: fixed boundaries, so a
+/// prefix is a whole number of cache entries whatever length a run stops at.
+pub fn part_ends(n: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = FIRST_PART.min(n);
+    while at < n {
+        ends.push(at);
+        at += PART;
+    }
+    ends.push(n);
+    ends
+}
+
 impl Labeled {
     pub fn n_positive(&self) -> usize {
         self.labels.iter().filter(|&&l| l == 1).count()

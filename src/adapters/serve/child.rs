@@ -136,6 +136,7 @@ fn check(req: &CheckRequest, dir: &Path) -> Result<Finished> {
         policy: Policy::load(&req.policy)?,
         risk_model: RiskModel::default_model()?,
         full_revalidation: false,
+        every_rung: false,
         condition: None,
         run: req.run.clone(),
         shard: None,

@@ -18,6 +18,7 @@ use crate::gate::policy::Policy;
 use crate::gate::prepare::Prepared;
 use crate::gate::revalidate::{self, EvalResult, Revalidated};
 use crate::model::{Model, Pool, Precision};
+pub use crate::monitor::data::{part_ends, train_order, FIRST_PART, PART};
 use crate::monitor::{data::Labeled, Monitor};
 
 /// The run's inputs, as the rungs need them.
@@ -33,6 +34,8 @@ pub struct Context<'a> {
     /// Whole-set revalidation: labeled examples the rungs may still spend,
     /// what revalidation left of the budget (sequential runs count in `extend`).
     pub rung_budget: std::cell::Cell<usize>,
+    /// Study runs: try every rung alone on each stale monitor ([`super::Trial`]).
+    pub every_rung: bool,
 }
 
 impl Context<'_> {
@@ -210,38 +213,6 @@ type Key = (String, Pool);
 
 fn key(m: &Monitor) -> Key {
     (m.meta.concept.clone(), m.meta.pooling)
-}
-
-/// The first part of a training split's order (realignment's held-out
-/// texts and its first fit fit inside the first two parts).
-pub const FIRST_PART: usize = 96;
-/// Every later part: the step realignment grows its texts by.
-pub const PART: usize = 64;
-
-/// The order the ladder reads a concept's training split in: a seeded
-/// shuffle that never looks at the labels (realignment reads these texts
-/// as unlabeled), so any prefix is a fair sample of the split.
-pub fn train_order(n: usize) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-        crate::util::DEFAULT_SEED,
-    ));
-    order
-}
-
-/// Where the parts of an order of `n` texts end: fixed boundaries, so a
-/// prefix is a whole number of cache entries whatever length a run stops at.
-fn part_ends(n: usize) -> Vec<usize> {
-    let mut ends = Vec::new();
-    let mut at = FIRST_PART.min(n);
-    while at < n {
-        ends.push(at);
-        at += PART;
-    }
-    ends.push(n);
-    ends
 }
 
 /// Rows computed so far for one (side, concept, pooling): the first `n`

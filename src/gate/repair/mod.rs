@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::gate::features::MonitorFeatures;
 pub use crate::gate::policy::Rung;
 use crate::gate::prepare::Progress;
-use crate::gate::revalidate::{self, EvalResult, Revalidated, Status};
-use crate::gate::risk::Risk;
+use crate::gate::revalidate::{self, Breaks, EvalResult, Revalidated, Status};
+use crate::gate::risk::{Risk, Trial, Trials};
 use crate::monitor::Monitor;
 pub use context::{Context, RungReport};
 use context::{LadderActs, Verifier};
@@ -59,6 +59,13 @@ pub struct MonitorReport {
     /// Sequential revalidation: examples used, the bounds reached and why it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<crate::gate::revalidate::sequential::Trace>,
+    /// Which kinds of limit the candidate broke (revalidated monitors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaks: Option<Breaks>,
+    /// Study runs only (`GateRequest::every_rung`): each rung tried alone
+    /// from the original monitor on a stale monitor. Never read by the verdict.
+    #[serde(default, skip_serializing_if = "Trials::is_empty")]
+    pub trials: Trials,
 }
 
 #[cfg(test)]
@@ -81,6 +88,10 @@ impl MonitorReport {
             score_ks: 0.1,
             flip_rate: 0.01,
             base_margin: 1.0,
+            change_at: 0.0,
+            concept_shift: None,
+            concept_ks: None,
+            concept_flip_rate: None,
         };
         MonitorReport {
             name: name.into(),
@@ -109,6 +120,8 @@ impl MonitorReport {
             retraining: None,
             repaired_monitor: None,
             sequential: None,
+            breaks: None,
+            trials: Trials::default(),
         }
     }
 }
@@ -184,10 +197,15 @@ pub fn repair(
             retraining: None,
             repaired_monitor: None,
             sequential: None,
+            breaks: None,
+            trials: Trials::default(),
         };
         if let Some(rv) = evals.get(name) {
             if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
                 out.repaired.push(fixed);
+            }
+            if cx.every_rung && r.status != Status::Healthy {
+                r.trials = trials(cx, &mut acts, m, rv, &r)?;
             }
             out.examples_used += [&r.recalibration, &r.retraining]
                 .iter()
@@ -216,6 +234,7 @@ fn climb<'a>(
     let policy = cx.policy;
     let name = &m.meta.name;
     r.eval = Some(rv.eval.clone());
+    r.breaks = Some(revalidate::breaks(m, &rv.eval, &policy.metrics));
     r.stale_reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
     if r.stale_reasons.is_empty() {
         r.status = Status::Healthy;
@@ -270,4 +289,54 @@ fn climb<'a>(
     // Same name as the monitor it replaces; the fingerprint tag says for what.
     current.meta.name = name.clone();
     Ok(Some(current))
+}
+
+/// Study runs: every rung the policy enables, each alone from the original
+/// monitor (recalibration without realignment's map), reusing what the
+/// ladder already measured. Labels are not capped here: the grid runs with
+/// full revalidation.
+fn trials<'a>(
+    cx: &Context<'a>,
+    acts: &mut LadderActs<'a>,
+    m: &Monitor,
+    rv: &Revalidated,
+    r: &MonitorReport,
+) -> Result<Trials> {
+    let policy = cx.policy;
+    let trial = |examples, after: &EvalResult, reasons: &[String]| {
+        let b = revalidate::breaks(m, after, &policy.metrics);
+        Trial {
+            examples,
+            auroc: after.auroc,
+            balanced_accuracy: after.balanced_accuracy,
+            ranking_after: b.ranking,
+            operating_point_after: b.operating_point,
+            passes_policy: reasons.is_empty(),
+            any_alternative_passes: None,
+        }
+    };
+    let verifier = Verifier::new(m, rv, cx)?;
+    let mut out = Trials::default();
+    if let Some(a) = &r.realignment {
+        // A map that was not applied leaves the monitor as it was.
+        let mut t = if a.applied {
+            trial(0, &a.after, &a.stale_reasons_after)
+        } else {
+            trial(0, &rv.eval, &r.stale_reasons)
+        };
+        t.any_alternative_passes = Some(a.alternatives.iter().any(|x| x.would_pass));
+        out.realignment = Some(t);
+    }
+    // The labeled rungs are measured whether or not the policy climbs to
+    // them: the study asks what each method can do.
+    if cx.trains.contains_key(&m.meta.concept) {
+        let rep = recalibrate::rung(cx, acts, m, m, &verifier)?.report;
+        out.recalibration = Some(trial(rep.examples, &rep.after, &rep.stale_reasons_after));
+        let rep = match &r.retraining {
+            Some(rep) => rep.clone(),
+            None => retrain::rung(cx, acts, m, &verifier)?.report,
+        };
+        out.retraining = Some(trial(rep.examples, &rep.after, &rep.stale_reasons_after));
+    }
+    Ok(out)
 }

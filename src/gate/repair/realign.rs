@@ -416,6 +416,10 @@ pub struct RealignReport {
     /// Labeled metrics of the repaired monitor through the candidate.
     pub after: EvalResult,
     pub stale_reasons_after: Vec<String>,
+    /// Whether the chosen map beat leaving the monitor alone on held-out
+    /// unlabeled prompts, and so was applied (`after` is measured either way).
+    #[serde(default = "applied_default")]
+    pub applied: bool,
     pub verified: bool,
     /// Where the repaired monitor was written (relative to the output directory).
     pub written_to: Option<String>,
@@ -423,6 +427,12 @@ pub struct RealignReport {
     /// (never used to choose: that would spend the labels the choice must not see).
     #[serde(default)]
     pub alternatives: Vec<Alternative>,
+}
+
+/// Reports written before `applied` existed only hold applied maps' figures
+/// without a note; the note's absence is what `applied` now says.
+fn applied_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -491,6 +501,7 @@ pub fn rung<'a>(
             steps,
             after,
             stale_reasons_after: reasons_after,
+            applied: choice.beats_identity(),
             verified: policy.realignment.verify,
             written_to: None,
             alternatives,

@@ -136,8 +136,11 @@ impl Report {
                         delta_auroc: e.delta_auroc,
                         balanced_accuracy: e.balanced_accuracy,
                         delta_balanced_accuracy: e.balanced_accuracy - e.base_balanced_accuracy,
-                        stale_auroc: e.delta_auroc <= -0.05 + 1e-12,
+                        stale_auroc: e.delta_auroc
+                            <= -crate::gate::revalidate::RANKING_DROP + 1e-12,
                         stale_policy: !m.stale_reasons.is_empty(),
+                        stale_operating_point: m.breaks.map(|b| b.operating_point),
+                        trials: m.trials.clone(),
                     },
                 ))
             })

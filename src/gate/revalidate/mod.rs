@@ -54,6 +54,33 @@ pub fn weak_on_base(m: &Monitor, lim: &MetricLimits) -> Option<String> {
     })
 }
 
+/// Which kind of limit a monitor's evaluation breaks: the study reports
+/// the two definitions of stale side by side (#17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breaks {
+    /// Ranking: AUROC dropped by 0.05 or more (the study's definition,
+    /// what the risk model predicts).
+    pub ranking: bool,
+    /// Operating point: balanced accuracy, TPR or FPR at the monitor's own
+    /// threshold beyond the policy's limits.
+    pub operating_point: bool,
+}
+
+/// [`Breaks`] of `e` under the limits `lim`.
+pub fn breaks(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Breaks {
+    let b = &m.meta.base_metrics;
+    Breaks {
+        ranking: e.delta_auroc <= -RANKING_DROP + 1e-12,
+        operating_point: e.balanced_accuracy - b.balanced_accuracy
+            < -lim.max_balanced_accuracy_drop
+            || e.fpr - b.fpr > lim.max_fpr_increase
+            || b.tpr - e.tpr > lim.max_tpr_drop,
+    }
+}
+
+/// The study's ranking definition of stale: ΔAUROC ≤ −0.05.
+pub const RANKING_DROP: f64 = 0.05;
+
 /// Why a monitor is stale (empty when it is not). A monitor weak on its
 /// base is judged only on what the candidate changed (the drops), never on
 /// the absolute `min_auroc` it did not meet before the update either.
@@ -304,18 +331,23 @@ mod tests {
 
     use crate::monitor::shipped;
 
-    #[test]
-    fn a_monitor_weak_on_its_base_is_judged_only_on_what_changed() {
-        // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
-        let mut m = shipped("toxicity-l15");
-        m.meta.base_metrics.auroc = 0.713;
-        let lim = crate::gate::policy::MetricLimits {
+    /// The default policy's limits.
+    fn limits() -> MetricLimits {
+        MetricLimits {
             max_auroc_drop: 0.05,
             min_auroc: 0.80,
             max_balanced_accuracy_drop: 0.05,
             max_fpr_increase: 0.05,
             max_tpr_drop: 0.10,
-        };
+        }
+    }
+
+    #[test]
+    fn a_monitor_weak_on_its_base_is_judged_only_on_what_changed() {
+        // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
+        let mut m = shipped("toxicity-l15");
+        m.meta.base_metrics.auroc = 0.713;
+        let lim = limits();
         assert!(weak_on_base(&m, &lim)
             .unwrap()
             .contains("0.713 < min_auroc 0.8"));
@@ -353,5 +385,39 @@ mod tests {
         assert!(stale_reasons(&strong, &e, &lim)
             .iter()
             .any(|x| x.contains("below 0.8")));
+    }
+
+    #[test]
+    fn breaks_tell_ranking_from_operating_point() {
+        let m = shipped("toxicity-l15");
+        let b = m.meta.base_metrics.clone();
+        let lim = limits();
+        let e = |d_auroc: f64, d_ba: f64, d_tpr: f64, d_fpr: f64| EvalResult {
+            monitor: m.meta.name.clone(),
+            layer: 15,
+            n: 180,
+            auroc: b.auroc + d_auroc,
+            auroc_ci95: [0.0, 1.0],
+            balanced_accuracy: b.balanced_accuracy + d_ba,
+            tpr: b.tpr + d_tpr,
+            fpr: b.fpr + d_fpr,
+            threshold: 0.5,
+            base_auroc: b.auroc,
+            delta_auroc: d_auroc,
+            base_balanced_accuracy: b.balanced_accuracy,
+        };
+        let k = |x: EvalResult| {
+            let b = breaks(&m, &x, &lim);
+            (b.ranking, b.operating_point)
+        };
+        assert_eq!(k(e(0.0, 0.0, 0.0, 0.0)), (false, false));
+        // Exactly the ranking limit counts; the threshold can survive it.
+        assert_eq!(k(e(-0.05, 0.0, 0.0, 0.0)), (true, false));
+        // A shifted threshold with the ranking intact: each limit alone.
+        assert_eq!(k(e(-0.01, -0.06, 0.0, 0.0)), (false, true));
+        assert_eq!(k(e(0.0, 0.0, -0.11, 0.0)), (false, true));
+        assert_eq!(k(e(0.0, 0.0, 0.0, 0.06)), (false, true));
+        assert_eq!(k(e(0.0, -0.04, -0.09, 0.04)), (false, false));
+        assert_eq!(k(e(-0.2, -0.2, 0.0, 0.0)), (true, true));
     }
 }

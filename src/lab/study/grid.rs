@@ -67,6 +67,7 @@ pub fn grid(
             policy: req.policy.clone(),
             risk_model: req.risk_model.clone(),
             full_revalidation: true,
+            every_rung: true,
             condition: Some(name.clone()),
             run: None,
             shard: None,

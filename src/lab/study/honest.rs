@@ -327,6 +327,10 @@ mod tests {
             score_ks: change.min(1.0),
             flip_rate: change / 2.0,
             base_margin: 1.0,
+            change_at: 0.0,
+            concept_shift: None,
+            concept_ks: None,
+            concept_flip_rate: None,
         };
         HistoryRow::new(
             model,
@@ -341,6 +345,8 @@ mod tests {
                 delta_balanced_accuracy: d_ba,
                 stale_auroc: d_auroc <= -0.05,
                 stale_policy: d_auroc <= -0.05 || d_ba < -0.05,
+                stale_operating_point: None,
+                trials: Default::default(),
             },
         )
     }
