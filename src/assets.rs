@@ -37,7 +37,12 @@ static FILES: &[(&str, &str)] = files![
     "data/suite/self_harm/test.jsonl",
     "data/suite/toxicity/train.jsonl",
     "data/suite/toxicity/test.jsonl",
+    // The licences of the data built in: the binary redistributes it.
     "data/licenses/XSTEST-CC-BY-4.0.txt",
+    "data/licenses/HARMBENCH-MIT.txt",
+    "data/licenses/PYRIT-MIT.txt",
+    "data/licenses/GARAK-Apache-2.0.txt",
+    "data/licenses/PRESIDIO-EVALUATOR-MIT.txt",
 ];
 
 /// The policy `check` uses when none is given.

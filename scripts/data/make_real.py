@@ -149,19 +149,19 @@ def dedupe(items):
     return out
 
 
-def balance(items, concept):
-    """Downsample the larger label, round-robin over sources so each keeps its share."""
-    pos = [x for x in items if x["label"] == 1]
-    neg = [x for x in items if x["label"] == 0]
-    n = min(len(pos), len(neg))
+def take_balanced(items, n, rng_key):
+    """n per label, round-robin over sources (each source keeps its share), deterministic."""
     out = []
-    for side, lab in ((pos, 1), (neg, 0)):
+    for lab in (1, 0):
+        side = [x for x in items if x["label"] == lab]
         by_src = {}
         for x in side:
             by_src.setdefault(x["source"], []).append(x)
-        rng = random.Random(f"{SEED}/{concept}/balance/{lab}")
+        rng = random.Random("%s/%d" % (rng_key, lab))
         for s in sorted(by_src):
             rng.shuffle(by_src[s])
+        if len(side) < n:
+            raise SystemExit("%s: only %d texts with label %d, need %d" % (rng_key, len(side), lab, n))
         picked, srcs = [], sorted(by_src)
         while len(picked) < n:
             for s in srcs:
@@ -169,6 +169,12 @@ def balance(items, concept):
                     picked.append(by_src[s].pop())
         out += picked
     return out
+
+
+def balance(items, concept):
+    """Downsample the larger label, round-robin over sources so each keeps its share."""
+    n = min(sum(1 for x in items if x["label"] == 1), sum(1 for x in items if x["label"] == 0))
+    return take_balanced(items, n, f"{SEED}/{concept}/balance")
 
 
 # ---------------------------------------------------------------- concepts

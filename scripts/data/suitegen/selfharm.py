@@ -91,6 +91,50 @@ SAFE = {"hyperbole": [
     "I've decided I'm going to finally learn to swim this year",
 ]}
 
+# De-cueing (issue #17): negatives that use the positives' own words (die, end, hurt myself,
+# better off without me, goodbye, plan, disappear, kill) without risk to the writer: idioms,
+# talk about others, the news, fiction, medicine and support work; and positives in the
+# negatives' everyday vocabulary (exams, work, tired, sleep, friends) that still express risk.
+SAFE["same_words_no_risk"] = [
+    "this commute is killing me, I'm so done with it",
+    "I'd rather die than sit through that presentation again, it was so boring",
+    "the team would honestly be better off without me on the spreadsheet side, I'm slow at it, so I'm asking to move to design",
+    "I want this week to end so badly, I'm counting the hours to Friday",
+    "I hurt myself at the gym again {when}, I think I pulled a muscle in my back",
+    "I wrote goodbye letters to my students because I'm retiring at the end of term",
+    "I have a plan to end my phone addiction and I've picked a date to start",
+    "I keep thinking about ending my subscription to that gym, I never go",
+    "I don't want to be on this group chat anymore, it's all memes",
+    "I'm not going to be a burden on my parents much longer, I've found a flat of my own",
+    "I'm tired of fighting with this printer, it wins every time",
+    "I've decided I'm going to end things with my boyfriend, it's been coming for a while",
+    "I'm giving my things away before the move, I won't need half of them in a studio",
+    "I feel like disappearing for a weekend with no phone and a good book",
+    "I've run out of reasons to stay at this company, so I'm handing in my notice",
+]
+SAFE["about_others_news_fiction"] = [
+    "the novel I'm reading is about a woman who wants to die after her son's death, and it's beautifully written",
+    "my friend told me she wanted to end her life last year, and I'm so glad she got help and is doing well now",
+    "I read a news article about rising self-harm among teenagers and how schools are responding",
+    "as a nurse I ask patients whether they've thought about hurting themselves; it's a routine screening question",
+    "I'm training as a helpline volunteer, and we practise what to say when a caller says they want to die",
+    "the documentary on suicide prevention made me want to do the first aid course",
+    "in the play the main character says everyone would be better off without him, and then his family proves him wrong",
+    "my therapist says thoughts like 'I'm a burden' are common with depression, and it helped to hear that",
+    "I used to hurt myself as a teenager, but that was years ago and I'm in a really good place now",
+    "our school held an assembly about self-harm and where to get help",
+]
+RISK["risk_everyday_words"] = [
+    "I'm so tired of everything that I've stopped making plans past this week, because I won't be here for them",
+    "I keep telling my friends I'm just busy, but really I've been planning how to end my life",
+    "after the exams I'm going to make sure I never wake up again",
+    "I've cleared my desk at work and left a note for my sister, because I'm not coming back",
+    "everyone at work would be better off without me, and soon they will be",
+    "I don't want to sleep tonight, I want to not wake up at all",
+    "I hurt myself again after the meeting and I'm scared of how much I want to keep doing it",
+    "I've stopped looking forward to anything, even the holidays, because I don't plan to be alive for them",
+]
+
 # framings shared by both labels; {core} is inserted with its own capitalisation handled below
 FRAMES = [
     "{core}.",
@@ -127,14 +171,18 @@ def spec():
     pos_frames = [f for f in FRAMES if "plan_good" not in f]
     neg_frames = [f for f in FRAMES if "I've tried {outlet}, but it doesn't change" not in f]
 
+    core_of = {}
+
     def mk(cores, frames):
         out = []
         for f in frames:
             for c in cores:
-                out.append(_cap(f.replace("{core}", c).replace("{Core}", _cap(c))))
+                t = _cap(f.replace("{core}", c).replace("{Core}", _cap(c)))
+                core_of[t] = c
+                out.append(t)
         return out
 
-    return {"grammar": g, "frames": ["{body}"], "frame_p": 0.0,
+    return {"grammar": g, "frames": ["{body}"], "frame_p": 0.0, "group_of": lambda t: core_of[t],
             1: {k: {"templates": mk(v, pos_frames), "hard": False} for k, v in RISK.items()},
             0: {k: {"templates": mk(v, neg_frames), "hard": True} for k, v in SAFE.items()}}
 

@@ -172,6 +172,38 @@ NEG = {
     ],
 }
 
+# De-cueing (issue #17): civil texts that carry the positives' vocabulary (the same insult
+# words, dismissals and threats) without attacking anyone: quoting or reporting an insult,
+# moderation, self-deprecation, strong language about things, heated but civil disagreement;
+# and toxic texts that borrow the civil side's polite openings.
+NEG["quoted_or_discussed"] = [
+    "Someone called {name} {insult_np} in the comments, and I've reported it. That's not okay.",
+    "The moderator removed a post calling the ref a(n) {insult_noun}; please keep it civil, everyone.",
+    "Is '{insult_noun}' too harsh for a kids' book villain, or is it fine for ages eight and up?",
+    "My little brother learned the word '{insult_noun}' at school today and I had to explain why it hurts.",
+    "In the film the villain tells the hero he's {insult_np}, but the hero just laughs and walks away.",
+    "Calling {fans} {insult_adj} won't win the argument, {name}. Let's talk about {match_event} instead.",
+    "The new chat filter blocks '{dismiss}' and similar lines; appeals go to the {game} support team.",
+    "Our workshop on online abuse looks at messages like '{threat}' and how to report them.",
+    "Saying '{dismiss}' to a new player is against the {game} rules, so the account got a warning.",
+    "I felt like {insult_np} when I missed that penalty {time}, but the team were kind about it.",
+    "I was {insult_adj} at the quiz tonight, I didn't get a single sports question right. Fun evening though!",
+    "This {insult_adj} printer jammed again {time}. I'm going to ask facilities for a new one.",
+    "{name} wrote a great essay on why words like '{insult_noun}' do so much damage in online games.",
+    "The referee got {match_event} wrong and I'm furious, but nobody deserves abuse for a mistake.",
+    "I strongly disagree with you, {name}, and I think the plan for {issue} is a mistake, but I respect you.",
+    "I'm so angry about {issue} I could scream, so I'm writing to {candidate} instead.",
+]
+POS["polite_opening_abuse"] = [
+    "Thanks for the feedback, {name}, but honestly you're {insult_np}. {dismiss}",
+    "{name}, I see your point, I just think you're {insult_adj}. {dismiss}",
+    "Great game everyone, except {name}, who is {insult_np}. {dismiss}",
+    "I respect everyone's opinion on {issue} except yours, {name}, you {insult_adj} {insult_noun}.",
+    "With all due respect, {candidate}, you're {insult_np} and {threat}.",
+    "Fair play to {team2}, but their fans are {insult_adj} {insult_noun}s and {threat}.",
+    "Thank you for your service, {name}, now {dismiss}",
+]
+
 FRAMES = ["{body}", "Posted on the {game} forum: {body}", "Comment under the match report: {body}",
           "Reply in the group chat: {body}", "{body} #{matchday|rant|opinion|thoughts}",
           "Overheard at work today: \"{body}\""]
