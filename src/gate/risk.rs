@@ -502,6 +502,17 @@ pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
 /// pooled. The caller chooses the folds, so one that keeps related rows
 /// (a merged copy and its source) in one fold gets an honest figure.
 pub fn held_out(rows: &[HistoryRow], keys: &[String], by: &str, l2: f64) -> HeldOut {
+    held_out_on(rows, keys, by, l2, &FEATURE_NAMES)
+}
+
+/// [`held_out`] with models over the features `names` only.
+pub fn held_out_on(
+    rows: &[HistoryRow],
+    keys: &[String],
+    by: &str,
+    l2: f64,
+    names: &[&str],
+) -> HeldOut {
     let stale_all: Vec<bool> = rows.iter().map(|r| r.outcome.stale_auroc).collect();
     let mut groups: Vec<String> = keys.to_vec();
     groups.sort();
@@ -516,7 +527,7 @@ pub fn held_out(rows: &[HistoryRow], keys: &[String], by: &str, l2: f64) -> Held
             .filter(|(_, k)| *k != g)
             .map(|(r, _)| r)
             .collect();
-        let Ok(model) = fit(&train, l2, "fold") else {
+        let Ok(model) = fit_on(&train, names, l2, "fold") else {
             skipped.push(g.clone());
             continue;
         };

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{source_group, study_family, FAMILIES};
-use crate::gate::risk::{self, HeldOut, HistoryRow};
+use crate::gate::risk::{self, HeldOut, HistoryRow, Trial, Trials, FEATURE_NAMES_V1};
 
 /// One seed for the fold shuffle and every bootstrap, so a rerun on the
 /// same history writes the same figures.
@@ -127,6 +127,122 @@ pub fn bootstrap(clusters: &[(usize, usize)], resamples: usize, seed: u64) -> In
     }
 }
 
+/// Stale at the operating point: as the run recorded it (balanced
+/// accuracy, TPR or FPR past the policy's limits), or, in history written
+/// before that was recorded, balanced accuracy alone past `op_limit`.
+pub fn op_stale(r: &HistoryRow, op_limit: f64) -> bool {
+    r.outcome
+        .stale_operating_point
+        .unwrap_or(r.outcome.delta_balanced_accuracy < -op_limit)
+}
+
+/// The two definitions of stale the study reports side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Definition {
+    /// ΔAUROC ≤ −0.05.
+    Ranking,
+    /// Balanced accuracy, TPR or FPR at the monitor's threshold past the policy.
+    OperatingPoint,
+}
+
+impl Definition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Definition::Ranking => "ranking",
+            Definition::OperatingPoint => "operating point",
+        }
+    }
+
+    fn stale(self, r: &HistoryRow, op_limit: f64) -> bool {
+        match self {
+            Definition::Ranking => r.outcome.stale_auroc,
+            Definition::OperatingPoint => op_stale(r, op_limit),
+        }
+    }
+
+    /// Whether a repair meets the limit this definition broke.
+    fn fixed(self, t: &Trial) -> bool {
+        match self {
+            Definition::Ranking => !t.ranking_after,
+            Definition::OperatingPoint => !t.operating_point_after,
+        }
+    }
+}
+
+/// Repairs judged on what made the cell stale, for one definition.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairTable {
+    pub definition: Definition,
+    /// Stale cells with every rung tried (study history).
+    pub stale: usize,
+    /// Of those, cells where a probe retrained on the candidate's
+    /// activations meets the limit: the information is still linearly there.
+    pub relevant: usize,
+    /// Per method: repaired on the repair-relevant cells, and on every stale cell.
+    pub methods: Vec<(String, Interval, Interval)>,
+    /// Realignment against the policy (all its limits), on the stale cells:
+    /// the label-free choice passes, and some map would have (hindsight).
+    pub choice_passes: usize,
+    pub hindsight_passes: usize,
+}
+
+/// Which trial of a row a method's column reads.
+type Pick = dyn Fn(&Trials) -> Option<&Trial>;
+
+fn repair_table(rows: &[HistoryRow], d: Definition, op_limit: f64) -> RepairTable {
+    let cells: Vec<&HistoryRow> = rows
+        .iter()
+        .filter(|r| !r.outcome.trials.is_empty() && d.stale(r, op_limit))
+        .collect();
+    let relevant: Vec<&HistoryRow> = cells
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.outcome
+                .trials
+                .retraining
+                .as_ref()
+                .is_some_and(|t| d.fixed(t))
+        })
+        .collect();
+    let rate = |set: &[&HistoryRow], pick: &Pick| {
+        let mut by: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+        for r in set {
+            let e = by
+                .entry((r.model.clone(), source_group(condition(r))))
+                .or_default();
+            e.0 += pick(&r.outcome.trials).is_some_and(|t| d.fixed(t)) as usize;
+            e.1 += 1;
+        }
+        bootstrap(&by.into_values().collect::<Vec<_>>(), RESAMPLES, SEED)
+    };
+    let methods: [(&str, &Pick); 3] = [
+        ("label-free realignment", &|t| t.realignment.as_ref()),
+        ("recalibration (threshold on 60 labels)", &|t| {
+            t.recalibration.as_ref()
+        }),
+        ("retraining (whole training split)", &|t| {
+            t.retraining.as_ref()
+        }),
+    ];
+    let realigned = cells
+        .iter()
+        .filter_map(|r| r.outcome.trials.realignment.as_ref());
+    RepairTable {
+        definition: d,
+        stale: cells.len(),
+        relevant: relevant.len(),
+        methods: methods
+            .iter()
+            .map(|(n, pick)| (n.to_string(), rate(&relevant, pick), rate(&cells, pick)))
+            .collect(),
+        choice_passes: realigned.clone().filter(|t| t.passes_policy).count(),
+        hindsight_passes: realigned
+            .filter(|t| t.passes_policy || t.any_alternative_passes == Some(true))
+            .count(),
+    }
+}
+
 /// One row of a staleness table: the same cells under both definitions.
 #[derive(Debug, Clone, Serialize)]
 pub struct StaleRow {
@@ -151,7 +267,7 @@ pub struct StaleRow {
 /// that update, and a merged copy repeats its source, so cells are not
 /// independent and a cell bootstrap would give intervals far too narrow.
 fn stale_row(name: &str, cells: &[&HistoryRow], op_limit: f64) -> StaleRow {
-    let op = |r: &HistoryRow| r.outcome.delta_balanced_accuracy < -op_limit;
+    let op = |r: &HistoryRow| op_stale(r, op_limit);
     let mut by: BTreeMap<(String, String), [usize; 4]> = BTreeMap::new();
     let mut disagree = 0;
     for r in cells {
@@ -200,6 +316,12 @@ pub struct Honest {
     /// Each source update once (derived conditions left out), identical left out.
     pub by_concept: Vec<StaleRow>,
     pub all_updates: StaleRow,
+    /// The honest folds again with the first version's 14 features only:
+    /// what the concept-aware features add.
+    pub honest_v1_features: Vec<HeldOut>,
+    /// Per definition, each method's repairs (study history only; empty
+    /// when no row has its trials).
+    pub repairs: Vec<RepairTable>,
 }
 
 /// Held-out figures and staleness tables from history rows; `op_limit` is
@@ -250,6 +372,24 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
             L2,
         ),
     ];
+    let honest_v1_features = vec![
+        risk::held_out_on(
+            rows,
+            &family_folds(rows),
+            "family, merged with its source",
+            L2,
+            FEATURE_NAMES_V1,
+        ),
+        risk::held_out_on(rows, &models(rows), "model", L2, FEATURE_NAMES_V1),
+    ];
+    let repairs = if rows.iter().any(|r| !r.outcome.trials.is_empty()) {
+        [Definition::Ranking, Definition::OperatingPoint]
+            .iter()
+            .map(|&d| repair_table(rows, d, op_limit))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let by_family = FAMILIES
         .iter()
         .filter_map(|f| {
@@ -293,6 +433,8 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
         by_family,
         by_concept,
         all_updates: stale_row("all updates", &updates, op_limit),
+        honest_v1_features,
+        repairs,
     }
 }
 
@@ -463,7 +605,9 @@ mod tests {
         );
         assert_eq!(q8.clusters, 2);
         assert_eq!(fam("identical").ranking.stale, 0);
-        assert_eq!(fam("merged LoRA").cells, 16);
+        // Merged copies by how they ship: the v1 f32 merge and the bf16 one.
+        assert_eq!(fam("merged LoRA").cells, 8);
+        assert_eq!(fam("merged LoRA, bf16").cells, 8);
         // Concepts pool each source update once: no identical, no merged.
         let c0 = &h.by_concept[0];
         assert_eq!((c0.name.as_str(), c0.cells), ("c0", 20));
@@ -477,5 +621,57 @@ mod tests {
             }
         }
         assert_eq!(h.honest.len(), 5);
+    }
+
+    /// Repairs count per definition, and the repair-relevant denominator is
+    /// the cells whose retrained probe meets that definition's limit.
+    #[test]
+    fn repairs_are_judged_on_what_broke() {
+        let t = |ranking_after: bool, op_after: bool| Trial {
+            examples: 0,
+            auroc: 0.9,
+            balanced_accuracy: 0.9,
+            ranking_after,
+            operating_point_after: op_after,
+            passes_policy: !ranking_after && !op_after,
+            any_alternative_passes: Some(true),
+        };
+        let mut rows = Vec::new();
+        // Stale by ranking only; retraining recovers ranking; realignment
+        // fixes ranking but leaves the threshold off.
+        let mut a = row("m", "lora-a", Family::LowRankAdapter, 0, -0.2, 0.0);
+        a.outcome.stale_operating_point = Some(false);
+        a.outcome.trials = Trials {
+            realignment: Some(t(false, true)),
+            recalibration: Some(t(true, false)),
+            retraining: Some(t(false, false)),
+        };
+        rows.push(a);
+        // Stale by both; retraining cannot recover ranking (not relevant
+        // there), recovers the operating point, as recalibration does.
+        let mut b = row("m", "lora-b", Family::LowRankAdapter, 1, -0.2, -0.2);
+        b.outcome.stale_operating_point = Some(true);
+        b.outcome.trials = Trials {
+            realignment: Some(t(true, true)),
+            recalibration: Some(t(true, false)),
+            retraining: Some(t(true, false)),
+        };
+        rows.push(b);
+        // Healthy: in no table.
+        rows.push(row("m", "lora-c", Family::LowRankAdapter, 2, 0.0, 0.0));
+        let rk = repair_table(&rows, Definition::Ranking, 0.05);
+        assert_eq!((rk.stale, rk.relevant), (2, 1));
+        let by = |t: &RepairTable, i: usize| (t.methods[i].1.stale, t.methods[i].2.stale);
+        // Realignment: fixes ranking on a (relevant), not on b.
+        assert_eq!(by(&rk, 0), (1, 1));
+        // Recalibration never fixes ranking.
+        assert_eq!(by(&rk, 1), (0, 0));
+        let op = repair_table(&rows, Definition::OperatingPoint, 0.05);
+        assert_eq!((op.stale, op.relevant), (1, 1));
+        assert_eq!(by(&op, 0), (0, 0));
+        assert_eq!(by(&op, 1), (1, 1));
+        assert_eq!(by(&op, 2), (1, 1));
+        // Against the whole policy: neither choice passed; both had a map that would.
+        assert_eq!((rk.choice_passes, rk.hindsight_passes), (0, 2));
     }
 }

@@ -32,6 +32,10 @@ pub const BIG_DROP: f64 = -0.05;
 pub fn study_family(condition: &str) -> &'static str {
     if condition == "identical" {
         "identical"
+    } else if condition.starts_with("merged-bf16-") {
+        "merged LoRA, bf16"
+    } else if condition.starts_with("merged-gguf-") {
+        "merged LoRA, GGUF"
     } else if condition.starts_with(MERGED) {
         "merged LoRA"
     } else if condition.starts_with("qlora") {
@@ -86,12 +90,14 @@ pub fn source_group(condition: &str) -> String {
 }
 
 /// Table order; a family with no cells is left out.
-const FAMILIES: [&str; 8] = [
+const FAMILIES: [&str; 10] = [
     "identical",
     "quantization 8-bit",
     "quantization 4-bit",
     "quantization",
     "LoRA",
+    "merged LoRA, bf16",
+    "merged LoRA, GGUF",
     "merged LoRA",
     "QLoRA",
     "full fine-tune",
@@ -103,7 +109,7 @@ fn published_family(f: &str) -> &'static str {
         "quantization 8-bit" | "quantization 4-bit" | "quantization" => {
             "median −0.0021, 1.46% big drops (all bit widths)"
         }
-        "LoRA" | "merged LoRA" => "LoRA family 43.2–53.8% big drops",
+        f if f == "LoRA" || f.starts_with("merged LoRA") => "LoRA family 43.2–53.8% big drops",
         "QLoRA" => "worse than NF4 alone",
         _ => "",
     }
@@ -315,7 +321,8 @@ impl Rate {
     }
 }
 
-const FINETUNE: [&str; 4] = ["LoRA", "merged LoRA", "QLoRA", "full fine-tune"];
+/// The fine-tuning-style families: every family from LoRA on.
+const FINETUNE: &[&str] = FAMILIES.split_at(4).1;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Study {
@@ -484,8 +491,17 @@ mod tests {
         assert_eq!(study_family("lora-r32-attn-support"), "LoRA");
         assert_eq!(study_family("full-chat"), "full fine-tune");
         assert_eq!(study_family("identical"), "identical");
+        assert_eq!(FINETUNE.first(), Some(&"LoRA"));
         // v2 merged storage names stay merged, never fall through to quantization.
-        assert_eq!(study_family("merged-bf16-lora-r8-attn-chat"), "merged LoRA");
+        // As they ship: rounded to bf16, or requantized to the base's GGUF type.
+        assert_eq!(
+            study_family("merged-bf16-lora-r8-attn-chat"),
+            "merged LoRA, bf16"
+        );
+        assert_eq!(
+            study_family("merged-gguf-lora-r8-attn-chat"),
+            "merged LoRA, GGUF"
+        );
         assert_eq!(study_family("merged-q8_0-lora-r8-attn-chat"), "merged LoRA");
     }
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Rebuilds the v2 study grid (issue #17) from a clean clone: the zoo of both
+# models, then every condition through the gate with full revalidation and
+# every repair rung tried alone (`probegate study grid`), one condition at a
+# time so an interrupted run resumes where it stopped. Then STUDY.md.
+#
+#   scripts/study-v2.sh [smollm2] [gemma3]      (default: both)
+#
+#   PROBEGATE         the binary (default: target/release/probegate, built if missing)
+#   PROBEGATE_CACHE   models, zoo and activations (default: ~/.cache/probegate)
+#   STUDY_DIR         history and reports (default: $PROBEGATE_CACHE/study-v2)
+#
+# Time on 2 cores (Intel Xeon): zoo 16 + 37 min; grid about 2 min per
+# SmolLM2 condition and 4-5 min per Gemma 3 condition, 33 conditions each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/probegate}"
+DIR="${STUDY_DIR:-$CACHE/study-v2}"
+PG="${PROBEGATE:-target/release/probegate}"
+[ -x "$PG" ] || cargo build --release --quiet
+models=("$@")
+[ ${#models[@]} -eq 0 ] && models=(smollm2 gemma3)
+mkdir -p "$DIR"
+scripts/fetch-models.sh >/dev/null
+for m in "${models[@]}"; do
+  zoo="$CACHE/zoo/$m"
+  # Builds only the conditions the manifest lacks: seconds when it is complete.
+  "$PG" zoo build --models "$m" --out "$CACHE/zoo" --quiet >/dev/null
+  conds=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(" ".join(["identical"]+[c["name"] for c in m["conditions"]]))' "$zoo/zoo.json")
+  for c in $conds; do
+    if [ -f "$DIR/history-$m.jsonl" ] && grep -q "\"condition\":\"$c\"" "$DIR/history-$m.jsonl"; then
+      continue
+    fi
+    echo "study-v2: $m / $c" >&2
+    # rc 1 is a failed gate (the grid's normal outcome); 2 is an error.
+    rc=0
+    "$PG" study grid --zoo "$zoo" --monitors "monitors/$m" --history "$DIR/history-$m.jsonl" \
+      --reports "$DIR/reports-$m" --only "$c" --quiet --format json >"$DIR/last.json" || rc=$?
+    [ "$rc" -le 1 ] || { echo "study-v2: $m / $c failed (exit $rc)" >&2; exit 2; }
+  done
+done
+cat "$DIR"/history-*.jsonl >"$DIR/history.jsonl"
+echo "study-v2: grid complete: $DIR/history.jsonl ($(wc -l <"$DIR/history.jsonl") rows)" >&2
