@@ -160,9 +160,18 @@ pub enum StudyCommand {
         /// then the data built into probegate).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// History file the grid's rows are appended to.
-        #[arg(long)]
-        history: PathBuf,
+        /// History file the grid's rows are appended to (not with --budgeted).
+        #[arg(
+            long,
+            required_unless_present = "budgeted",
+            conflicts_with = "budgeted"
+        )]
+        history: Option<PathBuf>,
+        /// Run each condition under the policy as a user's gate would (budget, sequential
+        /// looks) instead of full revalidation, to compare with the grid's ground truth
+        /// (`study summarize --budgeted`). Writes no history.
+        #[arg(long, requires = "reports")]
+        budgeted: bool,
         /// Per-condition reports go under this directory.
         #[arg(long)]
         reports: Option<PathBuf>,
@@ -201,6 +210,10 @@ pub enum StudyCommand {
     Summarize {
         /// Directory of per-condition report directories (`study grid --reports`).
         reports: PathBuf,
+        /// The same conditions run under the policy (`study grid --budgeted --reports`):
+        /// their real verdicts and costs instead of a replay (needed for a sequential policy).
+        #[arg(long)]
+        budgeted: Option<PathBuf>,
         /// A shipped policy (default, strict, quantization-only) or a policy file.
         #[arg(long, default_value = "default")]
         policy: String,
@@ -407,9 +420,15 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     }
 }
 
-fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>) -> Result<i32> {
+fn cmd_summarize(
+    g: &Global,
+    (reports, budgeted): (&Path, Option<&Path>),
+    policy: &str,
+    model: Option<&Path>,
+) -> Result<i32> {
     let policy = Policy::load(&Policy::resolve(policy, None))?;
-    let rows = probegate::lab::study::grid::summarize(reports, &policy, &risk_model(model)?)?;
+    let rows =
+        probegate::lab::study::grid::summarize(reports, budgeted, &policy, &risk_model(model)?)?;
     match g.format {
         Format::Json => emit_json(&rows)?,
         Format::Human => {
@@ -438,7 +457,13 @@ fn cmd_summarize(g: &Global, reports: &Path, policy: &str, model: Option<&Path>)
                     r.budgeted_verdict.as_str(),
                     r.examples_used,
                     r.examples_full,
-                    if r.false_pass { "  FALSE PASS" } else { "" }
+                    if r.false_pass {
+                        "  FALSE PASS"
+                    } else if r.false_fail {
+                        "  FALSE FAIL"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -518,11 +543,17 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     }
     if let StudyCommand::Summarize {
         reports,
+        budgeted,
         policy,
         risk_model,
     } = c
     {
-        return cmd_summarize(g, reports, policy, risk_model.as_deref());
+        return cmd_summarize(
+            g,
+            (reports, budgeted.as_deref()),
+            policy,
+            risk_model.as_deref(),
+        );
     }
     let StudyCommand::Grid {
         zoo,
@@ -530,6 +561,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         policy,
         data,
         history,
+        budgeted,
         reports,
         only,
     } = c
@@ -544,7 +576,8 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         policy: &policy,
         risk_model: &model,
         data: data.clone().map(DataSource::Dir).unwrap_or_default(),
-        history,
+        history: history.as_deref(),
+        budgeted: *budgeted,
         reports: reports.as_deref(),
         only: only
             .as_deref()
@@ -575,11 +608,10 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     drop(prog);
     match g.format {
         Format::Json => emit_json(&summary)?,
-        Format::Human => println!(
-            "appended {} conditions to {}",
-            summary.len(),
-            history.display()
-        ),
+        Format::Human => match history {
+            Some(h) => println!("appended {} conditions to {}", summary.len(), h.display()),
+            None => println!("ran {} conditions under the policy", summary.len()),
+        },
     }
     Ok(EXIT_OK)
 }

@@ -85,6 +85,80 @@ fn a_small_grid_and_its_study_report() {
         let s = std::fs::read_to_string(tmp.path().join("study").join(svg)).unwrap();
         assert!(s.starts_with("<svg"), "{svg}");
     }
+    // The grid tried every rung on every stale cell: the v2 sections.
+    for section in [
+        "## Against the published figures",
+        "| quantization barely moves probes |",
+        "## Repairs judged on what broke",
+        "### ranking: ",
+        "### operating point: ",
+        "| retraining (whole training split) |",
+    ] {
+        assert!(text.contains(section), "missing {section}:\n{text}");
+    }
+    let stale_rows: Vec<_> = rows.iter().filter(|r| r.outcome.stale_policy).collect();
+    assert!(!stale_rows.is_empty());
+    for r in &stale_rows {
+        let t = &r.outcome.trials;
+        assert!(
+            t.realignment.is_some() && t.recalibration.is_some() && t.retraining.is_some(),
+            "every rung tried alone on {}: {t:?}",
+            r.features.monitor
+        );
+    }
+
+    // The same conditions under a sequential policy, run for real, against
+    // the grid's ground truth: a replay cannot redo sequential looks.
+    let seq = tmp.path().join("seq");
+    std::fs::create_dir_all(&seq).unwrap();
+    let seq_policy =
+        crate::check::test_policy(&seq, &[("mode = \"whole\"", "mode = \"sequential\"")]);
+    let budgeted = tmp.path().join("budgeted");
+    bin()
+        .current_dir(repo())
+        .args([
+            "study",
+            "grid",
+            "--quiet",
+            "--budgeted",
+            "--monitors",
+            "monitors/smollm2",
+            "--zoo",
+        ])
+        .arg(&zoo)
+        .arg("--policy")
+        .arg(&seq_policy)
+        .arg("--reports")
+        .arg(&budgeted)
+        .assert()
+        .success();
+    bin()
+        .args(["study", "summarize"])
+        .arg(&reports)
+        .arg("--policy")
+        .arg(&seq_policy)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("sequentially"));
+    let out = bin()
+        .args(["study", "summarize", "--format", "json"])
+        .arg(&reports)
+        .arg("--budgeted")
+        .arg(&budgeted)
+        .arg("--policy")
+        .arg(&seq_policy)
+        .assert()
+        .success();
+    let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["ran"], true, "{r}");
+        assert!(r["examples_used"].as_u64().unwrap() <= 720, "{r}");
+        assert_eq!(r["false_pass"], false, "{r}");
+    }
+    let identical = rows.iter().find(|r| r["condition"] == "identical").unwrap();
+    assert_eq!(identical["budgeted_verdict"], "pass", "{identical}");
 }
 
 /// `study report --history` on the committed v1 grid: no models, no

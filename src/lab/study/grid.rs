@@ -24,8 +24,13 @@ pub struct GridRequest<'a> {
     pub policy: &'a Policy,
     pub risk_model: &'a RiskModel,
     pub data: DataSource,
-    /// History rows are appended here.
-    pub history: &'a Path,
+    /// History rows are appended here (never for budgeted runs: their
+    /// unverified monitors have no outcome to learn from).
+    pub history: Option<&'a Path>,
+    /// Run each condition as the policy says (budget, sequential looks, the
+    /// ladder as configured) instead of the ground truth: the gate a user
+    /// gets, to compare with the grid's full revalidation.
+    pub budgeted: bool,
     /// Each condition's report is written to `<reports>/<condition>/`.
     pub reports: Option<&'a Path>,
     /// Only these conditions, in this order (empty: all, the base first).
@@ -66,8 +71,8 @@ pub fn grid(
             data: req.data.clone(),
             policy: req.policy.clone(),
             risk_model: req.risk_model.clone(),
-            full_revalidation: true,
-            every_rung: true,
+            full_revalidation: !req.budgeted,
+            every_rung: !req.budgeted,
             condition: Some(name.clone()),
             run: None,
             shard: None,
@@ -75,7 +80,7 @@ pub fn grid(
         let out = gate::run_and_record(
             &gr,
             req.reports.map(|d| d.join(name)).as_deref(),
-            Some(req.history),
+            req.history.filter(|_| !req.budgeted),
             progress,
         )?;
         each(i, conditions.len(), name, &out.report);
@@ -103,6 +108,13 @@ pub struct SummaryRow {
     /// The budgeted gate passes while full revalidation leaves a monitor stale.
     pub false_pass: bool,
     pub false_pass_critical: bool,
+    /// The budgeted gate fails a candidate full revalidation passes.
+    #[serde(default)]
+    pub false_fail: bool,
+    /// Whether the budgeted figures come from a real run under the policy
+    /// (`study grid --budgeted`) rather than a replay of the full report.
+    #[serde(default)]
+    pub ran: bool,
 }
 
 /// The directories under `dir` that hold a report.json (a grid's
@@ -117,26 +129,58 @@ pub fn report_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Every `<reports>/<condition>/report.json` of a grid, replayed as the
-/// budgeted gate under `policy` would have run it.
-pub fn summarize(reports: &Path, policy: &Policy, model: &RiskModel) -> Result<Vec<SummaryRow>> {
+/// A condition's report, or an error naming the file: a condition left
+/// out would vanish from the false-pass count unseen.
+fn decided(d: &Path) -> Result<Report> {
+    match ReportFile::read(d)? {
+        ReportFile::Decided(r) => Ok(*r),
+        ReportFile::Error(e) => Err(Error::field(
+            d.join("report.json"),
+            "verdict",
+            format!(
+                "the grid could not evaluate this condition ({}); rerun it",
+                e.error
+            ),
+        )),
+    }
+}
+
+/// Every `<reports>/<condition>/report.json` of a grid against the
+/// budgeted gate under `policy`: the real budgeted run of the same
+/// condition under `budgeted/<condition>/` when given, else the full report
+/// replayed as the budgeted gate would have run it (whole-set mode only:
+/// a replay cannot redo sequential looks, so a sequential policy needs the
+/// real runs).
+pub fn summarize(
+    reports: &Path,
+    budgeted: Option<&Path>,
+    policy: &Policy,
+    model: &RiskModel,
+) -> Result<Vec<SummaryRow>> {
     let mut rows = Vec::new();
     for d in report_dirs(reports)? {
-        let full = match ReportFile::read(&d)? {
-            ReportFile::Decided(r) => r,
-            // Left out, it would vanish from the false-pass count unseen.
-            ReportFile::Error(e) => {
-                return Err(Error::field(
-                    d.join("report.json"),
-                    "verdict",
-                    format!(
-                        "the grid could not evaluate this condition ({}); rerun it",
-                        e.error
-                    ),
-                ))
+        let full = decided(&d)?;
+        let ran = match budgeted {
+            Some(dir) => {
+                let name = d.file_name().unwrap_or_default();
+                Some(decided(&dir.join(name))?)
             }
+            None if policy.revalidation.mode
+                == crate::gate::policy::RevalidationMode::Sequential =>
+            {
+                return Err(Error::Usage(format!(
+                    "policy {} revalidates sequentially, which a replay of full reports cannot \
+                     redo: run the conditions under it (`study grid --budgeted --reports DIR`) \
+                     and pass that directory",
+                    policy.name
+                )))
+            }
+            None => None,
         };
-        let b = gate::replay::replay_budgeted(&full, policy, model);
+        let b = match &ran {
+            Some(r) => r.clone(),
+            None => gate::replay::replay_budgeted(&full, policy, model),
+        };
         let stale = |crit_only: bool| {
             full.monitors
                 .iter()
@@ -172,6 +216,8 @@ pub fn summarize(reports: &Path, policy: &Policy, model: &RiskModel) -> Result<V
             examples_full: full.budget.examples_full,
             false_pass: passes && stale(false) > 0,
             false_pass_critical: passes && stale(true) > 0,
+            false_fail: !passes && full.verdict != Verdict::Fail,
+            ran: ran.is_some(),
         });
     }
     Ok(rows)
