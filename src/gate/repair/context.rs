@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gate::features::PairedActs;
 use crate::gate::policy::Policy;
 use crate::gate::prepare::Prepared;
-use crate::gate::revalidate::{self, EvalResult, Revalidated};
+use crate::gate::revalidate::{self, EvalResult, Kept, Revalidated};
 use crate::model::{Model, Pool, Precision};
 pub use crate::monitor::data::{part_ends, train_order, FIRST_PART, PART};
 use crate::monitor::{data::Labeled, Monitor};
@@ -95,8 +95,8 @@ pub struct Attempt<R> {
 /// candidate's test activations, without another forward pass; under
 /// sequential revalidation, by the same paired rule, asking for more of
 /// the test set while the repair is not settled.
-pub struct Verifier<'a> {
-    original: &'a Monitor,
+pub struct Verifier<'a, 'm> {
+    original: &'m Monitor,
     x: RefCell<Tensor>,
     labels: RefCell<Vec<u8>>,
     policy: &'a Policy,
@@ -106,8 +106,8 @@ pub struct Verifier<'a> {
     extend: Option<&'a revalidate::Extender<'a>>,
 }
 
-impl<'a> Verifier<'a> {
-    pub fn new(original: &'a Monitor, rv: &'a Revalidated, cx: &Context<'a>) -> Result<Self> {
+impl<'a, 'm> Verifier<'a, 'm> {
+    pub fn new(original: &'m Monitor, rv: &'m Revalidated, cx: &Context<'a>) -> Result<Self> {
         Ok(Verifier {
             original,
             x: RefCell::new(Tensor::new(rv.x.clone(), &candle_core::Device::Cpu)?),
@@ -235,15 +235,19 @@ pub struct LadderActs<'a> {
     /// The model last used, kept while the next part is for the same
     /// checkpoint (one at a time: peak memory stays one model's).
     kept: Option<Model<'a>>,
+    /// Sequential revalidation's two models, used instead of `kept` when
+    /// given: they are loaded anyway, and no part reloads either.
+    shared: Option<&'a RefCell<Kept<'a>>>,
 }
 
 impl<'a> LadderActs<'a> {
-    pub fn new(cache: &'a ActCache) -> Self {
+    pub fn new(cache: &'a ActCache, shared: Option<&'a RefCell<Kept<'a>>>) -> Self {
         LadderActs {
             cache,
             layers: BTreeMap::new(),
             memo: BTreeMap::new(),
             kept: None,
+            shared,
         }
     }
 
@@ -297,6 +301,11 @@ impl<'a> LadderActs<'a> {
                 start = e;
             }
             let refs: Vec<&[String]> = parts.iter().map(Vec::as_slice).collect();
+            let mut shared = self.shared.map(|s| s.borrow_mut());
+            let slot = match shared.as_mut() {
+                Some(k) => k.side(on_base),
+                None => &mut self.kept,
+            };
             let got = cached_activations_parts(
                 ck,
                 self.cache,
@@ -304,7 +313,7 @@ impl<'a> LadderActs<'a> {
                 &layers,
                 spec(m),
                 &mut |_| {},
-                Some(&mut self.kept),
+                Some(slot),
             )?;
             let mut fresh: BTreeMap<usize, Vec<Tensor>> = BTreeMap::new();
             for part in got {

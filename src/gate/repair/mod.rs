@@ -155,7 +155,7 @@ pub fn repair(
     progress: Progress,
 ) -> Result<Repairs> {
     let policy = cx.policy;
-    let mut acts = LadderActs::new(cx.cache);
+    let mut acts = LadderActs::new(cx.cache, cx.extend.map(|e| e.kept()));
     for m in monitors {
         if let Some(rv) = evals.get(&m.meta.name) {
             if !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty() {

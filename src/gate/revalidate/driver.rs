@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::activations::cache::{cached_activations, cached_activations_parts, ActCache, ActSpec};
+use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
@@ -79,9 +79,20 @@ fn scores_through<'ck>(
 /// `PROBEGATE_WEIGHTS=auto` the second load sees the first's memory gone
 /// and streams when it must.
 #[derive(Default)]
-struct Kept<'ck> {
+pub struct Kept<'ck> {
     base: Option<Model<'ck>>,
     cand: Option<Model<'ck>>,
+}
+
+impl<'ck> Kept<'ck> {
+    /// The slot of the base model, or of the candidate's.
+    pub fn side(&mut self, on_base: bool) -> &mut Option<Model<'ck>> {
+        if on_base {
+            &mut self.base
+        } else {
+            &mut self.cand
+        }
+    }
 }
 
 /// One monitor's examples so far, paired.
@@ -347,6 +358,9 @@ pub struct Extender<'a> {
     /// Per (concept, pooling): the blocks of the monitors whose repairs may
     /// ask for more, so one batch runs once for all of them.
     blocks: RefCell<BTreeMap<(String, Pool), Vec<usize>>>,
+    /// Both models, kept from one batch to the next and shared with the
+    /// repair ladder ([`Extender::kept`]): a load costs more than a batch.
+    kept: RefCell<Kept<'a>>,
 }
 
 /// The next examples of a monitor's test set, paired.
@@ -372,6 +386,7 @@ impl<'a> Extender<'a> {
             used: Cell::new(reval.examples_used),
             extra: Cell::new(0),
             blocks: RefCell::new(BTreeMap::new()),
+            kept: RefCell::new(Kept::default()),
         }
     }
 
@@ -385,6 +400,13 @@ impl<'a> Extender<'a> {
         if !e.contains(&m.meta.hook.layer) {
             e.push(m.meta.hook.layer);
         }
+    }
+
+    /// The models this run keeps loaded, for the repair ladder to share:
+    /// sequential revalidation holds two models anyway, and the ladder then
+    /// never reloads one to alternate between base and candidate.
+    pub fn kept(&self) -> &RefCell<Kept<'a>> {
+        &self.kept
     }
 
     /// Labeled examples run through the candidate for verification, beyond revalidation's.
@@ -442,13 +464,24 @@ impl<'a> Extender<'a> {
             precision: crate::model::Precision::F32,
             batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
-        let at = |ck: &Checkpoint| -> Result<candle_core::Tensor> {
-            cached_activations(ck, self.cache, &texts, &layers, spec, &mut |_| {})?
-                .remove(&l)
-                .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
+        let at = |on_base: bool| -> Result<candle_core::Tensor> {
+            let ck = if on_base { self.base } else { self.cand };
+            let mut kept = self.kept.borrow_mut();
+            cached_activations_parts(
+                ck,
+                self.cache,
+                &[&texts],
+                &layers,
+                spec,
+                &mut |_| {},
+                Some(kept.side(on_base)),
+            )?
+            .pop()
+            .and_then(|mut p| p.remove(&l))
+            .ok_or_else(|| Error::Usage(format!("no activations at block {l}")))
         };
-        let base_scores = m.scores(&at(self.base)?)?;
-        let x = at(self.cand)?.to_vec2::<f32>()?;
+        let base_scores = m.scores(&at(true)?)?;
+        let x = at(false)?.to_vec2::<f32>()?;
         let new = end.saturating_sub(before);
         if new > 0 {
             self.consumed.borrow_mut().insert(concept.clone(), end);

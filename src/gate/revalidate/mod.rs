@@ -25,7 +25,7 @@ use crate::gate::prepare::Progress;
 pub use crate::monitor::eval::{evaluate, evaluate_suite, EvalOptions, EvalResult};
 use crate::monitor::{self as mon, Monitor};
 pub use data::{DataSource, LabeledSets};
-pub use driver::{left_under, paired_eval, Batch, Extender};
+pub use driver::{left_under, paired_eval, Batch, Extender, Kept};
 
 /// A monitor's state after revalidation and the repair ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
