@@ -203,6 +203,11 @@ pub fn diff(
     let same_base = cand.whatif.is_none()
         && cand.adapter.is_some()
         && cand.weight_files.first() == base.weight_files.first();
+    let storage = storage_rounding(base, cand);
+    // Against the base rounded to the candidate's storage type: what the
+    // update changed beyond storing the weights at that precision (only
+    // used to name the update; the reported figures are against the base).
+    let mut beyond_rounding = Vec::new();
     let mut tensors = Vec::new();
     for t in &base_names {
         if t.name == "lm_head.weight" && !cand_names.contains(&t.name) {
@@ -246,6 +251,10 @@ pub fn diff(
                     c = (c + delta)?;
                 }
             }
+            if let Some(dt) = storage {
+                let rounded = w.to_dtype(dt)?.to_dtype(candle_core::DType::F32)?;
+                beyond_rounding.push(stats(&t.name, &rounded, &c, None)?);
+            }
             stats(&t.name, &w, &c, None)?
         };
         tensors.push(d);
@@ -277,7 +286,10 @@ pub fn diff(
         .into_iter()
         .map(|(k, (s, n))| (k, (s / n).sqrt()))
         .collect();
-    let (family, evidence) = name_family(cand, &tensors);
+    let (family, evidence) = match storage {
+        Some(dt) => name_stored(cand, dt, &tensors, &beyond_rounding),
+        None => name_family(cand, &tensors),
+    };
     Ok(DiffReport {
         base: base.spec.clone(),
         candidate: cand.spec.clone(),
@@ -287,6 +299,60 @@ pub fn diff(
         blocks,
         kinds,
     })
+}
+
+/// The half-precision type the candidate stores every block projection in,
+/// when the base stores them otherwise: a merged adapter served in bf16
+/// moves every weight by rounding, which alone would read as a full
+/// fine-tune.
+fn storage_rounding(base: &Checkpoint, cand: &Checkpoint) -> Option<candle_core::DType> {
+    if cand.adapter.is_some() || cand.whatif.is_some() {
+        return None;
+    }
+    let proj = |ck: &Checkpoint| -> Vec<String> {
+        ck.tensors()
+            .into_iter()
+            .filter(|t| t.name.ends_with("_proj.weight"))
+            .map(|t| t.dtype)
+            .collect()
+    };
+    let (b, c) = (proj(base), proj(cand));
+    let dt = match c.first().map(String::as_str) {
+        Some("bf16") => candle_core::DType::BF16,
+        Some("f16") => candle_core::DType::F16,
+        _ => return None,
+    };
+    let same = |v: &[String], x: &str| v.iter().all(|d| d == x);
+    (same(&c, &c[0]) && !same(&b, &c[0])).then_some(dt)
+}
+
+/// Names a candidate stored at a lower float precision than its base from
+/// what it changed beyond that rounding.
+fn name_stored(
+    cand: &Checkpoint,
+    dt: candle_core::DType,
+    tensors: &[TensorDiff],
+    beyond: &[TensorDiff],
+) -> (Family, Vec<String>) {
+    let (family, mut ev) = name_family(cand, beyond);
+    let dt = format!("{dt:?}").to_lowercase();
+    let rounded_only = beyond.iter().filter(|t| t.rel_change == 0.0).count();
+    ev.insert(
+        0,
+        format!(
+            "the candidate stores its weights as {dt}: compared with the base rounded to {dt}, \
+             {rounded_only} of {} tensors differ by that rounding alone",
+            tensors.len()
+        ),
+    );
+    if family == Family::Identical {
+        ev.retain(|e| !e.starts_with("every tensor is bit-identical"));
+        ev.push(format!(
+            "nothing changed but the storage precision ({dt}): quantization"
+        ));
+        return (Family::Quantization, ev);
+    }
+    (family, ev)
 }
 
 fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String>) {

@@ -77,6 +77,41 @@ fn merged_adapter_is_recognised_across_naming_schemes() {
     assert_eq!(r.tensors.iter().filter(|t| t.rel_change > 0.0).count(), 70);
 }
 
+/// A merged adapter served as most checkpoints ship, in bf16: rounding moves
+/// every weight, which read as a full fine-tune until the diff compared the
+/// candidate with the base rounded to bf16. A bf16 copy of the base alone is
+/// a change of precision, never "identical".
+#[test]
+fn a_merged_adapter_stored_in_bf16_is_still_a_merged_adapter() {
+    let adapter = fixture("zoo/smollm2-lora-r8-attn-support")
+        .display()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |reference: &str, out: &std::path::Path| {
+        let ck = Checkpoint::open_str(reference).unwrap();
+        probegate::export::convert(&ck, out, probegate::export::OutDtype::Bf16, &mut || {})
+            .unwrap();
+        out.display().to_string()
+    };
+    let merged = write(&format!("smollm2+{adapter}"), &dir.path().join("merged"));
+    let r = family("smollm2", &merged);
+    assert_eq!(r.family, Family::MergedLowRank, "{:?}", r.evidence);
+    assert!(r.evidence[0].contains("as bf16"), "{:?}", r.evidence);
+    // The reported change is against the base itself, rounding included:
+    // far more than the adapter's 120 projections moved.
+    assert!(r.tensors.iter().filter(|t| t.rel_change > 0.0).count() > 200);
+    let plain = write("smollm2", &dir.path().join("plain"));
+    let r = family("smollm2", &plain);
+    assert_eq!(r.family, Family::Quantization, "{:?}", r.evidence);
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.contains("storage precision (bf16)")),
+        "{:?}",
+        r.evidence
+    );
+}
+
 #[test]
 fn diff_cli_reports_json_and_refuses_mismatched_architectures() {
     let out = bin()
