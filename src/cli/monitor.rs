@@ -42,6 +42,37 @@ pub enum MonitorCommand {
     ImportRepeng(ImportArgs),
 }
 
+/// What a monitor is fitted on and what it is called: `train` fits a probe
+/// on the labeled data, `import-repeng` calibrates an imported direction.
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    #[arg(long, help = MODEL_HELP)]
+    pub model: String,
+    /// Labeled JSONL (text, label) to train or calibrate on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out labeled JSONL for the base metrics stored in the monitor.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Names of label 0 and label 1; also maps string labels in the data.
+    #[arg(long, default_value = "negative,positive")]
+    pub labels: String,
+    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
+    pub pool: Pool,
+    /// Choose the threshold for this validation false-positive rate instead of max balanced accuracy.
+    #[arg(long)]
+    pub target_fpr: Option<f64>,
+    /// Output directory (with several layers: one subdirectory per monitor).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Monitor name (default: the data file's parent directory name, or the vector file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Concept tag, e.g. privacy_pii (default: the name).
+    #[arg(long)]
+    pub concept: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// repeng / llama.cpp control-vector GGUF.
@@ -50,26 +81,8 @@ pub struct ImportArgs {
     /// Which direction to use (default: the only one in the file).
     #[arg(long)]
     pub layer: Option<usize>,
-    #[arg(long, help = MODEL_HELP)]
-    pub model: String,
-    /// Labeled JSONL to calibrate orientation, scale, bias and threshold on.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Held-out labeled JSONL for the stored base metrics.
-    #[arg(long)]
-    pub test: Option<PathBuf>,
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub concept: Option<String>,
-    #[arg(long, default_value = "negative,positive")]
-    pub labels: String,
-    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
-    pub pool: Pool,
-    #[arg(long)]
-    pub target_fpr: Option<f64>,
+    #[command(flatten)]
+    pub set: FitArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,14 +99,8 @@ pub enum CacheCommand {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    #[arg(long, help = MODEL_HELP)]
-    pub model: String,
-    /// Labeled JSONL (text, label) to train on.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Held-out labeled JSONL for the base metrics stored in the monitor.
-    #[arg(long)]
-    pub test: Option<PathBuf>,
+    #[command(flatten)]
+    pub set: FitArgs,
     /// One block to train at.
     #[arg(long, conflicts_with = "layers")]
     pub layer: Option<usize>,
@@ -103,25 +110,8 @@ pub struct TrainArgs {
     /// With --layers: keep only the block with the best validation AUROC.
     #[arg(long)]
     pub pick_best: bool,
-    #[arg(long, value_parser = choice::<Pool>(), default_value_t = Pool::Last)]
-    pub pool: Pool,
-    /// Output directory (with several layers: one subdirectory per monitor).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Monitor name (default: the data file's parent directory name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Concept tag, e.g. privacy_pii.
-    #[arg(long)]
-    pub concept: Option<String>,
     #[arg(long, default_value = "")]
     pub description: String,
-    /// Names of label 0 and label 1; also maps string labels in the data.
-    #[arg(long, default_value = "negative,positive")]
-    pub labels: String,
-    /// Choose the threshold for this validation false-positive rate instead of max balanced accuracy.
-    #[arg(long)]
-    pub target_fpr: Option<f64>,
     #[arg(long, default_value_t = probegate::util::DEFAULT_SEED)]
     pub seed: u64,
     #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
@@ -225,48 +215,49 @@ pub fn run_cache(g: &Global, cmd: &CacheCommand) -> Result<i32> {
 }
 
 fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
-    let (neg, pos) = label_pair(&a.labels)?;
+    let (neg, pos) = label_pair(&a.set.labels)?;
     if a.batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
-    let (train_data, test_data) = labeled_sets(&a.data, a.test.as_deref(), (&neg, &pos))?;
-    if let Some(t) = a.target_fpr {
+    let (train_data, test_data) = labeled_sets(&a.set.data, a.set.test.as_deref(), (&neg, &pos))?;
+    if let Some(t) = a.set.target_fpr {
         if !(0.0..1.0).contains(&t) {
             return Err(Error::Usage(format!(
                 "--target-fpr must be in [0, 1), found {t}"
             )));
         }
     }
-    let ck = Checkpoint::open_str(&a.model)?;
+    let ck = Checkpoint::open_str(&a.set.model)?;
     let layers = match (&a.layer, &a.layers) {
         (Some(l), _) => parse_layers(&l.to_string(), ck.config.num_layers)?,
         (None, Some(s)) => parse_layers(s, ck.config.num_layers)?,
         (None, None) => return Err(Error::Usage("give --layer L or --layers L1,L2,...".into())),
     };
-    let name = a.name.clone().unwrap_or_else(|| {
-        a.data
+    let name = a.set.name.clone().unwrap_or_else(|| {
+        a.set
+            .data
             .parent()
             .and_then(|p| p.file_name())
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "monitor".into())
     });
-    let concept = a.concept.clone().unwrap_or_else(|| name.clone());
+    let concept = a.set.concept.clone().unwrap_or_else(|| name.clone());
     let draft = Draft {
         name,
         concept,
         description: a.description.clone(),
         labels: (neg, pos),
-        base: build::base_model(&ck, &a.model)?,
-        pooling: a.pool,
+        base: build::base_model(&ck, &a.set.model)?,
+        pooling: a.set.pool,
         seed: a.seed,
     };
     let opts = TrainOptions {
         seed: a.seed,
-        threshold_rule: threshold_rule(a.target_fpr),
+        threshold_rule: threshold_rule(a.set.target_fpr),
         ..TrainOptions::default()
     };
     let spec = ActSpec {
-        pool: a.pool,
+        pool: a.set.pool,
         precision: a.precision,
         batch_size: a.batch_size,
     };
@@ -295,11 +286,11 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
             .iter()
             .max_by(|x, y| x.1.total_cmp(&y.1))
             .ok_or_else(|| Error::Usage("no layers trained".into()))?;
-        best.2.save(&a.out)?;
-        written.push((a.out.clone(), best));
+        best.2.save(&a.set.out)?;
+        written.push((a.set.out.clone(), best));
     } else {
         for r in &results {
-            let dir = a.out.join(&r.2.meta.name);
+            let dir = a.set.out.join(&r.2.meta.name);
             r.2.save(&dir)?;
             written.push((dir, r));
         }
@@ -317,7 +308,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         .collect();
     match g.format {
         Format::Json => emit_json(
-            &serde_json::json!({"monitors": summary, "out": a.out.display().to_string()}),
+            &serde_json::json!({"monitors": summary, "out": a.set.out.display().to_string()}),
         )?,
         Format::Human if !g.quiet => {
             for (layer, val, m) in &results {
@@ -410,7 +401,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
 
 fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
     use probegate::monitor::import::read_control_vector;
-    let (neg, pos) = label_pair(&a.labels)?;
+    let (neg, pos) = label_pair(&a.set.labels)?;
     let cv = read_control_vector(&a.vector)?;
     let (layer, dir) = match a.layer {
         Some(l) => cv
@@ -429,8 +420,8 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             )));
         }
     };
-    let (calib, test) = labeled_sets(&a.data, a.test.as_deref(), (&neg, &pos))?;
-    let ck = Checkpoint::open_str(&a.model)?;
+    let (calib, test) = labeled_sets(&a.set.data, a.set.test.as_deref(), (&neg, &pos))?;
+    let ck = Checkpoint::open_str(&a.set.model)?;
     if layer >= ck.config.num_layers || dir.len() != ck.config.hidden_size {
         return Err(Error::tensor(
             &a.vector,
@@ -444,25 +435,25 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
             ),
         ));
     }
-    let rule = threshold_rule(a.target_fpr);
-    let name = a.name.clone().unwrap_or_else(|| {
+    let rule = threshold_rule(a.set.target_fpr);
+    let name = a.set.name.clone().unwrap_or_else(|| {
         a.vector
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "repeng".into())
     });
     let draft = Draft {
-        concept: a.concept.clone().unwrap_or_else(|| name.clone()),
+        concept: a.set.concept.clone().unwrap_or_else(|| name.clone()),
         name,
         description: format!(
             "repeng control vector {} (model hint {}), calibrated on {}",
             a.vector.display(),
             cv.model_hint.as_deref().unwrap_or("none"),
-            a.data.display()
+            a.set.data.display()
         ),
         labels: (neg, pos),
-        base: build::base_model(&ck, &a.model)?,
-        pooling: a.pool,
+        base: build::base_model(&ck, &a.set.model)?,
+        pooling: a.set.pool,
         seed: probegate::util::DEFAULT_SEED,
     };
     let cal = build::import_direction(
@@ -476,9 +467,9 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         test.as_ref(),
     )?;
     let m = cal.monitor;
-    m.save(&a.out)?;
+    m.save(&a.set.out)?;
     let summary = serde_json::json!({
-        "out": a.out.display().to_string(), "layer": layer, "flipped": cal.flipped,
+        "out": a.set.out.display().to_string(), "layer": layer, "flipped": cal.flipped,
         "auroc": m.meta.base_metrics.auroc, "split": m.meta.base_metrics.split,
         "threshold": m.meta.classifier.threshold,
     });
@@ -486,7 +477,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         Format::Json => emit_json(&summary)?,
         Format::Human if !g.quiet => eprintln!(
             "wrote {} (layer {layer}, {} AUROC {:.3}{})",
-            a.out.display(),
+            a.set.out.display(),
             m.meta.base_metrics.split,
             m.meta.base_metrics.auroc,
             if cal.flipped {

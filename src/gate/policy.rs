@@ -287,6 +287,14 @@ impl Policy {
         }
     }
 
+    /// The shipped default policy, for tests that check behaviour against it
+    /// rather than against a copy of its numbers.
+    #[cfg(test)]
+    pub(crate) fn shipped_default() -> Self {
+        Self::load(Path::new(crate::assets::DEFAULT_POLICY))
+            .expect("the shipped default policy parses")
+    }
+
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let raw: RawPolicy = crate::util::parse_toml(text, path)?;
         raw.validate(text, path)

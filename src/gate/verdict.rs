@@ -217,11 +217,7 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.toml"),
-        )
-        .unwrap();
-        Policy::parse(&text, Path::new("policies/default.toml")).unwrap()
+        Policy::shipped_default()
     }
 
     fn monitor(name: &str, status: Status, critical: bool) -> MonitorReport {

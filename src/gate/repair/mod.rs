@@ -68,10 +68,40 @@ pub struct MonitorReport {
     pub trials: Trials,
 }
 
-#[cfg(test)]
 impl MonitorReport {
+    /// A monitor the gate has predicted but not yet revalidated or repaired.
+    pub fn unverified(
+        name: String,
+        concept: &str,
+        layer: usize,
+        critical: bool,
+        risk: Risk,
+        features: MonitorFeatures,
+    ) -> Self {
+        MonitorReport {
+            name,
+            concept: concept.into(),
+            layer,
+            critical,
+            status: Status::Unverified,
+            rung: Rung::None,
+            risk,
+            features,
+            eval: None,
+            stale_reasons: Vec::new(),
+            realignment: None,
+            recalibration: None,
+            retraining: None,
+            repaired_monitor: None,
+            sequential: None,
+            breaks: None,
+            trials: Trials::default(),
+        }
+    }
+
     /// A monitor report for tests of what is decided from reports (the
     /// verdict, merging shards): healthy-looking features, P(stale) 0.3.
+    #[cfg(test)]
     pub(crate) fn example(name: &str, status: Status, critical: bool) -> Self {
         let f = MonitorFeatures {
             monitor: name.into(),
@@ -93,36 +123,26 @@ impl MonitorReport {
             concept_ks: None,
             concept_flip_rate: None,
         };
-        MonitorReport {
-            name: name.into(),
-            concept: f.concept.clone(),
-            layer: 15,
+        let concept = f.concept.clone();
+        let mut r = MonitorReport::unverified(
+            name.into(),
+            &concept,
+            15,
             critical,
-            status,
-            rung: if status == Status::Repaired {
-                Rung::Realignment
-            } else {
-                Rung::None
-            },
-            risk: Risk {
+            Risk {
                 p_stale: 0.3,
                 drivers: vec![],
             },
-            features: f,
-            eval: None,
-            stale_reasons: if matches!(status, Status::Stale | Status::Repaired) {
-                vec!["AUROC 0.99 → 0.90".into()]
-            } else {
-                vec![]
-            },
-            realignment: None,
-            recalibration: None,
-            retraining: None,
-            repaired_monitor: None,
-            sequential: None,
-            breaks: None,
-            trials: Trials::default(),
+            f,
+        );
+        r.status = status;
+        if status == Status::Repaired {
+            r.rung = Rung::Realignment;
         }
+        if matches!(status, Status::Stale | Status::Repaired) {
+            r.stale_reasons = vec!["AUROC 0.99 → 0.90".into()];
+        }
+        r
     }
 }
 
@@ -175,31 +195,20 @@ pub fn repair(
         // The ladder can take minutes (forward passes, map fits): say where it is.
         progress("repair ladder", i, monitors.len());
         let name = &m.meta.name;
-        let mut r = MonitorReport {
-            name: name.clone(),
-            concept: m.meta.concept.clone(),
-            layer: m.meta.hook.layer,
-            critical: policy.is_critical(name, &m.meta.concept),
-            status: Status::Unverified,
-            rung: Rung::None,
-            risk: risks
+        let mut r = MonitorReport::unverified(
+            name.clone(),
+            &m.meta.concept,
+            m.meta.hook.layer,
+            policy.is_critical(name, &m.meta.concept),
+            risks
                 .get(name)
                 .cloned()
                 .ok_or_else(|| missing("risk", name))?,
-            features: features
+            features
                 .get(name)
                 .cloned()
                 .ok_or_else(|| missing("features", name))?,
-            eval: None,
-            stale_reasons: Vec::new(),
-            realignment: None,
-            recalibration: None,
-            retraining: None,
-            repaired_monitor: None,
-            sequential: None,
-            breaks: None,
-            trials: Trials::default(),
-        };
+        );
         if let Some(rv) = evals.get(name) {
             if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
                 out.repaired.push(fixed);

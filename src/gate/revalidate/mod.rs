@@ -269,19 +269,16 @@ pub struct Inputs<'a> {
 /// truth). Under `[revalidation] mode = "sequential"` each concept is spent
 /// in batches until its monitors are settled ([`sequential`]).
 pub fn revalidate(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
-    let Inputs {
-        cand,
-        cache,
-        monitors,
-        tests,
-        schedule,
-        policy,
-        ..
-    } = *inputs;
-    if policy.revalidation.mode == RevalidationMode::Sequential {
-        return driver::run(inputs, progress);
+    match inputs.policy.revalidation.mode {
+        RevalidationMode::Sequential => driver::run(inputs, progress),
+        RevalidationMode::Whole => whole(inputs, progress),
     }
-    let Schedule { order, full, .. } = schedule;
+}
+
+/// A concept's whole test set or none of it, riskiest first.
+fn whole(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
+    let (cand, cache, tests, policy) = (inputs.cand, inputs.cache, inputs.tests, inputs.policy);
+    let Schedule { order, full, .. } = inputs.schedule;
     let t = Instant::now();
     let mut used = 0usize;
     let mut evals = BTreeMap::new();
@@ -299,7 +296,10 @@ pub fn revalidate(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
             continue;
         }
         used += n;
-        let group = monitors.iter().filter(|m| &m.meta.concept == concept);
+        let group = inputs
+            .monitors
+            .iter()
+            .filter(|m| &m.meta.concept == concept);
         let mut seen = 0;
         let done = evaluate_suite(cand, cache, group, d, EvalOptions::default(), &mut |k| {
             seen += k;
@@ -331,15 +331,9 @@ mod tests {
 
     use crate::monitor::shipped;
 
-    /// The default policy's limits.
+    /// The shipped default policy's limits.
     fn limits() -> MetricLimits {
-        MetricLimits {
-            max_auroc_drop: 0.05,
-            min_auroc: 0.80,
-            max_balanced_accuracy_drop: 0.05,
-            max_fpr_increase: 0.05,
-            max_tpr_drop: 0.10,
-        }
+        crate::gate::policy::Policy::shipped_default().metrics
     }
 
     #[test]

@@ -374,14 +374,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// The shipped default policy's limits.
     fn limits() -> MetricLimits {
-        MetricLimits {
-            max_auroc_drop: 0.05,
-            min_auroc: 0.80,
-            max_balanced_accuracy_drop: 0.05,
-            max_fpr_increase: 0.05,
-            max_tpr_drop: 0.10,
-        }
+        crate::gate::policy::Policy::shipped_default().metrics
     }
 
     fn full_change(base: &[f64], cand: &[f64], labels: &[u8], t: f64) -> (f64, f64, f64) {
