@@ -8,14 +8,21 @@
 #
 #   PROBEGATE         the binary (default: target/release/probegate, built if missing)
 #   PROBEGATE_CACHE   models, zoo and activations (default: ~/.cache/probegate)
-#   STUDY_DIR         history and reports (default: $PROBEGATE_CACHE/study-v2)
+#   STUDY_DIR         history and reports (default: study/v2 in this clone)
+#   SEQUENTIAL=1      also run each condition under the default policy with
+#                     sequential revalidation (issue #18), into budgeted-seq-<model>
+#
+# The grid's results are data committed with the script that made them:
+# study/v2 keeps each condition's report.json and the history rows in git
+# (study/v2/.gitignore drops the rest), so a run cut off on one machine
+# resumes on another, and STUDY.md is regenerated from them in seconds.
 #
 # Time on 2 cores (Intel Xeon): zoo 16 + 37 min; grid about 2 min per
 # SmolLM2 condition and 4-5 min per Gemma 3 condition, 33 conditions each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/probegate}"
-DIR="${STUDY_DIR:-$CACHE/study-v2}"
+DIR="${STUDY_DIR:-study/v2}"
 PG="${PROBEGATE:-target/release/probegate}"
 [ -x "$PG" ] || cargo build --release --quiet
 models=("$@")
@@ -37,6 +44,18 @@ for m in "${models[@]}"; do
     "$PG" study grid --zoo "$zoo" --monitors "monitors/$m" --history "$DIR/history-$m.jsonl" \
       --reports "$DIR/reports-$m" --only "$c" --quiet --format json >"$DIR/last.json" || rc=$?
     [ "$rc" -le 1 ] || { echo "study-v2: $m / $c failed (exit $rc)" >&2; exit 2; }
+  done
+  [ "${SEQUENTIAL:-0}" = 1 ] || continue
+  seq="$DIR/sequential.toml"
+  sed 's/^mode = "whole"/mode = "sequential"/' policies/default.toml >"$seq"
+  grep -q '^mode = "sequential"' "$seq" || { echo "study-v2: could not make $seq" >&2; exit 2; }
+  for c in $conds; do
+    [ -f "$DIR/budgeted-seq-$m/$c/report.json" ] && continue
+    echo "study-v2: $m / $c (sequential, budgeted)" >&2
+    rc=0
+    "$PG" study grid --budgeted --policy "$seq" --zoo "$zoo" --monitors "monitors/$m" \
+      --reports "$DIR/budgeted-seq-$m" --only "$c" --quiet --format json >"$DIR/last.json" || rc=$?
+    [ "$rc" -le 1 ] || { echo "study-v2: $m / $c (sequential) failed (exit $rc)" >&2; exit 2; }
   done
 done
 cat "$DIR"/history-*.jsonl >"$DIR/history.jsonl"
