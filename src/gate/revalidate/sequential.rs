@@ -24,6 +24,12 @@
 //! catastrophic flip is what a normal approximation misses); ΔTPR and ΔFPR
 //! by Wilson intervals on the down and up flips at the monitor's threshold;
 //! Δbalanced accuracy from those two.
+//!
+//! What it can save is set by the test set's size: ruling out a handful of
+//! flips among the unseen examples takes most of a set of 120 (96 examples
+//! for a candidate that changed nothing, at the default policy's alpha over
+//! 18 monitors), 38% of a set of 1,000 and 25% of 2,000 (the test
+//! `an_identical_candidate_needs_most_of_a_small_test_set...`).
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -440,6 +446,63 @@ mod tests {
             .find(|&k| settle_at(k) == Settled::Healthy)
             .unwrap();
         assert!(first < 170, "{first}");
+    }
+
+    /// The fewest examples of a balanced test set of `n` that can settle an
+    /// identical candidate (no score moves) healthy under the default
+    /// policy's alpha, correction over `monitors`, first look and batch.
+    fn identical_floor(n: usize, monitors: usize) -> usize {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+        let base: Vec<f64> = (0..n)
+            .map(|i| (i % 2) as f64 + (i as f64 * 0.37).sin())
+            .collect();
+        let order = stratified_order(&labels, 7);
+        let pop = Population::of(&labels);
+        let z = look_z(
+            0.05,
+            Correction::Bonferroni,
+            monitors,
+            planned_looks(n, 40, 20),
+        );
+        let healthy_at = |k: usize| {
+            let s: Vec<f64> = order[..k].iter().map(|&i| base[i]).collect();
+            let l: Vec<u8> = order[..k].iter().map(|&i| labels[i]).collect();
+            let p = Paired {
+                base: &s,
+                cand: &s,
+                labels: &l,
+            };
+            bounds(&p, 0.5, pop, z)
+                .is_some_and(|b| settle(&b, 0.9, false, &limits()) == Settled::Healthy)
+        };
+        // Settling only gets easier with more examples: bisect.
+        let (mut lo, mut hi) = (2, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if healthy_at(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// Why sequential revalidation cannot be cheap on the shipped test sets
+    /// (issue #18's 25% goal): to call a monitor healthy it must rule out a
+    /// few flips hidden in the unseen rest, and a flip is 1/60 of a rate on a
+    /// 120-example set, so even a candidate that changed nothing needs most
+    /// of the set. Measured with this function (18 monitors): 96 of 120,
+    /// 134 of 182, 232 of 400, 382 of 1,000, 502 of 2,000 examples.
+    #[test]
+    fn an_identical_candidate_needs_most_of_a_small_test_set_and_little_of_a_large_one() {
+        let share = |n: usize| identical_floor(n, 18) as f64 / n as f64;
+        // The v2 suites' test sets: 120 (refusal) to 182 (PII) examples.
+        for n in [120, 182] {
+            assert!(share(n) > 0.7, "{n}: {}", share(n));
+        }
+        assert!(share(400) < share(182));
+        assert!(share(2000) < 0.3, "{}", share(2000));
     }
 
     #[test]
