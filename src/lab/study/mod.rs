@@ -7,6 +7,7 @@
 
 pub mod grid;
 pub mod honest;
+mod claims;
 mod write;
 
 pub use write::{honest_sections, svg_bars, svg_triage, write, write_history};
