@@ -244,3 +244,66 @@ fn study_report_from_the_committed_history() {
         .failure()
         .stderr(predicates::str::contains("--out"));
 }
+
+/// The v2 grid committed under study/v2 (scripts/study-v2.sh) reads back
+/// with today's binary, and its history rows and reports name the same
+/// conditions: STUDY.md is rebuilt from these files, so a format change
+/// that orphans them, or a row without its report, fails here (#17).
+#[test]
+fn the_committed_v2_grid_reads_back() {
+    let dir = repo().join("study/v2");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut models = 0;
+    for model in ["smollm2", "gemma3"] {
+        let reports = dir.join(format!("reports-{model}"));
+        if !reports.is_dir() {
+            continue;
+        }
+        models += 1;
+        let mut on_disk: Vec<String> = std::fs::read_dir(&reports)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        on_disk.sort();
+        let history = std::fs::read_to_string(dir.join(format!("history-{model}.jsonl"))).unwrap();
+        let mut in_history: Vec<String> = history
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["model"], model, "{l}");
+                v["condition"].as_str().unwrap().to_string()
+            })
+            .collect();
+        in_history.sort();
+        in_history.dedup();
+        assert_eq!(
+            in_history, on_disk,
+            "{model}: history rows and reports differ"
+        );
+        let out = bin()
+            .current_dir(repo())
+            .args([
+                "study",
+                "report",
+                "--quiet",
+                "--format",
+                "json",
+                "--reports",
+            ])
+            .arg(&reports)
+            .arg("--out")
+            .arg(tmp.path().join(format!("{model}.md")))
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let mut reported: Vec<String> = v["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["condition"].as_str().unwrap().to_string())
+            .collect();
+        reported.sort();
+        assert_eq!(reported, on_disk, "{model}");
+    }
+    assert!(models > 0, "no committed grid under {}", dir.display());
+}
