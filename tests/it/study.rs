@@ -161,6 +161,19 @@ fn a_small_grid_and_its_study_report() {
     assert_eq!(identical["budgeted_verdict"], "pass", "{identical}");
 }
 
+/// `study report ARGS --out MD` run from the repository, its JSON summary.
+fn study_report(args: &[&std::ffi::OsStr], md: &std::path::Path) -> serde_json::Value {
+    let out = bin()
+        .current_dir(repo())
+        .args(["study", "report", "--quiet", "--format", "json"])
+        .args(args)
+        .arg("--out")
+        .arg(md)
+        .assert()
+        .success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
 /// `study report --history` on the committed v1 grid: no models, no
 /// reports, the honest-fold and staleness sections with figures that are
 /// rates and AUROCs, the same on a rerun (#17).
@@ -169,22 +182,7 @@ fn study_report_from_the_committed_history() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let md = tmp.path().join(name);
-        let out = bin()
-            .current_dir(repo())
-            .args([
-                "study",
-                "report",
-                "--quiet",
-                "--format",
-                "json",
-                "--history",
-                "risk/zoo-grid.jsonl",
-                "--out",
-            ])
-            .arg(&md)
-            .assert()
-            .success();
-        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let v = study_report(&["--history".as_ref(), "risk/zoo-grid.jsonl".as_ref()], &md);
         (std::fs::read_to_string(&md).unwrap(), v)
     };
     let (text, v) = run("honest.md");
@@ -280,22 +278,10 @@ fn the_committed_v2_grid_reads_back() {
             in_history, on_disk,
             "{model}: history rows and reports differ"
         );
-        let out = bin()
-            .current_dir(repo())
-            .args([
-                "study",
-                "report",
-                "--quiet",
-                "--format",
-                "json",
-                "--reports",
-            ])
-            .arg(&reports)
-            .arg("--out")
-            .arg(tmp.path().join(format!("{model}.md")))
-            .assert()
-            .success();
-        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let v = study_report(
+            &["--reports".as_ref(), reports.as_os_str()],
+            &tmp.path().join(format!("{model}.md")),
+        );
         let mut reported: Vec<String> = v["conditions"]
             .as_array()
             .unwrap()
