@@ -62,7 +62,7 @@ pub struct FitArgs {
     /// Choose the threshold for this validation false-positive rate instead of max balanced accuracy.
     #[arg(long)]
     pub target_fpr: Option<f64>,
-    /// Output directory (with several layers: one subdirectory per monitor).
+    /// Output directory (`train` with several layers: one subdirectory per monitor).
     #[arg(long)]
     pub out: PathBuf,
     /// Monitor name (default: the data file's parent directory name, or the vector file's stem).
