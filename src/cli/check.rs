@@ -123,6 +123,11 @@ pub struct PredictArgs {
     pub policy: String,
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
+    /// Labeled data, <DATA>/<concept>/train.jsonl, whose texts (labels unread) give the
+    /// concept features, as `check` reads them (default: the suite's own data/, then the
+    /// data built into probegate; without either, those features are left out).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -384,14 +389,20 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             };
             let model = risk_model(p.risk_model.as_deref())?;
             let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
-            let rows = gate::predict_only(
-                base,
-                cand,
-                monitors,
+            let data = p.data.clone().map(DataSource::Dir).unwrap_or_default();
+            let gate::Predicted {
+                monitors: rows,
+                note,
+            } = gate::predict_only(
+                (base, cand, monitors),
+                &data,
                 &policy,
                 &model,
                 &mut stage_progress(g),
             )?;
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
             match g.format {
                 Format::Json => emit_json(&rows)?,
                 Format::Human => {

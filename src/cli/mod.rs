@@ -251,6 +251,11 @@ pub struct FeaturesArgs {
     pub limit: usize,
     #[arg(long)]
     pub allow_base_mismatch: bool,
+    /// Labeled data, <DATA>/<concept>/train.jsonl, whose texts (labels unread) give the
+    /// concept features (default: the suite's own data/, then the data built into
+    /// probegate; without either, those features are left out).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -552,10 +557,19 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
         probegate::monitor::BaseCheck::Require
     };
     let pb = progress(g, 1, "features");
-    let (report, n_prompts, mut out) = probegate::gate::features_only(
-        &a.base,
-        &a.candidate,
-        &a.monitors,
+    let data = a
+        .data
+        .clone()
+        .map(probegate::gate::revalidate::data::DataSource::Dir)
+        .unwrap_or_default();
+    let probegate::gate::FeaturesOnly {
+        diff: report,
+        corpus_prompts: n_prompts,
+        features: mut out,
+        note,
+    } = probegate::gate::features_only(
+        (&a.base, &a.candidate, &a.monitors),
+        Some(&data),
         probegate::gate::Corpus {
             path: &a.corpus,
             max_prompts: a.limit,
@@ -568,6 +582,9 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
         },
     )?;
     pb.finish_and_clear();
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
     out.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
         Format::Json => emit_json(

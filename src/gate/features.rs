@@ -7,7 +7,7 @@
 //! | change_below, max_stable_rank, family | the diff | one streamed pass over both checkpoints |
 //! | act_cosine, projected_shift, score_ks, flip_rate | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached) |
 //! | change_at | the diff, the monitor's own block | free |
-//! | concept_shift, concept_ks, concept_flip_rate | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model |
+//! | concept_shift, concept_ks, concept_flip_rate, concept_decision_auroc | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -186,6 +186,7 @@ pub fn features(
                 f.concept_shift = Some(s.shift);
                 f.concept_ks = Some(s.ks);
                 f.concept_flip_rate = Some(s.flip_rate);
+                f.concept_decision_auroc = s.decision_auroc;
             }
             Ok((m.meta.name.clone(), f))
         })
@@ -229,6 +230,13 @@ pub struct MonitorFeatures {
     pub concept_ks: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concept_flip_rate: Option<f64>,
+    /// AUROC of the candidate's scores against the base monitor's own
+    /// decisions on those texts (1 when the candidate separates what the base
+    /// separated). Label-free, and threshold-free on the candidate side, so
+    /// it reads a ranking break rather than a moved operating point; `None`
+    /// when the base puts every text on one side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_decision_auroc: Option<f64>,
 }
 
 /// How a monitor's scores move between the same texts through both models.
@@ -239,6 +247,7 @@ struct ScoreChange {
     flip_rate: f64,
     /// Mean |base logit − threshold logit| / std of base logits.
     margin: f64,
+    decision_auroc: Option<f64>,
 }
 
 fn score_change(m: &Monitor, base: &[Vec<f32>], cand: &[Vec<f32>]) -> ScoreChange {
@@ -260,7 +269,16 @@ fn score_change(m: &Monitor, base: &[Vec<f32>], cand: &[Vec<f32>]) -> ScoreChang
         ks: ks_statistic(&zb, &zc),
         flip_rate: flips as f64 / n,
         margin: zb.iter().map(|x| (x - t).abs()).sum::<f64>() / n / sb,
+        decision_auroc: decision_auroc(&zb, &zc, t),
     }
+}
+
+/// How well the candidate's logits `zc` separate the texts the base's
+/// logits `zb` put on either side of the threshold logit `t`: the base's own
+/// decisions stand in for labels, so no label is read.
+fn decision_auroc(zb: &[f64], zc: &[f64], t: f64) -> Option<f64> {
+    let decided: Vec<u8> = zb.iter().map(|x| (*x >= t) as u8).collect();
+    crate::monitor::metrics::auroc(zc, &decided)
 }
 
 /// Cosine similarity in f64.
@@ -367,6 +385,7 @@ pub fn monitor_features(
         concept_shift: None,
         concept_ks: None,
         concept_flip_rate: None,
+        concept_decision_auroc: None,
     })
 }
 
@@ -383,5 +402,19 @@ mod tests {
             ks_statistic(&[1.0, 2.0, 3.0, 4.0], &[3.0, 4.0, 5.0, 6.0]),
             0.5
         );
+    }
+
+    #[test]
+    fn decision_auroc_reads_reordering_not_shift() {
+        let zb = [-2.0, -1.0, 0.5, 1.0, 3.0];
+        // A shift or a rescaling keeps the base's separation: 1.
+        let shifted: Vec<f64> = zb.iter().map(|x| 3.0 * x - 10.0).collect();
+        assert_eq!(decision_auroc(&zb, &shifted, 0.0), Some(1.0));
+        // One base-negative text now outscores one of three base-positive ones.
+        let swapped = [-2.0, 0.7, 0.5, 1.0, 3.0];
+        let a = decision_auroc(&zb, &swapped, 0.0).unwrap();
+        assert!((a - 5.0 / 6.0).abs() < 1e-12, "{a}");
+        // The base puts every text on one side: nothing to separate.
+        assert_eq!(decision_auroc(&zb, &shifted, -5.0), None);
     }
 }

@@ -100,6 +100,14 @@ fn timed<T>(
     Ok(out)
 }
 
+/// Whether a run under `policy` reads the concepts' training splits (its
+/// repair ladder spends them), and so computes the concept features.
+fn reads_train(policy: &Policy) -> bool {
+    policy.recalibration.enabled
+        || policy.retraining.enabled
+        || (policy.realignment.enabled && policy.realignment.concept_texts)
+}
+
 /// The whole gate on one candidate.
 pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     let t0 = Instant::now();
@@ -107,10 +115,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     let (suite, findings) = revalidate::triage_suite(mon::load_suite(&req.monitors)?, &req.policy)?;
     // Labeled data is read (and hash-checked) before any compute, so a wrong
     // data directory fails in seconds.
-    let ladder_reads_train = req.policy.recalibration.enabled
-        || req.policy.retraining.enabled
-        || (req.policy.realignment.enabled && req.policy.realignment.concept_texts);
-    let data = LabeledData::find(&suite, &req.monitors, &req.data, ladder_reads_train)?;
+    let data = LabeledData::find(&suite, &req.monitors, &req.data, reads_train(&req.policy))?;
     let suite_monitors = suite.len();
     let Sharded {
         suite,
@@ -411,51 +416,76 @@ fn unlabeled(
 /// The diff and every monitor's pre-deployment features, without spending
 /// labeled data (`probegate features`), in the suite's order.
 pub fn features_only(
-    base: &str,
-    candidate: &str,
-    monitors: &Path,
+    (base, candidate, monitors): (&str, &str, &Path),
+    data: Option<&DataSource>,
     corpus: Corpus,
     base_check: BaseCheck,
     progress: Progress,
-) -> Result<(DiffReport, usize, Vec<MonitorFeatures>)> {
+) -> Result<FeaturesOnly> {
     let suite = mon::load_suite(monitors)?;
-    // Without labeled data the concept features are left out (`None`);
-    // the risk model reads them as their training mean.
+    // The concept features read each concept's training split, as the gate's
+    // do. A named data directory must hold them; the default lookup may find
+    // none (a suite shipped without data), and then they are left out
+    // (`None`, which the risk model reads as its training mean) and said so.
+    let found = match data {
+        Some(d) => LabeledData::find(&suite, monitors, d, true).map(|l| (l.trains, None)),
+        None => Ok((BTreeMap::new(), None)),
+    };
+    let (trains, note) = match found {
+        Ok(t) => t,
+        Err(e) if matches!(data, Some(DataSource::Auto)) => (
+            BTreeMap::new(),
+            Some(format!(
+                "no training splits for the concept features, which are left out: {e}"
+            )),
+        ),
+        Err(e) => return Err(e),
+    };
     let u = unlabeled(
         (base, candidate),
-        (&suite, &BTreeMap::new()),
+        (&suite, &trains),
         corpus,
         base_check,
         &ActCache::from_env(),
         &mut BTreeMap::new(),
         progress,
     )?;
-    Ok((
-        u.diff,
-        u.models.corpus.len(),
-        u.features.into_values().collect(),
-    ))
+    Ok(FeaturesOnly {
+        corpus_prompts: u.models.corpus.len(),
+        diff: u.diff,
+        features: u.features.into_values().collect(),
+        note,
+    })
+}
+
+/// What `probegate features` and `probegate risk` show: the diff and every
+/// monitor's features, and why the concept features are missing if they are.
+pub struct FeaturesOnly {
+    pub diff: DiffReport,
+    pub corpus_prompts: usize,
+    pub features: Vec<MonitorFeatures>,
+    pub note: Option<String>,
 }
 
 /// Features and predicted risk per monitor, riskiest first, without
 /// spending labeled data (`probegate risk`).
 pub fn predict_only(
-    base: &str,
-    candidate: &str,
-    monitors: &Path,
+    (base, candidate, monitors): (&str, &str, &Path),
+    data: &DataSource,
     policy: &Policy,
     model: &RiskModel,
     progress: Progress,
-) -> Result<Vec<(MonitorFeatures, Risk)>> {
-    let (_, _, f) = features_only(
-        base,
-        candidate,
-        monitors,
+) -> Result<Predicted> {
+    // The features the gate would compute under this policy.
+    let f = features_only(
+        (base, candidate, monitors),
+        reads_train(policy).then_some(data),
         corpus_of(policy),
         BaseCheck::Require,
         progress,
     )?;
     let mut out: Vec<(MonitorFeatures, Risk)> = f
+        .features
         .into_iter()
         .map(|f| {
             let r = model.predict(&f);
@@ -463,5 +493,15 @@ pub fn predict_only(
         })
         .collect();
     out.sort_by(|a, b| b.1.p_stale.total_cmp(&a.1.p_stale));
-    Ok(out)
+    Ok(Predicted {
+        monitors: out,
+        note: f.note,
+    })
+}
+
+/// Every monitor's features and risk, riskiest first, and why the concept
+/// features are missing if they are (`probegate risk`).
+pub struct Predicted {
+    pub monitors: Vec<(MonitorFeatures, Risk)>,
+    pub note: Option<String>,
 }

@@ -196,7 +196,7 @@ pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>> {
 /// Every feature a risk model may read, by name. A model file lists the
 /// ones it reads (any of these, in any order), so a model fitted before a
 /// feature existed still loads.
-pub const FEATURE_NAMES: [&str; 18] = [
+pub const FEATURE_NAMES: [&str; 19] = [
     "depth_fraction",
     "base_auroc",
     "log_weight_norm",
@@ -215,6 +215,7 @@ pub const FEATURE_NAMES: [&str; 18] = [
     "concept_abs_shift",
     "concept_ks",
     "concept_flip_rate",
+    "concept_decision_loss",
 ];
 
 /// The features read before the concept-aware ones existed (risk model v1).
@@ -245,6 +246,8 @@ pub fn feature_value(f: &MonitorFeatures, name: &str) -> Option<f64> {
         "concept_abs_shift" => f.concept_shift?.abs(),
         "concept_ks" => f.concept_ks?,
         "concept_flip_rate" => f.concept_flip_rate?,
+        // 1 − AUROC spans orders of magnitude (0 for int8, 1e-1 for a broken probe).
+        "concept_decision_loss" => (1.0 - f.concept_decision_auroc? + 1e-6).log10(),
         _ => return None,
     })
 }
@@ -595,6 +598,7 @@ mod tests {
             concept_shift: None,
             concept_ks: None,
             concept_flip_rate: None,
+            concept_decision_auroc: None,
         };
         let d = if stale { -0.1 } else { -0.01 };
         HistoryRow::new(

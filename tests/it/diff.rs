@@ -135,22 +135,27 @@ fn diff_cli_reports_json_and_refuses_mismatched_architectures() {
         .stderr(predicate::str::contains("different architectures"));
 }
 
+/// `probegate features` on one SmolLM2 monitor, JSON on stdout.
+fn features_cmd(cand: &str) -> assert_cmd::Command {
+    let mut c = bin();
+    c.args([
+        "features",
+        "--base",
+        "smollm2",
+        "--candidate",
+        cand,
+        "--format",
+        "json",
+        "--quiet",
+    ])
+    .arg("--monitors")
+    .arg(repo().join("monitors/smollm2/self_harm-l22"));
+    c
+}
+
 fn features(cand: &str) -> serde_json::Value {
-    let out = bin()
-        .args([
-            "features",
-            "--base",
-            "smollm2",
-            "--candidate",
-            cand,
-            "--limit",
-            "48",
-            "--format",
-            "json",
-            "--quiet",
-        ])
-        .arg("--monitors")
-        .arg(repo().join("monitors/smollm2/self_harm-l22"))
+    let out = features_cmd(cand)
+        .args(["--limit", "48"])
         .arg("--corpus")
         .arg(repo().join("data/realign/corpus.jsonl"))
         .assert()
@@ -172,6 +177,16 @@ fn label_free_features_are_zero_for_the_base_and_move_for_an_adapter() {
         (Some(0.0), Some(0.0), Some(0.0))
     );
     assert!((f["act_cosine"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // The concept features read the concept's training texts (found the way
+    // `check` finds them), so `features` shows what the gate's risk stage sees.
+    assert_eq!(
+        (
+            f["concept_decision_auroc"].as_f64(),
+            f["concept_flip_rate"].as_f64()
+        ),
+        (Some(1.0), Some(0.0)),
+        "{f}"
+    );
 
     let adapted = features(&format!(
         "smollm2+{}",
@@ -185,4 +200,21 @@ fn label_free_features_are_zero_for_the_base_and_move_for_an_adapter() {
         "{g}"
     );
     assert!((g["depth_fraction"].as_f64().unwrap() - 23.0 / 30.0).abs() < 1e-12);
+    let d = g["concept_decision_auroc"].as_f64().unwrap();
+    assert!(d > 0.5 && d < 1.0, "{g}");
+}
+
+#[test]
+fn features_with_a_data_directory_that_lacks_the_concept_fail_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = features_cmd("smollm2")
+        .arg("--data")
+        .arg(tmp.path())
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains(&tmp.path().display().to_string()) && err.contains("self_harm"),
+        "{err}"
+    );
 }

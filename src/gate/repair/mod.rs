@@ -122,6 +122,7 @@ impl MonitorReport {
             concept_shift: None,
             concept_ks: None,
             concept_flip_rate: None,
+            concept_decision_auroc: None,
         };
         let concept = f.concept.clone();
         let mut r = MonitorReport::unverified(

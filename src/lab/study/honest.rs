@@ -473,6 +473,7 @@ mod tests {
             concept_shift: None,
             concept_ks: None,
             concept_flip_rate: None,
+            concept_decision_auroc: None,
         };
         HistoryRow::new(
             model,

@@ -232,12 +232,13 @@ pub fn honest_sections(h: &Honest) -> String {
     let concepts: Vec<&StaleRow> = h.by_concept.iter().chain([&h.all_updates]).collect();
     stale_table(&mut s, "concept", &concepts);
     if !h.honest_v1_features.is_empty() {
+        let n = crate::gate::risk::FEATURE_NAMES.len();
         let _ = writeln!(
             s,
             "\n### What the concept-aware features add\n\n\
              The same honest folds, fitted on the first version's 14 features (no `change_at`, \
-             no score change on the concept's own texts) and on all 18.\n\n\
-             | held out | 14 features | 18 features |\n| --- | ---: | ---: |"
+             no score change on the concept's own texts) and on all {n}.\n\n\
+             | held out | 14 features | {n} features |\n| --- | ---: | ---: |"
         );
         for v1 in &h.honest_v1_features {
             let all = h.honest.iter().find(|x| x.by == v1.by);
