@@ -16,6 +16,8 @@
 # study/v2 keeps each condition's report.json and the history rows in git
 # (study/v2/.gitignore drops the rest), so a run cut off on one machine
 # resumes on another, and STUDY.md is regenerated from them in seconds.
+# When a newer probegate computes a feature the committed rows lack,
+# scripts/study-refeature.py adds it (seconds per condition, outcomes untouched).
 #
 # Time on 2 cores (Intel Xeon): zoo 16 + 37 min; grid about 2 min per
 # SmolLM2 condition and 4-5 min per Gemma 3 condition, 33 conditions each.
