@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::choice::choice;
 use super::progress::stage_progress;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig, RunOptions};
@@ -13,7 +14,7 @@ use probegate::gate;
 use probegate::gate::policy::Policy;
 use probegate::gate::report::{junit, Outcome};
 use probegate::gate::revalidate::DataSource;
-use probegate::gate::risk::{self, RiskModel};
+use probegate::gate::risk::{self, RiskModel, Target};
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -140,12 +141,18 @@ pub enum RiskCommand {
         /// L2 strength.
         #[arg(long, default_value_t = 1.0)]
         l2: f64,
+        /// What the model predicts.
+        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
+        target: Target,
     },
     /// How good the risk model is on a history: held-out AUROC by family and by model, triage curve, baselines.
     Eval {
         history: PathBuf,
         #[arg(long, default_value_t = 1.0)]
         l2: f64,
+        /// What the evaluated models predict.
+        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
+        target: Target,
     },
 }
 
@@ -319,30 +326,40 @@ pub(crate) fn print_verdict(g: &Global, r: &gate::Report, out: &Path) -> Result<
 
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     match &a.command {
-        Some(RiskCommand::Fit { history, out, l2 }) => {
+        Some(RiskCommand::Fit {
+            history,
+            out,
+            l2,
+            target,
+        }) => {
             let rows = risk::read_history(history)?;
             let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
-            let m = risk::fit(&refs, *l2, &history.display().to_string())?;
+            let m = risk::fit(&refs, *target, *l2, &history.display().to_string())?;
             m.save(out)?;
             match g.format {
                 Format::Json => emit_json(&m)?,
                 Format::Human => println!(
-                    "fitted on {} rows ({} stale) from {}; wrote {}",
+                    "fitted on {} rows ({} stale by {}) from {}; wrote {}",
                     m.fitted_rows,
                     m.fitted_stale,
+                    m.target,
                     history.display(),
                     out.display()
                 ),
             }
             Ok(EXIT_OK)
         }
-        Some(RiskCommand::Eval { history, l2 }) => {
+        Some(RiskCommand::Eval {
+            history,
+            l2,
+            target,
+        }) => {
             let rows = risk::read_history(history)?;
-            let ev = risk::evaluate(&rows, *l2);
+            let ev = risk::evaluate(&rows, *target, *l2);
             match g.format {
                 Format::Json => emit_json(&ev)?,
                 Format::Human => {
-                    println!("{} cells, {} stale (ΔAUROC ≤ −0.05)", ev.rows, ev.stale);
+                    println!("{} cells, {} stale by {}", ev.rows, ev.stale, ev.target);
                     for h in &ev.held_out {
                         let f = |k: &str| {
                             h.auroc

@@ -42,6 +42,37 @@ pub struct Outcome {
     pub trials: Trials,
 }
 
+crate::util::choices! {
+    /// What a risk model predicts. The study's figure is ranking (the
+    /// published definition); the gate fails on the policy's staleness,
+    /// which also counts a moved operating point, so its budget is best
+    /// spent by that.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Target {
+        /// ΔAUROC ≤ −0.05, the study's definition (and every model written before targets existed).
+        Ranking = "ranking",
+        /// Stale under the policy the history's runs used, operating point included: what the gate fails on.
+        Policy = "policy",
+    }
+}
+
+impl Default for Target {
+    /// A model file without a target predates targets: it predicts ranking.
+    fn default() -> Self {
+        Target::Ranking
+    }
+}
+
+impl Target {
+    pub fn stale(self, o: &Outcome) -> bool {
+        match self {
+            Target::Ranking => o.stale_auroc,
+            Target::Policy => o.stale_policy,
+        }
+    }
+}
+
 /// Study runs (the grid): each rung of the repair ladder tried alone from
 /// the original monitor on a stale one, whatever the ladder did, so each
 /// method's repair rate can be measured. Never read by the verdict.
@@ -274,6 +305,9 @@ pub struct RiskModel {
     pub intercept: f64,
     /// The L2 penalty it was fitted with.
     pub l2: f64,
+    /// What `p_stale` is the probability of.
+    #[serde(default)]
+    pub target: Target,
     /// Rows and stale rows it was fitted on, and from where.
     pub fitted_rows: usize,
     pub fitted_stale: usize,
@@ -283,7 +317,8 @@ pub struct RiskModel {
 /// One monitor's predicted risk with the features that pushed it most.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Risk {
-    /// Predicted probability, 0–1, that the monitor's AUROC drops by 0.05 or more.
+    /// Predicted probability, 0–1, that the monitor goes stale by the
+    /// model's [`Target`].
     pub p_stale: f64,
     /// (feature, contribution to the logit), largest |contribution| first.
     pub drivers: Vec<(String, f64)>,
@@ -380,18 +415,24 @@ impl RiskModel {
     }
 }
 
-/// Fits on `rows` (target: `stale_auroc`) over every feature of
+/// Fits on `rows` to predict `target` over every feature of
 /// [`FEATURE_NAMES`]. Needs both outcomes present.
-pub fn fit(rows: &[&HistoryRow], l2: f64, source: &str) -> Result<RiskModel> {
-    fit_on(rows, &FEATURE_NAMES, l2, source)
+pub fn fit(rows: &[&HistoryRow], target: Target, l2: f64, source: &str) -> Result<RiskModel> {
+    fit_on(rows, &FEATURE_NAMES, target, l2, source)
 }
 
 /// [`fit`] over the features `names`. A row lacking a feature (history
 /// from before it existed, a concept without a training split) takes the
 /// mean of the rows that have it.
-pub fn fit_on(rows: &[&HistoryRow], names: &[&str], l2: f64, source: &str) -> Result<RiskModel> {
+pub fn fit_on(
+    rows: &[&HistoryRow],
+    names: &[&str],
+    target: Target,
+    l2: f64,
+    source: &str,
+) -> Result<RiskModel> {
     let n = rows.len();
-    let stale = rows.iter().filter(|r| r.outcome.stale_auroc).count();
+    let stale = rows.iter().filter(|r| target.stale(&r.outcome)).count();
     if stale == 0 || stale == n {
         return Err(Error::Usage(format!(
             "the history's {n} rows are all {}: a risk model needs stale and healthy outcomes",
@@ -420,7 +461,7 @@ pub fn fit_on(rows: &[&HistoryRow], names: &[&str], l2: f64, source: &str) -> Re
     let x = Array2::from_shape_fn((n, k), |(i, j)| (raw[i][j] - mean[j]) / std[j]);
     let y: Vec<usize> = rows
         .iter()
-        .map(|r| r.outcome.stale_auroc as usize)
+        .map(|r| target.stale(&r.outcome) as usize)
         .collect();
     let fitted = crate::monitor::train::fit(&x, &y, l2, 500)?;
     Ok(RiskModel {
@@ -432,6 +473,7 @@ pub fn fit_on(rows: &[&HistoryRow], names: &[&str], l2: f64, source: &str) -> Re
         coef: fitted.w.to_vec(),
         intercept: fitted.b,
         l2,
+        target,
         fitted_rows: n,
         fitted_stale: stale,
         fitted_on: source.into(),
@@ -454,6 +496,9 @@ pub struct HeldOut {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// What was predicted.
+    #[serde(default)]
+    pub target: Target,
     pub rows: usize,
     pub stale: usize,
     pub held_out: Vec<HeldOut>,
@@ -485,17 +530,18 @@ pub fn triage_curve(scores: &[f64], stale: &[bool]) -> Vec<(f64, f64)> {
 }
 
 /// Leave-one-family-out and leave-one-model-out, against baselines.
-pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
+pub fn evaluate(rows: &[HistoryRow], target: Target, l2: f64) -> Evaluation {
     let held_out = ["family", "model"]
         .iter()
         .map(|by| {
             let keys: Vec<String> = rows.iter().map(|r| group_key(r, by)).collect();
-            held_out(rows, &keys, by, l2)
+            held_out(rows, &keys, by, target, l2)
         })
         .collect();
     Evaluation {
+        target,
         rows: rows.len(),
-        stale: rows.iter().filter(|r| r.outcome.stale_auroc).count(),
+        stale: rows.iter().filter(|r| target.stale(&r.outcome)).count(),
         held_out,
     }
 }
@@ -504,8 +550,14 @@ pub fn evaluate(rows: &[HistoryRow], l2: f64) -> Evaluation {
 /// predicted by a model fitted on every other fold, and the predictions are
 /// pooled. The caller chooses the folds, so one that keeps related rows
 /// (a merged copy and its source) in one fold gets an honest figure.
-pub fn held_out(rows: &[HistoryRow], keys: &[String], by: &str, l2: f64) -> HeldOut {
-    held_out_on(rows, keys, by, l2, &FEATURE_NAMES)
+pub fn held_out(
+    rows: &[HistoryRow],
+    keys: &[String],
+    by: &str,
+    target: Target,
+    l2: f64,
+) -> HeldOut {
+    held_out_on(rows, keys, by, target, l2, &FEATURE_NAMES)
 }
 
 /// [`held_out`] with models over the features `names` only.
@@ -513,10 +565,11 @@ pub fn held_out_on(
     rows: &[HistoryRow],
     keys: &[String],
     by: &str,
+    target: Target,
     l2: f64,
     names: &[&str],
 ) -> HeldOut {
-    let stale_all: Vec<bool> = rows.iter().map(|r| r.outcome.stale_auroc).collect();
+    let stale_all: Vec<bool> = rows.iter().map(|r| target.stale(&r.outcome)).collect();
     let mut groups: Vec<String> = keys.to_vec();
     groups.sort();
     groups.dedup();
@@ -530,7 +583,7 @@ pub fn held_out_on(
             .filter(|(_, k)| *k != g)
             .map(|(r, _)| r)
             .collect();
-        let Ok(model) = fit_on(&train, names, l2, "fold") else {
+        let Ok(model) = fit_on(&train, names, target, l2, "fold") else {
             skipped.push(g.clone());
             continue;
         };
@@ -538,11 +591,11 @@ pub fn held_out_on(
         let mut rate: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for r in &train {
             let e = rate.entry(format!("{:?}", r.features.family)).or_default();
-            e.0 += r.outcome.stale_auroc as usize;
+            e.0 += target.stale(&r.outcome) as usize;
             e.1 += 1;
         }
         let overall =
-            train.iter().filter(|r| r.outcome.stale_auroc).count() as f64 / train.len() as f64;
+            train.iter().filter(|r| target.stale(&r.outcome)).count() as f64 / train.len() as f64;
         for (i, r) in rows.iter().enumerate() {
             if &keys[i] == g {
                 oof[i] = model.predict(&r.features).p_stale;
@@ -620,6 +673,36 @@ mod tests {
         )
     }
 
+    /// A model predicts the target it was fitted for: where the policy calls
+    /// a moderate change stale and ranking does not, the two models disagree
+    /// on it, and a model file without a target reads as ranking.
+    #[test]
+    fn the_target_decides_what_p_stale_means() {
+        let rows: Vec<HistoryRow> = (0..200)
+            .map(|i| {
+                let change = (i % 40) as f64 / 100.0;
+                let mut r = row(i, "a", Family::LowRankAdapter, change, change > 0.3);
+                r.outcome.stale_policy = change > 0.1;
+                r
+            })
+            .collect();
+        let refs: Vec<&HistoryRow> = rows.iter().collect();
+        let ranking = fit(&refs, Target::Ranking, 1.0, "t").unwrap();
+        let policy = fit(&refs, Target::Policy, 1.0, "t").unwrap();
+        let mid = &rows[20].features; // change 0.2
+        assert!(ranking.predict(mid).p_stale < 0.5, "{ranking:?}");
+        assert!(policy.predict(mid).p_stale > 0.5, "{policy:?}");
+        assert_eq!(
+            policy.fitted_stale,
+            rows.iter().filter(|r| r.outcome.stale_policy).count()
+        );
+        let mut v = serde_json::to_value(&policy).unwrap();
+        assert_eq!(v["target"], "policy");
+        v.as_object_mut().unwrap().remove("target");
+        let old = RiskModel::parse(&v.to_string(), Path::new("old.json")).unwrap();
+        assert_eq!(old.target, Target::Ranking);
+    }
+
     /// Staleness driven by the size of the change: the fitted model must rank
     /// by it, on held-out models too, and beat the family-alone baseline.
     #[test]
@@ -636,11 +719,11 @@ mod tests {
             rows.push(row(i, model, family, change, change > 0.2));
         }
         let refs: Vec<&HistoryRow> = rows.iter().collect();
-        let m = fit(&refs, 1.0, "test").unwrap();
+        let m = fit(&refs, Target::Ranking, 1.0, "test").unwrap();
         let lo = m.predict(&rows[1].features).p_stale; // change 0.01
         let hi = m.predict(&rows[35].features).p_stale; // change 0.35
         assert!(hi > 0.8 && lo < 0.2, "{lo} {hi}");
-        let ev = evaluate(&rows, 1.0);
+        let ev = evaluate(&rows, Target::Ranking, 1.0);
         let by_model = ev.held_out.iter().find(|h| h.by == "model").unwrap();
         let au = by_model.auroc["risk_model"].unwrap();
         assert!(au > 0.95, "{au}");
@@ -649,7 +732,7 @@ mod tests {
         assert_eq!(by_model.triage[4].1, 1.0);
         // One class only: a clear error, not a model.
         let healthy: Vec<&HistoryRow> = rows.iter().filter(|r| !r.outcome.stale_auroc).collect();
-        assert!(fit(&healthy, 1.0, "t")
+        assert!(fit(&healthy, Target::Ranking, 1.0, "t")
             .unwrap_err()
             .to_string()
             .contains("all healthy"));
@@ -700,7 +783,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&HistoryRow> = rows.iter().collect();
-        let m = fit(&refs, 1.0, "test").unwrap();
+        let m = fit(&refs, Target::Ranking, 1.0, "test").unwrap();
         assert_eq!(m.features, FEATURE_NAMES);
         let j = m.features.iter().position(|f| f == "concept_ks").unwrap();
         assert!((m.mean[j] - 0.35).abs() < 1e-9, "{}", m.mean[j]);
@@ -716,7 +799,7 @@ mod tests {
         at_mean.concept_ks = Some(m.mean[j]);
         assert_eq!(m.predict(&lacking).p_stale, m.predict(&at_mean).p_stale);
         // A model over the first version's 14 features still loads and predicts.
-        let v1 = fit_on(&refs, FEATURE_NAMES_V1, 1.0, "test").unwrap();
+        let v1 = fit_on(&refs, FEATURE_NAMES_V1, Target::Ranking, 1.0, "test").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v1.json");
         v1.save(&p).unwrap();
@@ -749,14 +832,17 @@ mod tests {
             (m.fitted_rows, m.fitted_stale),
             (
                 grid.len(),
-                grid.iter().filter(|r| r.outcome.stale_auroc).count()
+                grid.iter().filter(|r| m.target.stale(&r.outcome)).count()
             )
         );
         let p: Vec<f64> = grid
             .iter()
             .map(|r| m.predict(&r.features).p_stale)
             .collect();
-        let y: Vec<u8> = grid.iter().map(|r| r.outcome.stale_auroc as u8).collect();
+        let y: Vec<u8> = grid
+            .iter()
+            .map(|r| m.target.stale(&r.outcome) as u8)
+            .collect();
         let au = auroc(&p, &y).unwrap();
         assert!(au > 0.85, "in-sample AUROC {au}");
     }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{source_group, study_family, FAMILIES};
-use crate::gate::risk::{self, HeldOut, HistoryRow, Trial, Trials, FEATURE_NAMES_V1};
+use crate::gate::risk::{self, HeldOut, HistoryRow, Target, Trial, Trials, FEATURE_NAMES_V1};
 
 /// One seed for the fold shuffle and every bootstrap, so a rerun on the
 /// same history writes the same figures.
@@ -319,6 +319,10 @@ pub struct Honest {
     /// The honest folds again with the first version's 14 features only:
     /// what the concept-aware features add.
     pub honest_v1_features: Vec<HeldOut>,
+    /// The honest folds predicting the policy's staleness (what the gate
+    /// fails on, and what the shipped model is fitted for).
+    pub honest_policy: Vec<HeldOut>,
+    pub stale_policy: usize,
     /// Per definition, each method's repairs (study history only; empty
     /// when no row has its trials).
     pub repairs: Vec<RepairTable>,
@@ -355,20 +359,29 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
             rows,
             &family_folds(rows),
             "family, merged with its source",
+            Target::Ranking,
             L2,
         ),
         risk::held_out(
             &kept,
             &family_folds(&kept),
             "family, merged copies dropped",
+            Target::Ranking,
             L2,
         ),
-        risk::held_out(rows, &models(rows), "model", L2),
-        risk::held_out(&kept, &models(&kept), "model, merged copies dropped", L2),
+        risk::held_out(rows, &models(rows), "model", Target::Ranking, L2),
+        risk::held_out(
+            &kept,
+            &models(&kept),
+            "model, merged copies dropped",
+            Target::Ranking,
+            L2,
+        ),
         risk::held_out(
             rows,
             &grouped_kfold(rows, K_FOLDS, SEED),
             &format!("source group ({K_FOLDS}-fold)"),
+            Target::Ranking,
             L2,
         ),
     ];
@@ -377,10 +390,37 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
             rows,
             &family_folds(rows),
             "family, merged with its source",
+            Target::Ranking,
             L2,
             FEATURE_NAMES_V1,
         ),
-        risk::held_out_on(rows, &models(rows), "model", L2, FEATURE_NAMES_V1),
+        risk::held_out_on(
+            rows,
+            &models(rows),
+            "model",
+            Target::Ranking,
+            L2,
+            FEATURE_NAMES_V1,
+        ),
+    ];
+    // What the shipped model is fitted for: the policy's staleness, which
+    // the gate fails on (ranking and operating point), on the same folds.
+    let honest_policy = vec![
+        risk::held_out(
+            rows,
+            &family_folds(rows),
+            "family, merged with its source",
+            Target::Policy,
+            L2,
+        ),
+        risk::held_out(rows, &models(rows), "model", Target::Policy, L2),
+        risk::held_out(
+            rows,
+            &grouped_kfold(rows, K_FOLDS, SEED),
+            &format!("source group ({K_FOLDS}-fold)"),
+            Target::Policy,
+            L2,
+        ),
     ];
     let repairs = if rows.iter().any(|r| !r.outcome.trials.is_empty()) {
         [Definition::Ranking, Definition::OperatingPoint]
@@ -424,7 +464,7 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
         stale: rows.iter().filter(|r| r.outcome.stale_auroc).count(),
         derived: derived_rows.len(),
         derived_copies,
-        naive: risk::evaluate(rows, L2).held_out,
+        naive: risk::evaluate(rows, Target::Ranking, L2).held_out,
         honest,
         k_folds: K_FOLDS,
         seed: SEED,
@@ -434,6 +474,8 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
         by_concept,
         all_updates: stale_row("all updates", &updates, op_limit),
         honest_v1_features,
+        honest_policy,
+        stale_policy: rows.iter().filter(|r| r.outcome.stale_policy).count(),
         repairs,
     }
 }

@@ -422,7 +422,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
             })
         })
         .collect();
-    let predictor = risk::evaluate(&rows, 1.0);
+    let predictor = risk::evaluate(&rows, risk::Target::Ranking, 1.0);
     let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();

@@ -208,10 +208,25 @@ pub fn honest_sections(h: &Honest) -> String {
                 .collect::<Vec<_>>()
         )
     );
+    if !h.honest_policy.is_empty() {
+        let stale = h.stale_policy;
+        let _ = writeln!(
+            s,
+            "\nThe gate fails a monitor on the policy's staleness, which also counts a moved \
+             operating point, so the gate's model is fitted to predict that (`probegate risk fit \
+             --target policy`, the default): the same folds with that target \
+             ({stale} of {} cells stale).\n\n\
+             | held out | risk model | weight change alone | family alone | folds |\n| --- | ---: | ---: | ---: | --- |",
+            h.rows
+        );
+        for n in &h.honest_policy {
+            s.push_str(&held_out_row(&format!("one {}", n.by), n));
+        }
+    }
     let _ = writeln!(
         s,
         "\n## Two kinds of staleness\n\n\
-         **Ranking**: ΔAUROC ≤ −0.05, the study's big drop and what the risk model predicts. \
+         **Ranking**: ΔAUROC ≤ −0.05, the study's big drop and what the honest folds above predict. \
          **Operating point**: balanced accuracy, TPR or FPR at the monitor's own threshold past \
          the policy's limits, as the run recorded it (history written before that was recorded: \
          balanced accuracy alone falling by more than {}, the policy's \
