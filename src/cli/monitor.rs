@@ -506,6 +506,11 @@ fn weak_warning<'a>(monitors: impl Iterator<Item = &'a mon::Monitor>) {
                 "warning: {w} (the built-in default policy); `probegate check` will report it as a \
                  weak monitor of the suite (policy [suite] weak_monitors = warn | exclude | refuse)"
             );
+        } else if let Some(w) = probegate::gate::revalidate::floor_unproven(m, &p.metrics) {
+            eprintln!(
+                "warning: {w} (the built-in default policy); `probegate check` will judge it only \
+                 on its drops, not on min_auroc; a larger test set would narrow the interval"
+            );
         }
     }
 }

@@ -136,7 +136,7 @@ impl<'a, 'm> Verifier<'a, 'm> {
             return Ok((after, reasons));
         };
         use revalidate::sequential::{bounds, settle, Paired, Settled};
-        let weak = revalidate::weak_on_base(self.original, lim).is_some();
+        let floor = revalidate::floor_applies(self.original, lim);
         loop {
             // The repaired monitor through the candidate against the
             // original through the base, on the examples seen so far.
@@ -158,7 +158,7 @@ impl<'a, 'm> Verifier<'a, 'm> {
                     fixed.meta.name
                 ))
             })?;
-            let state = settle(&b, self.original.meta.base_metrics.auroc, weak, lim);
+            let state = settle(&b, self.original.meta.base_metrics.auroc, floor, lim);
             if state == Settled::Open {
                 let seen = labels.len();
                 drop(labels);

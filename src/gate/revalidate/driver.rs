@@ -21,7 +21,7 @@ use super::sequential::{
     bounds, look_z, planned_looks, settle, stratified_order, Bounds, Paired, Population, Settled,
     Stop, Trace,
 };
-use super::{evaluate, weak_on_base, EvalResult, Inputs, PairedBase, Revalidated, Revalidation};
+use super::{evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation};
 
 /// A monitor's scores on a batch and the activations behind them.
 type Scored = (Vec<f64>, Vec<Vec<f32>>);
@@ -98,7 +98,8 @@ impl<'ck> Kept<'ck> {
 /// One monitor's examples so far, paired.
 struct Seen<'a> {
     m: &'a Monitor,
-    weak: bool,
+    /// Whether `min_auroc` applies ([`super::floor_applies`]).
+    floor: bool,
     base: Vec<f64>,
     cand: Vec<f64>,
     labels: Vec<u8>,
@@ -162,7 +163,7 @@ impl Concept<'_> {
             };
             s.bounds = bounds(&p, s.m.meta.classifier.threshold, self.pop, self.z);
             let state = s.bounds.as_ref().map_or(Settled::Open, |bd| {
-                settle(bd, s.m.meta.base_metrics.auroc, s.weak, &policy.metrics)
+                settle(bd, s.m.meta.base_metrics.auroc, s.floor, &policy.metrics)
             });
             s.stop = match state {
                 Settled::Healthy => Some(Stop::Healthy),
@@ -234,7 +235,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
                 .filter(|m| &m.meta.concept == name)
                 .map(|m| Seen {
                     m,
-                    weak: weak_on_base(m, &policy.metrics).is_some(),
+                    floor: floor_applies(m, &policy.metrics),
                     base: Vec::new(),
                     cand: Vec::new(),
                     labels: Vec::new(),

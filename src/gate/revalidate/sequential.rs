@@ -275,11 +275,12 @@ pub enum Settled {
 const EPS: f64 = 1e-12;
 
 /// Judges bounds against the policy's limits. `base_auroc` is the figure
-/// the monitor records for its base; `weak` monitors (below `min_auroc` on
-/// their own base) are judged on the drops only, as in `stale_reasons`.
-pub fn settle(b: &Bounds, base_auroc: f64, weak: bool, lim: &MetricLimits) -> Settled {
+/// the monitor records for its base; `floor` says whether `min_auroc`
+/// applies to it ([`super::floor_applies`]): without it, only the drops
+/// count, as in `stale_reasons`.
+pub fn settle(b: &Bounds, base_auroc: f64, floor: bool, lim: &MetricLimits) -> Settled {
     let stale = b.auroc.hi <= -lim.max_auroc_drop + EPS
-        || (!weak && base_auroc + b.auroc.hi < lim.min_auroc)
+        || (floor && base_auroc + b.auroc.hi < lim.min_auroc)
         || b.balanced_accuracy.hi < -lim.max_balanced_accuracy_drop
         || b.fpr.lo > lim.max_fpr_increase
         || -b.tpr.hi > lim.max_tpr_drop;
@@ -287,7 +288,7 @@ pub fn settle(b: &Bounds, base_auroc: f64, weak: bool, lim: &MetricLimits) -> Se
         return Settled::Stale;
     }
     let healthy = b.auroc.lo > -lim.max_auroc_drop + EPS
-        && (weak || base_auroc + b.auroc.lo >= lim.min_auroc)
+        && (!floor || base_auroc + b.auroc.lo >= lim.min_auroc)
         && b.balanced_accuracy.lo >= -lim.max_balanced_accuracy_drop
         && b.fpr.hi <= lim.max_fpr_increase
         && -b.tpr.lo <= lim.max_tpr_drop;
@@ -437,7 +438,7 @@ mod tests {
                 cand: &s,
                 labels: &l,
             };
-            settle(&bounds(&p, 0.5, pop, z).unwrap(), 0.9, false, &limits())
+            settle(&bounds(&p, 0.5, pop, z).unwrap(), 0.9, true, &limits())
         };
         // Ten examples show no change, but cannot rule out one hidden in the rest.
         assert_eq!(settle_at(10), Settled::Open);
@@ -473,7 +474,7 @@ mod tests {
                 labels: &l,
             };
             bounds(&p, 0.5, pop, z)
-                .is_some_and(|b| settle(&b, 0.9, false, &limits()) == Settled::Healthy)
+                .is_some_and(|b| settle(&b, 0.9, true, &limits()) == Settled::Healthy)
         };
         // Settling only gets easier with more examples: bisect.
         let (mut lo, mut hi) = (2, n);
@@ -585,8 +586,8 @@ mod tests {
                 cand: &c,
                 labels: &l,
             };
-            let s = bounds(&p, t, pop, z)
-                .map_or(Settled::Open, |bd| settle(&bd, 0.9, false, &limits()));
+            let s =
+                bounds(&p, t, pop, z).map_or(Settled::Open, |bd| settle(&bd, 0.9, true, &limits()));
             if s != Settled::Open || k == n {
                 return (s, k);
             }
