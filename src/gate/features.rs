@@ -239,6 +239,35 @@ pub struct MonitorFeatures {
     pub concept_decision_auroc: Option<f64>,
 }
 
+#[cfg(test)]
+impl MonitorFeatures {
+    /// Features for tests: a monitor at block 15 that nothing moved, without
+    /// concept features; tests set what they vary with struct update syntax.
+    pub(crate) fn example(monitor: &str, family: Family) -> Self {
+        MonitorFeatures {
+            monitor: monitor.into(),
+            concept: monitor.split('-').next().unwrap_or(monitor).into(),
+            layer: 15,
+            depth_fraction: 0.5,
+            base_auroc: 0.99,
+            weight_norm: 1.0,
+            family,
+            change_below: 0.0,
+            max_stable_rank: 0.0,
+            act_cosine: 1.0,
+            projected_shift: 0.0,
+            score_ks: 0.0,
+            flip_rate: 0.0,
+            base_margin: 1.0,
+            change_at: 0.0,
+            concept_shift: None,
+            concept_ks: None,
+            concept_flip_rate: None,
+            concept_decision_auroc: None,
+        }
+    }
+}
+
 /// How a monitor's scores move between the same texts through both models.
 struct ScoreChange {
     /// (mean candidate logit − mean base logit) / std of base logits.

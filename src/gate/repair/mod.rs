@@ -104,25 +104,13 @@ impl MonitorReport {
     #[cfg(test)]
     pub(crate) fn example(name: &str, status: Status, critical: bool) -> Self {
         let f = MonitorFeatures {
-            monitor: name.into(),
-            concept: name.split('-').next().unwrap_or(name).into(),
-            layer: 15,
-            depth_fraction: 0.5,
-            base_auroc: 0.99,
-            weight_norm: 1.0,
-            family: crate::gate::diff::Family::LowRankAdapter,
             change_below: 0.01,
             max_stable_rank: 4.0,
             act_cosine: 0.99,
             projected_shift: 0.1,
             score_ks: 0.1,
             flip_rate: 0.01,
-            base_margin: 1.0,
-            change_at: 0.0,
-            concept_shift: None,
-            concept_ks: None,
-            concept_flip_rate: None,
-            concept_decision_auroc: None,
+            ..MonitorFeatures::example(name, crate::gate::diff::Family::LowRankAdapter)
         };
         let concept = f.concept.clone();
         let mut r = MonitorReport::unverified(

@@ -497,25 +497,17 @@ mod tests {
     ) -> HistoryRow {
         let change = -d_auroc + (i % 3) as f64 * 0.01;
         let f = MonitorFeatures {
-            monitor: format!("c{}-l{i}", i % 2),
-            concept: format!("c{}", i % 2),
             layer: i,
             depth_fraction: i as f64 / 10.0,
             base_auroc: 0.95,
             weight_norm: 1.0 + i as f64,
-            family,
             change_below: change,
             max_stable_rank: 4.0,
             act_cosine: 1.0 - change,
             projected_shift: change,
             score_ks: change.min(1.0),
             flip_rate: change / 2.0,
-            base_margin: 1.0,
-            change_at: 0.0,
-            concept_shift: None,
-            concept_ks: None,
-            concept_flip_rate: None,
-            concept_decision_auroc: None,
+            ..MonitorFeatures::example(&format!("c{}-l{i}", i % 2), family)
         };
         HistoryRow::new(
             model,

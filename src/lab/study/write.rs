@@ -182,7 +182,7 @@ pub fn honest_sections(h: &Honest) -> String {
     let _ = writeln!(
         s,
         "## Honest folds\n\n\
-         The same predictor (`src/gate/risk.rs`, the fitting `probegate risk fit` uses, L2 1.0) \
+         The same predictor (`src/gate/risk/`, the fitting `probegate risk fit` uses, L2 1.0) \
          out of fold on {} cells ({} stale), with folds that keep every condition derived from an \
          adapter (merged, in any storage) with the adapter it comes from. {} cells are merged \
          conditions; in {} of them ΔAUROC equals their source's within 1e-6, so under the naive \
@@ -445,7 +445,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let _ = writeln!(
         s,
         "## The predictor\n\nLogistic regression from pre-deployment features to P(stale) \
-         (`src/risk.rs`), evaluated out of fold on these cells ({} cells, {} stale): \
+         (`src/gate/risk/`), evaluated out of fold on these cells ({} cells, {} stale): \
          pooled held-out AUROC, against weight change alone and family alone.\n\n\
          | held out | risk model | weight change alone | family alone | folds |\n| --- | ---: | ---: | ---: | --- |",
         p.rows, p.stale
