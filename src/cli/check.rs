@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::choice::choice;
 use super::progress::stage_progress;
+use super::risk::risk_model;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig, RunOptions};
 use probegate::error::{Error, Result};
@@ -14,7 +14,7 @@ use probegate::gate;
 use probegate::gate::policy::Policy;
 use probegate::gate::report::{junit, Outcome};
 use probegate::gate::revalidate::DataSource;
-use probegate::gate::risk::{self, RiskModel, Target};
+use probegate::gate::risk;
 
 /// What every gate run is configured with (`check` and the pre-push hook);
 /// each left out comes from probegate.toml, then the built-in defaults.
@@ -102,60 +102,6 @@ impl CheckArgs {
     }
 }
 
-#[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct RiskArgs {
-    #[command(subcommand)]
-    pub command: Option<RiskCommand>,
-    #[command(flatten)]
-    pub predict: PredictArgs,
-}
-
-#[derive(Args, Debug)]
-pub struct PredictArgs {
-    #[arg(long)]
-    pub base: Option<String>,
-    #[arg(long)]
-    pub candidate: Option<String>,
-    #[arg(long)]
-    pub monitors: Option<PathBuf>,
-    /// A shipped policy (default, strict, quantization-only) or a policy file.
-    #[arg(long, default_value = "default")]
-    pub policy: String,
-    #[arg(long)]
-    pub risk_model: Option<PathBuf>,
-    /// Labeled data, <DATA>/<concept>/train.jsonl, whose texts (labels unread) give the
-    /// concept features, as `check` reads them (default: the suite's own data/, then the
-    /// data built into probegate; without either, those features are left out).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum RiskCommand {
-    /// Refit the risk model from a history file (JSONL rows of features and outcomes).
-    Fit {
-        history: PathBuf,
-        #[arg(long, default_value = "risk-model.json")]
-        out: PathBuf,
-        /// L2 strength.
-        #[arg(long, default_value_t = 1.0)]
-        l2: f64,
-        /// What the model predicts.
-        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
-        target: Target,
-    },
-    /// How good the risk model is on a history: held-out AUROC by family and by model, triage curve, baselines.
-    Eval {
-        history: PathBuf,
-        #[arg(long, default_value_t = 1.0)]
-        l2: f64,
-        /// What the evaluated models predict.
-        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
-        target: Target,
-    },
-}
-
 #[derive(Subcommand, Debug)]
 pub enum StudyCommand {
     /// Full revalidation of a monitor suite on every condition of a built zoo: the ground-truth grid.
@@ -232,13 +178,6 @@ pub enum StudyCommand {
         #[arg(long)]
         risk_model: Option<PathBuf>,
     },
-}
-
-fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
-    match path {
-        Some(p) => RiskModel::load(p),
-        None => RiskModel::default_model(),
-    }
 }
 
 pub fn cmd_check(g: &Global, a: &CheckArgs) -> Result<i32> {
@@ -322,130 +261,6 @@ pub(crate) fn print_verdict(g: &Global, r: &gate::Report, out: &Path) -> Result<
         }
     }
     Ok(())
-}
-
-pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
-    match &a.command {
-        Some(RiskCommand::Fit {
-            history,
-            out,
-            l2,
-            target,
-        }) => {
-            let rows = risk::read_history(history)?;
-            let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
-            let m = risk::fit(&refs, *target, *l2, &history.display().to_string())?;
-            m.save(out)?;
-            match g.format {
-                Format::Json => emit_json(&m)?,
-                Format::Human => println!(
-                    "fitted on {} rows ({} stale by {}) from {}; wrote {}",
-                    m.fitted_rows,
-                    m.fitted_stale,
-                    m.target,
-                    history.display(),
-                    out.display()
-                ),
-            }
-            Ok(EXIT_OK)
-        }
-        Some(RiskCommand::Eval {
-            history,
-            l2,
-            target,
-        }) => {
-            let rows = risk::read_history(history)?;
-            let ev = risk::evaluate(&rows, *target, *l2);
-            match g.format {
-                Format::Json => emit_json(&ev)?,
-                Format::Human => {
-                    println!("{} cells, {} stale by {}", ev.rows, ev.stale, ev.target);
-                    for h in &ev.held_out {
-                        let f = |k: &str| {
-                            h.auroc
-                                .get(k)
-                                .copied()
-                                .flatten()
-                                .map(|v| format!("{v:.3}"))
-                                .unwrap_or_else(|| "n/a".into())
-                        };
-                        println!(
-                            "leave one {} out ({} folds{}): risk model {}, weight change alone {}, family alone {}",
-                            h.by,
-                            h.folds.len(),
-                            if h.skipped_folds.is_empty() {
-                                String::new()
-                            } else {
-                                format!(", skipped {:?}", h.skipped_folds)
-                            },
-                            f("risk_model"),
-                            f("weight_change_alone"),
-                            f("family_alone")
-                        );
-                        let t: Vec<String> = h
-                            .triage
-                            .iter()
-                            .map(|(k, c)| format!("{:.0}%→{:.0}%", k * 100.0, c * 100.0))
-                            .collect();
-                        println!(
-                            "  triage (top k% revalidated → share of stale caught): {}",
-                            t.join(" ")
-                        );
-                    }
-                }
-            }
-            Ok(EXIT_OK)
-        }
-        None => {
-            let p = &a.predict;
-            let (Some(base), Some(cand), Some(monitors)) = (&p.base, &p.candidate, &p.monitors)
-            else {
-                return Err(Error::Usage(
-                    "probegate risk needs --base, --candidate and --monitors (or a subcommand: fit, eval)".into(),
-                ));
-            };
-            let model = risk_model(p.risk_model.as_deref())?;
-            let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
-            let data = p.data.clone().map(DataSource::Dir).unwrap_or_default();
-            let gate::Predicted {
-                monitors: rows,
-                note,
-            } = gate::predict_only(
-                (base, cand, monitors),
-                &data,
-                &policy,
-                &model,
-                &mut stage_progress(g),
-            )?;
-            if let Some(n) = note {
-                eprintln!("note: {n}");
-            }
-            match g.format {
-                Format::Json => emit_json(&rows)?,
-                Format::Human => {
-                    println!(
-                        "{:<26} {:>6} {:>8}  drivers",
-                        "monitor", "block", "P(stale)"
-                    );
-                    for (f, r) in &rows {
-                        let d: Vec<String> = r
-                            .drivers
-                            .iter()
-                            .map(|(n, c)| format!("{n} {c:+.2}"))
-                            .collect();
-                        println!(
-                            "{:<26} {:>6} {:>8.3}  {}",
-                            f.monitor,
-                            f.layer,
-                            r.p_stale,
-                            d.join(", ")
-                        );
-                    }
-                }
-            }
-            Ok(EXIT_OK)
-        }
-    }
 }
 
 fn cmd_summarize(

@@ -16,6 +16,7 @@ pub mod check;
 pub mod monitor;
 pub mod progress;
 pub mod report;
+pub mod risk;
 pub mod zoo;
 
 use choice::choice;
@@ -125,7 +126,7 @@ pub enum Command {
         probegate risk --base smollm2 --candidate 'q4_0(smollm2)' --monitors monitors/smollm2\n  \
         probegate risk fit ~/.cache/probegate/history.jsonl --out my-risk.json\n  \
         probegate risk eval risk/zoo-grid.jsonl")]
-    Risk(check::RiskArgs),
+    Risk(risk::RiskArgs),
     /// Reproduce the staleness study: full revalidation over a zoo.
     #[command(subcommand)]
     Study(check::StudyCommand),
@@ -336,7 +337,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Zoo(c) => zoo::run_zoo(&cli.global, c),
         Command::Check(a) => check::cmd_check(&cli.global, a),
         Command::Report(c) => report::run_report(&cli.global, c),
-        Command::Risk(a) => check::cmd_risk(&cli.global, a),
+        Command::Risk(a) => risk::cmd_risk(&cli.global, a),
         Command::Study(c) => check::cmd_study(&cli.global, c),
         Command::Serve(a) => adapters::cmd_serve(&cli.global, a),
         Command::Github(c) => adapters::cmd_github(&cli.global, c),

@@ -17,6 +17,7 @@ mod mlflow;
 mod monitor;
 mod realign;
 mod reference;
+mod risk;
 mod serve;
 mod serve_disk;
 mod serve_http;

@@ -1,0 +1,201 @@
+//! `probegate risk`: predicted risk per monitor, and fitting or evaluating
+//! a risk model on a history.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::choice::choice;
+use super::progress::stage_progress;
+use super::{emit_json, Format, Global, EXIT_OK};
+use probegate::error::{Error, Result};
+use probegate::gate;
+use probegate::gate::policy::Policy;
+use probegate::gate::revalidate::DataSource;
+use probegate::gate::risk::{self, RiskModel, Target};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RiskArgs {
+    #[command(subcommand)]
+    pub command: Option<RiskCommand>,
+    #[command(flatten)]
+    pub predict: PredictArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub base: Option<String>,
+    #[arg(long)]
+    pub candidate: Option<String>,
+    #[arg(long)]
+    pub monitors: Option<PathBuf>,
+    /// A shipped policy (default, strict, quantization-only) or a policy file.
+    #[arg(long, default_value = "default")]
+    pub policy: String,
+    #[arg(long)]
+    pub risk_model: Option<PathBuf>,
+    /// Labeled data, <DATA>/<concept>/train.jsonl, whose texts (labels unread) give the
+    /// concept features, as `check` reads them (default: the suite's own data/, then the
+    /// data built into probegate; without either, those features are left out).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RiskCommand {
+    /// Refit the risk model from a history file (JSONL rows of features and outcomes).
+    Fit {
+        history: PathBuf,
+        #[arg(long, default_value = "risk-model.json")]
+        out: PathBuf,
+        /// L2 strength.
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+        /// What the model predicts.
+        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
+        target: Target,
+    },
+    /// How good the risk model is on a history: held-out AUROC by family and by model, triage curve, baselines.
+    Eval {
+        history: PathBuf,
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+        /// What the evaluated models predict.
+        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
+        target: Target,
+    },
+}
+
+/// The model `--risk-model` names, else the shipped one.
+pub(crate) fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
+    match path {
+        Some(p) => RiskModel::load(p),
+        None => RiskModel::default_model(),
+    }
+}
+
+pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
+    match &a.command {
+        Some(RiskCommand::Fit {
+            history,
+            out,
+            l2,
+            target,
+        }) => {
+            let rows = risk::read_history(history)?;
+            let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
+            let m = risk::fit(&refs, *target, *l2, &history.display().to_string())?;
+            m.save(out)?;
+            match g.format {
+                Format::Json => emit_json(&m)?,
+                Format::Human => println!(
+                    "fitted on {} rows ({} stale by {}) from {}; wrote {}",
+                    m.fitted_rows,
+                    m.fitted_stale,
+                    m.target,
+                    history.display(),
+                    out.display()
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Some(RiskCommand::Eval {
+            history,
+            l2,
+            target,
+        }) => {
+            let rows = risk::read_history(history)?;
+            let ev = risk::evaluate(&rows, *target, *l2);
+            match g.format {
+                Format::Json => emit_json(&ev)?,
+                Format::Human => {
+                    println!("{} cells, {} stale by {}", ev.rows, ev.stale, ev.target);
+                    for h in &ev.held_out {
+                        let f = |k: &str| {
+                            h.auroc
+                                .get(k)
+                                .copied()
+                                .flatten()
+                                .map(|v| format!("{v:.3}"))
+                                .unwrap_or_else(|| "n/a".into())
+                        };
+                        println!(
+                            "leave one {} out ({} folds{}): risk model {}, weight change alone {}, family alone {}",
+                            h.by,
+                            h.folds.len(),
+                            if h.skipped_folds.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", skipped {:?}", h.skipped_folds)
+                            },
+                            f("risk_model"),
+                            f("weight_change_alone"),
+                            f("family_alone")
+                        );
+                        let t: Vec<String> = h
+                            .triage
+                            .iter()
+                            .map(|(k, c)| format!("{:.0}%→{:.0}%", k * 100.0, c * 100.0))
+                            .collect();
+                        println!(
+                            "  triage (top k% revalidated → share of stale caught): {}",
+                            t.join(" ")
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
+            let p = &a.predict;
+            let (Some(base), Some(cand), Some(monitors)) = (&p.base, &p.candidate, &p.monitors)
+            else {
+                return Err(Error::Usage(
+                    "probegate risk needs --base, --candidate and --monitors (or a subcommand: fit, eval)".into(),
+                ));
+            };
+            let model = risk_model(p.risk_model.as_deref())?;
+            let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
+            let data = p.data.clone().map(DataSource::Dir).unwrap_or_default();
+            let gate::Predicted {
+                monitors: rows,
+                note,
+            } = gate::predict_only(
+                (base, cand, monitors),
+                &data,
+                &policy,
+                &model,
+                &mut stage_progress(g),
+            )?;
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
+            match g.format {
+                Format::Json => emit_json(&rows)?,
+                Format::Human => {
+                    println!(
+                        "{:<26} {:>6} {:>8}  drivers",
+                        "monitor", "block", "P(stale)"
+                    );
+                    for (f, r) in &rows {
+                        let d: Vec<String> = r
+                            .drivers
+                            .iter()
+                            .map(|(n, c)| format!("{n} {c:+.2}"))
+                            .collect();
+                        println!(
+                            "{:<26} {:>6} {:>8.3}  {}",
+                            f.monitor,
+                            f.layer,
+                            r.p_stale,
+                            d.join(", ")
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
