@@ -420,33 +420,12 @@ mod tests {
         }
     }
 
+    /// One monitor (nothing to share alpha with): ten examples show no
+    /// change but cannot rule out one hidden in the rest; the whole set can.
     #[test]
     fn identical_scores_settle_healthy_once_enough_is_seen_and_not_before() {
-        let labels: Vec<u8> = (0..170).map(|i| (i % 2) as u8).collect();
-        let base: Vec<f64> = (0..170)
-            .map(|i| (i % 2) as f64 + (i as f64 * 0.37).sin())
-            .collect();
-        let order = stratified_order(&labels, 7);
-        let pop = Population::of(&labels);
-        let z = look_z(0.05, Correction::None, 1, planned_looks(170, 40, 20));
-        let settle_at = |k: usize| {
-            let idx = &order[..k];
-            let s: Vec<f64> = idx.iter().map(|&i| base[i]).collect();
-            let l: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
-            let p = Paired {
-                base: &s,
-                cand: &s,
-                labels: &l,
-            };
-            settle(&bounds(&p, 0.5, pop, z).unwrap(), 0.9, true, &limits())
-        };
-        // Ten examples show no change, but cannot rule out one hidden in the rest.
-        assert_eq!(settle_at(10), Settled::Open);
-        assert_eq!(settle_at(170), Settled::Healthy);
-        let first = (10..=170)
-            .find(|&k| settle_at(k) == Settled::Healthy)
-            .unwrap();
-        assert!(first < 170, "{first}");
+        let first = identical_floor(170, 1);
+        assert!(first > 10 && first < 170, "{first}");
     }
 
     /// The fewest examples of a balanced test set of `n` that can settle an
