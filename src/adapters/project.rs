@@ -213,10 +213,7 @@ impl GateSettings {
                 .map(|p| crate::gate::policy::Policy::resolve(&p, None))
                 .or(c.policy)
                 .unwrap_or_else(|| PathBuf::from(crate::assets::DEFAULT_POLICY)),
-            data: match cli.data.or(c.data) {
-                Some(d) => DataSource::Dir(d),
-                None => DataSource::Auto,
-            },
+            data: DataSource::named(cli.data.or(c.data)),
             out: cli
                 .out
                 .or(c.out)

@@ -418,7 +418,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         monitors,
         policy: &policy,
         risk_model: &model,
-        data: data.clone().map(DataSource::Dir).unwrap_or_default(),
+        data: DataSource::named(data.clone()),
         history: history.as_deref(),
         budgeted: *budgeted,
         reports: reports.as_deref(),

@@ -558,11 +558,7 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
         probegate::monitor::BaseCheck::Require
     };
     let pb = progress(g, 1, "features");
-    let data = a
-        .data
-        .clone()
-        .map(probegate::gate::revalidate::data::DataSource::Dir)
-        .unwrap_or_default();
+    let data = probegate::gate::revalidate::DataSource::named(a.data.clone());
     let probegate::gate::FeaturesOnly {
         diff: report,
         corpus_prompts: n_prompts,

@@ -158,7 +158,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             };
             let model = risk_model(p.risk_model.as_deref())?;
             let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
-            let data = p.data.clone().map(DataSource::Dir).unwrap_or_default();
+            let data = DataSource::named(p.data.clone());
             let gate::Predicted {
                 monitors: rows,
                 note,

@@ -128,11 +128,7 @@ fn check(req: &CheckRequest, dir: &Path) -> Result<Finished> {
         base: req.base.clone(),
         candidate: req.candidate.clone(),
         monitors: req.monitors.clone(),
-        data: req
-            .data
-            .clone()
-            .map(gate::revalidate::DataSource::Dir)
-            .unwrap_or_default(),
+        data: gate::revalidate::DataSource::named(req.data.clone()),
         policy: Policy::load(&req.policy)?,
         risk_model: RiskModel::default_model()?,
         full_revalidation: false,

@@ -32,6 +32,12 @@ struct SuiteFile {
 }
 
 impl DataSource {
+    /// What a `--data` flag (or a config's `data`) means: that directory and
+    /// nowhere else when given, the suite's own lookup otherwise.
+    pub fn named(dir: Option<PathBuf>) -> Self {
+        dir.map_or(DataSource::Auto, DataSource::Dir)
+    }
+
     /// The directories searched, in order, for a suite at `suite` (a suite
     /// directory or a single monitor's).
     pub fn roots(&self, suite: &Path) -> Result<Vec<PathBuf>> {
