@@ -427,19 +427,16 @@ pub fn features_only(
     // do. A named data directory must hold them; the default lookup may find
     // none (a suite shipped without data), and then they are left out
     // (`None`, which the risk model reads as its training mean) and said so.
-    let found = match data {
-        Some(d) => LabeledData::find(&suite, monitors, d, true).map(|l| (l.trains, None)),
-        None => Ok((BTreeMap::new(), None)),
-    };
-    let (trains, note) = match found {
-        Ok(t) => t,
-        Err(e) if matches!(data, Some(DataSource::Auto)) => (
+    let (trains, note) = match data.map(|d| (d, LabeledData::find(&suite, monitors, d, true))) {
+        None => (BTreeMap::new(), None),
+        Some((_, Ok(found))) => (found.trains, None),
+        Some((DataSource::Auto, Err(e))) => (
             BTreeMap::new(),
             Some(format!(
                 "no training splits for the concept features, which are left out: {e}"
             )),
         ),
-        Err(e) => return Err(e),
+        Some((DataSource::Dir(_), Err(e))) => return Err(e),
     };
     let u = unlabeled(
         (base, candidate),

@@ -366,6 +366,26 @@ mod tests {
         crate::gate::policy::Policy::shipped_default().metrics
     }
 
+    /// `m` through a candidate that moved its AUROC to `auroc` (interval
+    /// ± `half`) and left its thresholded metrics as the base recorded them.
+    fn eval_at(m: &Monitor, auroc: f64, half: f64) -> EvalResult {
+        let b = &m.meta.base_metrics;
+        EvalResult {
+            monitor: m.meta.name.clone(),
+            layer: m.meta.hook.layer,
+            n: 180,
+            auroc,
+            auroc_ci95: [auroc - half, auroc + half],
+            balanced_accuracy: b.balanced_accuracy,
+            tpr: b.tpr,
+            fpr: b.fpr,
+            threshold: 0.5,
+            base_auroc: b.auroc,
+            delta_auroc: auroc - b.auroc,
+            base_balanced_accuracy: b.balanced_accuracy,
+        }
+    }
+
     #[test]
     fn a_monitor_weak_on_its_base_is_judged_only_on_what_changed() {
         // The case users hit: a monitor at 0.713 on its base, under min_auroc 0.80.
@@ -375,21 +395,7 @@ mod tests {
         assert!(weak_on_base(&m, &lim)
             .unwrap()
             .contains("0.713 < min_auroc 0.8"));
-        let b = m.meta.base_metrics.clone();
-        let eval = |auroc: f64| EvalResult {
-            monitor: m.meta.name.clone(),
-            layer: 15,
-            n: 180,
-            auroc,
-            auroc_ci95: [auroc - 0.05, auroc + 0.05],
-            balanced_accuracy: b.balanced_accuracy,
-            tpr: b.tpr,
-            fpr: b.fpr,
-            threshold: 0.5,
-            base_auroc: b.auroc,
-            delta_auroc: auroc - b.auroc,
-            base_balanced_accuracy: b.balanced_accuracy,
-        };
+        let eval = |auroc: f64| eval_at(&m, auroc, 0.05);
         // Improved under the update (0.713 → 0.767): not stale.
         assert!(stale_reasons(&m, &eval(0.767), &lim).is_empty());
         // Unchanged: not stale.
@@ -427,20 +433,7 @@ mod tests {
         let w = floor_unproven(&m, &lim).unwrap();
         assert!(w.contains("not clearly above min_auroc 0.8"), "{w}");
         assert!(weak_on_base(&m, &lim).is_none() && !floor_applies(&m, &lim));
-        let eval = |auroc: f64| EvalResult {
-            monitor: m.meta.name.clone(),
-            layer: 7,
-            n: 180,
-            auroc,
-            auroc_ci95: [auroc - 0.06, auroc + 0.06],
-            balanced_accuracy: b.balanced_accuracy,
-            tpr: b.tpr,
-            fpr: b.fpr,
-            threshold: 0.5,
-            base_auroc: b.auroc,
-            delta_auroc: auroc - b.auroc,
-            base_balanced_accuracy: b.balanced_accuracy,
-        };
+        let eval = |auroc: f64| eval_at(&m, auroc, 0.06);
         assert!(stale_reasons(&m, &eval(0.7999), &lim).is_empty());
         let r = stale_reasons(&m, &eval(b.auroc - 0.06), &lim);
         assert!(r.len() == 1 && r[0].contains("≤ −0.05"), "{r:?}");
@@ -459,18 +452,12 @@ mod tests {
         let b = m.meta.base_metrics.clone();
         let lim = limits();
         let e = |d_auroc: f64, d_ba: f64, d_tpr: f64, d_fpr: f64| EvalResult {
-            monitor: m.meta.name.clone(),
-            layer: 15,
-            n: 180,
-            auroc: b.auroc + d_auroc,
             auroc_ci95: [0.0, 1.0],
             balanced_accuracy: b.balanced_accuracy + d_ba,
             tpr: b.tpr + d_tpr,
             fpr: b.fpr + d_fpr,
-            threshold: 0.5,
-            base_auroc: b.auroc,
             delta_auroc: d_auroc,
-            base_balanced_accuracy: b.balanced_accuracy,
+            ..eval_at(&m, b.auroc + d_auroc, 0.0)
         };
         let k = |x: EvalResult| {
             let b = breaks(&m, &x, &lim);

@@ -354,49 +354,45 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
     let kept: Vec<HistoryRow> = rows.iter().filter(|r| !derived(r)).cloned().collect();
     let models =
         |rs: &[HistoryRow]| -> Vec<String> { rs.iter().map(|r| r.model.clone()).collect() };
+    // Each fold assignment is made once and serves both targets.
+    let (by_family, by_model) = (family_folds(rows), models(rows));
+    let by_group = grouped_kfold(rows, K_FOLDS, SEED);
+    let (family_out, group_out) = (
+        "family, merged with its source",
+        format!("source group ({K_FOLDS}-fold)"),
+    );
+    let held = |rows: &[HistoryRow], keys: &[String], by: &str, t: Target| {
+        risk::held_out(rows, keys, by, t, L2)
+    };
     let honest = vec![
-        risk::held_out(
-            rows,
-            &family_folds(rows),
-            "family, merged with its source",
-            Target::Ranking,
-            L2,
-        ),
-        risk::held_out(
+        held(rows, &by_family, family_out, Target::Ranking),
+        held(
             &kept,
             &family_folds(&kept),
             "family, merged copies dropped",
             Target::Ranking,
-            L2,
         ),
-        risk::held_out(rows, &models(rows), "model", Target::Ranking, L2),
-        risk::held_out(
+        held(rows, &by_model, "model", Target::Ranking),
+        held(
             &kept,
             &models(&kept),
             "model, merged copies dropped",
             Target::Ranking,
-            L2,
         ),
-        risk::held_out(
-            rows,
-            &grouped_kfold(rows, K_FOLDS, SEED),
-            &format!("source group ({K_FOLDS}-fold)"),
-            Target::Ranking,
-            L2,
-        ),
+        held(rows, &by_group, &group_out, Target::Ranking),
     ];
     let honest_v1_features = vec![
         risk::held_out_on(
             rows,
-            &family_folds(rows),
-            "family, merged with its source",
+            &by_family,
+            family_out,
             Target::Ranking,
             L2,
             FEATURE_NAMES_V1,
         ),
         risk::held_out_on(
             rows,
-            &models(rows),
+            &by_model,
             "model",
             Target::Ranking,
             L2,
@@ -406,21 +402,9 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
     // What the shipped model is fitted for: the policy's staleness, which
     // the gate fails on (ranking and operating point), on the same folds.
     let honest_policy = vec![
-        risk::held_out(
-            rows,
-            &family_folds(rows),
-            "family, merged with its source",
-            Target::Policy,
-            L2,
-        ),
-        risk::held_out(rows, &models(rows), "model", Target::Policy, L2),
-        risk::held_out(
-            rows,
-            &grouped_kfold(rows, K_FOLDS, SEED),
-            &format!("source group ({K_FOLDS}-fold)"),
-            Target::Policy,
-            L2,
-        ),
+        held(rows, &by_family, family_out, Target::Policy),
+        held(rows, &by_model, "model", Target::Policy),
+        held(rows, &by_group, &group_out, Target::Policy),
     ];
     let repairs = if rows.iter().any(|r| !r.outcome.trials.is_empty()) {
         [Definition::Ranking, Definition::OperatingPoint]
