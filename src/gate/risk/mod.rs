@@ -29,9 +29,10 @@ pub struct Outcome {
     pub delta_auroc: f64,
     pub balanced_accuracy: f64,
     pub delta_balanced_accuracy: f64,
-    /// ΔAUROC ≤ −0.05: the study's definition, what the model predicts.
+    /// ΔAUROC ≤ −0.05: the study's definition ([`Target::Ranking`]).
     pub stale_auroc: bool,
-    /// Stale under the policy the run used (thresholded metrics included).
+    /// Stale under the policy the run used, thresholded metrics included
+    /// ([`Target::Policy`]).
     pub stale_policy: bool,
     /// Operating point: balanced accuracy, TPR or FPR at the monitor's own
     /// threshold beyond the policy's limits (absent in history written
