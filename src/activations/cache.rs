@@ -255,10 +255,13 @@ pub fn cached_activations_parts<'ck>(
         precision,
         batch_size,
     } = spec;
+    // Keyed on everything the activations depend on; tagged with the
+    // weights' fingerprint, which `cache clear --model` looks for.
     let fp = ck.fingerprint()?;
+    let fid = ck.forward_identity()?;
     let max_tokens = 2048;
     let hashes: Vec<String> = parts.iter().map(|t| crate::util::texts_sha256(t)).collect();
-    let key = |data: &str, l: usize| ActCache::key(&fp, data, l, pool, precision, max_tokens);
+    let key = |data: &str, l: usize| ActCache::key(&fid, data, l, pool, precision, max_tokens);
     let mut out = vec![BTreeMap::new(); parts.len()];
     // Per part, the layers the cache does not hold.
     let mut missing: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];

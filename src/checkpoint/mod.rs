@@ -113,6 +113,7 @@ pub struct Checkpoint {
     pub weight_files: Vec<PathBuf>,
     store: Store,
     fingerprint: OnceLock<String>,
+    forward_id: OnceLock<String>,
 }
 
 impl Checkpoint {
@@ -237,6 +238,7 @@ impl Checkpoint {
                 names,
             },
             fingerprint: OnceLock::new(),
+            forward_id: OnceLock::new(),
         };
         ck.check_required()?;
         Ok(ck)
@@ -263,6 +265,7 @@ impl Checkpoint {
             weight_files: st.files().to_vec(),
             store: Store::Safetensors(st),
             fingerprint: OnceLock::new(),
+            forward_id: OnceLock::new(),
         };
         ck.check_required()?;
         Ok(ck)
@@ -431,6 +434,46 @@ impl Checkpoint {
             fp = hex::encode(h.finalize());
         }
         Ok(self.fingerprint.get_or_init(|| fp).clone())
+    }
+
+    /// What decides the activations a prompt produces: the weights (the
+    /// fingerprint); for a Hugging Face directory the parsed config and the
+    /// tokenizer, which live beside the weight files rather than in them (a
+    /// GGUF file holds both, so its fingerprint covers them); and an
+    /// adapter's per-module scale, which adapter_config.json sets. The
+    /// activation cache is keyed on it, so a candidate that edits only one of
+    /// those files is never served its base's activations.
+    pub fn forward_identity(&self) -> Result<String> {
+        if let Some(f) = self.forward_id.get() {
+            return Ok(f.clone());
+        }
+        let fp = self.fingerprint()?;
+        let src = self.source_path();
+        let mut parts = Vec::new();
+        if self.format != Format::Gguf {
+            parts.push(
+                serde_json::to_string(&self.config)
+                    .map_err(|e| Error::field(&src, "config", e.to_string()))?,
+            );
+            parts.push(
+                self.tokenizer
+                    .identity()
+                    .map_err(|e| Error::field(&src, "tokenizer", e.to_string()))?,
+            );
+        }
+        if let Some(a) = &self.adapter {
+            for (m, pair) in &a.modules {
+                parts.push(format!("{m}={:016x}", pair.scale.to_bits()));
+            }
+        }
+        let id = if parts.is_empty() {
+            fp
+        } else {
+            let mut h = Sha256::new();
+            h.update(format!("probegate-forward-v1\n{fp}\n{}", parts.join("\n")));
+            hex::encode(h.finalize())
+        };
+        Ok(self.forward_id.get_or_init(|| id).clone())
     }
 }
 

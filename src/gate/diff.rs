@@ -45,7 +45,12 @@ pub struct BlockDiff {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
+    /// Every tensor, the config and the tokenizer are the base's.
     Identical,
+    /// Bit-identical weights under a config or tokenizer that changes the
+    /// forward pass (rope base, norm epsilon, vocabulary, special tokens):
+    /// the candidate changed something, so the gate judges it as any update.
+    ConfigOnly,
     Quantization,
     LowRankAdapter,
     QuantizationPlusAdapter,
@@ -286,10 +291,17 @@ pub fn diff(
         .into_iter()
         .map(|(k, (s, n))| (k, (s / n).sqrt()))
         .collect();
-    let (family, evidence) = match storage {
+    let (mut family, mut evidence) = match storage {
         Some(dt) => name_stored(cand, dt, &tensors, &beyond_rounding),
         None => name_family(cand, &tensors),
     };
+    let beside = forward_changes(base, cand)?;
+    if !beside.is_empty() && family == Family::Identical {
+        evidence.retain(|e| !e.starts_with("every tensor is bit-identical"));
+        evidence.push("every tensor is bit-identical, but not what runs them".into());
+        family = Family::ConfigOnly;
+    }
+    evidence.extend(beside);
     Ok(DiffReport {
         base: base.spec.clone(),
         candidate: cand.spec.clone(),
@@ -299,6 +311,46 @@ pub fn diff(
         blocks,
         kinds,
     })
+}
+
+/// What the candidate changed outside its weights that changes its forward
+/// pass: config fields the model reads and how the tokenizer encodes. Fields
+/// only one format can carry (a GGUF file's context length against
+/// config.json's) are not the update's doing, so only the model's own
+/// arithmetic is compared.
+fn forward_changes(base: &Checkpoint, cand: &Checkpoint) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let (b, c) = (&base.config, &cand.config);
+    let mut field = |name: &str, changed: bool, from: String, to: String| {
+        if changed {
+            out.push(format!("the config's `{name}` changed: {from} → {to}"));
+        }
+    };
+    // Floats compared to f32 precision: GGUF stores them as f32.
+    let near = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(y.abs());
+    let near_opt = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => near(x, y),
+        (x, y) => x == y,
+    };
+    macro_rules! cmp {
+        ($same:expr; $($f:ident),*) => {$(
+            field(stringify!($f), !$same(&b.$f, &c.$f), format!("{:?}", b.$f), format!("{:?}", c.$f));
+        )*};
+    }
+    cmp!(|x, y| x == y;
+        vocab_size, intermediate_size, num_heads, num_kv_heads, head_dim, rope_scaling,
+        attention_bias, sliding_window, layer_types, activation, tie_word_embeddings
+    );
+    cmp!(|x: &f64, y: &f64| near(*x, *y); rms_norm_eps, rope_theta, attn_scale);
+    cmp!(|x: &Option<f64>, y: &Option<f64>| near_opt(*x, *y); rope_local_theta, embed_scale);
+    if let Some(why) = base
+        .tokenizer
+        .differs_from(&cand.tokenizer)
+        .map_err(|e| Error::field(cand.source_path(), "tokenizer", e.to_string()))?
+    {
+        out.push(format!("the tokenizer changed: {why}"));
+    }
+    Ok(out)
 }
 
 /// The half-precision type the candidate stores every block projection in,

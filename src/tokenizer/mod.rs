@@ -80,6 +80,67 @@ pub struct ModelTokenizer {
     config: ConfigInfo,
 }
 
+/// Texts on which tokenizers that share a vocabulary still disagree: runs
+/// of spaces before digits (SmolLM2's tokenizer.json against its GGUF form),
+/// leading spaces, newlines and tabs, accents, emoji, CJK, code and
+/// special-token strings written as text.
+const PROBE_TEXTS: &[&str] = &[
+    "Hello, world!",
+    "  123 and   4567.89",
+    " leading space\n\nnew paragraph\ttab",
+    "Ünïcödé café naïve — “quotes” ‘here’",
+    "emoji 🙂🚀 and CJK 漢字かなカナ 한국어",
+    "fn main() { println!(\"{}\", 1 + 2); }",
+    "<s> </s> <|endoftext|> <|im_start|>user <bos> <eos> <start_of_turn>",
+    "My SSN is 078-05-1120 and my email is jane.doe@example.com",
+];
+
+impl ModelTokenizer {
+    /// sha256 (hex) of the tokenizer as `tokenizers` serializes it
+    /// (vocabulary by id, merges, normalizer, pre-tokenizer, post-processor)
+    /// with its special-token flags. The same tokenizer always gives the same
+    /// value; two that encode alike may still differ in it, so a cache keyed
+    /// on it can only recompute needlessly, never reuse wrongly.
+    pub fn identity(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(&self.inner)
+            .map_err(|e| TokenizerError::Serialize(e.to_string()))?;
+        let mut h = Sha256::new();
+        h.update(json);
+        h.update(format!("\n{:?}\n{:?}", self.special, self.config));
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// How `other` turns text into ids differently from this tokenizer, if
+    /// it does: its special tokens, its vocabulary, or a probe text encoded
+    /// otherwise. `None` when they agree on all three. Compares behaviour,
+    /// not representation: a GGUF file's rebuilt tokenizer and the
+    /// tokenizer.json it came from serialize differently yet may encode alike.
+    pub fn differs_from(&self, other: &ModelTokenizer) -> Result<Option<String>> {
+        if self.special != other.special {
+            return Ok(Some(format!(
+                "special tokens {:?} became {:?}",
+                self.special, other.special
+            )));
+        }
+        let (a, b) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
+        if a != b {
+            let moved = a.iter().filter(|(t, id)| b.get(*t) != Some(id)).count();
+            let added = b.keys().filter(|t| !a.contains_key(*t)).count();
+            return Ok(Some(format!(
+                "the vocabulary differs: {moved} of the base's {} tokens missing or renumbered, {added} added",
+                a.len()
+            )));
+        }
+        for t in PROBE_TEXTS {
+            if self.encode(t)? != other.encode(t)? {
+                return Ok(Some(format!("{t:?} encodes to different ids")));
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ConfigInfo {
     add_eos: bool,

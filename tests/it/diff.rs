@@ -218,3 +218,91 @@ fn features_with_a_data_directory_that_lacks_the_concept_fail_naming_it() {
         "{err}"
     );
 }
+
+/// A candidate that edits only config.json or the tokenizer keeps its base's
+/// weights but not its forward pass. The diff names it (it read as
+/// identical, which the verdict excuses) and the activation cache keys it
+/// apart from the base (it was served the base's cached activations).
+#[test]
+fn a_changed_config_or_tokenizer_is_not_identical() {
+    let base = converted_smollm2();
+    let tmp = tempfile::tempdir().unwrap();
+    // The weights linked, the small JSON files copied so one can be edited.
+    let copy = |name: &str, edit: &dyn Fn(&std::path::Path)| -> String {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for e in std::fs::read_dir(base).unwrap() {
+            let p = e.unwrap().path();
+            let to = d.join(p.file_name().unwrap());
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                std::os::unix::fs::symlink(&p, &to).unwrap();
+            } else {
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+        edit(&d);
+        d.display().to_string()
+    };
+    fn set(
+        file: &'static str,
+        key: &'static str,
+        v: serde_json::Value,
+    ) -> impl Fn(&std::path::Path) {
+        move |d: &std::path::Path| {
+            let p = d.join(file);
+            let mut j: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            j[key] = v.clone();
+            std::fs::write(&p, serde_json::to_string_pretty(&j).unwrap()).unwrap();
+        }
+    }
+    let same = copy("same", &|_| {});
+    let rope = copy("rope", &set("config.json", "rope_theta", 500000.0.into()));
+    let eos = copy(
+        "eos",
+        &set("tokenizer_config.json", "add_eos_token", true.into()),
+    );
+    let base = base.display().to_string();
+    let id = |r: &str| Checkpoint::open_str(r).unwrap().forward_identity().unwrap();
+    let fp = |r: &str| Checkpoint::open_str(r).unwrap().fingerprint().unwrap();
+
+    let r = family(&base, &same);
+    assert_eq!(r.family, Family::Identical, "{:?}", r.evidence);
+    assert_eq!(id(&same), id(&base));
+
+    let r = family(&base, &rope);
+    assert_eq!(r.family, Family::ConfigOnly, "{:?}", r.evidence);
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.contains("`rope_theta` changed")),
+        "{:?}",
+        r.evidence
+    );
+    let r = family(&base, &eos);
+    assert_eq!(r.family, Family::ConfigOnly, "{:?}", r.evidence);
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.contains("the tokenizer changed")),
+        "{:?}",
+        r.evidence
+    );
+    // Same weights, so the same fingerprint; different activations, so a
+    // different cache identity.
+    for c in [&rope, &eos] {
+        assert_eq!(fp(c), fp(&base));
+        assert_ne!(id(c), id(&base), "{c}");
+    }
+    // The GGUF base against its own conversion: formats differ, the forward
+    // pass does not, so nothing beside the weights is reported.
+    let r = family("smollm2", &base);
+    assert_eq!(r.family, Family::Identical, "{:?}", r.evidence);
+    assert!(
+        !r.evidence
+            .iter()
+            .any(|e| e.starts_with("the config's") || e.starts_with("the tokenizer")),
+        "{:?}",
+        r.evidence
+    );
+}
