@@ -80,7 +80,10 @@ fn a_small_grid_and_its_study_report() {
         .find(|l| l.starts_with("| LoRA | 18 |"))
         .unwrap();
     assert!(!lora.contains("| 0/18 = 0.0% |"), "{lora}");
-    assert!(text.contains("False passes: 0 of 3."), "{text}");
+    assert!(
+        text.contains("False passes: 0 of 3 (0 with a critical monitor left stale). False fails: "),
+        "{text}"
+    );
     for svg in ["families.svg", "concepts.svg", "triage.svg"] {
         let s = std::fs::read_to_string(tmp.path().join("study").join(svg)).unwrap();
         assert!(s.starts_with("<svg"), "{svg}");

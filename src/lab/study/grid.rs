@@ -117,6 +117,17 @@ pub struct SummaryRow {
     pub ran: bool,
 }
 
+/// Monitors a full revalidation leaves stale (so unrepaired): all, or the
+/// critical ones under `policy`. What a budgeted pass must not hide.
+pub fn stale_unrepaired(full: &Report, policy: &Policy, crit_only: bool) -> usize {
+    full.monitors
+        .iter()
+        .filter(|m| {
+            m.status == Status::Stale && (!crit_only || policy.is_critical(&m.name, &m.concept))
+        })
+        .count()
+}
+
 /// The directories under `dir` that hold a report.json (a grid's
 /// conditions), sorted so that every listing of a grid is in one order.
 pub fn report_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -181,15 +192,7 @@ pub fn summarize(
             Some(r) => r.clone(),
             None => gate::replay::replay_budgeted(&full, policy, model),
         };
-        let stale = |crit_only: bool| {
-            full.monitors
-                .iter()
-                .filter(|m| {
-                    m.status == Status::Stale
-                        && (!crit_only || policy.is_critical(&m.name, &m.concept))
-                })
-                .count()
-        };
+        let stale = |crit_only: bool| stale_unrepaired(&full, policy, crit_only);
         let passes = b.verdict != Verdict::Fail;
         let count = |f: &dyn Fn(&gate::report::MonitorReport) -> bool| {
             full.monitors.iter().filter(|m| f(m)).count()

@@ -504,20 +504,25 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         s,
         "## The gate on the zoo\n\nEach full-revalidation report replayed as the budgeted gate would run it \
          under `policies/default.toml` (riskiest and critical monitors first, within the budget). A false \
-         pass is a candidate the budgeted gate passes while a critical monitor is stale and unrepaired \
-         under full revalidation.\n\n\
-         | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | ladder | seconds |\n\
-         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |"
+         pass is a candidate the budgeted gate passes while any monitor, critical or not, is stale and \
+         unrepaired under full revalidation; a false fail is one it fails that full revalidation \
+         passes.\n\n\
+         | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | false fail | ladder | seconds |\n\
+         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |"
     );
-    let (mut used, mut full, mut fp, mut rep) = (0usize, 0usize, 0usize, 0usize);
+    let (mut used, mut full, mut fp, mut ff, mut rep) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut fp_crit = 0usize;
     for c in &study.conditions {
         used += c.examples_used;
         full += c.examples_full;
         fp += c.false_pass as usize;
+        fp_crit += (c.false_pass && c.critical_stale_unrepaired_full > 0) as usize;
+        ff += c.false_fail as usize;
         rep += c.repaired;
+        let yes = |b: bool| if b { "**yes**" } else { "no" };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |",
             c.model,
             c.condition,
             c.diff_family,
@@ -527,15 +532,17 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
             c.budgeted_verdict.as_str(),
             c.examples_used,
             c.examples_full,
-            if c.false_pass { "**yes**" } else { "no" },
+            yes(c.false_pass),
+            yes(c.false_fail),
             c.ladder,
             c.seconds
         );
     }
     let _ = writeln!(
         s,
-        "\nFalse passes: {fp} of {}. The default budget spent {used} of {full} labeled examples a full \
-         revalidation would run ({:.1}%). Monitors repaired: {rep}.\n",
+        "\nFalse passes: {fp} of {} ({fp_crit} with a critical monitor left stale). False fails: {ff}. \
+         The default budget spent {used} of {full} labeled examples a full revalidation would run \
+         ({:.1}%). Monitors repaired: {rep}.\n",
         study.conditions.len(),
         100.0 * used as f64 / full.max(1) as f64
     );
