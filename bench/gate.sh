@@ -4,6 +4,11 @@
 # side on the same machine with the same thread count. Prints one JSON line
 # per run and the ratios. See BENCHMARKS.md.
 #
+# probegate runs four times: --full (the peer's work, cold and base-cached)
+# and under the default policy (budgeted, as README command 1 and the Action
+# run it; cold and base-cached). The peer always does the full work: a user
+# writing the Python pipeline would not write a risk-ordered budget.
+#
 #   THREADS   threads for both sides (default 2)
 #   PYREF     the pinned Python (default ~/.cache/probegate/pyref/bin/python,
 #             made by scripts/reference/setup-venv.sh)
@@ -18,6 +23,9 @@ BASE="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER=fixtures/zoo/smollm2-lora-r8-attn-support
 [ -f "$BASE" ] || { echo "gate.sh: run scripts/fetch-models.sh smollm2 first" >&2; exit 2; }
 [ -x "$PY" ] || { echo "gate.sh: run scripts/reference/setup-venv.sh first" >&2; exit 2; }
+# The peer's imports first: a broken venv should fail now, not after 15 minutes.
+"$PY" -c 'import torch, transformers, peft, scipy.stats, sklearn.linear_model, sklearn.metrics' \
+  || { echo "gate.sh: the peer's venv is incomplete; rerun scripts/reference/setup-venv.sh" >&2; exit 2; }
 cargo build --release --quiet
 PG=target/release/probegate
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
@@ -34,37 +42,47 @@ fi
 mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$work/cache/models/"
 
 run_pg() {
-  local t0 t1
+  local t0 t1 name="$1"; shift
   t0=$(date +%s.%N)
   PROBEGATE_CACHE="$work/cache" RAYON_NUM_THREADS="$THREADS" "$PG" --quiet --threads "$THREADS" check \
-    --base smollm2 --candidate "smollm2+$ADAPTER" --monitors "$MONITORS" --full --no-history \
-    --out "$work/$1" >/dev/null || [ $? -eq 1 ]
+    --base smollm2 --candidate "smollm2+$ADAPTER" --monitors "$MONITORS" "$@" --no-history \
+    --out "$work/$name" >/dev/null || [ $? -eq 1 ]
   t1=$(date +%s.%N)
-  python3 - "$work/$1/report.json" "$1" "$(echo "$t1 - $t0" | bc)" <<'PY'
+  python3 - "$work/$name/report.json" "$name" "$(echo "$t1 - $t0" | bc)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"peer": "probegate " + sys.argv[2], "wall_seconds": float(sys.argv[3]), "seconds": r["seconds"],
                   "stale": sum(m["status"] != "healthy" for m in r["monitors"]),
+                  "labeled_examples": r["budget"]["examples_used"],
                   "verdict": r["verdict"]}))
 PY
 }
 
-pg_cold=$(run_pg cold)
+pg_cold=$(run_pg cold --full)
 # Warm as in CI: the base's activations stay cached from earlier gates, the
 # candidate's are computed afresh.
-PROBEGATE_CACHE="$work/cache" "$PG" --quiet cache clear --model "smollm2+$ADAPTER"
-pg_warm=$(run_pg warm)
+clear_cand() { PROBEGATE_CACHE="$work/cache" "$PG" --quiet cache clear --model "smollm2+$ADAPTER"; }
+clear_cand
+pg_warm=$(run_pg warm --full)
+# The default policy, cold: nothing cached at all.
+rm -rf "$work/cache"; mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$work/cache/models/"
+pg_dcold=$(run_pg default-cold)
+clear_cand
+pg_dwarm=$(run_pg default-warm)
 t0=$(date +%s.%N)
 py=$(OMP_NUM_THREADS="$THREADS" "$PY" bench/py_gate.py --base "$BASE" --adapter "$ADAPTER" \
   --monitors "$MONITORS" --data data/suite --corpus data/realign/corpus.jsonl --threads "$THREADS")
 t1=$(date +%s.%N)
-echo "$pg_cold"; echo "$pg_warm"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
-python3 - "$pg_cold" "$pg_warm" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
+echo "$pg_cold"; echo "$pg_warm"; echo "$pg_dcold"; echo "$pg_dwarm"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
+python3 - "$pg_cold" "$pg_warm" "$pg_dcold" "$pg_dwarm" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
 import json, sys
-cold, warm, py = (json.loads(x) for x in sys.argv[1:4])
-py_wall = float(sys.argv[4])
+cold, warm, dcold, dwarm, py = (json.loads(x) for x in sys.argv[1:6])
+py_wall = float(sys.argv[6])
 print(f"whole gate, SmolLM2 + LoRA adapter, full revalidation of {len(py['monitors'])} monitors, {py['threads']} threads:")
 print(f"  python reference {py_wall:7.1f} s wall (stages {py['seconds']['total']:.1f} s)")
 print(f"  probegate cold   {cold['wall_seconds']:7.1f} s wall  -> {py_wall / cold['wall_seconds']:.2f}x faster")
 print(f"  probegate warm   {warm['wall_seconds']:7.1f} s wall  -> {py_wall / warm['wall_seconds']:.2f}x faster (base activations cached)")
+print(f"default policy (budgeted, {dcold['labeled_examples']} labeled examples), same peer:")
+print(f"  probegate cold   {dcold['wall_seconds']:7.1f} s wall  -> {py_wall / dcold['wall_seconds']:.2f}x faster")
+print(f"  probegate warm   {dwarm['wall_seconds']:7.1f} s wall  -> {py_wall / dwarm['wall_seconds']:.2f}x faster (base activations cached)")
 PY

@@ -33,8 +33,15 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   --no-deps --only-binary=:all: bitsandbytes==0.48.2
 
+# --no-deps trusts requirements.txt to be the whole closure; pip check says
+# where it is not (triton is left out on purpose, see requirements.txt).
+"$VENV/bin/python" -m pip check 2>&1 | grep -v -e "requires triton" -e "No broken requirements" | grep . && {
+  echo "setup-venv: requirements.txt misses the dependencies above" >&2; exit 1; }
 OMP_NUM_THREADS=1 "$VENV/bin/python" - <<'PY'
 import torch, transformers, gguf, safetensors, numpy, accelerate, bitsandbytes
+# Everything bench/py_gate.py imports, so a gap in the pinned closure fails here
+# rather than after the benchmark's probegate runs.
+import peft, scipy.stats, sklearn.linear_model, sklearn.metrics
 x = torch.ones(2, 2) @ torch.ones(2, 2)
 assert float(x.sum()) == 8.0
 print(f"pyref venv ok: torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), "
