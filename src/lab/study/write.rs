@@ -542,7 +542,9 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         s,
         "\nFalse passes: {fp} of {} ({fp_crit} with a critical monitor left stale). False fails: {ff}. \
          The default budget spent {used} of {full} labeled examples a full revalidation would run \
-         ({:.1}%). Monitors repaired: {rep}.\n",
+         ({:.1}%). Monitors repaired: {rep}. The seconds column is the grid's own run (full \
+         revalidation, every rung tried alone); the gate's time against the Python peer is \
+         measured side by side by `bench/gate.sh`, in BENCHMARKS.md.\n",
         study.conditions.len(),
         100.0 * used as f64 / full.max(1) as f64
     );
