@@ -340,19 +340,12 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     let names_ref = names.as_ref().map(|(n, p)| (n.as_str(), p.as_str()));
     let d = data::read_labeled(&a.data, names_ref)?;
     let ck = Checkpoint::open_str(&a.model)?;
-    let fp = ck.fingerprint()?;
     let check = if a.allow_base_mismatch {
         BaseCheck::AllowMismatch
     } else {
         BaseCheck::Require
     };
-    mon::check_suite_base(
-        &monitors,
-        &fp,
-        ck.config.hidden_size,
-        ck.config.num_layers,
-        check,
-    )?;
+    mon::check_suite_base(&monitors, &mon::BaseFacts::of(&ck)?, check)?;
     let pb = progress(g, d.texts.len() as u64, "eval acts");
     let mut results: Vec<EvalResult> = evaluate_suite(
         &ck,

@@ -37,14 +37,9 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let base = Checkpoint::open_str(base)?;
     let cand = Checkpoint::open_str(candidate)?;
-    let base_fp = base.fingerprint()?;
-    mon::check_suite_base(
-        monitors,
-        &base_fp,
-        base.config.hidden_size,
-        base.config.num_layers,
-        base_check,
-    )?;
+    let facts = mon::BaseFacts::of(&base)?;
+    mon::check_suite_base(monitors, &facts, base_check)?;
+    let base_fp = facts.fingerprint;
     let cand_fp = cand.fingerprint()?;
     let mut prompts = crate::util::read_prompts(corpus.path)?;
     prompts.truncate(corpus.max_prompts.max(2));

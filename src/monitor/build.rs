@@ -49,9 +49,12 @@ pub struct Fit<'a> {
 
 /// The base model as a new monitor's file records it.
 pub fn base_model(ck: &Checkpoint, id: &str) -> Result<BaseModel> {
+    let fingerprint = ck.fingerprint()?;
+    let forward = ck.forward_identity()?;
     Ok(BaseModel {
         id: id.to_string(),
-        fingerprint: ck.fingerprint()?,
+        forward_identity: (forward != fingerprint).then_some(forward),
+        fingerprint,
         architecture: ck.config.model_type.clone(),
         num_layers: ck.config.num_layers,
         d_model: ck.config.hidden_size,

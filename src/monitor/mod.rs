@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::Pool;
 use metrics::ThresholdRule;
@@ -39,9 +40,35 @@ pub struct BaseModel {
     pub id: String,
     /// sha256 of the base's weight files.
     pub fingerprint: String,
+    /// What else decides the base's forward pass, when the weight files do
+    /// not hold it (a Hugging Face directory's config and tokenizer, an
+    /// adapter's scales): [`Checkpoint::forward_identity`]. Absent when it is
+    /// the fingerprint itself, as for a GGUF base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_identity: Option<String>,
     pub architecture: String,
     pub num_layers: usize,
     pub d_model: usize,
+}
+
+/// What a monitor's base is checked against: the model it is about to read.
+#[derive(Debug, Clone)]
+pub struct BaseFacts {
+    pub fingerprint: String,
+    pub forward_identity: String,
+    pub d_model: usize,
+    pub num_layers: usize,
+}
+
+impl BaseFacts {
+    pub fn of(ck: &Checkpoint) -> Result<Self> {
+        Ok(BaseFacts {
+            fingerprint: ck.fingerprint()?,
+            forward_identity: ck.forward_identity()?,
+            d_model: ck.config.hidden_size,
+            num_layers: ck.config.num_layers,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,14 +391,9 @@ impl Monitor {
     }
 
     /// Refuses a monitor trained on another base unless the caller allows it.
-    pub fn check_base(
-        &self,
-        fingerprint: &str,
-        d_model: usize,
-        num_layers: usize,
-        check: BaseCheck,
-    ) -> Result<()> {
+    pub fn check_base(&self, base: &BaseFacts, check: BaseCheck) -> Result<()> {
         let where_ = self.dir.clone().unwrap_or_default().join(JSON_FILE);
+        let (d_model, num_layers) = (base.d_model, base.num_layers);
         if self.d_model() != d_model || self.meta.hook.layer >= num_layers {
             return Err(Error::field(
                 where_,
@@ -386,33 +408,43 @@ impl Monitor {
                 ),
             ));
         }
-        if check == BaseCheck::Require && self.meta.base_model.fingerprint != fingerprint {
+        if check == BaseCheck::AllowMismatch {
+            return Ok(());
+        }
+        let short = |s: &str| s[..12.min(s.len())].to_string();
+        let mine = &self.meta.base_model;
+        if mine.fingerprint != base.fingerprint {
             return Err(Error::field(
                 where_,
                 "base_model.fingerprint",
                 format!(
                     "monitor `{}` was trained on base {} but is used with {}; pass --allow-base-mismatch to use it anyway",
                     self.meta.name,
-                    &self.meta.base_model.fingerprint[..12.min(self.meta.base_model.fingerprint.len())],
-                    &fingerprint[..12.min(fingerprint.len())]
+                    short(&mine.fingerprint),
+                    short(&base.fingerprint)
                 ),
             ));
         }
-        Ok(())
+        match &mine.forward_identity {
+            Some(f) if *f != base.forward_identity => Err(Error::field(
+                where_,
+                "base_model.forward_identity",
+                format!(
+                    "monitor `{}` was trained on these weights under another config, tokenizer or \
+                     adapter scale ({} here, {} at training); pass --allow-base-mismatch to use it anyway",
+                    self.meta.name,
+                    short(&base.forward_identity),
+                    short(f)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
 /// Checks every monitor of a suite against the model it is about to read.
-pub fn check_suite_base(
-    monitors: &[Monitor],
-    fingerprint: &str,
-    d_model: usize,
-    num_layers: usize,
-    check: BaseCheck,
-) -> Result<()> {
-    monitors
-        .iter()
-        .try_for_each(|m| m.check_base(fingerprint, d_model, num_layers, check))
+pub fn check_suite_base(monitors: &[Monitor], base: &BaseFacts, check: BaseCheck) -> Result<()> {
+    monitors.iter().try_for_each(|m| m.check_base(base, check))
 }
 
 /// Monitors grouped by pooling, with the sorted blocks each group reads, so

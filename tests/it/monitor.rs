@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use predicates::prelude::*;
 use probegate::activations::cache::{cached_activations, ActCache, ActSpec};
+use probegate::checkpoint::Checkpoint;
 use probegate::model::{Pool, Precision};
 use probegate::monitor::data::read_labeled;
 use probegate::monitor::metrics::auroc;
@@ -169,10 +170,12 @@ fn schema_lists_exactly_the_fields_the_format_writes() {
     for (k, v) in m.as_object().unwrap() {
         if v.is_object() && k != "threshold_rule" {
             let props = &schema["properties"][k]["properties"];
+            // Optional fields the shipped monitors do not carry.
+            let optional = |f: &String| f != "repaired_for" && f != "forward_identity";
             let mut written = keys(v);
-            written.retain(|f| f != "repaired_for");
+            written.retain(optional);
             let mut documented = keys(props);
-            documented.retain(|f| f != "repaired_for");
+            documented.retain(optional);
             assert_eq!(documented, written, "schema for {k}");
         }
     }
@@ -231,20 +234,25 @@ fn malformed_monitors_are_refused_with_the_field() {
 #[test]
 fn a_monitor_for_another_base_is_refused_unless_allowed() {
     let m = Monitor::load(&shipped("smollm2", "privacy_pii-l15")).unwrap();
-    let other = "0".repeat(64);
+    let facts = |d_model, num_layers| probegate::monitor::BaseFacts {
+        fingerprint: "0".repeat(64),
+        forward_identity: "0".repeat(64),
+        d_model,
+        num_layers,
+    };
     let e = m
-        .check_base(&other, 576, 30, BaseCheck::Require)
+        .check_base(&facts(576, 30), BaseCheck::Require)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("base_model.fingerprint") && e.contains("--allow-base-mismatch"),
         "{e}"
     );
-    m.check_base(&other, 576, 30, BaseCheck::AllowMismatch)
+    m.check_base(&facts(576, 30), BaseCheck::AllowMismatch)
         .unwrap();
     // Width or depth mismatches are never allowed.
     assert!(m
-        .check_base(&other, 640, 18, BaseCheck::AllowMismatch)
+        .check_base(&facts(640, 18), BaseCheck::AllowMismatch)
         .is_err());
     // Through the CLI: gemma3 with a SmolLM2 monitor exits 2.
     bin()
@@ -451,4 +459,51 @@ fn cache_clear_removes_only_the_named_models_entries() {
     let fp = ck.fingerprint().unwrap();
     assert_eq!(cache.clear_model(&fp).unwrap(), 2);
     assert_eq!(cache.info().entries, 0);
+}
+
+/// A monitor trained on a Hugging Face directory records what the weights'
+/// hash does not cover (config, tokenizer), and refuses the same weights
+/// under another config: its scores would be read from a different model.
+#[test]
+fn a_monitor_refuses_its_base_weights_under_another_config() {
+    let dir = converted_smollm2();
+    let hf = Checkpoint::open(
+        &probegate::checkpoint::ModelRef::parse(&dir.display().to_string()).unwrap(),
+    )
+    .unwrap();
+    let gguf = open("smollm2");
+    let recorded = probegate::monitor::build::base_model(&hf, "converted").unwrap();
+    assert_eq!(recorded.fingerprint, hf.fingerprint().unwrap());
+    assert_eq!(
+        recorded.forward_identity.as_deref(),
+        Some(hf.forward_identity().unwrap().as_str())
+    );
+    // A GGUF file holds its config and tokenizer: nothing more to record.
+    let plain = probegate::monitor::build::base_model(&gguf, "smollm2").unwrap();
+    assert_eq!(plain.forward_identity, None);
+
+    let mut m = Monitor::load(&shipped("smollm2", "privacy_pii-l15")).unwrap();
+    m.meta.base_model = recorded;
+    let facts = probegate::monitor::BaseFacts::of(&hf).unwrap();
+    m.check_base(&facts, BaseCheck::Require).unwrap();
+    let other = probegate::monitor::BaseFacts {
+        forward_identity: "f".repeat(64),
+        ..facts.clone()
+    };
+    let e = m
+        .check_base(&other, BaseCheck::Require)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("base_model.forward_identity") && e.contains("another config"),
+        "{e}"
+    );
+    m.check_base(&other, BaseCheck::AllowMismatch).unwrap();
+    // The field survives a save and load.
+    let out = tempfile::tempdir().unwrap();
+    m.save(out.path()).unwrap();
+    assert_eq!(
+        Monitor::load(out.path()).unwrap().meta.base_model,
+        m.meta.base_model
+    );
 }
