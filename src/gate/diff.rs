@@ -297,7 +297,7 @@ pub fn diff(
     };
     let beside = forward_changes(base, cand)?;
     if !beside.is_empty() && family == Family::Identical {
-        evidence.retain(|e| !e.starts_with("every tensor is bit-identical"));
+        evidence.retain(|e| e != BIT_IDENTICAL);
         evidence.push("every tensor is bit-identical, but not what runs them".into());
         family = Family::ConfigOnly;
     }
@@ -398,7 +398,7 @@ fn name_stored(
         ),
     );
     if family == Family::Identical {
-        ev.retain(|e| !e.starts_with("every tensor is bit-identical"));
+        ev.retain(|e| e != BIT_IDENTICAL);
         ev.push(format!(
             "nothing changed but the storage precision ({dt}): quantization"
         ));
@@ -406,6 +406,10 @@ fn name_stored(
     }
     (family, ev)
 }
+
+/// The evidence line of an identical candidate, which the callers that
+/// rename the family (storage precision, config only) replace.
+const BIT_IDENTICAL: &str = "every tensor is bit-identical in transformers' layout";
 
 fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String>) {
     let linear: Vec<&TensorDiff> = tensors
@@ -432,7 +436,7 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
         others_changed
     )];
     if changed.is_empty() && others_changed == 0 {
-        ev.push("every tensor is bit-identical in transformers' layout".into());
+        ev.push(BIT_IDENTICAL.into());
         return (Family::Identical, ev);
     }
     // Most projections moved a little and nothing else did. Not necessarily

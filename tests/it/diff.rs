@@ -270,27 +270,19 @@ fn a_changed_config_or_tokenizer_is_not_identical() {
     assert_eq!(r.family, Family::Identical, "{:?}", r.evidence);
     assert_eq!(id(&same), id(&base));
 
-    let r = family(&base, &rope);
-    assert_eq!(r.family, Family::ConfigOnly, "{:?}", r.evidence);
-    assert!(
-        r.evidence
-            .iter()
-            .any(|e| e.contains("`rope_theta` changed")),
-        "{:?}",
-        r.evidence
-    );
-    let r = family(&base, &eos);
-    assert_eq!(r.family, Family::ConfigOnly, "{:?}", r.evidence);
-    assert!(
-        r.evidence
-            .iter()
-            .any(|e| e.contains("the tokenizer changed")),
-        "{:?}",
-        r.evidence
-    );
-    // Same weights, so the same fingerprint; different activations, so a
-    // different cache identity.
-    for c in [&rope, &eos] {
+    for (c, why) in [
+        (&rope, "`rope_theta` changed"),
+        (&eos, "the tokenizer changed"),
+    ] {
+        let r = family(&base, c);
+        assert_eq!(r.family, Family::ConfigOnly, "{:?}", r.evidence);
+        assert!(
+            r.evidence.iter().any(|e| e.contains(why)),
+            "{:?}",
+            r.evidence
+        );
+        // Same weights, so the same fingerprint; different activations, so
+        // a different cache identity.
         assert_eq!(fp(c), fp(&base));
         assert_ne!(id(c), id(&base), "{c}");
     }

@@ -149,8 +149,7 @@ pub struct Condition {
     pub examples_full: usize,
     pub stale: usize,
     pub repaired: usize,
-    /// Stale and unrepaired under full revalidation, any monitor / critical ones.
-    pub stale_unrepaired_full: usize,
+    /// Critical monitors stale and unrepaired under full revalidation.
     pub critical_stale_unrepaired_full: usize,
     /// The budgeted gate passes while full revalidation leaves any monitor
     /// stale and unrepaired (critical or not: issue #18's definition).
@@ -252,10 +251,6 @@ pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Conditi
         .iter()
         .map(|(cond, _, full)| {
             let b = gate::replay::replay_budgeted(full, policy, model);
-            let (any, crit) = (
-                grid::stale_unrepaired(full, policy, false),
-                grid::stale_unrepaired(full, policy, true),
-            );
             let passes = b.verdict != Verdict::Fail;
             Condition {
                 model: full.model_id(),
@@ -279,9 +274,8 @@ pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Conditi
                     .iter()
                     .filter(|m| m.status == Status::Repaired)
                     .count(),
-                stale_unrepaired_full: any,
-                critical_stale_unrepaired_full: crit,
-                false_pass: passes && any > 0,
+                critical_stale_unrepaired_full: grid::stale_unrepaired(full, policy, true),
+                false_pass: passes && grid::stale_unrepaired(full, policy, false) > 0,
                 false_fail: !passes && full.verdict != Verdict::Fail,
                 seconds: full.seconds.get("total").copied().unwrap_or(0.0),
                 ladder: ladder(full),

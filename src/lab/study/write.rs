@@ -512,6 +512,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     );
     let (mut used, mut full, mut fp, mut ff, mut rep) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut fp_crit = 0usize;
+    let yes = |b: bool| if b { "**yes**" } else { "no" };
     for c in &study.conditions {
         used += c.examples_used;
         full += c.examples_full;
@@ -519,7 +520,6 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         fp_crit += (c.false_pass && c.critical_stale_unrepaired_full > 0) as usize;
         ff += c.false_fail as usize;
         rep += c.repaired;
-        let yes = |b: bool| if b { "**yes**" } else { "no" };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |",
