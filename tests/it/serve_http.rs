@@ -48,6 +48,65 @@ fn a_webhook_is_refused_on_its_headers_before_its_body_is_read() {
     );
 }
 
+/// A sender whose headers pass but whose body is over `max_body_bytes`
+/// (65536 here) gets the 413, not a reset, whether it declared the length or
+/// streamed chunks: the server discards the body before it answers. The
+/// pause lets a server that answered early and closed do so before the rest
+/// is written, so without the discard the writes fail or the read finds a
+/// reset.
+#[test]
+fn an_oversized_body_gets_its_413_not_a_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hub, ml) = (FakeHub::start(), FakeMlflow::start());
+    let cfg = config(tmp.path(), &hub.url(), &ml.url(), 1);
+    let s = start(&cfg, &tmp.path().join("serve.log"));
+    let chunk = [b' '; 8192];
+    for chunked in [false, true] {
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", 25 * chunk.len())
+        };
+        let head = format!(
+            "POST /webhooks/huggingface HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: {HF_SECRET}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n\r\n"
+        );
+        let mut c = TcpStream::connect(addr(&s)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        let mut send = |bytes: &[u8]| {
+            if let Err(e) = c.write_all(bytes) {
+                panic!("chunked {chunked}: the server dropped the connection mid-body: {e}");
+            }
+        };
+        for i in 0..25 {
+            if chunked {
+                send(format!("{:x}\r\n", chunk.len()).as_bytes());
+            }
+            send(&chunk);
+            if chunked {
+                send(b"\r\n");
+            }
+            // Past the limit (8 chunks) a server that does not discard has
+            // answered and closed by the end of this pause.
+            let pause = if i == 9 { 500 } else { 5 };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+        if chunked {
+            send(b"0\r\n\r\n");
+        }
+        let mut answer = Vec::new();
+        match c.read_to_end(&mut answer) {
+            Ok(_) => {}
+            Err(e) if !answer.is_empty() => eprintln!("after the answer: {e}"),
+            Err(e) => panic!("chunked {chunked}: no answer, the connection failed: {e}"),
+        }
+        let a = String::from_utf8_lossy(&answer);
+        assert!(a.starts_with("HTTP/1.1 413"), "chunked {chunked}: {a:?}");
+        assert!(a.contains("max_body_bytes"), "chunked {chunked}: {a:?}");
+    }
+}
+
 #[test]
 fn idle_connections_are_closed_and_the_rest_wait_their_turn() {
     let tmp = tempfile::tempdir().unwrap();

@@ -104,22 +104,67 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
     (code, Json(json!({"jobs": body}))).into_response()
 }
 
-/// The body, once the headers passed: a Content-Length over the limit is
-/// refused before a byte is read, a body that grows past it while read.
+/// A refused body up to this size is read and discarded before the 413 goes
+/// out, within [`DRAIN_DEADLINE`]: a server that closes on unread bytes
+/// resets the connection, and a sender still writing then sees a broken pipe
+/// instead of the 413 (and retries what can never succeed). Larger bodies
+/// are not worth the bandwidth; their senders may see the reset.
+const DRAIN_CAP: u64 = 1024 * 1024;
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The body, once the headers passed. Nothing past `limit` is kept: a
+/// Content-Length over it is refused up front, a body that grows past it
+/// while read; either is discarded up to [`DRAIN_CAP`] so the refusal
+/// arrives.
 async fn read_body(req: Request, limit: usize) -> std::result::Result<Bytes, Response> {
+    use http_body_util::BodyExt;
     let too_big = || {
-        error_response(
+        let mut r = error_response(
             413,
             &format!("the body is over max_body_bytes ({limit} bytes)"),
-        )
+        );
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        r
     };
     let declared = header(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_big());
+    let mut body = req.into_body();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    let over = declared.is_some_and(|n| n > limit as u64);
+    if !over {
+        loop {
+            match body.frame().await {
+                None => return Ok(Bytes::from(kept)),
+                Some(Err(_)) => return Err(error_response(400, "the body could not be read")),
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    seen += data.len() as u64;
+                    if seen > limit as u64 {
+                        break;
+                    }
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| too_big())
+    drop(kept);
+    if declared.unwrap_or(0) <= DRAIN_CAP {
+        let drain = async {
+            while seen <= DRAIN_CAP {
+                match body.frame().await {
+                    Some(Ok(f)) => {
+                        seen += f.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
+    }
+    Err(too_big())
 }
 
 /// Authenticated from the headers alone (the Hub sends its secret), so a
