@@ -142,13 +142,13 @@ pub enum StudyCommand {
     /// --history instead, only the sections history rows support (honest folds, both kinds
     /// of staleness), so a fresh clone can rebuild them from the committed grid.
     #[command(
-        after_help = "Examples:\n  probegate study report --reports grid/reports-smollm2 --reports grid/reports-gemma3 --out STUDY.md\n  probegate study report --history risk/zoo-grid.jsonl --out study/v1-honest.md"
+        after_help = "Examples:\n  probegate study report --reports study/v2/reports-smollm2 --reports study/v2/reports-gemma3 --out STUDY.md\n  probegate study report --history risk/zoo-grid-v1.jsonl --out study/v1-honest.md"
     )]
     Report {
         /// Directories of per-condition report directories (`study grid --reports`), one per model.
         #[arg(long, required_unless_present = "history", conflicts_with = "history")]
         reports: Vec<PathBuf>,
-        /// History files (`study grid --history`, e.g. risk/zoo-grid.jsonl), read together.
+        /// History files (`study grid --history`, e.g. risk/zoo-grid-v1.jsonl), read together.
         #[arg(long)]
         history: Vec<PathBuf>,
         /// Where the Markdown goes (default with --reports: STUDY.md; required with --history,

@@ -125,7 +125,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         probegate risk --base smollm2 --candidate 'q4_0(smollm2)' --monitors monitors/smollm2\n  \
         probegate risk fit ~/.cache/probegate/history.jsonl --out my-risk.json\n  \
-        probegate risk eval risk/zoo-grid.jsonl")]
+        probegate risk eval study/v2/history-smollm2.jsonl study/v2/history-gemma3.jsonl")]
     Risk(risk::RiskArgs),
     /// Reproduce the staleness study: full revalidation over a zoo.
     #[command(subcommand)]

@@ -13,6 +13,7 @@ use probegate::gate;
 use probegate::gate::policy::Policy;
 use probegate::gate::revalidate::DataSource;
 use probegate::gate::risk::{self, RiskModel, Target};
+use probegate::lab::study::honest;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -45,9 +46,10 @@ pub struct PredictArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RiskCommand {
-    /// Refit the risk model from a history file (JSONL rows of features and outcomes).
+    /// Refit the risk model from history files (JSONL rows of features and outcomes), read together.
     Fit {
-        history: PathBuf,
+        #[arg(required = true)]
+        history: Vec<PathBuf>,
         #[arg(long, default_value = "risk-model.json")]
         out: PathBuf,
         /// L2 strength.
@@ -57,15 +59,34 @@ pub enum RiskCommand {
         #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
         target: Target,
     },
-    /// How good the risk model is on a history: held-out AUROC by family and by model, triage curve, baselines.
+    /// How good the risk model is on history files: held-out AUROC on honest folds (a family
+    /// with merged conditions beside their source, a model, source groups), triage curve, baselines.
     Eval {
-        history: PathBuf,
+        #[arg(required = true)]
+        history: Vec<PathBuf>,
         #[arg(long, default_value_t = 1.0)]
         l2: f64,
         /// What the evaluated models predict.
         #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
         target: Target,
     },
+}
+
+/// Every row of every file, in order.
+fn read_histories(paths: &[PathBuf]) -> Result<Vec<risk::HistoryRow>> {
+    let mut rows = Vec::new();
+    for p in paths {
+        rows.extend(risk::read_history(p)?);
+    }
+    Ok(rows)
+}
+
+fn joined(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The model `--risk-model` names, else the shipped one.
@@ -84,9 +105,9 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             l2,
             target,
         }) => {
-            let rows = risk::read_history(history)?;
+            let rows = read_histories(history)?;
             let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
-            let m = risk::fit(&refs, *target, *l2, &history.display().to_string())?;
+            let m = risk::fit(&refs, *target, *l2, &joined(history))?;
             m.save(out)?;
             match g.format {
                 Format::Json => emit_json(&m)?,
@@ -95,7 +116,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
                     m.fitted_rows,
                     m.fitted_stale,
                     m.target,
-                    history.display(),
+                    joined(history),
                     out.display()
                 ),
             }
@@ -106,8 +127,8 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             l2,
             target,
         }) => {
-            let rows = risk::read_history(history)?;
-            let ev = risk::evaluate(&rows, *target, *l2);
+            let rows = read_histories(history)?;
+            let ev = honest::honest_evaluation(&rows, *target, *l2);
             match g.format {
                 Format::Json => emit_json(&ev)?,
                 Format::Human => {
@@ -122,7 +143,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
                                 .unwrap_or_else(|| "n/a".into())
                         };
                         println!(
-                            "leave one {} out ({} folds{}): risk model {}, weight change alone {}, family alone {}",
+                            "held out: one {} ({} folds{}): risk model {}, weight change alone {}, family alone {}",
                             h.by,
                             h.folds.len(),
                             if h.skipped_folds.is_empty() {

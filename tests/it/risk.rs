@@ -57,11 +57,25 @@ fn fitted_models_record_their_target() {
             rows.lines().filter(|l| l.contains(key)).count()
         );
     }
+    // Several histories are read together, and judged on the honest folds
+    // only: a merged condition is held out with the adapter it came from.
+    let gemma = repo().join("study/v2/history-gemma3.jsonl");
     let out = bin()
         .args(["risk", "eval", "--target", "ranking"])
         .arg(&history)
+        .arg(&gemma)
         .assert()
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+    let cells = format!("{} cells, ", lines(&history) + lines(&gemma));
+    assert!(text.starts_with(&cells), "{cells}: {text}");
     assert!(text.contains("stale by ranking"), "{text}");
+    for folds in [
+        "held out: one family, merged with its source (",
+        "held out: one model (2 folds)",
+        "held out: one source group (5-fold)",
+    ] {
+        assert!(text.contains(folds), "{folds}: {text}");
+    }
 }

@@ -185,7 +185,10 @@ fn study_report_from_the_committed_history() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let md = tmp.path().join(name);
-        let v = study_report(&["--history".as_ref(), "risk/zoo-grid.jsonl".as_ref()], &md);
+        let v = study_report(
+            &["--history".as_ref(), "risk/zoo-grid-v1.jsonl".as_ref()],
+            &md,
+        );
         (std::fs::read_to_string(&md).unwrap(), v)
     };
     let (text, v) = run("honest.md");
@@ -240,7 +243,7 @@ fn study_report_from_the_committed_history() {
     // The few sections never replace a whole STUDY.md by default.
     bin()
         .current_dir(repo())
-        .args(["study", "report", "--history", "risk/zoo-grid.jsonl"])
+        .args(["study", "report", "--history", "risk/zoo-grid-v1.jsonl"])
         .assert()
         .failure()
         .stderr(predicates::str::contains("--out"));

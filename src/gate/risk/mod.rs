@@ -19,7 +19,7 @@ pub use eval::{evaluate, held_out, held_out_on, triage_curve, Evaluation, HeldOu
 
 pub const HISTORY_FORMAT: &str = "probegate.history";
 pub const MODEL_FORMAT: &str = "probegate.risk";
-/// The shipped default, fitted on the zoo grid (`risk/zoo-grid.jsonl`).
+/// The shipped default, fitted on the zoo grid (`risk/zoo-grid-v1.jsonl`).
 pub const DEFAULT_MODEL: &str = include_str!("../../../risk/default.json");
 
 /// What revalidation measured for one monitor through one candidate.
@@ -674,7 +674,7 @@ mod tests {
             .iter()
             .all(|f| FEATURE_NAMES.contains(&f.as_str())));
         let grid = read_history(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk/zoo-grid.jsonl"),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk/zoo-grid-v1.jsonl"),
         )
         .unwrap();
         assert_eq!(

@@ -231,18 +231,46 @@ fn claims(study: &Study) -> Vec<Claim> {
     out
 }
 
+/// The claim ids `study/why.toml` may explain.
+const CLAIM_IDS: [&str; 7] = [
+    "quantization",
+    "lora",
+    "pii",
+    "refusal",
+    "qlora",
+    "predictable",
+    "realignment",
+];
+
 /// Why ours and the published figures differ, per claim id, from
 /// `study/why.toml` beside STUDY.md (written by people, read here so the
-/// generated table carries it): `<id> = "text"`.
-fn why(dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(dir.join("why.toml"))
-        .ok()
-        .and_then(|t| toml::from_str::<BTreeMap<String, String>>(&t).ok())
-        .unwrap_or_default()
+/// generated table carries it): `<id> = "text"`. No file: no reasons; a file
+/// that does not parse, or names a claim that does not exist, is an error
+/// (a typo would otherwise drop a reason silently).
+fn why(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let path = dir.join("why.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let map: BTreeMap<String, String> = toml::from_str(&text).map_err(|e| Error::Field {
+        path: path.clone(),
+        field: "(file)".into(),
+        msg: format!("expected `<claim id> = \"text\"` lines: {e}"),
+    })?;
+    if let Some(k) = map.keys().find(|k| !CLAIM_IDS.contains(&k.as_str())) {
+        return Err(Error::Field {
+            path,
+            field: k.clone(),
+            msg: format!("no such claim (known: {})", CLAIM_IDS.join(", ")),
+        });
+    }
+    Ok(map)
 }
 
-pub(super) fn claims_section(study: &Study, dir: &Path) -> String {
-    let why = why(dir);
+pub(super) fn claims_section(study: &Study, dir: &Path) -> Result<String> {
+    let why = why(dir)?;
     let mut s = String::from(
         "## Against the published figures\n\n\
          Each claim of the study's abstract (and the figures relayed from it) with this grid's \
@@ -258,8 +286,34 @@ pub(super) fn claims_section(study: &Study, dir: &Path) -> String {
             c.published,
             c.ours,
             c.agrees,
-            why.get(c.id).map(String::as_str).unwrap_or("")
+            // One table cell: no line breaks, pipes escaped.
+            why.get(c.id)
+                .map(|w| w.trim().replace('\n', " ").replace('|', "\\|"))
+                .unwrap_or_default()
         );
     }
-    s
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn why_toml_is_optional_but_never_silently_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(why(dir.path()).unwrap().is_empty());
+        let p = dir.path().join("why.toml");
+        std::fs::write(&p, "pii = \"synthetic data\"\n").unwrap();
+        assert_eq!(why(dir.path()).unwrap()["pii"], "synthetic data");
+        std::fs::write(&p, "piii = \"a typo\"\n").unwrap();
+        let e = why(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("why.toml") && e.contains("piii") && e.contains("known: quantization"),
+            "{e}"
+        );
+        std::fs::write(&p, "pii = [1, 2]\n").unwrap();
+        let e = why(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("why.toml") && e.contains("claim id"), "{e}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Held-out figures that do not flatter the predictor, and the two kinds of
 //! staleness side by side, from history rows alone (`study grid --history`,
-//! `risk/zoo-grid.jsonl`): a fresh clone has those, not the grid's reports.
+//! `study/v2/history-*.jsonl`): a fresh clone has those, not the grid's reports.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +77,37 @@ pub fn grouped_kfold(rows: &[HistoryRow], k: usize, seed: u64) -> Vec<String> {
             format!("fold {}", f + 1)
         })
         .collect()
+}
+
+/// What `probegate risk eval` prints: the model refitted out of fold on
+/// the honest folds (one family with merged conditions held out beside their
+/// source, one model, source groups in [`K_FOLDS`] folds), never the naive
+/// family folds that let a merged copy predict its own original.
+pub fn honest_evaluation(rows: &[HistoryRow], target: Target, l2: f64) -> risk::Evaluation {
+    let models: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
+    let held_out = vec![
+        risk::held_out(
+            rows,
+            &family_folds(rows),
+            "family, merged with its source",
+            target,
+            l2,
+        ),
+        risk::held_out(rows, &models, "model", target, l2),
+        risk::held_out(
+            rows,
+            &grouped_kfold(rows, K_FOLDS, SEED),
+            &format!("source group ({K_FOLDS}-fold)"),
+            target,
+            l2,
+        ),
+    ];
+    risk::Evaluation {
+        target,
+        rows: rows.len(),
+        stale: rows.iter().filter(|r| target.stale(&r.outcome)).count(),
+        held_out,
+    }
 }
 
 /// A rate with its percentile bootstrap interval.

@@ -386,15 +386,16 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let _ = writeln!(s, "Models: {}.\n", study.models.join(", "));
     let _ = writeln!(
         s,
-        "To reproduce from a clean clone (`scripts/study-v2.sh` fetches the models, builds the \
-         zoo where it is missing, about 16 and 37 minutes on 2 cores, and runs the grid one \
-         condition at a time so an interrupted run resumes, about 2 minutes per SmolLM2 \
-         condition and 4–5 per Gemma 3 condition):\n\n```sh\nscripts/study-v2.sh\n\
-         probegate study report --reports ~/.cache/probegate/study-v2/reports-smollm2 \\\n  \
-         --reports ~/.cache/probegate/study-v2/reports-gemma3 --out STUDY.md\n```\n"
+        "From a clean clone this file is rebuilt in seconds from the grid's reports, which are \
+         committed under study/v2:\n\n```sh\nprobegate study report --reports study/v2/reports-smollm2 \
+         --reports study/v2/reports-gemma3 --out STUDY.md\n```\n\n\
+         To rerun the grid itself, `scripts/study-v2.sh` fetches the models, builds the zoo where \
+         it is missing (about 16 and 37 minutes on 2 cores), and runs it one condition at a time \
+         so an interrupted run resumes (about 2–4 minutes per SmolLM2 condition and 4–9 per \
+         Gemma 3 condition on 2 cores), then writes this file.\n"
     );
 
-    s.push_str(&claims_section(study, &dir));
+    s.push_str(&claims_section(study, &dir)?);
     s.push('\n');
     let _ = writeln!(s, "## Update families\n\n![families](study/families.svg)\n");
     let _ = writeln!(
