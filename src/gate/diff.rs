@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{names, Checkpoint};
+use crate::checkpoint::{names, Checkpoint, TensorSummary};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -295,6 +295,13 @@ pub fn diff(
         Some(dt) => name_stored(cand, dt, &tensors, &beyond_rounding),
         None => name_family(cand, &tensors),
     };
+    if family == Family::Quantization && cand.adapter.is_none() {
+        if let Some(why) = requantized_update(&base_names, &cand.tensors(), &tensors) {
+            evidence.retain(|e| !e.ends_with(": quantization"));
+            evidence.push(why);
+            family = Family::MergedLowRank;
+        }
+    }
     let beside = forward_changes(base, cand)?;
     if !beside.is_empty() && family == Family::Identical {
         evidence.retain(|e| e != BIT_IDENTICAL);
@@ -351,6 +358,67 @@ fn forward_changes(base: &Checkpoint, cand: &Checkpoint) -> Result<Vec<String>> 
         out.push(format!("the tokenizer changed: {why}"));
     }
     Ok(out)
+}
+
+/// Why a candidate that reads as quantization noise is an update stored in
+/// the base's own quantized types (a merged adapter requantized as it is
+/// served), or `None`. A quantizer does not pick modules: it rewrites every
+/// tensor of a type it converts, and requantizing a tensor to the type it is
+/// already in reproduces it (or, for k-quants, moves them all). So when,
+/// among the projections base and candidate store in the same quantized
+/// type, some kinds changed and at least one kind is bit-identical in every
+/// block, something trained those modules; requantization has hidden the
+/// low rank the diff would otherwise see (the zoo's merges into SmolLM2's
+/// Q4_1 and Gemma 3's Q4_K_M).
+fn requantized_update(
+    base: &[TensorSummary],
+    cand: &[TensorSummary],
+    tensors: &[TensorDiff],
+) -> Option<String> {
+    let float = |d: &str| matches!(d, "f32" | "f16" | "bf16" | "f64");
+    let cand_ty: BTreeMap<&str, &str> = cand
+        .iter()
+        .map(|t| (t.name.as_str(), t.dtype.as_str()))
+        .collect();
+    let base_ty: BTreeMap<&str, &str> = base
+        .iter()
+        .map(|t| (t.name.as_str(), t.dtype.as_str()))
+        .collect();
+    // kind -> (changed, bit-identical), over same-type quantized projections.
+    let mut kinds: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for t in tensors.iter().filter(|t| t.name.ends_with("_proj.weight")) {
+        let (Some(b), Some(c)) = (base_ty.get(t.name.as_str()), cand_ty.get(t.name.as_str()))
+        else {
+            continue;
+        };
+        if b != c || float(b) {
+            continue;
+        }
+        let e = kinds.entry(t.kind.as_str()).or_default();
+        if t.rel_change > 0.0 {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    let changed: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, &(ch, _))| ch > 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let untouched: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, &(ch, _))| ch == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    (!changed.is_empty() && !untouched.is_empty()).then(|| {
+        format!(
+            "the projections stored in the base's own quantized types changed by module kind \
+             ({} changed; {} bit-identical in every block); a quantizer does not pick modules: an update to those modules, merged and requantized to the base's types",
+            changed.join(", "),
+            untouched.join(", ")
+        )
+    })
 }
 
 /// The half-precision type the candidate stores every block projection in,
@@ -486,6 +554,63 @@ fn name_family(cand: &Checkpoint, tensors: &[TensorDiff]) -> (Family, Vec<String
 mod tests {
     use super::*;
     use nalgebra::DMatrix;
+
+    /// The rule that tells a requantized merge from a quantization, on the
+    /// tensor types and changes the zoo's candidates show.
+    #[test]
+    fn an_update_requantized_to_the_base_types_is_not_a_quantization() {
+        let blocks = 3;
+        let kinds = [("q_proj", "attn_q"), ("up_proj", "mlp_up")];
+        let summary = |ty: &dyn Fn(&str) -> &'static str| -> Vec<TensorSummary> {
+            (0..blocks)
+                .flat_map(|b| kinds.iter().map(move |(p, _)| (b, *p)))
+                .map(|(b, p)| TensorSummary {
+                    name: format!("model.layers.{b}.x.{p}.weight"),
+                    stored_name: String::new(),
+                    dtype: ty(p).into(),
+                    shape: vec![4, 4],
+                })
+                .collect()
+        };
+        let diffs = |changed: &dyn Fn(usize, &str) -> bool| -> Vec<TensorDiff> {
+            (0..blocks)
+                .flat_map(|b| kinds.iter().map(move |k| (b, *k)))
+                .map(|(b, (p, kind))| TensorDiff {
+                    name: format!("model.layers.{b}.x.{p}.weight"),
+                    block: Some(b),
+                    kind: kind.into(),
+                    shape: vec![4, 4],
+                    rel_change: if changed(b, p) { 0.01 } else { 0.0 },
+                    cosine: 1.0,
+                    top_singular: 0.0,
+                    stable_rank: 20.0,
+                })
+                .collect()
+        };
+        let q41 = summary(&|_| "q4_1");
+        // Attention merged and requantized to the base's Q4_1; the MLP untouched.
+        let attn = diffs(&|_, p| p == "q_proj");
+        let why = requantized_update(&q41, &q41, &attn).unwrap();
+        assert!(
+            why.contains("attn_q changed; mlp_up bit-identical"),
+            "{why}"
+        );
+        // Only some blocks adapted (PEFT's layers_to_transform): still selective.
+        assert!(requantized_update(&q41, &q41, &diffs(&|b, p| p == "q_proj" && b != 1)).is_some());
+        // Requantizing to the same k-quant moves every tensor: a quantization.
+        assert!(requantized_update(&q41, &q41, &diffs(&|_, _| true)).is_none());
+        // Quantizing to another type: the changed tensors changed type.
+        let q40 = summary(&|_| "q4_0");
+        assert!(requantized_update(&q41, &q40, &diffs(&|_, _| true)).is_none());
+        // A mixed-type base quantized to a type some tensors already had:
+        // those stay bit-identical, the others changed type.
+        let mixed = summary(&|p| if p == "up_proj" { "q8_0" } else { "q4_k" });
+        let q8 = summary(&|_| "q8_0");
+        assert!(requantized_update(&mixed, &q8, &diffs(&|_, p| p == "q_proj")).is_none());
+        // Float storage is left to the low-rank test and storage rounding.
+        let f32s = summary(&|_| "f32");
+        assert!(requantized_update(&f32s, &f32s, &attn).is_none());
+    }
 
     /// Row-chunked statistics equal the direct ones, chunk boundaries included
     /// (2^22 / 3 columns leaves a partial last chunk on 1.5M rows).

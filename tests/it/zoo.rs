@@ -423,6 +423,22 @@ fn merged_adapters_are_stored_as_served() {
         "a tensor changed its stored type"
     );
     assert!(changed > 0, "the merge changed no tensor");
+    // The diff must not call a requantized merge a quantization, which a
+    // quantization-only policy would let through: by ΔW's low rank, or where
+    // rounding hid it (the zoo's r32 merges) by the modules it touched
+    // (src/gate/diff.rs, an_update_requantized_to_the_base_types_...).
+    let d = probegate::gate::diff::diff(
+        &open("smollm2"),
+        &Checkpoint::open_str(&gguf).unwrap(),
+        &mut || {},
+    )
+    .unwrap();
+    assert_eq!(
+        d.family,
+        probegate::gate::diff::Family::MergedLowRank,
+        "{:?}",
+        d.evidence
+    );
     let acts = mean_acts;
     let u = acts(&unmerged);
     let g = acts(&Checkpoint::open_str(&gguf).unwrap());
