@@ -298,4 +298,33 @@ fn the_committed_v2_grid_reads_back() {
         assert_eq!(reported, on_disk, "{model}");
     }
     assert!(models > 0, "no committed grid under {}", dir.display());
+    if models < 2 {
+        return;
+    }
+    // Both models together: the budgeted replay orders monitors with a risk
+    // model fitted without the condition's own model (the shipped one is
+    // fitted on this grid), and under it the default policy passes no
+    // candidate that full revalidation leaves with a stale, unrepaired
+    // monitor (#18).
+    let md = tmp.path().join("both.md");
+    let v = study_report(
+        &[
+            "--reports".as_ref(),
+            dir.join("reports-smollm2").as_os_str(),
+            "--reports".as_ref(),
+            dir.join("reports-gemma3").as_os_str(),
+        ],
+        &md,
+    );
+    assert_eq!(v["replay_model"], "leave_model_out");
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("without the condition's own model"), "{text}");
+    let false_passes: Vec<String> = v["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["false_pass"] == true)
+        .map(|c| format!("{}/{}", c["model"], c["condition"]))
+        .collect();
+    assert!(false_passes.is_empty(), "false passes: {false_passes:?}");
 }

@@ -246,11 +246,17 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
     out
 }
 
-pub fn conditions(l: &Loaded, policy: &Policy, model: &RiskModel) -> Vec<Condition> {
+/// Each condition replayed as the budgeted gate would run it, with the risk
+/// model `model_for` gives for the report's model.
+pub fn conditions(
+    l: &Loaded,
+    policy: &Policy,
+    model_for: &dyn Fn(&str) -> RiskModel,
+) -> Vec<Condition> {
     l.reports
         .iter()
         .map(|(cond, _, full)| {
-            let b = gate::replay::replay_budgeted(full, policy, model);
+            let b = gate::replay::replay_budgeted(full, policy, &model_for(&full.model_id()));
             let passes = b.verdict != Verdict::Fail;
             Condition {
                 model: full.model_id(),
@@ -326,10 +332,25 @@ impl Rate {
 /// The fine-tuning-style families: every family from LoRA on.
 const FINETUNE: &[&str] = FAMILIES.split_at(4).1;
 
+/// Which risk model ordered the replayed budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayModel {
+    /// Each model's conditions with one fitted on the other models' rows.
+    LeaveModelOut,
+    /// The model the caller gave (the shipped one), for every condition.
+    Given,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Study {
     pub models: Vec<String>,
+    /// Replayed with [`Study::replay_model`].
     pub conditions: Vec<Condition>,
+    pub replay_model: ReplayModel,
+    /// The same replay with the given model for every condition.
+    pub given_false_passes: usize,
+    pub given_examples_used: usize,
     pub by_family: Vec<(String, Rate)>,
     pub by_family_model: Vec<(String, String, Rate)>,
     pub by_concept: Vec<(String, Rate, Rate)>,
@@ -424,6 +445,35 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         })
         .collect();
     let predictor = risk::evaluate(&rows, risk::Target::Ranking, 1.0);
+    // The shipped model is fitted on this grid, so a replay with it is in
+    // sample. The replay that counts uses, for each model's conditions, a
+    // model refitted (as `risk fit` does) without that model's rows, as a
+    // user's new base would meet it; where that cannot be fitted (one model
+    // only), the given model.
+    let held_out: BTreeMap<String, RiskModel> = models
+        .iter()
+        .filter_map(|m| {
+            let others: Vec<&risk::HistoryRow> = rows.iter().filter(|r| &r.model != m).collect();
+            risk::fit(
+                &others,
+                risk::Target::Policy,
+                1.0,
+                &format!("grid without {m}"),
+            )
+            .ok()
+            .map(|f| (m.clone(), f))
+        })
+        .collect();
+    let replay_model = if held_out.len() == models.len() {
+        ReplayModel::LeaveModelOut
+    } else {
+        ReplayModel::Given
+    };
+    let replayed = conditions(l, policy, &|m: &str| match replay_model {
+        ReplayModel::LeaveModelOut => held_out.get(m).cloned().unwrap_or_else(|| model.clone()),
+        ReplayModel::Given => model.clone(),
+    });
+    let given = conditions(l, policy, &|_: &str| model.clone());
     let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();
@@ -465,7 +515,10 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     }
     Study {
         models,
-        conditions: conditions(l, policy, model),
+        conditions: replayed,
+        replay_model,
+        given_false_passes: given.iter().filter(|c| c.false_pass).count(),
+        given_examples_used: given.iter().map(|c| c.examples_used).sum(),
         by_family,
         by_family_model,
         by_concept,

@@ -504,12 +504,19 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let _ = writeln!(
         s,
         "## The gate on the zoo\n\nEach full-revalidation report replayed as the budgeted gate would run it \
-         under `policies/default.toml` (riskiest and critical monitors first, within the budget). A false \
-         pass is a candidate the budgeted gate passes while any monitor, critical or not, is stale and \
-         unrepaired under full revalidation; a false fail is one it fails that full revalidation \
-         passes.\n\n\
+         under `policies/default.toml` (riskiest and critical monitors first, within the budget), {}. \
+         A false pass is a candidate the budgeted gate passes while any monitor, critical or not, is \
+         stale and unrepaired under full revalidation; a false fail is one it fails that full \
+         revalidation passes.\n\n\
          | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | false fail | ladder | seconds |\n\
-         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |"
+         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |",
+        match study.replay_model {
+            ReplayModel::LeaveModelOut =>
+                "the riskiest judged by a risk model refitted (`risk fit`, policy target) without the \
+                 condition's own model, as a new base would meet it: the shipped model is fitted on \
+                 this grid, so replaying with it would be in sample",
+            ReplayModel::Given => "the riskiest judged by the given risk model",
+        }
     );
     let (mut used, mut full, mut fp, mut ff, mut rep) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut fp_crit = 0usize;
@@ -549,6 +556,15 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         study.conditions.len(),
         100.0 * used as f64 / full.max(1) as f64
     );
+    if study.replay_model == ReplayModel::LeaveModelOut {
+        let _ = writeln!(
+            s,
+            "With the shipped risk model instead (in sample): false passes {}, {:.1}% of the labeled \
+             examples.\n",
+            study.given_false_passes,
+            100.0 * study.given_examples_used as f64 / full.max(1) as f64
+        );
+    }
     std::fs::write(md_path, s).map_err(|e| Error::io(md_path, e))?;
     Ok(())
 }
