@@ -303,9 +303,10 @@ fn the_committed_v2_grid_reads_back() {
     }
     // Both models together: the budgeted replay orders monitors with a risk
     // model fitted without the condition's own model (the shipped one is
-    // fitted on this grid), and under it the default policy passes no
-    // candidate that full revalidation leaves with a stale, unrepaired
-    // monitor (#18).
+    // fitted on this grid). Critical monitors are revalidated whatever the
+    // budget, so no false pass may hide a stale critical monitor, and
+    // STUDY.md's count is the conditions' (#18; the count itself, one
+    // non-critical false pass on the committed grid, is in STUDY.md).
     let md = tmp.path().join("both.md");
     let v = study_report(
         &[
@@ -319,12 +320,14 @@ fn the_committed_v2_grid_reads_back() {
     assert_eq!(v["replay_model"], "leave_model_out");
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("without the condition's own model"), "{text}");
-    let false_passes: Vec<String> = v["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["false_pass"] == true)
-        .map(|c| format!("{}/{}", c["model"], c["condition"]))
-        .collect();
-    assert!(false_passes.is_empty(), "false passes: {false_passes:?}");
+    let conds = v["conditions"].as_array().unwrap();
+    let false_passes = conds.iter().filter(|c| c["false_pass"] == true).count();
+    for c in conds.iter().filter(|c| c["false_pass"] == true) {
+        assert_eq!(c["critical_stale_unrepaired_full"], 0, "{c}");
+    }
+    let line = format!(
+        "False passes: {false_passes} of {} (0 with a critical",
+        conds.len()
+    );
+    assert!(text.contains(&line), "{line}");
 }
