@@ -65,5 +65,5 @@ echo "study-v2: grid complete: $DIR/history.jsonl ($(wc -l <"$DIR/history.jsonl"
 # STUDY.md comes from both models' grids, never from one alone.
 if [ -d "$DIR/reports-smollm2" ] && [ -d "$DIR/reports-gemma3" ]; then
   "$PG" study report --reports "$DIR/reports-smollm2" --reports "$DIR/reports-gemma3" --out STUDY.md --quiet
-  echo "study-v2: wrote STUDY.md; refit the risk model with: $PG risk fit $DIR/history.jsonl --out risk/default.json" >&2
+  echo "study-v2: wrote STUDY.md; refit the risk model with: $PG risk fit $DIR/history-smollm2.jsonl $DIR/history-gemma3.jsonl --out risk/default.json" >&2
 fi

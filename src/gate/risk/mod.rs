@@ -19,7 +19,7 @@ pub use eval::{evaluate, held_out, held_out_on, triage_curve, Evaluation, HeldOu
 
 pub const HISTORY_FORMAT: &str = "probegate.history";
 pub const MODEL_FORMAT: &str = "probegate.risk";
-/// The shipped default, fitted on the zoo grid (`risk/zoo-grid-v1.jsonl`).
+/// The shipped default, fitted on the v2 zoo grid (`study/v2/history-*.jsonl`).
 pub const DEFAULT_MODEL: &str = include_str!("../../../risk/default.json");
 
 /// What revalidation measured for one monitor through one candidate.
@@ -673,10 +673,13 @@ mod tests {
             .features
             .iter()
             .all(|f| FEATURE_NAMES.contains(&f.as_str())));
-        let grid = read_history(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk/zoo-grid-v1.jsonl"),
-        )
-        .unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let grid: Vec<HistoryRow> = ["smollm2", "gemma3"]
+            .iter()
+            .flat_map(|m| read_history(&root.join(format!("study/v2/history-{m}.jsonl"))).unwrap())
+            .collect();
+        assert_eq!(m.target, Target::Policy);
+        assert_eq!(m.features.len(), FEATURE_NAMES.len());
         assert_eq!(
             (m.fitted_rows, m.fitted_stale),
             (
