@@ -202,8 +202,9 @@ pub fn diff(
         )));
     }
     let base_names = base.tensors();
-    let cand_names: std::collections::HashSet<String> =
-        cand.tensors().into_iter().map(|t| t.name).collect();
+    let cand_summaries = cand.tensors();
+    let cand_names: std::collections::HashSet<&str> =
+        cand_summaries.iter().map(|t| t.name.as_str()).collect();
     // An adapter on the same base: ΔW = s·B·A, no second full model.
     let same_base = cand.whatif.is_none()
         && cand.adapter.is_some()
@@ -215,10 +216,10 @@ pub fn diff(
     let mut beyond_rounding = Vec::new();
     let mut tensors = Vec::new();
     for t in &base_names {
-        if t.name == "lm_head.weight" && !cand_names.contains(&t.name) {
+        if t.name == "lm_head.weight" && !cand_names.contains(t.name.as_str()) {
             continue; // tied on one side only
         }
-        if !cand_names.contains(&t.name) {
+        if !cand_names.contains(t.name.as_str()) {
             return Err(Error::tensor(
                 cand.source_path(),
                 cand.stored_name(&t.name),
@@ -296,7 +297,7 @@ pub fn diff(
         None => name_family(cand, &tensors),
     };
     if family == Family::Quantization && cand.adapter.is_none() {
-        if let Some(why) = requantized_update(&base_names, &cand.tensors(), &tensors) {
+        if let Some(why) = requantized_update(&base_names, &cand_summaries, &tensors) {
             evidence.retain(|e| !e.ends_with(": quantization"));
             evidence.push(why);
             family = Family::MergedLowRank;
@@ -376,41 +377,23 @@ fn requantized_update(
     tensors: &[TensorDiff],
 ) -> Option<String> {
     let float = |d: &str| matches!(d, "f32" | "f16" | "bf16" | "f64");
-    let cand_ty: BTreeMap<&str, &str> = cand
-        .iter()
-        .map(|t| (t.name.as_str(), t.dtype.as_str()))
-        .collect();
-    let base_ty: BTreeMap<&str, &str> = base
-        .iter()
-        .map(|t| (t.name.as_str(), t.dtype.as_str()))
-        .collect();
-    // kind -> (changed, bit-identical), over same-type quantized projections.
-    let mut kinds: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let types = |ts: &[TensorSummary]| -> BTreeMap<String, String> {
+        ts.iter()
+            .map(|t| (t.name.clone(), t.dtype.clone()))
+            .collect()
+    };
+    let (base_ty, cand_ty) = (types(base), types(cand));
+    // kind -> whether any of its same-type quantized projections changed.
+    let mut kinds: BTreeMap<&str, bool> = BTreeMap::new();
     for t in tensors.iter().filter(|t| t.name.ends_with("_proj.weight")) {
-        let (Some(b), Some(c)) = (base_ty.get(t.name.as_str()), cand_ty.get(t.name.as_str()))
-        else {
-            continue;
-        };
-        if b != c || float(b) {
-            continue;
-        }
-        let e = kinds.entry(t.kind.as_str()).or_default();
-        if t.rel_change > 0.0 {
-            e.0 += 1;
-        } else {
-            e.1 += 1;
+        match (base_ty.get(&t.name), cand_ty.get(&t.name)) {
+            (Some(b), Some(c)) if b == c && !float(b) => {
+                *kinds.entry(t.kind.as_str()).or_default() |= t.rel_change > 0.0;
+            }
+            _ => {}
         }
     }
-    let changed: Vec<&str> = kinds
-        .iter()
-        .filter(|(_, &(ch, _))| ch > 0)
-        .map(|(k, _)| *k)
-        .collect();
-    let untouched: Vec<&str> = kinds
-        .iter()
-        .filter(|(_, &(ch, _))| ch == 0)
-        .map(|(k, _)| *k)
-        .collect();
+    let (changed, untouched): (Vec<&str>, Vec<&str>) = kinds.keys().partition(|k| kinds[*k]);
     (!changed.is_empty() && !untouched.is_empty()).then(|| {
         format!(
             "the projections stored in the base's own quantized types changed by module kind \

@@ -432,11 +432,7 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
     ];
     // What the shipped model is fitted for: the policy's staleness, which
     // the gate fails on (ranking and operating point), on the same folds.
-    let honest_policy = vec![
-        held(rows, &by_family, family_out, Target::Policy),
-        held(rows, &by_model, "model", Target::Policy),
-        held(rows, &by_group, &group_out, Target::Policy),
-    ];
+    let honest_policy = honest_evaluation(rows, Target::Policy, L2).held_out;
     let repairs = if rows.iter().any(|r| !r.outcome.trials.is_empty()) {
         [Definition::Ranking, Definition::OperatingPoint]
             .iter()

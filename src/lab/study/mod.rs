@@ -248,15 +248,15 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
 
 /// Each condition replayed as the budgeted gate would run it, with the risk
 /// model `model_for` gives for the report's model.
-pub fn conditions(
+pub fn conditions<'m>(
     l: &Loaded,
     policy: &Policy,
-    model_for: &dyn Fn(&str) -> RiskModel,
+    model_for: &dyn Fn(&str) -> &'m RiskModel,
 ) -> Vec<Condition> {
     l.reports
         .iter()
         .map(|(cond, _, full)| {
-            let b = gate::replay::replay_budgeted(full, policy, &model_for(&full.model_id()));
+            let b = gate::replay::replay_budgeted(full, policy, model_for(&full.model_id()));
             let passes = b.verdict != Verdict::Fail;
             Condition {
                 model: full.model_id(),
@@ -469,11 +469,13 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     } else {
         ReplayModel::Given
     };
-    let replayed = conditions(l, policy, &|m: &str| match replay_model {
-        ReplayModel::LeaveModelOut => held_out.get(m).cloned().unwrap_or_else(|| model.clone()),
-        ReplayModel::Given => model.clone(),
-    });
-    let given = conditions(l, policy, &|_: &str| model.clone());
+    let given = conditions(l, policy, &|_: &str| model);
+    let replayed = match replay_model {
+        ReplayModel::LeaveModelOut => {
+            conditions(l, policy, &|m: &str| held_out.get(m).unwrap_or(model))
+        }
+        ReplayModel::Given => given.clone(),
+    };
     let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();
