@@ -142,12 +142,17 @@ pub enum StudyCommand {
     /// --history instead, only the sections history rows support (honest folds, both kinds
     /// of staleness), so a fresh clone can rebuild them from the committed grid.
     #[command(
-        after_help = "Examples:\n  probegate study report --reports study/v2/reports-smollm2 --reports study/v2/reports-gemma3 --out STUDY.md\n  probegate study report --history risk/zoo-grid-v1.jsonl --out study/v1-honest.md"
+        after_help = "Examples:\n  probegate study report --reports study/v2/reports-smollm2 --reports study/v2/reports-gemma3 --budgeted study/v2/budgeted-seq-smollm2 --budgeted study/v2/budgeted-seq-gemma3 --out STUDY.md\n  probegate study report --history risk/zoo-grid-v1.jsonl --out study/v1-honest.md"
     )]
     Report {
         /// Directories of per-condition report directories (`study grid --reports`), one per model.
         #[arg(long, required_unless_present = "history", conflicts_with = "history")]
         reports: Vec<PathBuf>,
+        /// The same conditions run under the policy (`study grid --budgeted --reports DIR`), one
+        /// directory per model: the gate's real verdicts and costs beside the whole-set replay
+        /// (needed for a sequential policy, whose looks a replay cannot redo).
+        #[arg(long, conflicts_with = "history")]
+        budgeted: Vec<PathBuf>,
         /// History files (`study grid --history`, e.g. risk/zoo-grid-v1.jsonl), read together.
         #[arg(long)]
         history: Vec<PathBuf>,
@@ -357,6 +362,7 @@ fn cmd_study_history(
 pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
     if let StudyCommand::Report {
         reports,
+        budgeted,
         history,
         out,
         policy,
@@ -370,8 +376,16 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         let out = out.clone().unwrap_or_else(|| PathBuf::from("STUDY.md"));
         let model = risk_model(rm.as_deref())?;
         let loaded = probegate::lab::study::load(reports)?;
-        let study = probegate::lab::study::build(&loaded, &policy, &model);
-        let command = format!("probegate study report {}", repeated("--reports", reports));
+        let runs = if budgeted.is_empty() {
+            None
+        } else {
+            Some(probegate::lab::study::load_runs(budgeted)?)
+        };
+        let study = probegate::lab::study::build(&loaded, &policy, &model, runs.as_ref())?;
+        let mut command = format!("probegate study report {}", repeated("--reports", reports));
+        if !budgeted.is_empty() {
+            command = format!("{command} {}", repeated("--budgeted", budgeted));
+        }
         probegate::lab::study::write(&study, &out, &command)?;
         match g.format {
             Format::Json => emit_json(&study)?,

@@ -905,8 +905,11 @@ fn the_action_gates_a_changed_adapter_from_its_release() {
         &repo().join("monitors/smollm2"),
         &ml.join("monitors/smollm2"),
     );
-    // A smaller corpus than the default's, to keep the test short.
-    let policy = crate::check::test_policy(tmp.path(), &[]);
+    // A smaller corpus than the default's, to keep the test short, and
+    // whole-set mode: with the budget of 60 below, critical concepts still
+    // run (sequential mode's hard cap would leave them unsettled and fail).
+    let policy =
+        crate::check::test_policy(tmp.path(), &[("mode = \"sequential\"", "mode = \"whole\"")]);
     std::fs::copy(&policy, ml.join("gate-policy.toml")).unwrap();
     git(&ws, &["add", "-A"]);
     git(&ws, &["commit", "-q", "-m", "suite"]);

@@ -128,6 +128,8 @@ fn stale_critical_monitor_fails_the_candidate() {
     let policy = test_policy(
         tmp.path(),
         &[
+            // Whole-set mode: a critical concept runs whatever the budget.
+            ("mode = \"sequential\"", "mode = \"whole\""),
             ("examples = 720", "examples = 1"),
             (
                 "critical = [\"privacy_pii*\", \"self_harm*\"]",
@@ -407,6 +409,7 @@ fn the_repair_ladder_spends_only_what_the_budget_left() {
                     "redeployed with the model).\nmay_pass = false",
                 ),
                 ("examples = 720", &format!("examples = {examples}")),
+                ("mode = \"sequential\"", "mode = \"whole\""),
             ],
         );
         let out = dir.join("out");
@@ -466,6 +469,8 @@ fn a_seconds_budget_leaves_the_rest_unverified() {
     let policy = test_policy(
         tmp.path(),
         &[
+            // Whole-set mode, where critical concepts run whatever the budget.
+            ("mode = \"sequential\"", "mode = \"whole\""),
             ("examples = 720", "examples = 100000"),
             ("# seconds = 900", "seconds = 0.000001"),
         ],
@@ -526,6 +531,9 @@ fn monitors_weak_on_the_base_never_fail_the_candidate() {
                     "critical = [\"harmful_request*\", \"prompt_injection*\"]",
                 ),
                 ("examples = 720", "examples = 1"),
+                // Whole-set mode: the critical concepts (the weak monitors')
+                // run whatever the budget, so each weak monitor is judged.
+                ("mode = \"sequential\"", "mode = \"whole\""),
             ],
         );
         let text = std::fs::read_to_string(&p).unwrap();
@@ -583,6 +591,25 @@ fn monitors_weak_on_the_base_never_fail_the_candidate() {
             predicate::str::contains(weak[0]).and(predicate::str::contains("suite.weak_monitors")),
         );
     assert_eq!(report(&out)["verdict"], "error");
+
+    // The default policy as shipped revalidates sequentially, critical
+    // concepts included, within a hard cap: the identical candidate still
+    // passes, and the weak monitors are reported as the suite's, however
+    // far revalidation got with them (#18).
+    let dir = tmp.path().join("sequential");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = test_policy(&dir, &[("min_auroc = 0.80", "min_auroc = 0.85")]);
+    assert!(std::fs::read_to_string(&p)
+        .unwrap()
+        .contains("mode = \"sequential\""));
+    let out = tmp.path().join("sequential-out");
+    check(&base, &base, &p, &out).assert().code(0);
+    let r = report(&out);
+    assert_eq!(r["verdict"], "pass");
+    let warnings = r["warnings"].to_string();
+    for &name in &weak {
+        assert!(warnings.contains(name), "{name}: {warnings}");
+    }
 }
 
 /// A path in the error (here the candidate's, with backticks and a newline)
@@ -688,10 +715,7 @@ fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
     let budget = 400;
     let policy = test_policy(
         tmp.path(),
-        &[
-            ("mode = \"whole\"", "mode = \"sequential\""),
-            ("examples = 720", &format!("examples = {budget}")),
-        ],
+        &[("examples = 720", &format!("examples = {budget}"))],
     );
     let out = tmp.path().join("out");
     let cand = lora_candidate();

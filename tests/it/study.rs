@@ -51,15 +51,45 @@ fn a_small_grid_and_its_study_report() {
     assert_eq!(rows.len(), 54);
     assert!(rows.iter().all(|r| r.condition.is_some()));
 
-    let md = tmp.path().join("STUDY.md");
+    // The same conditions under the default policy (sequential), run for
+    // real: a replay of full reports cannot redo sequential looks.
+    let budgeted = tmp.path().join("budgeted");
     bin()
         .current_dir(repo())
-        .args(["study", "report", "--reports"])
-        .arg(&reports)
-        .arg("--out")
-        .arg(&md)
+        .args([
+            "study",
+            "grid",
+            "--quiet",
+            "--budgeted",
+            "--monitors",
+            "monitors/smollm2",
+            "--zoo",
+        ])
+        .arg(&zoo)
         .arg("--policy")
         .arg(&policy)
+        .arg("--reports")
+        .arg(&budgeted)
+        .assert()
+        .success();
+    let md = tmp.path().join("STUDY.md");
+    let report = |extra: &[&std::ffi::OsStr]| {
+        let mut c = bin();
+        c.current_dir(repo())
+            .args(["study", "report", "--reports"])
+            .arg(&reports)
+            .args(extra)
+            .arg("--out")
+            .arg(&md)
+            .arg("--policy")
+            .arg(&policy);
+        c
+    };
+    report(&[])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("sequentially"));
+    report(&["--budgeted".as_ref(), budgeted.as_os_str()])
         .assert()
         .success();
     let text = std::fs::read_to_string(&md).unwrap();
@@ -80,8 +110,17 @@ fn a_small_grid_and_its_study_report() {
         .find(|l| l.starts_with("| LoRA | 18 |"))
         .unwrap();
     assert!(!lora.contains("| 0/18 = 0.0% |"), "{lora}");
+    // Both the real runs and the whole-set replay: no candidate passed with
+    // a stale monitor left.
+    assert!(text.contains("### The `default` policy, run"), "{text}");
     assert!(
-        text.contains("False passes: 0 of 3 (0 with a critical monitor left stale). False fails: "),
+        text.contains("### Whole-set revalidation, replayed"),
+        "{text}"
+    );
+    assert!(
+        text.matches("False passes: 0 of 3 (0 with a critical monitor left stale). False fails: ")
+            .count()
+            == 2,
         "{text}"
     );
     for svg in ["families.svg", "concepts.svg", "triage.svg"] {
@@ -110,36 +149,11 @@ fn a_small_grid_and_its_study_report() {
         );
     }
 
-    // The same conditions under a sequential policy, run for real, against
-    // the grid's ground truth: a replay cannot redo sequential looks.
-    let seq = tmp.path().join("seq");
-    std::fs::create_dir_all(&seq).unwrap();
-    let seq_policy =
-        crate::check::test_policy(&seq, &[("mode = \"whole\"", "mode = \"sequential\"")]);
-    let budgeted = tmp.path().join("budgeted");
-    bin()
-        .current_dir(repo())
-        .args([
-            "study",
-            "grid",
-            "--quiet",
-            "--budgeted",
-            "--monitors",
-            "monitors/smollm2",
-            "--zoo",
-        ])
-        .arg(&zoo)
-        .arg("--policy")
-        .arg(&seq_policy)
-        .arg("--reports")
-        .arg(&budgeted)
-        .assert()
-        .success();
     bin()
         .args(["study", "summarize"])
         .arg(&reports)
         .arg("--policy")
-        .arg(&seq_policy)
+        .arg(&policy)
         .assert()
         .code(2)
         .stderr(predicates::str::contains("sequentially"));
@@ -149,7 +163,7 @@ fn a_small_grid_and_its_study_report() {
         .arg("--budgeted")
         .arg(&budgeted)
         .arg("--policy")
-        .arg(&seq_policy)
+        .arg(&policy)
         .assert()
         .success();
     let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -284,8 +298,16 @@ fn the_committed_v2_grid_reads_back() {
             in_history, on_disk,
             "{model}: history rows and reports differ"
         );
+        // The default policy revalidates sequentially: its real runs are
+        // committed beside the full reports, one per condition.
+        let runs = dir.join(format!("budgeted-seq-{model}"));
         let v = study_report(
-            &["--reports".as_ref(), reports.as_os_str()],
+            &[
+                "--reports".as_ref(),
+                reports.as_os_str(),
+                "--budgeted".as_ref(),
+                runs.as_os_str(),
+            ],
             &tmp.path().join(format!("{model}.md")),
         );
         let mut reported: Vec<String> = v["conditions"]
@@ -305,8 +327,9 @@ fn the_committed_v2_grid_reads_back() {
     // model fitted without the condition's own model (the shipped one is
     // fitted on this grid). Critical monitors are revalidated whatever the
     // budget, so no false pass may hide a stale critical monitor, and
-    // STUDY.md's count is the conditions' (#18; the count itself, one
-    // non-critical false pass on the committed grid, is in STUDY.md).
+    // STUDY.md's count is the conditions' (#18). The default policy, run for
+    // real (sequential), passes no candidate full revalidation leaves with
+    // a stale monitor: #18's criterion, on the committed runs.
     let md = tmp.path().join("both.md");
     let v = study_report(
         &[
@@ -314,6 +337,10 @@ fn the_committed_v2_grid_reads_back() {
             dir.join("reports-smollm2").as_os_str(),
             "--reports".as_ref(),
             dir.join("reports-gemma3").as_os_str(),
+            "--budgeted".as_ref(),
+            dir.join("budgeted-seq-smollm2").as_os_str(),
+            "--budgeted".as_ref(),
+            dir.join("budgeted-seq-gemma3").as_os_str(),
         ],
         &md,
     );
@@ -330,4 +357,84 @@ fn the_committed_v2_grid_reads_back() {
         conds.len()
     );
     assert!(text.contains(&line), "{line}");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), conds.len());
+    for r in runs {
+        assert_eq!(r["false_pass"], false, "{r}");
+        assert!(
+            r["examples_used"].as_u64() <= r["examples_full"].as_u64(),
+            "{r}"
+        );
+    }
+    let line = format!(
+        "False passes: 0 of {} (0 with a critical monitor left stale).",
+        runs.len()
+    );
+    assert!(text.contains(&line), "{line}");
+}
+
+/// `study report --budgeted` fails closed on runs it cannot pair with the
+/// ground truth: a condition without its run, a run under another policy,
+/// a full report passed as a run. No model needed: committed reports.
+#[test]
+fn study_report_checks_its_budgeted_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v2 = repo().join("study/v2");
+    let (reports, runs) = (tmp.path().join("reports"), tmp.path().join("runs"));
+    for c in ["identical", "q8_0"] {
+        for (from, to) in [
+            ("reports-smollm2", &reports),
+            ("budgeted-seq-smollm2", &runs),
+        ] {
+            std::fs::create_dir_all(to.join(c)).unwrap();
+            std::fs::copy(
+                v2.join(from).join(c).join("report.json"),
+                to.join(c).join("report.json"),
+            )
+            .unwrap();
+        }
+    }
+    let md = tmp.path().join("STUDY.md");
+    let report = |policy: &str, runs: &std::path::Path| {
+        let mut c = bin();
+        c.current_dir(repo())
+            .args([
+                "study",
+                "report",
+                "--quiet",
+                "--policy",
+                policy,
+                "--reports",
+            ])
+            .arg(&reports)
+            .arg("--budgeted")
+            .arg(runs)
+            .arg("--out")
+            .arg(&md);
+        c
+    };
+    report("default", &runs).assert().success();
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        text.contains("False passes: 0 of 2 (0 with a critical"),
+        "{text}"
+    );
+    // Runs under the default policy are not runs under the strict one.
+    report("strict", &runs)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("policy"))
+        .stderr(predicates::str::contains("report.json"));
+    // A full report is the truth, not a run.
+    report("default", &reports)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("budget.full_revalidation"));
+    // A condition without its run would vanish from the count.
+    std::fs::remove_dir_all(runs.join("q8_0")).unwrap();
+    report("default", &runs)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("q8_0"))
+        .stderr(predicates::str::contains("no budgeted run"));
 }

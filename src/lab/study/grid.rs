@@ -142,7 +142,7 @@ pub fn report_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// A condition's report, or an error naming the file: a condition left
 /// out would vanish from the false-pass count unseen.
-fn decided(d: &Path) -> Result<Report> {
+pub(crate) fn decided(d: &Path) -> Result<Report> {
     match ReportFile::read(d)? {
         ReportFile::Decided(r) => Ok(*r),
         ReportFile::Error(e) => Err(Error::field(

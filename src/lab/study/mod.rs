@@ -7,9 +7,11 @@
 
 pub mod grid;
 pub mod honest;
+pub mod on_zoo;
 mod claims;
 mod write;
 
+pub use on_zoo::{load_runs, Condition, Runs};
 pub use write::{honest_sections, svg_bars, svg_triage, write, write_history};
 
 use std::collections::BTreeMap;
@@ -18,10 +20,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gate::policy::Policy;
+use crate::gate::policy::{Policy, RevalidationMode};
 use crate::gate::repair::realign::Method;
 use crate::gate::risk::{self, RiskModel};
-use crate::gate::{self, Report, Status, Verdict};
+use crate::gate::{Report, Status};
 
 /// The study's threshold for a "big drop".
 pub const BIG_DROP: f64 = -0.05;
@@ -137,29 +139,6 @@ pub struct Cell {
     pub ladder: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Condition {
-    pub model: String,
-    pub condition: String,
-    pub family: &'static str,
-    pub diff_family: String,
-    pub full_verdict: Verdict,
-    pub budgeted_verdict: Verdict,
-    pub examples_used: usize,
-    pub examples_full: usize,
-    pub stale: usize,
-    pub repaired: usize,
-    /// Critical monitors stale and unrepaired under full revalidation.
-    pub critical_stale_unrepaired_full: usize,
-    /// The budgeted gate passes while full revalidation leaves any monitor
-    /// stale and unrepaired (critical or not: issue #18's definition).
-    pub false_pass: bool,
-    /// The budgeted gate fails a candidate that full revalidation passes.
-    pub false_fail: bool,
-    pub seconds: f64,
-    pub ladder: String,
-}
-
 pub struct Loaded {
     pub reports: Vec<(String, PathBuf, Report)>,
 }
@@ -199,7 +178,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<Loaded> {
     Ok(Loaded { reports })
 }
 
-fn ladder(r: &Report) -> String {
+pub(crate) fn ladder(r: &Report) -> String {
     let mut s = String::from("realignment");
     if r.policy.realignment.concept_texts {
         s.push_str(" (+concept texts)");
@@ -244,50 +223,6 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
         }
     }
     out
-}
-
-/// Each condition replayed as the budgeted gate would run it, with the risk
-/// model `model_for` gives for the report's model.
-pub fn conditions<'m>(
-    l: &Loaded,
-    policy: &Policy,
-    model_for: &dyn Fn(&str) -> &'m RiskModel,
-) -> Vec<Condition> {
-    l.reports
-        .iter()
-        .map(|(cond, _, full)| {
-            let b = gate::replay::replay_budgeted(full, policy, model_for(&full.model_id()));
-            let passes = b.verdict != Verdict::Fail;
-            Condition {
-                model: full.model_id(),
-                condition: cond.clone(),
-                family: study_family(cond),
-                diff_family: serde_json::to_value(full.diff.family)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                full_verdict: full.verdict,
-                budgeted_verdict: b.verdict,
-                examples_used: b.budget.examples_used,
-                examples_full: full.budget.examples_full,
-                stale: full
-                    .monitors
-                    .iter()
-                    .filter(|m| !m.stale_reasons.is_empty())
-                    .count(),
-                repaired: full
-                    .monitors
-                    .iter()
-                    .filter(|m| m.status == Status::Repaired)
-                    .count(),
-                critical_stale_unrepaired_full: grid::stale_unrepaired(full, policy, true),
-                false_pass: passes && grid::stale_unrepaired(full, policy, false) > 0,
-                false_fail: !passes && full.verdict != Verdict::Fail,
-                seconds: full.seconds.get("total").copied().unwrap_or(0.0),
-                ladder: ladder(full),
-            }
-        })
-        .collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -348,6 +283,15 @@ pub struct Study {
     /// Replayed with [`Study::replay_model`].
     pub conditions: Vec<Condition>,
     pub replay_model: ReplayModel,
+    /// The replay ran the policy with `mode = "whole"`: the policy itself
+    /// revalidates sequentially, which a replay cannot redo.
+    pub replay_whole: bool,
+    /// The policy's name and revalidation mode.
+    pub policy_name: String,
+    pub mode: String,
+    /// Each condition run for real under the policy (`study grid --budgeted`),
+    /// when those runs were given.
+    pub runs: Option<Vec<Condition>>,
     /// The same replay with the given model for every condition.
     pub given_false_passes: usize,
     pub given_examples_used: usize,
@@ -375,7 +319,26 @@ fn distinct<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     set.into_iter().cloned().collect()
 }
 
-pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
+/// The study of `l`'s full reports under `policy`; with `runs`, the same
+/// conditions run for real under it, which a sequential policy needs.
+pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>) -> Result<Study> {
+    let sequential = policy.revalidation.mode == RevalidationMode::Sequential;
+    let runs = match runs {
+        Some(r) => Some(on_zoo::run_conditions(l, policy, r)?),
+        None if sequential => {
+            return Err(Error::Usage(format!(
+                "policy {} revalidates sequentially, which a replay of full reports cannot redo: \
+                 pass the conditions run under it (`study grid --budgeted --reports DIR`) with --budgeted DIR",
+                policy.name
+            )))
+        }
+        None => None,
+    };
+    // The replay is of whole-set mode, whatever the policy's own mode.
+    let mut whole = policy.clone();
+    whole.revalidation.mode = RevalidationMode::Whole;
+    let policy_name = policy.name.clone();
+    let policy = &whole;
     let cells = cells(l);
     let models = distinct(cells.iter().map(|c| &c.model));
     let by_family = FAMILIES
@@ -469,10 +432,10 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
     } else {
         ReplayModel::Given
     };
-    let given = conditions(l, policy, &|_: &str| model);
+    let given = on_zoo::conditions(l, policy, &|_: &str| model);
     let replayed = match replay_model {
         ReplayModel::LeaveModelOut => {
-            conditions(l, policy, &|m: &str| held_out.get(m).unwrap_or(model))
+            on_zoo::conditions(l, policy, &|m: &str| held_out.get(m).unwrap_or(model))
         }
         ReplayModel::Given => given.clone(),
     };
@@ -515,10 +478,14 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         };
         *rungs.entry(k).or_insert(0) += 1;
     }
-    Study {
+    Ok(Study {
         models,
         conditions: replayed,
         replay_model,
+        replay_whole: sequential,
+        mode: if sequential { "sequential" } else { "whole" }.to_string(),
+        policy_name,
+        runs,
         given_false_passes: given.iter().filter(|c| c.false_pass).count(),
         given_examples_used: given.iter().map(|c| c.examples_used).sum(),
         by_family,
@@ -534,7 +501,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel) -> Study {
         any_method_repaired,
         rungs,
         cells,
-    }
+    })
 }
 
 #[cfg(test)]

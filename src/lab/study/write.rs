@@ -387,8 +387,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
     let _ = writeln!(
         s,
         "From a clean clone this file is rebuilt in seconds from the grid's reports, which are \
-         committed under study/v2:\n\n```sh\nprobegate study report --reports study/v2/reports-smollm2 \
-         --reports study/v2/reports-gemma3 --out STUDY.md\n```\n\n\
+         committed under study/v2:\n\n```sh\n{command} --out STUDY.md\n```\n\n\
          To rerun the grid itself, `scripts/study-v2.sh` fetches the models, builds the zoo where \
          it is missing (about 16 and 37 minutes on 2 cores), and runs it one condition at a time \
          so an interrupted run resumes (about 2–4 minutes per SmolLM2 condition and 4–9 per \
@@ -501,70 +500,7 @@ pub fn write(study: &Study, md_path: &Path, command: &str) -> Result<()> {
         "\nPublished: every repair-relevant stale cell repaired by label-free realignment.\n"
     );
 
-    let _ = writeln!(
-        s,
-        "## The gate on the zoo\n\nEach full-revalidation report replayed as the budgeted gate would run it \
-         under `policies/default.toml` (riskiest and critical monitors first, within the budget), {}. \
-         A false pass is a candidate the budgeted gate passes while any monitor, critical or not, is \
-         stale and unrepaired under full revalidation; a false fail is one it fails that full \
-         revalidation passes.\n\n\
-         | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | false fail | ladder | seconds |\n\
-         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |",
-        match study.replay_model {
-            ReplayModel::LeaveModelOut =>
-                "the riskiest judged by a risk model refitted (`risk fit`, policy target) without the \
-                 condition's own model, as a new base would meet it: the shipped model is fitted on \
-                 this grid, so replaying with it would be in sample",
-            ReplayModel::Given => "the riskiest judged by the given risk model",
-        }
-    );
-    let (mut used, mut full, mut fp, mut ff, mut rep) = (0usize, 0usize, 0usize, 0usize, 0usize);
-    let mut fp_crit = 0usize;
-    let yes = |b: bool| if b { "**yes**" } else { "no" };
-    for c in &study.conditions {
-        used += c.examples_used;
-        full += c.examples_full;
-        fp += c.false_pass as usize;
-        fp_crit += (c.false_pass && c.critical_stale_unrepaired_full > 0) as usize;
-        ff += c.false_fail as usize;
-        rep += c.repaired;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |",
-            c.model,
-            c.condition,
-            c.diff_family,
-            c.stale,
-            c.repaired,
-            c.full_verdict.as_str(),
-            c.budgeted_verdict.as_str(),
-            c.examples_used,
-            c.examples_full,
-            yes(c.false_pass),
-            yes(c.false_fail),
-            c.ladder,
-            c.seconds
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nFalse passes: {fp} of {} ({fp_crit} with a critical monitor left stale). False fails: {ff}. \
-         The default budget spent {used} of {full} labeled examples a full revalidation would run \
-         ({:.1}%). Monitors repaired: {rep}. The seconds column is the grid's own run (full \
-         revalidation, every rung tried alone); the gate's time against the Python peer is \
-         measured side by side by `bench/gate.sh`, in BENCHMARKS.md.\n",
-        study.conditions.len(),
-        100.0 * used as f64 / full.max(1) as f64
-    );
-    if study.replay_model == ReplayModel::LeaveModelOut {
-        let _ = writeln!(
-            s,
-            "With the shipped risk model instead (in sample): false passes {}, {:.1}% of the labeled \
-             examples.\n",
-            study.given_false_passes,
-            100.0 * study.given_examples_used as f64 / full.max(1) as f64
-        );
-    }
+    s.push_str(&super::on_zoo::section(study));
     std::fs::write(md_path, s).map_err(|e| Error::io(md_path, e))?;
     Ok(())
 }

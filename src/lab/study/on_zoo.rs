@@ -1,0 +1,362 @@
+//! "The gate on the zoo": each condition's full revalidation (the truth)
+//! against the budgeted gate under a policy, either replayed from the full
+//! report (whole-set mode) or run for real under the policy
+//! (`study grid --budgeted`). A sequential policy needs the real runs: a
+//! replay of full reports cannot redo its looks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{grid, ladder, study_family, Loaded, ReplayModel, Study};
+use crate::error::{Error, Result};
+use crate::gate::policy::Policy;
+use crate::gate::risk::RiskModel;
+use crate::gate::{self, Report, Status, Verdict};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Condition {
+    pub model: String,
+    pub condition: String,
+    pub family: &'static str,
+    pub diff_family: String,
+    pub full_verdict: Verdict,
+    pub budgeted_verdict: Verdict,
+    pub examples_used: usize,
+    pub examples_full: usize,
+    pub stale: usize,
+    pub repaired: usize,
+    /// Critical monitors stale and unrepaired under full revalidation.
+    pub critical_stale_unrepaired_full: usize,
+    /// The budgeted gate passes while full revalidation leaves any monitor
+    /// stale and unrepaired (critical or not: issue #18's definition).
+    pub false_pass: bool,
+    /// The budgeted gate fails a candidate that full revalidation passes.
+    pub false_fail: bool,
+    pub seconds: f64,
+    pub ladder: String,
+}
+
+/// One condition's row: the full report is the truth, `b` the budgeted
+/// gate's report (replayed or run), `seconds` the time shown beside it.
+fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> Condition {
+    let passes = b.verdict != Verdict::Fail;
+    Condition {
+        model: full.model_id(),
+        condition: cond.to_string(),
+        family: study_family(cond),
+        diff_family: serde_json::to_value(full.diff.family)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        full_verdict: full.verdict,
+        budgeted_verdict: b.verdict,
+        examples_used: b.budget.examples_used,
+        examples_full: full.budget.examples_full,
+        stale: full
+            .monitors
+            .iter()
+            .filter(|m| !m.stale_reasons.is_empty())
+            .count(),
+        repaired: full
+            .monitors
+            .iter()
+            .filter(|m| m.status == Status::Repaired)
+            .count(),
+        critical_stale_unrepaired_full: grid::stale_unrepaired(full, policy, true),
+        false_pass: passes && grid::stale_unrepaired(full, policy, false) > 0,
+        false_fail: !passes && full.verdict != Verdict::Fail,
+        seconds,
+        ladder: ladder(full),
+    }
+}
+
+fn total_seconds(r: &Report) -> f64 {
+    r.seconds.get("total").copied().unwrap_or(0.0)
+}
+
+/// Each condition replayed as the budgeted gate would run it in whole-set
+/// mode, with the risk model `model_for` gives for the report's model.
+pub fn conditions<'m>(
+    l: &Loaded,
+    policy: &Policy,
+    model_for: &dyn Fn(&str) -> &'m RiskModel,
+) -> Vec<Condition> {
+    l.reports
+        .iter()
+        .map(|(cond, _, full)| {
+            let b = gate::replay::replay_budgeted(full, policy, model_for(&full.model_id()));
+            row(cond, full, &b, policy, total_seconds(full))
+        })
+        .collect()
+}
+
+/// The conditions run for real under a policy (`study grid --budgeted`),
+/// keyed by model and condition.
+#[derive(Default)]
+pub struct Runs {
+    by_key: BTreeMap<(String, String), (PathBuf, Report)>,
+}
+
+/// Every `<dir>/<condition>/report.json` under the given directories; each
+/// must be a budgeted run (a full report would compare the truth with itself).
+pub fn load_runs(dirs: &[PathBuf]) -> Result<Runs> {
+    let mut runs = Runs::default();
+    for d in dirs {
+        for s in grid::report_dirs(d)? {
+            let r = grid::decided(&s)?;
+            let path = s.join("report.json");
+            if r.budget.full_revalidation {
+                return Err(Error::field(
+                    &path,
+                    "budget.full_revalidation",
+                    "a full-revalidation report: --budgeted takes runs made by `study grid --budgeted`",
+                ));
+            }
+            let cond = r.condition.clone().unwrap_or_else(|| {
+                s.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            });
+            let key = (r.model_id(), cond);
+            if let Some((first, _)) = runs.by_key.get(&key) {
+                return Err(Error::field(
+                    &path,
+                    "condition",
+                    format!(
+                        "{} / {} was run twice (also {})",
+                        key.0,
+                        key.1,
+                        first.display()
+                    ),
+                ));
+            }
+            runs.by_key.insert(key, (path, r));
+        }
+    }
+    Ok(runs)
+}
+
+/// Each condition's real budgeted run against its full report. Every
+/// condition must have one, run under `policy` itself, and every run must
+/// have its full report: a condition left out would vanish from the
+/// false-pass count unseen.
+pub fn run_conditions(l: &Loaded, policy: &Policy, runs: &Runs) -> Result<Vec<Condition>> {
+    let mut want = policy.clone();
+    want.source.clear();
+    let mut missing = Vec::new();
+    let mut out = Vec::new();
+    for (cond, _, full) in &l.reports {
+        let key = (full.model_id(), cond.clone());
+        let Some((path, b)) = runs.by_key.get(&key) else {
+            missing.push(format!("{} / {}", key.0, key.1));
+            continue;
+        };
+        let mut got = b.policy.clone();
+        got.source.clear();
+        if got != want {
+            return Err(Error::field(
+                path,
+                "policy",
+                format!(
+                    "run under policy `{}` (from {}), not the `{}` policy the study is written \
+                     for ({}): rerun it under that policy, or pass that one with --policy",
+                    b.policy.name, b.policy.source, policy.name, policy.source
+                ),
+            ));
+        }
+        out.push(row(cond, full, b, policy, total_seconds(b)));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} condition(s) have no budgeted run: {}; run them with `study grid --budgeted`",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    let known: std::collections::BTreeSet<(String, String)> = l
+        .reports
+        .iter()
+        .map(|(c, _, r)| (r.model_id(), c.clone()))
+        .collect();
+    if let Some((_, (path, _))) = runs.by_key.iter().find(|(k, _)| !known.contains(*k)) {
+        return Err(Error::field(
+            path,
+            "condition",
+            "a budgeted run whose condition has no full-revalidation report among --reports",
+        ));
+    }
+    Ok(out)
+}
+
+/// What a column of conditions adds up to.
+struct Totals {
+    n: usize,
+    used: usize,
+    full: usize,
+    false_passes: usize,
+    false_passes_critical: usize,
+    false_fails: usize,
+    repaired: usize,
+}
+
+fn totals(cs: &[Condition]) -> Totals {
+    Totals {
+        n: cs.len(),
+        used: cs.iter().map(|c| c.examples_used).sum(),
+        full: cs.iter().map(|c| c.examples_full).sum(),
+        false_passes: cs.iter().filter(|c| c.false_pass).count(),
+        false_passes_critical: cs
+            .iter()
+            .filter(|c| c.false_pass && c.critical_stale_unrepaired_full > 0)
+            .count(),
+        false_fails: cs.iter().filter(|c| c.false_fail).count(),
+        repaired: cs.iter().map(|c| c.repaired).sum(),
+    }
+}
+
+impl Totals {
+    fn share(&self) -> f64 {
+        100.0 * self.used as f64 / self.full.max(1) as f64
+    }
+
+    fn line(&self, spent: &str) -> String {
+        format!(
+            "False passes: {} of {} ({} with a critical monitor left stale). False fails: {}. \
+             {spent} {} of {} labeled examples a full revalidation would run ({:.1}%).",
+            self.false_passes,
+            self.n,
+            self.false_passes_critical,
+            self.false_fails,
+            self.used,
+            self.full,
+            self.share()
+        )
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "**yes**"
+    } else {
+        "no"
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One condition's table row; the replay's table also shows the full run's
+/// repairs and ladder.
+fn table_row(c: &Condition, replayed: bool) -> String {
+    let (repaired, ladder) = if replayed {
+        (format!(" {} |", c.repaired), format!(" {} |", c.ladder))
+    } else {
+        (String::new(), String::new())
+    };
+    format!(
+        "| {} | {} | {} | {} |{repaired} {} | {} | {}/{} | {} | {} |{ladder} {:.0} |\n",
+        c.model,
+        c.condition,
+        c.diff_family,
+        c.stale,
+        c.full_verdict.as_str(),
+        c.budgeted_verdict.as_str(),
+        c.examples_used,
+        c.examples_full,
+        yes(c.false_pass),
+        yes(c.false_fail),
+        c.seconds
+    )
+}
+
+/// STUDY.md's "The gate on the zoo" section.
+pub fn section(study: &Study) -> String {
+    let mut s = String::from(
+        "## The gate on the zoo\n\nFull revalidation of every monitor, with every repair rung, is the \
+         truth each budgeted verdict is checked against. A false pass is a candidate the budgeted \
+         gate passes while any monitor, critical or not, is stale and unrepaired under full \
+         revalidation; a false fail is one it fails that full revalidation passes.\n\n",
+    );
+    let policy = &study.policy_name;
+    if let Some(runs) = &study.runs {
+        let _ = writeln!(
+            s,
+            "### The `{policy}` policy, run\n\nEach condition run through the gate under the `{policy}` \
+             policy (revalidation mode `{}`) by `study grid --budgeted`: real verdicts and costs, \
+             from the reports committed beside the full ones.\n\n\
+             | model | condition | diff names it | stale (full) | full verdict | gate verdict | examples used / full | false pass | false fail | gate seconds |\n\
+             | --- | --- | --- | ---: | --- | --- | --- | --- | --- | ---: |",
+            study.mode
+        );
+        for c in runs {
+            s.push_str(&table_row(c, false));
+        }
+        let t = totals(runs);
+        let _ = writeln!(s, "\n{}", t.line("The gate spent"));
+        let per_model: Vec<String> = study
+            .models
+            .iter()
+            .map(|m| {
+                let secs = runs.iter().filter(|c| &c.model == m).map(|c| c.seconds);
+                format!("{m} {:.0} s", median(secs.collect()))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "Median gate time per condition as the grid ran it (2 cores; the activations the full \
+             run cached were reused): {}. The gate's time against the Python peer is measured side \
+             by side by `bench/gate.sh`, in BENCHMARKS.md.\n",
+            per_model.join(", ")
+        );
+    }
+    let whole = if study.replay_whole {
+        format!(" with `mode = \"whole\"` in place of the `{policy}` policy's sequential looks")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "### Whole-set revalidation, replayed\n\nEach full-revalidation report replayed as the budgeted gate would run it \
+         under the `{policy}` policy{whole} (riskiest and critical concepts first, whole test sets, \
+         within the budget), {}.\n\n\
+         | model | condition | diff names it | stale | repaired | full verdict | budgeted verdict | examples used / full | false pass | false fail | ladder | seconds |\n\
+         | --- | --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |",
+        match study.replay_model {
+            ReplayModel::LeaveModelOut =>
+                "the riskiest judged by a risk model refitted (`risk fit`, policy target) without the \
+                 condition's own model, as a new base would meet it: the shipped model is fitted on \
+                 this grid, so replaying with it would be in sample",
+            ReplayModel::Given => "the riskiest judged by the given risk model",
+        }
+    );
+    for c in &study.conditions {
+        s.push_str(&table_row(c, true));
+    }
+    let t = totals(&study.conditions);
+    let _ = writeln!(
+        s,
+        "\n{} Monitors repaired: {}. The seconds column is the grid's own run (full \
+         revalidation, every rung tried alone).\n",
+        t.line("The budget spent"),
+        t.repaired
+    );
+    if study.replay_model == ReplayModel::LeaveModelOut {
+        let _ = writeln!(
+            s,
+            "With the shipped risk model instead (in sample): false passes {}, {:.1}% of the labeled \
+             examples.\n",
+            study.given_false_passes,
+            100.0 * study.given_examples_used as f64 / t.full.max(1) as f64
+        );
+    }
+    s
+}
