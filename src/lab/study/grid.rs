@@ -156,6 +156,17 @@ pub(crate) fn decided(d: &Path) -> Result<Report> {
     }
 }
 
+/// Why a sequential policy's budgeted gate cannot be replayed from full
+/// reports, and what to pass instead.
+pub fn no_replay(policy: &Policy) -> Error {
+    Error::Usage(format!(
+        "policy {} revalidates sequentially, which a replay of full reports cannot redo: run \
+         the conditions under it (`study grid --budgeted --reports DIR`) and pass that \
+         directory with --budgeted DIR",
+        policy.name
+    ))
+}
+
 /// Every `<reports>/<condition>/report.json` of a grid against the
 /// budgeted gate under `policy`: the real budgeted run of the same
 /// condition under `budgeted/<condition>/` when given, else the full report
@@ -179,12 +190,7 @@ pub fn summarize(
             None if policy.revalidation.mode
                 == crate::gate::policy::RevalidationMode::Sequential =>
             {
-                return Err(Error::Usage(format!(
-                    "policy {} revalidates sequentially, which a replay of full reports cannot \
-                     redo: run the conditions under it (`study grid --budgeted --reports DIR`) \
-                     and pass that directory",
-                    policy.name
-                )))
+                return Err(no_replay(policy))
             }
             None => None,
         };

@@ -225,7 +225,7 @@ pub fn cells(l: &Loaded) -> Vec<Cell> {
     out
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -283,12 +283,10 @@ pub struct Study {
     /// Replayed with [`Study::replay_model`].
     pub conditions: Vec<Condition>,
     pub replay_model: ReplayModel,
-    /// The replay ran the policy with `mode = "whole"`: the policy itself
-    /// revalidates sequentially, which a replay cannot redo.
-    pub replay_whole: bool,
-    /// The policy's name and revalidation mode.
+    /// The policy's name and revalidation mode; the replay always runs
+    /// whole-set mode, which a sequential policy's runs stand beside.
     pub policy_name: String,
-    pub mode: String,
+    pub mode: RevalidationMode,
     /// Each condition run for real under the policy (`study grid --budgeted`),
     /// when those runs were given.
     pub runs: Option<Vec<Condition>>,
@@ -325,19 +323,13 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
     let sequential = policy.revalidation.mode == RevalidationMode::Sequential;
     let runs = match runs {
         Some(r) => Some(on_zoo::run_conditions(l, policy, r)?),
-        None if sequential => {
-            return Err(Error::Usage(format!(
-                "policy {} revalidates sequentially, which a replay of full reports cannot redo: \
-                 pass the conditions run under it (`study grid --budgeted --reports DIR`) with --budgeted DIR",
-                policy.name
-            )))
-        }
+        None if sequential => return Err(grid::no_replay(policy)),
         None => None,
     };
     // The replay is of whole-set mode, whatever the policy's own mode.
     let mut whole = policy.clone();
     whole.revalidation.mode = RevalidationMode::Whole;
-    let policy_name = policy.name.clone();
+    let (policy_name, mode) = (policy.name.clone(), policy.revalidation.mode);
     let policy = &whole;
     let cells = cells(l);
     let models = distinct(cells.iter().map(|c| &c.model));
@@ -482,8 +474,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
         models,
         conditions: replayed,
         replay_model,
-        replay_whole: sequential,
-        mode: if sequential { "sequential" } else { "whole" }.to_string(),
+        mode,
         policy_name,
         runs,
         given_false_passes: given.iter().filter(|c| c.false_pass).count(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{grid, ladder, study_family, Loaded, ReplayModel, Study};
 use crate::error::{Error, Result};
-use crate::gate::policy::Policy;
+use crate::gate::policy::{Policy, RevalidationMode};
 use crate::gate::risk::RiskModel;
 use crate::gate::{self, Report, Status, Verdict};
 
@@ -245,15 +245,6 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// One condition's table row; the replay's table also shows the full run's
 /// repairs and ladder.
 fn table_row(c: &Condition, replayed: bool) -> String {
@@ -295,7 +286,11 @@ pub fn section(study: &Study) -> String {
              from the reports committed beside the full ones.\n\n\
              | model | condition | diff names it | stale (full) | full verdict | gate verdict | examples used / full | false pass | false fail | gate seconds |\n\
              | --- | --- | --- | ---: | --- | --- | --- | --- | --- | ---: |",
-            study.mode
+            if study.mode == RevalidationMode::Sequential {
+                "sequential"
+            } else {
+                "whole"
+            }
         );
         for c in runs {
             s.push_str(&table_row(c, false));
@@ -306,8 +301,12 @@ pub fn section(study: &Study) -> String {
             .models
             .iter()
             .map(|m| {
-                let secs = runs.iter().filter(|c| &c.model == m).map(|c| c.seconds);
-                format!("{m} {:.0} s", median(secs.collect()))
+                let mut secs: Vec<f64> = runs
+                    .iter()
+                    .filter(|c| &c.model == m)
+                    .map(|c| c.seconds)
+                    .collect();
+                format!("{m} {:.0} s", super::median(&mut secs))
             })
             .collect();
         let _ = writeln!(
@@ -318,7 +317,7 @@ pub fn section(study: &Study) -> String {
             per_model.join(", ")
         );
     }
-    let whole = if study.replay_whole {
+    let whole = if study.mode == RevalidationMode::Sequential {
         format!(" with `mode = \"whole\"` in place of the `{policy}` policy's sequential looks")
     } else {
         String::new()
