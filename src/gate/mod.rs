@@ -349,6 +349,12 @@ fn select_shard(
     let mut policy = policy.clone();
     policy.budget.examples =
         shard::budget_share(policy.budget.examples, data.examples_full(), suite_examples);
+    // The ladder's reserve shrinks with the budget it is part of.
+    policy.budget.repair_reserve = shard::budget_share(
+        policy.budget.repair_reserve,
+        data.examples_full(),
+        suite_examples,
+    );
     Ok(Sharded {
         suite,
         data,

@@ -97,6 +97,10 @@ pub enum Correction {
     Bonferroni,
 }
 
+/// Fewer labels than this and recalibration is not tried: a threshold
+/// needs both classes. Also the floor of `recalibration.labels`.
+pub const MIN_RECALIBRATION_LABELS: usize = 10;
+
 /// `[revalidation]`: how labeled examples are spent and the error rates
 /// that are controlled while doing so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +161,12 @@ pub struct BudgetLimits {
     pub examples: usize,
     /// Wall-clock seconds for revalidation, if limited.
     pub seconds: Option<f64>,
+    /// Sequential revalidation: examples of `examples` it leaves to the
+    /// repair ladder (recalibration's labels, a repair's verification) once
+    /// a monitor is settled stale. Held back only then, so a candidate with
+    /// nothing stale gets the whole budget for revalidation.
+    #[serde(default)]
+    pub repair_reserve: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,6 +374,8 @@ struct RawBudget {
     examples: Spanned<i64>,
     #[serde(default)]
     seconds: Option<Spanned<f64>>,
+    #[serde(default)]
+    repair_reserve: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -465,12 +477,12 @@ impl RawPolicy {
             Some(r) => {
                 let labels =
                     match &r.labels {
-                        Some(l) if *l.get_ref() < 10 => {
+                        Some(l) if *l.get_ref() < MIN_RECALIBRATION_LABELS as i64 => {
                             return Err(err(
                                 "recalibration.labels",
                                 l.span(),
                                 format!(
-                                "must be at least 10 (a threshold needs both classes), found {}",
+                                "must be at least {MIN_RECALIBRATION_LABELS} (a threshold needs both classes), found {}",
                                 l.get_ref()
                             ),
                             ))
@@ -523,6 +535,29 @@ impl RawPolicy {
                 }
             }
         };
+        let repair_reserve = match &self.budget.repair_reserve {
+            None => 0,
+            Some(v) if *v.get_ref() < 0 || *v.get_ref() >= ex => {
+                return Err(err(
+                    "budget.repair_reserve",
+                    v.span(),
+                    format!(
+                        "must be at least 0 and below budget.examples ({ex}), found {}",
+                        v.get_ref()
+                    ),
+                ))
+            }
+            // Whole-set revalidation already leaves the ladder what it did not
+            // spend; a reserve there would be read as doing something it does not.
+            Some(v) if *v.get_ref() > 0 && revalidation.mode != RevalidationMode::Sequential => {
+                return Err(err(
+                    "budget.repair_reserve",
+                    v.span(),
+                    "applies to `revalidation.mode = \"sequential\"` only".into(),
+                ))
+            }
+            Some(v) => *v.get_ref() as usize,
+        };
         let retraining = match &self.retraining {
             None => RungPolicy::off(),
             Some(r) => RungPolicy {
@@ -538,6 +573,7 @@ impl RawPolicy {
             budget: BudgetLimits {
                 examples: ex as usize,
                 seconds,
+                repair_reserve,
             },
             critical: self.critical,
             unverified: self.unverified,
@@ -598,6 +634,50 @@ max_prompts = 600
         assert!(p.is_critical("privacy_pii-l15", "privacy_pii"));
         assert!(!p.is_critical("toxicity-l15", "toxicity"));
         assert_eq!(p.budget.examples, 600);
+    }
+
+    #[test]
+    fn a_repair_reserve_is_for_sequential_revalidation_and_below_the_budget() {
+        let seq = format!("{GOOD}\n[revalidation]\nmode = \"sequential\"\n");
+        let with = |v: &str, text: &str| -> String {
+            text.replace(
+                "examples = 600",
+                &format!("examples = 600\nrepair_reserve = {v}"),
+            )
+        };
+        let p = Policy::parse(&with("120", &seq), Path::new("p.toml")).unwrap();
+        assert_eq!(p.budget.repair_reserve, 120);
+        assert_eq!(
+            Policy::parse(&seq, Path::new("p.toml"))
+                .unwrap()
+                .budget
+                .repair_reserve,
+            0
+        );
+        for (v, text, want) in [
+            (
+                "600",
+                seq.as_str(),
+                "below budget.examples (600), found 600",
+            ),
+            ("-1", seq.as_str(), "found -1"),
+            (
+                "60",
+                GOOD,
+                "applies to `revalidation.mode = \"sequential\"` only",
+            ),
+        ] {
+            let e = Policy::parse(&with(v, text), Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("p.toml:15: field `budget.repair_reserve`"),
+                "{e}"
+            );
+            assert!(e.contains(want), "{e}");
+        }
+        // Zero says "none" in either mode.
+        assert!(Policy::parse(&with("0", GOOD), Path::new("p.toml")).is_ok());
     }
 
     #[test]

@@ -141,8 +141,14 @@ pub fn decide(
                     } else {
                         format!(" and {} did not repair it", tried.join(", "))
                     },
-                    m.stale_reasons.join("; ")
-                ))
+                    m.stale_reasons.join("; "),
+                ) + &if m.skipped.is_empty() {
+                    String::new()
+                } else {
+                    // A rung the budget left no labels for: the fail may be
+                    // the budget's, and the fix is in the policy.
+                    format!(" (not tried: {}; raise budget.examples or budget.repair_reserve)", m.skipped.join("; "))
+                })
             }
             Status::Repaired if !policy.may_pass(m.rung) => fail.push(format!(
                 "{} is stale ({}); {} repaired it but policy `{}` does not let that rung pass",
@@ -244,9 +250,21 @@ mod tests {
         assert!(r[0].contains("does not let that rung pass"), "{r:?}");
 
         let stale = monitor("privacy_pii-l22", Status::Stale, true);
-        let (v, r, _) = parts(decide(&p, fam, &[healthy.clone(), stale], 600));
+        let (v, r, _) = parts(decide(&p, fam, &[healthy.clone(), stale.clone()], 600));
         assert_eq!(v, Verdict::Fail);
         assert!(r[0].contains("(critical) is stale"), "{r:?}");
+        assert!(!r[0].contains("not tried"), "{r:?}");
+        // A rung the budget left no labels for is named with the fix.
+        let mut starved = stale;
+        starved
+            .skipped
+            .push("recalibration: 0 labeled example(s) left".into());
+        let (v, r, _) = parts(decide(&p, fam, &[starved], 600));
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            r[0].contains("(not tried: recalibration: 0 labeled example(s) left; raise budget.examples or budget.repair_reserve)"),
+            "{r:?}"
+        );
 
         // Unverified: a warning under default, a failure when the policy says so.
         let unv = monitor("toxicity-l7", Status::Unverified, false);
@@ -341,6 +359,10 @@ mod tests {
                     if let Some(p) = m["p_stale"].as_f64() {
                         r.risk.p_stale = p;
                     }
+                    r.skipped = m["skipped"]
+                        .as_array()
+                        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default();
                     // The rungs tried: a report of each (its figures do not enter the decision).
                     for t in m["tried"].as_array().into_iter().flatten() {
                         let after = revalidate::EvalResult {

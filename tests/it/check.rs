@@ -444,6 +444,17 @@ fn the_repair_ladder_spends_only_what_the_budget_left() {
     assert_eq!(m["rung"], "beyond repair", "{m}");
     assert_eq!(spent["budget"]["examples_used"].as_u64(), Some(full));
     assert_eq!(spent["verdict"], "fail");
+    // ... and the report says why it was not tried, not just "beyond repair".
+    assert_eq!(
+        m["skipped"][0],
+        format!("recalibration: 5 labeled example(s) left under budget.examples ({}), at least 10 needed", full + 5),
+        "{m}"
+    );
+    let why = spent["reasons"][0].as_str().unwrap();
+    assert!(
+        why.contains("raise budget.examples or budget.repair_reserve"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -715,7 +726,10 @@ fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
     let budget = 400;
     let policy = test_policy(
         tmp.path(),
-        &[("examples = 720", &format!("examples = {budget}"))],
+        &[
+            ("examples = 720", &format!("examples = {budget}")),
+            ("repair_reserve = 0", "repair_reserve = 120"),
+        ],
     );
     let out = tmp.path().join("out");
     let cand = lora_candidate();
@@ -761,4 +775,36 @@ fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(" examples, settled "), "{md}");
+    // The repair reserve: once a monitor is stale, revalidation leaves it
+    // to the ladder.
+    let reserve = r["policy"]["budget"]["repair_reserve"].as_u64().unwrap();
+    assert_eq!(reserve, 120);
+    let mut per_concept = std::collections::BTreeMap::<&str, u64>::new();
+    for m in ms {
+        let e = per_concept
+            .entry(m["concept"].as_str().unwrap())
+            .or_default();
+        *e = (*e).max(m["sequential"]["examples"].as_u64().unwrap());
+    }
+    let revalidated: u64 = per_concept.values().sum();
+    // Held from the first stale monitor on: revalidation stops at
+    // budget - reserve, or at once if it was already past that (the
+    // arithmetic is a unit test of `revalidation_left`).
+    assert!(
+        revalidated < budget,
+        "revalidation ran {revalidated} of {budget} with {reserve} reserved"
+    );
+    // The reserve went to the ladder: a stale monitor realignment did not
+    // repair was recalibrated (the adapter moves thresholds), and none was
+    // left beyond repair without saying which rung the budget starved.
+    let ladder: u64 = ms
+        .iter()
+        .filter_map(|m| m["recalibration"]["examples"].as_u64())
+        .sum();
+    assert!(ladder > 0, "no rung spent the reserve");
+    assert!(used > revalidated, "{used} vs {revalidated}");
+    assert!(
+        md.contains("left to the repair ladder once a monitor is stale"),
+        "{md}"
+    );
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::gate::features::MonitorFeatures;
 pub use crate::gate::policy::Rung;
+use crate::gate::policy::MIN_RECALIBRATION_LABELS;
 use crate::gate::prepare::Progress;
 use crate::gate::revalidate::{self, Breaks, EvalResult, Revalidated, Status};
 use crate::gate::risk::{Risk, Trial, Trials};
@@ -62,6 +63,10 @@ pub struct MonitorReport {
     /// Which kinds of limit the candidate broke (revalidated monitors only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaks: Option<Breaks>,
+    /// Rungs the policy enables that were not tried for want of labeled
+    /// examples under `budget.examples`, each with what it needed and had.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Study runs only (`GateRequest::every_rung`): each rung tried alone
     /// from the original monitor on a stale monitor. Never read by the verdict.
     #[serde(default, skip_serializing_if = "Trials::is_empty")]
@@ -95,6 +100,7 @@ impl MonitorReport {
             repaired_monitor: None,
             sequential: None,
             breaks: None,
+            skipped: Vec::new(),
             trials: Trials::default(),
         }
     }
@@ -180,9 +186,18 @@ pub fn repair(
         repaired: Vec::new(),
         examples_used: 0,
     };
-    for (i, m) in monitors.iter().enumerate() {
+    // Critical monitors climb first: labels are capped, and a critical
+    // monitor left stale fails the candidate whatever else is repaired.
+    let mut visit: Vec<usize> = (0..monitors.len()).collect();
+    visit.sort_by_key(|&i| {
+        let m = &monitors[i].meta;
+        !policy.is_critical(&m.name, &m.concept)
+    });
+    let mut reports: Vec<Option<MonitorReport>> = vec![None; monitors.len()];
+    for (step, &i) in visit.iter().enumerate() {
+        let m = &monitors[i];
         // The ladder can take minutes (forward passes, map fits): say where it is.
-        progress("repair ladder", i, monitors.len());
+        progress("repair ladder", step, monitors.len());
         let name = &m.meta.name;
         let mut r = MonitorReport::unverified(
             name.clone(),
@@ -210,8 +225,10 @@ pub fn repair(
                 .filter_map(|x| x.as_ref().map(|x| x.examples))
                 .sum::<usize>();
         }
-        out.reports.push(r);
+        reports[i] = Some(r);
     }
+    // Reported in suite order, whatever order they climbed in.
+    out.reports = reports.into_iter().flatten().collect();
     progress("repair ladder", monitors.len(), monitors.len());
     Ok(out)
 }
@@ -253,8 +270,18 @@ fn climb<'a>(
         }
         r.realignment = Some(a.report);
     }
-    // A threshold needs both classes: with too few labels left under the cap the rung is skipped.
-    if rung == Rung::None && policy.recalibration.enabled && cx.labels_left() >= 10 {
+    // A threshold needs both classes: with too few labels left under the cap
+    // the rung is skipped, and the report says so (a stale monitor that a
+    // larger budget would have repaired must not look beyond repair).
+    let enough = cx.labels_left() >= MIN_RECALIBRATION_LABELS;
+    if rung == Rung::None && policy.recalibration.enabled && !enough {
+        r.skipped.push(format!(
+            "recalibration: {} labeled example(s) left under budget.examples ({}), at least {MIN_RECALIBRATION_LABELS} needed",
+            cx.labels_left(),
+            policy.budget.examples
+        ));
+    }
+    if rung == Rung::None && policy.recalibration.enabled && enough {
         let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
         if let (true, Some(f)) = (a.repaired, a.fixed) {
             rung = Rung::Recalibration;
@@ -264,6 +291,13 @@ fn climb<'a>(
     }
     // Retraining takes the whole training split or nothing.
     let split = cx.train(m).map_or(usize::MAX, |d| d.texts.len());
+    if rung == Rung::None && policy.retraining.enabled && split > cx.labels_left() {
+        r.skipped.push(format!(
+            "retraining: {} labeled example(s) left under budget.examples ({}), the training split needs {split}",
+            cx.labels_left(),
+            policy.budget.examples
+        ));
+    }
     if rung == Rung::None && policy.retraining.enabled && split <= cx.labels_left() {
         let a = retrain::rung(cx, acts, m, &verifier)?;
         if let (true, Some(f)) = (a.repaired, a.fixed) {

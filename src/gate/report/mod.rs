@@ -247,8 +247,14 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nRevalidation used {} of {} budgeted labeled examples ({} for every monitor). ⚑ critical.",
-        r.budget.examples_used, r.budget.examples_limit, r.budget.examples_full
+        "\nRevalidation used {} of {} budgeted labeled examples ({} for every monitor){}. ⚑ critical.",
+        r.budget.examples_used,
+        r.budget.examples_limit,
+        r.budget.examples_full,
+        match r.policy.budget.repair_reserve {
+            0 => String::new(),
+            n => format!("; {n} of them are left to the repair ladder once a monitor is stale"),
+        }
     );
     let _ = writeln!(s, "\n<details><summary>Diff evidence</summary>\n");
     for e in &r.diff.evidence {
@@ -282,6 +288,7 @@ fn repair_summary(m: &MonitorReport) -> String {
             parts.push(rung(what, &r.after, &r.stale_reasons_after));
         }
     }
+    parts.extend(m.skipped.iter().map(|x| format!("not tried: {x}")));
     parts.join("; ")
 }
 

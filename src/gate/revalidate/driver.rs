@@ -121,6 +121,11 @@ struct Concept<'a> {
 }
 
 impl Concept<'_> {
+    /// Whether a monitor of the concept is settled stale.
+    fn any_stale(&self) -> bool {
+        self.monitors.iter().any(|s| s.stop == Some(Stop::Stale))
+    }
+
     fn open(&self) -> bool {
         self.used < self.order.len() && self.monitors.iter().any(|s| s.stop.is_none())
     }
@@ -203,6 +208,18 @@ pub fn left_under(policy: &Policy, full: bool, used: usize) -> usize {
     }
 }
 
+/// Labeled examples sequential revalidation itself may still spend: the
+/// budget less `budget.repair_reserve` once a monitor is settled stale
+/// (`stale_found`), which the repair ladder then has to itself.
+pub fn revalidation_left(policy: &Policy, full: bool, used: usize, stale_found: bool) -> usize {
+    let reserve = if stale_found && !full {
+        policy.budget.repair_reserve
+    } else {
+        0
+    };
+    left_under(policy, full, used).saturating_sub(reserve)
+}
+
 /// Sequential revalidation over the suite; see the module doc.
 pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     let Inputs {
@@ -251,7 +268,12 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     let mut used = 0usize;
     // The cap is hard for every concept; critical ones come first in the
     // plan, and one the cap leaves unsettled fails the candidate (verdict).
-    let left = |used: usize| left_under(policy, full, used);
+    // Once a monitor is settled stale the candidate fails unless the ladder
+    // repairs it, so the policy's reserve is left to the ladder from then on:
+    // spent all on revalidation, it failed candidates that recalibration
+    // repairs under full revalidation (STUDY.md, the false fails).
+    let held = |cs: &[Concept]| cs.iter().any(Concept::any_stale);
+    let left = |used: usize, stale: bool| revalidation_left(policy, full, used, stale);
     let over_time = |t: &Instant| {
         !full
             && policy
@@ -261,8 +283,10 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     };
     let total: usize = concepts.iter().map(|c| c.order.len()).sum();
     // The first look, for every concept in plan order.
-    for c in concepts.iter_mut() {
-        let k = rp.first_look.min(c.order.len()).min(left(used));
+    for i in 0..concepts.len() {
+        let h = held(&concepts);
+        let c = &mut concepts[i];
+        let k = rp.first_look.min(c.order.len()).min(left(used, h));
         if k == 0 || over_time(&t) {
             continue;
         }
@@ -277,7 +301,8 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     // Then batches while the budget lasts: critical concepts until settled,
     // then the rest, riskiest first.
     loop {
-        if left(used) == 0 || over_time(&t) {
+        let h = held(&concepts);
+        if left(used, h) == 0 || over_time(&t) {
             break;
         }
         let next = concepts
@@ -286,7 +311,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
             .or_else(|| concepts.iter().position(|c| c.open()));
         let Some(i) = next else { break };
         let c = &mut concepts[i];
-        let k = rp.batch.min(left(used));
+        let k = rp.batch.min(left(used, h));
         let before = c.used;
         c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += c.used - before;
@@ -494,5 +519,30 @@ impl<'a> Extender<'a> {
             x,
             labels,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::revalidation_left;
+    use crate::gate::policy::Policy;
+
+    #[test]
+    fn the_repair_reserve_is_held_back_only_once_something_is_stale() {
+        let mut p = Policy::shipped_default();
+        p.budget.examples = 720;
+        p.budget.repair_reserve = 120;
+        // Nothing stale: revalidation may spend the whole budget.
+        assert_eq!(revalidation_left(&p, false, 0, false), 720);
+        assert_eq!(revalidation_left(&p, false, 650, false), 70);
+        // A stale monitor: the reserve is the ladder's.
+        assert_eq!(revalidation_left(&p, false, 0, true), 600);
+        assert_eq!(revalidation_left(&p, false, 580, true), 20);
+        assert_eq!(revalidation_left(&p, false, 650, true), 0);
+        // Full revalidation (the grid's ground truth) has no cap to reserve from.
+        assert_eq!(revalidation_left(&p, true, 10_000, true), usize::MAX);
+        // No reserve: unchanged behaviour.
+        p.budget.repair_reserve = 0;
+        assert_eq!(revalidation_left(&p, false, 650, true), 70);
     }
 }
