@@ -135,7 +135,15 @@ impl<'a, 'm> Verifier<'a, 'm> {
             let reasons = revalidate::stale_reasons(self.original, &after, lim);
             return Ok((after, reasons));
         };
-        use revalidate::sequential::{bounds, settle, Paired, Settled};
+        use revalidate::sequential::{bounds, settle, Paired, Settled, Thresholds};
+        // The base side is the original monitor, cut where its recorded base
+        // rates were measured; the candidate side is the repair, cut at its
+        // own threshold (one threshold for both read a recalibrated monitor's
+        // new cut on base scores as flips, and failed good repairs).
+        let cuts = Thresholds {
+            base: self.original.meta.classifier.threshold,
+            cand: fixed.meta.classifier.threshold,
+        };
         let floor = revalidate::floor_applies(self.original, lim);
         loop {
             // The repaired monitor through the candidate against the
@@ -148,7 +156,7 @@ impl<'a, 'm> Verifier<'a, 'm> {
                     cand: &scores,
                     labels: &labels,
                 },
-                fixed.meta.classifier.threshold,
+                cuts,
                 *pop,
                 *z,
             )
@@ -175,9 +183,9 @@ impl<'a, 'm> Verifier<'a, 'm> {
                     base_scores.borrow_mut().extend(more.base_scores);
                     continue;
                 }
-                return self.judged(&scores, &self.labels.borrow(), &b, state);
+                return self.judged(fixed, &scores, &self.labels.borrow(), &b, state);
             }
-            return self.judged(&scores, &labels, &b, state);
+            return self.judged(fixed, &scores, &labels, &b, state);
         }
     }
 
@@ -185,13 +193,16 @@ impl<'a, 'm> Verifier<'a, 'm> {
     /// healthy (empty when it is).
     fn judged(
         &self,
+        fixed: &Monitor,
         scores: &[f64],
         labels: &[u8],
         b: &revalidate::sequential::Bounds,
         state: revalidate::sequential::Settled,
     ) -> Result<(EvalResult, Vec<String>)> {
         use revalidate::sequential::Settled;
-        let after = revalidate::paired_eval(self.original, scores, labels, b)?;
+        // The repair's own threshold in the figures; the base figures it is
+        // moved from are the original's, which the repair keeps.
+        let after = revalidate::paired_eval(fixed, scores, labels, b)?;
         let mut reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
         match state {
             Settled::Healthy => reasons.clear(),

@@ -19,7 +19,7 @@ use crate::monitor::{self as mon, by_pooling, Monitor};
 
 use super::sequential::{
     bounds, look_z, planned_looks, settle, stratified_order, Bounds, Paired, Population, Settled,
-    Stop, Trace,
+    Stop, Thresholds, Trace,
 };
 use super::{evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation};
 
@@ -166,7 +166,12 @@ impl Concept<'_> {
                 cand: &s.cand,
                 labels: &s.labels,
             };
-            s.bounds = bounds(&p, s.m.meta.classifier.threshold, self.pop, self.z);
+            s.bounds = bounds(
+                &p,
+                Thresholds::same(s.m.meta.classifier.threshold),
+                self.pop,
+                self.z,
+            );
             let state = s.bounds.as_ref().map_or(Settled::Open, |bd| {
                 settle(bd, s.m.meta.base_metrics.auroc, s.floor, &policy.metrics)
             });

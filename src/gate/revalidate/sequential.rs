@@ -139,11 +139,11 @@ fn wilson(hits: usize, k: usize, big: usize, z: f64) -> (f64, f64) {
 
 /// The paired change of the rate of `score ≥ t` on one class: flips down
 /// (base yes, candidate no) and up, each bounded by Wilson at `z`.
-fn rate_change(base: &[f64], cand: &[f64], t: f64, big: usize, z: f64) -> Interval {
+fn rate_change(base: &[f64], cand: &[f64], t: Thresholds, big: usize, z: f64) -> Interval {
     let k = base.len();
     let (mut up, mut down) = (0usize, 0usize);
     for (b, c) in base.iter().zip(cand) {
-        match (*b >= t, *c >= t) {
+        match (*b >= t.base, *c >= t.cand) {
             (true, false) => down += 1,
             (false, true) => up += 1,
             _ => {}
@@ -228,9 +228,26 @@ fn auroc_change(p: &Paired, pop: Population, z: f64) -> Option<Interval> {
     })
 }
 
+/// Where each side's scores are cut: the base side at the original
+/// monitor's threshold (the one its recorded base rates were measured at),
+/// the candidate side at the threshold of the monitor being judged, which
+/// recalibration and retraining move.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub base: f64,
+    pub cand: f64,
+}
+
+impl Thresholds {
+    /// Revalidation: the same monitor, so the same threshold, on both sides.
+    pub fn same(t: f64) -> Self {
+        Thresholds { base: t, cand: t }
+    }
+}
+
 /// Bounds on the full-set changes, from the examples seen so far; `None`
 /// until both classes have been seen.
-pub fn bounds(p: &Paired, threshold: f64, pop: Population, z: f64) -> Option<Bounds> {
+pub fn bounds(p: &Paired, threshold: Thresholds, pop: Population, z: f64) -> Option<Bounds> {
     let auroc = auroc_change(p, pop, z)?;
     let split = |want: u8| -> (Vec<f64>, Vec<f64>) {
         p.labels
@@ -386,6 +403,38 @@ mod tests {
         crate::gate::policy::Policy::shipped_default().metrics
     }
 
+    /// A recalibrated monitor: the candidate's scores moved by a shift and
+    /// its threshold moved by the same shift. Judged against the original
+    /// on the base at the original's threshold, nothing flips; cut both
+    /// sides at the new threshold, the base side loses positives it had
+    /// (the bug that failed sequential recalibration repairs).
+    #[test]
+    fn a_repair_with_its_own_threshold_is_judged_against_the_original_cut() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let labels: Vec<u8> = (0..180).map(|i| (i % 2) as u8).collect();
+        let base: Vec<f64> = labels
+            .iter()
+            .map(|&l| l as f64 + rng.random::<f64>())
+            .collect();
+        let cand: Vec<f64> = base.iter().map(|s| s + 0.4).collect();
+        let p = Paired {
+            base: &base,
+            cand: &cand,
+            labels: &labels,
+        };
+        let pop = Population::of(&labels);
+        let own = Thresholds {
+            base: 1.0,
+            cand: 1.4,
+        };
+        let b = bounds(&p, own, pop, 3.0).unwrap();
+        assert_eq!((b.tpr.estimate, b.fpr.estimate), (0.0, 0.0), "{b:?}");
+        assert_eq!(settle(&b, 0.9, true, &limits()), Settled::Healthy);
+        // One cut for both sides reads the shift as flips.
+        let one = bounds(&p, Thresholds::same(1.4), pop, 3.0).unwrap();
+        assert!(one.tpr.estimate > 0.2, "{one:?}");
+    }
+
     fn full_change(base: &[f64], cand: &[f64], labels: &[u8], t: f64) -> (f64, f64, f64) {
         use crate::monitor::metrics::{at_threshold, auroc};
         let (ab, ac) = (auroc(base, labels).unwrap(), auroc(cand, labels).unwrap());
@@ -410,7 +459,7 @@ mod tests {
             cand: &cand,
             labels: &labels,
         };
-        let b = bounds(&p, 1.0, Population::of(&labels), 3.0).unwrap();
+        let b = bounds(&p, Thresholds::same(1.0), Population::of(&labels), 3.0).unwrap();
         let (da, dt, df) = full_change(&base, &cand, &labels, 1.0);
         for (i, x) in [(b.auroc, da), (b.tpr, dt), (b.fpr, df)] {
             assert!(
@@ -452,7 +501,7 @@ mod tests {
                 cand: &s,
                 labels: &l,
             };
-            bounds(&p, 0.5, pop, z)
+            bounds(&p, Thresholds::same(0.5), pop, z)
                 .is_some_and(|b| settle(&b, 0.9, true, &limits()) == Settled::Healthy)
         };
         // Settling only gets easier with more examples: bisect.
@@ -565,8 +614,8 @@ mod tests {
                 cand: &c,
                 labels: &l,
             };
-            let s =
-                bounds(&p, t, pop, z).map_or(Settled::Open, |bd| settle(&bd, 0.9, true, &limits()));
+            let s = bounds(&p, Thresholds::same(t), pop, z)
+                .map_or(Settled::Open, |bd| settle(&bd, 0.9, true, &limits()));
             if s != Settled::Open || k == n {
                 return (s, k);
             }
