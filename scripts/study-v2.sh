@@ -9,6 +9,10 @@
 #   PROBEGATE         the binary (default: target/release/probegate, built if missing)
 #   PROBEGATE_CACHE   models, zoo and activations (default: ~/.cache/probegate)
 #   STUDY_DIR         history and reports (default: study/v2 in this clone)
+#   BUDGETED_POLICY   the policy of the budgeted runs (default: default)
+#   BUDGETED_TAG      their directories, budgeted-<tag>-<model> (default: seq);
+#                     e.g. BUDGETED_POLICY=study/v2/policy-reserve120.toml
+#                     BUDGETED_TAG=reserve120 to try a policy before it ships
 #
 # Each condition runs twice: with full revalidation (the ground truth, into
 # reports-<model>) and as the default policy runs it (sequential
@@ -31,6 +35,8 @@ cd "$(dirname "$0")/.."
 CACHE="${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/probegate}"
 DIR="${STUDY_DIR:-study/v2}"
 PG="${PROBEGATE:-target/release/probegate}"
+BPOLICY="${BUDGETED_POLICY:-default}"
+BTAG="${BUDGETED_TAG:-seq}"
 [ -x "$PG" ] || cargo build --release --quiet
 models=("$@")
 [ ${#models[@]} -eq 0 ] && models=(smollm2 gemma3)
@@ -53,18 +59,21 @@ for m in "${models[@]}"; do
     [ "$rc" -le 1 ] || { echo "study-v2: $m / $c failed (exit $rc)" >&2; exit 2; }
   done
   for c in $conds; do
-    [ -f "$DIR/budgeted-seq-$m/$c/report.json" ] && continue
-    echo "study-v2: $m / $c (sequential, budgeted)" >&2
+    [ -f "$DIR/budgeted-$BTAG-$m/$c/report.json" ] && continue
+    echo "study-v2: $m / $c (budgeted, $BPOLICY)" >&2
     rc=0
-    "$PG" study grid --budgeted --policy default --zoo "$zoo" --monitors "monitors/$m" \
-      --reports "$DIR/budgeted-seq-$m" --only "$c" --quiet --format json >"$DIR/last.json" || rc=$?
-    [ "$rc" -le 1 ] || { echo "study-v2: $m / $c (sequential) failed (exit $rc)" >&2; exit 2; }
+    "$PG" study grid --budgeted --policy "$BPOLICY" --zoo "$zoo" --monitors "monitors/$m" \
+      --reports "$DIR/budgeted-$BTAG-$m" --only "$c" --quiet --format json >"$DIR/last.json" || rc=$?
+    [ "$rc" -le 1 ] || { echo "study-v2: $m / $c (budgeted, $BPOLICY) failed (exit $rc)" >&2; exit 2; }
   done
 done
 cat "$DIR"/history-*.jsonl >"$DIR/history.jsonl"
 echo "study-v2: grid complete: $DIR/history.jsonl ($(wc -l <"$DIR/history.jsonl") rows)" >&2
-# STUDY.md comes from both models' grids, never from one alone.
-if [ -d "$DIR/reports-smollm2" ] && [ -d "$DIR/reports-gemma3" ]; then
+# STUDY.md comes from both models' grids, never from one alone, and counts
+# the default policy's runs: runs under another policy leave it alone.
+if [ "$BTAG" != seq ]; then
+  echo "study-v2: runs under $BPOLICY are in $DIR/budgeted-$BTAG-*; compare with: $PG study summarize $DIR/reports-<model> --budgeted $DIR/budgeted-$BTAG-<model> --policy $BPOLICY" >&2
+elif [ -d "$DIR/reports-smollm2" ] && [ -d "$DIR/reports-gemma3" ]; then
   "$PG" study report --reports "$DIR/reports-smollm2" --reports "$DIR/reports-gemma3" \
     --budgeted "$DIR/budgeted-seq-smollm2" --budgeted "$DIR/budgeted-seq-gemma3" --out STUDY.md --quiet
   echo "study-v2: wrote STUDY.md; refit the risk model with: $PG risk fit $DIR/history-smollm2.jsonl $DIR/history-gemma3.jsonl --out risk/default.json" >&2
