@@ -132,8 +132,18 @@ pub fn decide(
                 .filter(|(_, t)| *t)
                 .map(|(n, _)| n.as_str())
                 .collect();
+                // A rung the budget left no labels for: the fail may be the
+                // budget's, and the fix is in the policy.
+                let starved = if m.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (not tried: {}; raise budget.examples or budget.repair_reserve)",
+                        m.skipped.join("; ")
+                    )
+                };
                 fail.push(format!(
-                    "{}{} is stale{}: {}",
+                    "{}{} is stale{}: {}{starved}",
                     m.name,
                     if m.critical { " (critical)" } else { "" },
                     if tried.is_empty() {
@@ -142,13 +152,7 @@ pub fn decide(
                         format!(" and {} did not repair it", tried.join(", "))
                     },
                     m.stale_reasons.join("; "),
-                ) + &if m.skipped.is_empty() {
-                    String::new()
-                } else {
-                    // A rung the budget left no labels for: the fail may be
-                    // the budget's, and the fix is in the policy.
-                    format!(" (not tried: {}; raise budget.examples or budget.repair_reserve)", m.skipped.join("; "))
-                })
+                ))
             }
             Status::Repaired if !policy.may_pass(m.rung) => fail.push(format!(
                 "{} is stale ({}); {} repaired it but policy `{}` does not let that rung pass",

@@ -803,6 +803,12 @@ fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
         .sum();
     assert!(ladder > 0, "no rung spent the reserve");
     assert!(used > revalidated, "{used} vs {revalidated}");
+    for m in ms.iter().filter(|m| m["rung"] == "beyond repair") {
+        assert!(
+            !m["recalibration"].is_null() || m["skipped"].as_array().is_some_and(|a| !a.is_empty()),
+            "stale without recalibration and without saying why: {m}"
+        );
+    }
     assert!(
         md.contains("left to the repair ladder once a monitor is stale"),
         "{md}"

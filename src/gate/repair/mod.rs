@@ -270,41 +270,49 @@ fn climb<'a>(
         }
         r.realignment = Some(a.report);
     }
-    // A threshold needs both classes: with too few labels left under the cap
-    // the rung is skipped, and the report says so (a stale monitor that a
-    // larger budget would have repaired must not look beyond repair).
-    let enough = cx.labels_left() >= MIN_RECALIBRATION_LABELS;
-    if rung == Rung::None && policy.recalibration.enabled && !enough {
-        r.skipped.push(format!(
-            "recalibration: {} labeled example(s) left under budget.examples ({}), at least {MIN_RECALIBRATION_LABELS} needed",
+    // A rung the cap leaves too few labels for is skipped, and the report
+    // says so: a stale monitor a larger budget would have repaired must not
+    // look beyond repair.
+    let starved = |what: &str, need: String| {
+        format!(
+            "{what}: {} labeled example(s) left under budget.examples ({}), {need}",
             cx.labels_left(),
             policy.budget.examples
-        ));
-    }
-    if rung == Rung::None && policy.recalibration.enabled && enough {
-        let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
-        if let (true, Some(f)) = (a.repaired, a.fixed) {
-            rung = Rung::Recalibration;
-            current = f;
+        )
+    };
+    // A threshold needs both classes.
+    if rung == Rung::None && policy.recalibration.enabled {
+        if cx.labels_left() >= MIN_RECALIBRATION_LABELS {
+            let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
+            if let (true, Some(f)) = (a.repaired, a.fixed) {
+                rung = Rung::Recalibration;
+                current = f;
+            }
+            r.recalibration = Some(a.report);
+        } else {
+            r.skipped.push(starved(
+                "recalibration",
+                format!("at least {MIN_RECALIBRATION_LABELS} needed"),
+            ));
         }
-        r.recalibration = Some(a.report);
     }
-    // Retraining takes the whole training split or nothing.
-    let split = cx.train(m).map_or(usize::MAX, |d| d.texts.len());
-    if rung == Rung::None && policy.retraining.enabled && split > cx.labels_left() {
-        r.skipped.push(format!(
-            "retraining: {} labeled example(s) left under budget.examples ({}), the training split needs {split}",
-            cx.labels_left(),
-            policy.budget.examples
-        ));
-    }
-    if rung == Rung::None && policy.retraining.enabled && split <= cx.labels_left() {
-        let a = retrain::rung(cx, acts, m, &verifier)?;
-        if let (true, Some(f)) = (a.repaired, a.fixed) {
-            rung = Rung::Retraining;
-            current = f;
+    // Retraining takes the whole training split or nothing (and nothing
+    // without one).
+    let split = cx.train(m).map(|d| d.texts.len());
+    if let (Rung::None, true, Ok(split)) = (rung, policy.retraining.enabled, split) {
+        if split <= cx.labels_left() {
+            let a = retrain::rung(cx, acts, m, &verifier)?;
+            if let (true, Some(f)) = (a.repaired, a.fixed) {
+                rung = Rung::Retraining;
+                current = f;
+            }
+            r.retraining = Some(a.report);
+        } else {
+            r.skipped.push(starved(
+                "retraining",
+                format!("the training split needs {split}"),
+            ));
         }
-        r.retraining = Some(a.report);
     }
     if rung == Rung::None {
         r.rung = Rung::BeyondRepair;

@@ -277,7 +277,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     // repairs it, so the policy's reserve is left to the ladder from then on:
     // spent all on revalidation, it failed candidates that recalibration
     // repairs under full revalidation (STUDY.md, the false fails).
-    let held = |cs: &[Concept]| cs.iter().any(Concept::any_stale);
+    let stale_found = |cs: &[Concept]| cs.iter().any(Concept::any_stale);
     let left = |used: usize, stale: bool| revalidation_left(policy, full, used, stale);
     let over_time = |t: &Instant| {
         !full
@@ -289,9 +289,9 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     let total: usize = concepts.iter().map(|c| c.order.len()).sum();
     // The first look, for every concept in plan order.
     for i in 0..concepts.len() {
-        let h = held(&concepts);
+        let stale = stale_found(&concepts);
         let c = &mut concepts[i];
-        let k = rp.first_look.min(c.order.len()).min(left(used, h));
+        let k = rp.first_look.min(c.order.len()).min(left(used, stale));
         if k == 0 || over_time(&t) {
             continue;
         }
@@ -306,8 +306,8 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     // Then batches while the budget lasts: critical concepts until settled,
     // then the rest, riskiest first.
     loop {
-        let h = held(&concepts);
-        if left(used, h) == 0 || over_time(&t) {
+        let stale = stale_found(&concepts);
+        if left(used, stale) == 0 || over_time(&t) {
             break;
         }
         let next = concepts
@@ -316,7 +316,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
             .or_else(|| concepts.iter().position(|c| c.open()));
         let Some(i) = next else { break };
         let c = &mut concepts[i];
-        let k = rp.batch.min(left(used, h));
+        let k = rp.batch.min(left(used, stale));
         let before = c.used;
         c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += c.used - before;
