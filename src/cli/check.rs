@@ -298,16 +298,16 @@ fn cmd_summarize(
                     r.condition,
                     format!("{:?}", r.family),
                     r.stale_auroc,
-                    r.stale_policy,
-                    r.repaired,
-                    r.stale_unrepaired,
-                    r.full_verdict.as_str(),
-                    r.budgeted_verdict.as_str(),
-                    r.examples_used,
-                    r.examples_full,
-                    if r.false_pass {
+                    r.compared.stale_policy,
+                    r.compared.repaired,
+                    r.compared.stale_unrepaired,
+                    r.compared.full_verdict.as_str(),
+                    r.compared.budgeted_verdict.as_str(),
+                    r.compared.examples_used,
+                    r.compared.examples_full,
+                    if r.compared.false_pass {
                         "  FALSE PASS"
-                    } else if r.false_fail {
+                    } else if r.compared.false_fail {
                         "  FALSE FAIL"
                     } else {
                         ""

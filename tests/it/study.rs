@@ -350,7 +350,7 @@ fn the_committed_v2_grid_reads_back() {
     let conds = v["conditions"].as_array().unwrap();
     let false_passes = conds.iter().filter(|c| c["false_pass"] == true).count();
     for c in conds.iter().filter(|c| c["false_pass"] == true) {
-        assert_eq!(c["critical_stale_unrepaired_full"], 0, "{c}");
+        assert_eq!(c["critical_stale_unrepaired"], 0, "{c}");
     }
     let line = format!(
         "False passes: {false_passes} of {} (0 with a critical",

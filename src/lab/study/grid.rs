@@ -88,38 +88,77 @@ pub fn grid(
     Ok(())
 }
 
-/// One condition of a grid: full revalidation against the budgeted gate
-/// replayed on it.
+/// The budgeted gate's run of one condition against full revalidation, the
+/// truth. Computed here once for `study summarize` and STUDY.md alike, so
+/// the two cannot disagree on what a false pass is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub full_verdict: Verdict,
+    pub budgeted_verdict: Verdict,
+    /// Labeled examples the budgeted gate used, and what full revalidation used.
+    pub examples_used: usize,
+    pub examples_full: usize,
+    /// Monitors the policy calls stale under full revalidation.
+    pub stale_policy: usize,
+    /// Monitors full revalidation repaired.
+    pub repaired: usize,
+    /// Monitors full revalidation leaves stale: all, and the critical ones.
+    pub stale_unrepaired: usize,
+    pub critical_stale_unrepaired: usize,
+    /// The budgeted gate passes while full revalidation leaves any monitor
+    /// stale and unrepaired (critical or not: issue #18's definition).
+    pub false_pass: bool,
+    /// A false pass that hides a critical monitor.
+    pub false_pass_critical: bool,
+    /// The budgeted gate fails a candidate full revalidation passes.
+    pub false_fail: bool,
+}
+
+impl Comparison {
+    /// `full` is the truth, `budgeted` the budgeted gate's report (run or replayed).
+    pub fn of(full: &Report, budgeted: &Report, policy: &Policy) -> Self {
+        let passes = budgeted.verdict != Verdict::Fail;
+        let count = |f: &dyn Fn(&gate::report::MonitorReport) -> bool| {
+            full.monitors.iter().filter(|m| f(m)).count()
+        };
+        let (all, critical) = (
+            stale_unrepaired(full, policy, false),
+            stale_unrepaired(full, policy, true),
+        );
+        Comparison {
+            full_verdict: full.verdict,
+            budgeted_verdict: budgeted.verdict,
+            examples_used: budgeted.budget.examples_used,
+            examples_full: full.budget.examples_full,
+            stale_policy: count(&|m| !m.stale_reasons.is_empty()),
+            repaired: count(&|m| m.status == Status::Repaired),
+            stale_unrepaired: all,
+            critical_stale_unrepaired: critical,
+            false_pass: passes && all > 0,
+            false_pass_critical: passes && critical > 0,
+            false_fail: !passes && full.verdict != Verdict::Fail,
+        }
+    }
+}
+
+/// One condition of a grid (`study summarize`): full revalidation against
+/// the budgeted gate, run or replayed.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryRow {
     pub condition: String,
     pub family: Family,
     /// Monitors whose AUROC dropped by 0.05 or more.
     pub stale_auroc: usize,
-    /// Monitors the policy calls stale.
-    pub stale_policy: usize,
-    pub repaired: usize,
-    pub stale_unrepaired: usize,
-    pub critical_stale_unrepaired: usize,
-    pub full_verdict: Verdict,
-    pub budgeted_verdict: Verdict,
-    pub examples_used: usize,
-    pub examples_full: usize,
-    /// The budgeted gate passes while full revalidation leaves a monitor stale.
-    pub false_pass: bool,
-    pub false_pass_critical: bool,
-    /// The budgeted gate fails a candidate full revalidation passes.
-    #[serde(default)]
-    pub false_fail: bool,
+    #[serde(flatten)]
+    pub compared: Comparison,
     /// Whether the budgeted figures come from a real run under the policy
     /// (`study grid --budgeted`) rather than a replay of the full report.
-    #[serde(default)]
     pub ran: bool,
 }
 
 /// Monitors a full revalidation leaves stale (so unrepaired): all, or the
 /// critical ones under `policy`. What a budgeted pass must not hide.
-pub fn stale_unrepaired(full: &Report, policy: &Policy, crit_only: bool) -> usize {
+fn stale_unrepaired(full: &Report, policy: &Policy, crit_only: bool) -> usize {
     full.monitors
         .iter()
         .filter(|m| {
@@ -198,11 +237,6 @@ pub fn summarize(
             Some(r) => r.clone(),
             None => gate::replay::replay_budgeted(&full, policy, model),
         };
-        let stale = |crit_only: bool| stale_unrepaired(&full, policy, crit_only);
-        let passes = b.verdict != Verdict::Fail;
-        let count = |f: &dyn Fn(&gate::report::MonitorReport) -> bool| {
-            full.monitors.iter().filter(|m| f(m)).count()
-        };
         rows.push(SummaryRow {
             condition: full.condition.clone().unwrap_or_else(|| {
                 d.file_name()
@@ -210,22 +244,16 @@ pub fn summarize(
                     .unwrap_or_default()
             }),
             family: full.diff.family,
-            stale_auroc: count(&|m| {
-                m.eval
-                    .as_ref()
-                    .is_some_and(|e| e.delta_auroc <= super::BIG_DROP + 1e-12)
-            }),
-            stale_policy: count(&|m| !m.stale_reasons.is_empty()),
-            repaired: count(&|m| m.status == Status::Repaired),
-            stale_unrepaired: stale(false),
-            critical_stale_unrepaired: stale(true),
-            full_verdict: full.verdict,
-            budgeted_verdict: b.verdict,
-            examples_used: b.budget.examples_used,
-            examples_full: full.budget.examples_full,
-            false_pass: passes && stale(false) > 0,
-            false_pass_critical: passes && stale(true) > 0,
-            false_fail: !passes && full.verdict != Verdict::Fail,
+            stale_auroc: full
+                .monitors
+                .iter()
+                .filter(|m| {
+                    m.eval
+                        .as_ref()
+                        .is_some_and(|e| e.delta_auroc <= super::BIG_DROP + 1e-12)
+                })
+                .count(),
+            compared: Comparison::of(&full, &b, policy),
             ran: ran.is_some(),
         });
     }

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{grid, ladder, study_family, Loaded, ReplayModel, Study};
+use super::grid::{self, Comparison};
+use super::{ladder, study_family, Loaded, ReplayModel, Study};
 use crate::error::{Error, Result};
 use crate::gate::policy::{Policy, RevalidationMode};
 use crate::gate::risk::RiskModel;
-use crate::gate::{self, Report, Status, Verdict};
+use crate::gate::{self, Report};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Condition {
@@ -22,19 +23,8 @@ pub struct Condition {
     pub condition: String,
     pub family: &'static str,
     pub diff_family: String,
-    pub full_verdict: Verdict,
-    pub budgeted_verdict: Verdict,
-    pub examples_used: usize,
-    pub examples_full: usize,
-    pub stale: usize,
-    pub repaired: usize,
-    /// Critical monitors stale and unrepaired under full revalidation.
-    pub critical_stale_unrepaired_full: usize,
-    /// The budgeted gate passes while full revalidation leaves any monitor
-    /// stale and unrepaired (critical or not: issue #18's definition).
-    pub false_pass: bool,
-    /// The budgeted gate fails a candidate that full revalidation passes.
-    pub false_fail: bool,
+    #[serde(flatten)]
+    pub compared: Comparison,
     pub seconds: f64,
     pub ladder: String,
 }
@@ -42,7 +32,6 @@ pub struct Condition {
 /// One condition's row: the full report is the truth, `b` the budgeted
 /// gate's report (replayed or run), `seconds` the time shown beside it.
 fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> Condition {
-    let passes = b.verdict != Verdict::Fail;
     Condition {
         model: full.model_id(),
         condition: cond.to_string(),
@@ -51,23 +40,7 @@ fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> 
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
-        full_verdict: full.verdict,
-        budgeted_verdict: b.verdict,
-        examples_used: b.budget.examples_used,
-        examples_full: full.budget.examples_full,
-        stale: full
-            .monitors
-            .iter()
-            .filter(|m| !m.stale_reasons.is_empty())
-            .count(),
-        repaired: full
-            .monitors
-            .iter()
-            .filter(|m| m.status == Status::Repaired)
-            .count(),
-        critical_stale_unrepaired_full: grid::stale_unrepaired(full, policy, true),
-        false_pass: passes && grid::stale_unrepaired(full, policy, false) > 0,
-        false_fail: !passes && full.verdict != Verdict::Fail,
+        compared: Comparison::of(full, b, policy),
         seconds,
         ladder: ladder(full),
     }
@@ -205,15 +178,12 @@ struct Totals {
 fn totals(cs: &[Condition]) -> Totals {
     Totals {
         n: cs.len(),
-        used: cs.iter().map(|c| c.examples_used).sum(),
-        full: cs.iter().map(|c| c.examples_full).sum(),
-        false_passes: cs.iter().filter(|c| c.false_pass).count(),
-        false_passes_critical: cs
-            .iter()
-            .filter(|c| c.false_pass && c.critical_stale_unrepaired_full > 0)
-            .count(),
-        false_fails: cs.iter().filter(|c| c.false_fail).count(),
-        repaired: cs.iter().map(|c| c.repaired).sum(),
+        used: cs.iter().map(|c| c.compared.examples_used).sum(),
+        full: cs.iter().map(|c| c.compared.examples_full).sum(),
+        false_passes: cs.iter().filter(|c| c.compared.false_pass).count(),
+        false_passes_critical: cs.iter().filter(|c| c.compared.false_pass_critical).count(),
+        false_fails: cs.iter().filter(|c| c.compared.false_fail).count(),
+        repaired: cs.iter().map(|c| c.compared.repaired).sum(),
     }
 }
 
@@ -249,7 +219,10 @@ fn yes(b: bool) -> &'static str {
 /// repairs and ladder.
 fn table_row(c: &Condition, replayed: bool) -> String {
     let (repaired, ladder) = if replayed {
-        (format!(" {} |", c.repaired), format!(" {} |", c.ladder))
+        (
+            format!(" {} |", c.compared.repaired),
+            format!(" {} |", c.ladder),
+        )
     } else {
         (String::new(), String::new())
     };
@@ -258,13 +231,13 @@ fn table_row(c: &Condition, replayed: bool) -> String {
         c.model,
         c.condition,
         c.diff_family,
-        c.stale,
-        c.full_verdict.as_str(),
-        c.budgeted_verdict.as_str(),
-        c.examples_used,
-        c.examples_full,
-        yes(c.false_pass),
-        yes(c.false_fail),
+        c.compared.stale_policy,
+        c.compared.full_verdict.as_str(),
+        c.compared.budgeted_verdict.as_str(),
+        c.compared.examples_used,
+        c.compared.examples_full,
+        yes(c.compared.false_pass),
+        yes(c.compared.false_fail),
         c.seconds
     )
 }
