@@ -14,7 +14,7 @@ use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::features::PairedActs;
-use crate::gate::policy::Policy;
+use crate::gate::policy::{Policy, Rung};
 use crate::gate::prepare::Prepared;
 use crate::gate::revalidate::{self, EvalResult, Kept, Revalidated};
 use crate::model::{Model, Pool, Precision};
@@ -89,6 +89,19 @@ pub struct Attempt<R> {
     pub report: R,
     pub fixed: Option<Monitor>,
     pub repaired: bool,
+}
+
+impl<R> Attempt<R> {
+    /// Recalibration and retraining: a monitor that passes becomes the one
+    /// the ladder ends with, repaired by `as_rung`; one that does not is
+    /// dropped. Returns the report either way.
+    pub fn adopt(self, as_rung: Rung, rung: &mut Rung, current: &mut Monitor) -> R {
+        if let (true, Some(f)) = (self.repaired, self.fixed) {
+            *rung = as_rung;
+            *current = f;
+        }
+        self.report
+    }
 }
 
 /// Judges a repaired monitor by the original's base figures on the

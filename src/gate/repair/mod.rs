@@ -284,11 +284,7 @@ fn climb<'a>(
     if rung == Rung::None && policy.recalibration.enabled {
         if cx.labels_left() >= MIN_RECALIBRATION_LABELS {
             let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
-            if let (true, Some(f)) = (a.repaired, a.fixed) {
-                rung = Rung::Recalibration;
-                current = f;
-            }
-            r.recalibration = Some(a.report);
+            r.recalibration = Some(a.adopt(Rung::Recalibration, &mut rung, &mut current));
         } else {
             r.skipped.push(starved(
                 "recalibration",
@@ -302,11 +298,7 @@ fn climb<'a>(
     if let (Rung::None, true, Ok(split)) = (rung, policy.retraining.enabled, split) {
         if split <= cx.labels_left() {
             let a = retrain::rung(cx, acts, m, &verifier)?;
-            if let (true, Some(f)) = (a.repaired, a.fixed) {
-                rung = Rung::Retraining;
-                current = f;
-            }
-            r.retraining = Some(a.report);
+            r.retraining = Some(a.adopt(Rung::Retraining, &mut rung, &mut current));
         } else {
             r.skipped.push(starved(
                 "retraining",
