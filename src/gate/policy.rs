@@ -240,6 +240,12 @@ pub struct Policy {
     /// whose staleness fails the candidate unless repaired.
     pub critical: Vec<String>,
     pub unverified: Unverified,
+    /// Under `unverified = "warn"`: an unverified monitor whose predicted
+    /// risk is at least this fails the candidate all the same (the risk
+    /// model thinks it more likely stale than not, and nothing has shown
+    /// otherwise). None: every unverified monitor is only a warning.
+    #[serde(default)]
+    pub unverified_fail_risk: Option<f64>,
     pub realignment: RealignPolicy,
     /// RungPolicy 2: recalibrate the threshold on a few labeled training examples.
     #[serde(default = "RungPolicy::off")]
@@ -322,6 +328,8 @@ struct RawPolicy {
     #[serde(default)]
     critical: Vec<String>,
     unverified: Unverified,
+    #[serde(default)]
+    unverified_fail_risk: Option<Spanned<f64>>,
     realignment: RawRealign,
     #[serde(default)]
     recalibration: Option<RawRung>,
@@ -430,6 +438,17 @@ impl RawPolicy {
                 "must be above 0: sampling noise alone moves AUROC".into(),
             ));
         }
+        let unverified_fail_risk = match &self.unverified_fail_risk {
+            // Zero would fail every unverified monitor: that is `unverified = "fail"`.
+            Some(v) if *v.get_ref() == 0.0 => return Err(err(
+                "unverified_fail_risk",
+                v.span(),
+                "must be above 0 (to fail every unverified monitor, write `unverified = \"fail\"`)"
+                    .into(),
+            )),
+            Some(v) => Some(unit("unverified_fail_risk", v)?),
+            None => None,
+        };
         let ex = *self.budget.examples.get_ref();
         if ex <= 0 {
             return Err(err(
@@ -577,6 +596,7 @@ impl RawPolicy {
             },
             critical: self.critical,
             unverified: self.unverified,
+            unverified_fail_risk,
             realignment: RealignPolicy {
                 enabled: r.enabled,
                 may_pass: r.may_pass,

@@ -173,9 +173,14 @@ pub fn decide(
                     "{} was not revalidated within the budget (predicted risk {:.2})",
                     m.name, m.risk.p_stale
                 );
-                match policy.unverified {
-                    Unverified::Fail => fail.push(msg),
-                    Unverified::Warn => warn.push(msg),
+                match (policy.unverified, policy.unverified_fail_risk) {
+                    (Unverified::Fail, _) => fail.push(msg),
+                    // Passing a monitor the risk model calls likely stale,
+                    // with nothing measured against it, is a pass on faith.
+                    (Unverified::Warn, Some(at)) if m.risk.p_stale >= at => fail.push(format!(
+                        "{msg}, at or above unverified_fail_risk {at:.2}; raise budget.examples"
+                    )),
+                    (Unverified::Warn, _) => warn.push(msg),
                 }
             }
             _ => {}
