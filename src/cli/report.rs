@@ -1,4 +1,6 @@
-//! `probegate report merge`: one verdict from the reports of a sharded check.
+//! `probegate report merge`: one verdict from the reports of a sharded check;
+//! `probegate report rejudge`: a run's report decided again under another
+//! policy's verdict rules.
 
 use std::path::PathBuf;
 
@@ -7,6 +9,7 @@ use clap::Subcommand;
 use super::check::{print_verdict, write_error_outputs};
 use super::Global;
 use probegate::error::Result;
+use probegate::gate::policy::Policy;
 use probegate::gate::{self, report::junit, Outcome};
 
 #[derive(Subcommand, Debug)]
@@ -34,21 +37,60 @@ pub enum ReportCommand {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Decide a run's report again under a policy that differs from the one it ran under only
+    /// in what the verdict reads (`unverified`, `unverified_fail_risk`, `allowed_families`),
+    /// without running the models again: what a stricter rule would have said.
+    #[command(after_help = "Example:\n  \
+        probegate report rejudge probegate-report --policy my-policy.toml --out rejudged\n\n\
+        A policy that changes what is run (a budget, a limit, the critical list, the repair\n\
+        ladder) is refused, naming the field: run `probegate check` under it instead.\n\
+        Exit codes as for check: 0 pass, 1 the gate failed the candidate, 2 could not evaluate.")]
+    Rejudge {
+        /// The run's output directory (report.json and repaired/).
+        run: PathBuf,
+        /// A shipped policy (default, strict, quantization-only) or a policy file.
+        #[arg(long)]
+        policy: String,
+        /// Where the new report.json, report.md, report.html and repaired/ go (may be the run's
+        /// own directory).
+        #[arg(long, default_value = "probegate-report")]
+        out: PathBuf,
+        /// Also write JUnit XML here: one test case per monitor.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
 }
 
 pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
-    let ReportCommand::Merge { shards, out, junit } = c;
+    let (out, junit) = match c {
+        ReportCommand::Merge { out, junit, .. } | ReportCommand::Rejudge { out, junit, .. } => {
+            (out, junit)
+        }
+    };
     if let Some(j) = junit {
         let _ = std::fs::remove_file(j);
     }
-    let merged = gate::merge_shards(shards).and_then(|m| {
+    let (what, result) = match c {
+        ReportCommand::Merge { shards, .. } => ("merged shards", gate::merge_shards(shards)),
+        ReportCommand::Rejudge { run, policy, .. } => (
+            "rejudged report",
+            Policy::load(&Policy::resolve(policy, None)).and_then(|p| gate::rejudge(run, &p)),
+        ),
+    };
+    let m = match result.and_then(|m| {
         m.write(out)?;
         Ok(m)
-    });
-    let m = match merged {
+    }) {
         Ok(m) => m,
         Err(e) => {
-            write_error_outputs(out, junit.as_deref(), "merged shards", &e);
+            // A refused rejudge in place leaves the run's own report as it was.
+            let in_place = match c {
+                ReportCommand::Rejudge { run, .. } => same_dir(run, out),
+                ReportCommand::Merge { .. } => false,
+            };
+            if !in_place {
+                write_error_outputs(out, junit.as_deref(), what, &e);
+            }
             return Err(e);
         }
     };
@@ -57,4 +99,11 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
     }
     print_verdict(g, &m.report, out)?;
     Ok(Outcome::from(m.report.verdict).exit_code())
+}
+
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

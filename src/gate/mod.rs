@@ -231,6 +231,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         corpus_prompts: models.corpus.len(),
         seconds: secs,
         shard: shard_info,
+        rejudged: None,
     };
     Ok(GateOutput {
         report,
@@ -280,23 +281,45 @@ pub fn merge_shards(dirs: &[PathBuf]) -> Result<GateOutput> {
     let report = report::merge::merge(&parts)?;
     let mut repaired = Vec::new();
     for p in &parts {
-        let report::ReportFile::Decided(r) = &p.report else {
-            continue;
-        };
-        for m in r.monitors.iter().filter(|m| m.repaired_monitor.is_some()) {
-            // Only ever `repaired/<monitor>` inside the shard's directory,
-            // whatever the file says.
-            if !mon::is_valid_name(&m.name) {
-                return Err(crate::error::Error::field(
-                    p.path.join("report.json"),
-                    "monitors[].name",
-                    format!("`{}` is not a monitor name", m.name),
-                ));
-            }
-            repaired.push(Monitor::load(&p.path.join("repaired").join(&m.name))?);
+        if let report::ReportFile::Decided(r) = &p.report {
+            repaired.extend(repaired_of(&p.path, r)?);
         }
     }
     Ok(GateOutput { report, repaired })
+}
+
+/// The run written under `dir` decided again under `policy`'s verdict
+/// rules (`probegate report rejudge`), with its repaired monitors.
+pub fn rejudge(dir: &Path, policy: &Policy) -> Result<GateOutput> {
+    let report::ReportFile::Decided(r) = report::ReportFile::read(dir)? else {
+        return Err(crate::error::Error::field(
+            dir.join("report.json"),
+            "verdict",
+            "the run could not evaluate, so there is no verdict to decide again",
+        ));
+    };
+    Ok(GateOutput {
+        report: report::rejudge::rejudge(dir, &r, policy)?,
+        repaired: repaired_of(dir, &r)?,
+    })
+}
+
+/// The repaired monitors a run wrote beside its report.json.
+fn repaired_of(dir: &Path, r: &Report) -> Result<Vec<Monitor>> {
+    let mut repaired = Vec::new();
+    for m in r.monitors.iter().filter(|m| m.repaired_monitor.is_some()) {
+        // Only ever `repaired/<monitor>` inside the run's directory,
+        // whatever the file says.
+        if !mon::is_valid_name(&m.name) {
+            return Err(crate::error::Error::field(
+                dir.join("report.json"),
+                "monitors[].name",
+                format!("`{}` is not a monitor name", m.name),
+            ));
+        }
+        repaired.push(Monitor::load(&dir.join("repaired").join(&m.name))?);
+    }
+    Ok(repaired)
 }
 
 /// The part of the suite one run judges, and the policy it runs under.

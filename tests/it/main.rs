@@ -16,6 +16,7 @@ mod install;
 mod mlflow;
 mod monitor;
 mod realign;
+mod rejudge;
 mod reference;
 mod risk;
 mod serve;

@@ -204,10 +204,9 @@ fn combine(shards: &[&Report]) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::diff::Family;
     use crate::gate::policy::Policy;
     use crate::gate::repair::MonitorReport;
-    use crate::gate::report::{DiffSummary, ErrorReport, ModelInfo, REPORT_SCHEMA, REPORT_VERSION};
+    use crate::gate::report::{ErrorReport, ModelInfo};
     use crate::gate::revalidate::Status;
     use crate::gate::verdict::Verdict;
 
@@ -225,31 +224,15 @@ mod tests {
             .map(|c| MonitorReport::example(&format!("{c}-l15"), status, false))
             .collect();
         let report = Report {
-            schema: REPORT_SCHEMA.into(),
-            version: REPORT_VERSION,
-            probegate_version: "0.0.0".into(),
-            verdict: Verdict::Pass,
-            reasons: vec![],
             warnings: vec![
                 "suite: toxicity-l15 is weak on its base".into(),
                 "shard-only".into(),
             ],
-            base: ModelInfo {
-                reference: "smollm2".into(),
-                fingerprint: "b".into(),
-            },
             candidate: ModelInfo {
                 reference: format!("/job{index}/cand"),
                 fingerprint: "c".into(),
             },
-            condition: None,
             policy: policy(),
-            diff: DiffSummary {
-                family: Family::LowRankAdapter,
-                evidence: vec![],
-                blocks: vec![],
-                kinds: BTreeMap::new(),
-            },
             budget: BudgetUse {
                 examples_limit: 300,
                 examples_used: 180 * concepts.len(),
@@ -258,7 +241,6 @@ mod tests {
                 full_revalidation: false,
             },
             monitors,
-            corpus_prompts: 600,
             seconds: BTreeMap::from([("total".into(), 10.0 * index as f64)]),
             shard: Some(ShardInfo {
                 index,
@@ -267,6 +249,7 @@ mod tests {
                 suite_concepts: SUITE.iter().map(|c| c.to_string()).collect(),
                 suite_monitors: 3,
             }),
+            ..Report::example()
         };
         Part {
             path: PathBuf::from(format!("shard-{index}")),

@@ -13,6 +13,7 @@ use crate::monitor::Monitor;
 
 pub mod junit;
 pub mod merge;
+pub mod rejudge;
 mod types;
 
 pub use types::*;
@@ -184,6 +185,20 @@ fn looks(v: Verdict) -> (&'static str, &'static str) {
     }
 }
 
+/// Where a rejudged report's run came from, for the markdown and HTML
+/// reports: `code` writes a name as code in either.
+fn rejudged_line(r: &Report, code: &dyn Fn(&str) -> String) -> Option<String> {
+    r.rejudged.as_ref().map(|j| {
+        format!(
+            "Decided again by {}: the models ran under policy {} ({}), whose verdict was {}.",
+            code("probegate report rejudge"),
+            code(&j.policy),
+            code(&j.source),
+            j.verdict.as_str()
+        )
+    })
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let (icon, _) = looks(r.verdict);
@@ -195,6 +210,9 @@ pub fn markdown(r: &Report) -> String {
         code(&r.candidate.reference),
         code(&r.policy.name)
     );
+    if let Some(line) = rejudged_line(r, &code) {
+        let _ = writeln!(s, "{line}\n");
+    }
     if !r.reasons.is_empty() {
         let _ = writeln!(s, "**Why it failed**\n");
         for x in &r.reasons {
@@ -448,6 +466,9 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
         esc(&r.candidate.reference),
         esc(&r.policy.name)
     );
+    if let Some(line) = rejudged_line(r, &|t: &str| format!("<code>{}</code>", esc(t))) {
+        let _ = write!(s, "<p>{line}</p>");
+    }
     for (title, items) in [("Why it failed", &r.reasons), ("Warnings", &r.warnings)] {
         if !items.is_empty() {
             let _ = write!(s, "<h3>{title}</h3><ul>");

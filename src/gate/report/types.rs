@@ -92,6 +92,21 @@ pub struct Report {
     /// absent in whole-suite and merged reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// Present when `report rejudge` decided this report again under
+    /// `policy`: the policy the models ran under and what it decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejudged: Option<Rejudged>,
+}
+
+/// Where a rejudged report's run came from (`report rejudge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejudged {
+    /// The name of the policy the models ran under.
+    pub policy: String,
+    /// Where that policy was read from.
+    pub source: String,
+    /// Its verdict.
+    pub verdict: Verdict,
 }
 
 impl Report {
@@ -145,6 +160,48 @@ impl Report {
                 ))
             })
             .collect()
+    }
+
+    /// A decided report of a LoRA candidate with no monitors, for tests to
+    /// fill in: the default policy, 600 corpus prompts.
+    #[cfg(test)]
+    pub(crate) fn example() -> Self {
+        Report {
+            schema: REPORT_SCHEMA.into(),
+            version: REPORT_VERSION,
+            probegate_version: "0.0.0".into(),
+            verdict: Verdict::Pass,
+            reasons: vec![],
+            warnings: vec![],
+            base: ModelInfo {
+                reference: "smollm2".into(),
+                fingerprint: "b".into(),
+            },
+            candidate: ModelInfo {
+                reference: "smollm2+adapter".into(),
+                fingerprint: "c".into(),
+            },
+            condition: None,
+            policy: Policy::shipped_default(),
+            diff: DiffSummary {
+                family: Family::LowRankAdapter,
+                evidence: vec![],
+                blocks: vec![],
+                kinds: BTreeMap::new(),
+            },
+            budget: BudgetUse {
+                examples_limit: 720,
+                examples_used: 0,
+                examples_full: 0,
+                seconds_limit: None,
+                full_revalidation: false,
+            },
+            monitors: vec![],
+            corpus_prompts: 600,
+            seconds: BTreeMap::new(),
+            shard: None,
+            rejudged: None,
+        }
     }
 }
 
