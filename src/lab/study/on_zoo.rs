@@ -27,6 +27,10 @@ pub struct Condition {
     pub compared: Comparison,
     pub seconds: f64,
     pub ladder: String,
+    /// The policy file a run was made under, when `report rejudge` decided
+    /// it again under the study's policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejudged_from: Option<String>,
 }
 
 /// One condition's row: the full report is the truth, `b` the budgeted
@@ -43,6 +47,7 @@ fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> 
         compared: Comparison::of(full, b, policy),
         seconds,
         ladder: ladder(full),
+        rejudged_from: b.rejudged.as_ref().map(|j| j.source.clone()),
     }
 }
 
@@ -254,16 +259,44 @@ pub fn section(study: &Study) -> String {
     if let Some(runs) = &study.runs {
         let _ = writeln!(
             s,
-            "### The `{policy}` policy, run\n\nEach condition run through the gate under the `{policy}` \
-             policy (revalidation mode `{}`) by `study grid --budgeted`: real verdicts and costs, \
-             from the reports committed beside the full ones.\n\n\
-             | model | condition | diff names it | stale (full) | full verdict | gate verdict | examples used / full | false pass | false fail | gate seconds |\n\
-             | --- | --- | --- | ---: | --- | --- | --- | --- | --- | ---: |",
+            "### The `{policy}` policy, run\n\nEach condition run through the gate by `study grid \
+             --budgeted` and judged under the `{policy}` policy (revalidation mode `{}`): real \
+             verdicts and costs, from the reports committed beside the full ones.",
             if study.mode == RevalidationMode::Sequential {
                 "sequential"
             } else {
                 "whole"
             }
+        );
+        let mut from: Vec<&str> = runs
+            .iter()
+            .filter_map(|c| c.rejudged_from.as_deref())
+            .collect();
+        from.sort();
+        from.dedup();
+        if !from.is_empty() {
+            let n = runs.iter().filter(|c| c.rejudged_from.is_some()).count();
+            let _ = writeln!(
+                s,
+                "\n{} were made under {} (which differs from `{policy}` only in \
+                 rules the verdict alone reads) and decided again under `{policy}` by \
+                 `probegate report rejudge`: examples, seconds and every monitor's state are the \
+                 runs', the verdicts the policy's.",
+                if n == runs.len() {
+                    format!("All {n} runs")
+                } else {
+                    format!("{n} of these {} runs", runs.len())
+                },
+                from.iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| model | condition | diff names it | stale (full) | full verdict | gate verdict | examples used / full | false pass | false fail | gate seconds |\n\
+             | --- | --- | --- | ---: | --- | --- | --- | --- | --- | ---: |"
         );
         for c in runs {
             s.push_str(&table_row(c, false));
