@@ -58,6 +58,10 @@ pub enum ReportCommand {
         /// Also write JUnit XML here: one test case per monitor.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Decide report.json alone when the run's repaired monitors are not beside it (an
+        /// archived report): the new report is written without repaired/.
+        #[arg(long)]
+        report_only: bool,
     },
 }
 
@@ -72,9 +76,15 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
     }
     let (what, result) = match c {
         ReportCommand::Merge { shards, .. } => ("merged shards", gate::merge_shards(shards)),
-        ReportCommand::Rejudge { run, policy, .. } => (
+        ReportCommand::Rejudge {
+            run,
+            policy,
+            report_only,
+            ..
+        } => (
             "rejudged report",
-            Policy::load(&Policy::resolve(policy, None)).and_then(|p| gate::rejudge(run, &p)),
+            Policy::load(&Policy::resolve(policy, None))
+                .and_then(|p| gate::rejudge(run, &p, *report_only)),
         ),
     };
     let m = match result.and_then(|m| {

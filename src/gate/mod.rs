@@ -289,8 +289,10 @@ pub fn merge_shards(dirs: &[PathBuf]) -> Result<GateOutput> {
 }
 
 /// The run written under `dir` decided again under `policy`'s verdict
-/// rules (`probegate report rejudge`), with its repaired monitors.
-pub fn rejudge(dir: &Path, policy: &Policy) -> Result<GateOutput> {
+/// rules (`probegate report rejudge`), with its repaired monitors, which
+/// must be there unless `report_only` (an archived report.json alone: the
+/// new report then names repaired monitors it does not carry).
+pub fn rejudge(dir: &Path, policy: &Policy, report_only: bool) -> Result<GateOutput> {
     let report::ReportFile::Decided(r) = report::ReportFile::read(dir)? else {
         return Err(crate::error::Error::field(
             dir.join("report.json"),
@@ -298,10 +300,23 @@ pub fn rejudge(dir: &Path, policy: &Policy) -> Result<GateOutput> {
             "the run could not evaluate, so there is no verdict to decide again",
         ));
     };
-    Ok(GateOutput {
-        report: report::rejudge::rejudge(dir, &r, policy)?,
-        repaired: repaired_of(dir, &r)?,
-    })
+    let report = report::rejudge::rejudge(dir, &r, policy)?;
+    let repaired = if report_only {
+        Vec::new()
+    } else {
+        repaired_of(dir, &r).map_err(|e| match e {
+            crate::error::Error::Io { path, .. } if !path.exists() => crate::error::Error::field(
+                dir.join("report.json"),
+                "monitors[].repaired_monitor",
+                format!(
+                    "{} is missing: the run's repaired monitors are not beside its report (an archived report.json?); pass --report-only to decide the report alone",
+                    path.display()
+                ),
+            ),
+            e => e,
+        })?
+    };
+    Ok(GateOutput { report, repaired })
 }
 
 /// The repaired monitors a run wrote beside its report.json.

@@ -8,11 +8,13 @@ use predicates::prelude::*;
 
 use crate::harness::*;
 
-/// A copy of the committed run, so a rejudge in place cannot touch the repo.
+/// A copy of the committed run's report.json (git keeps no more of it), so
+/// a rejudge in place cannot touch the repo.
 fn run_copy(into: &Path) -> PathBuf {
     let from = repo().join("study/v2/budgeted-reserve120-gemma3/full-support");
     let to = into.join("run");
-    copy_dir(&from, &to);
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::copy(from.join("report.json"), to.join("report.json")).unwrap();
     to
 }
 
@@ -51,6 +53,36 @@ fn a_run_is_decided_again_under_a_verdict_rule_and_refused_under_a_run_rule() {
     let ran = read(&run);
     assert_eq!(ran["verdict"], "pass_with_repairs");
     assert_eq!(ran["policy"]["budget"]["repair_reserve"], 120);
+
+    // Its repaired monitors are not in git: deciding the report alone must
+    // be asked for, and is then written without them.
+    let out = tmp.path().join("alone");
+    rejudge(tmp.path(), &run, "default", &out)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pass --report-only"));
+    assert_eq!(read(&out)["verdict"], "error");
+    rejudge(tmp.path(), &run, "default", &out)
+        .arg("--report-only")
+        .assert()
+        .code(1);
+    assert!(!out.join("repaired").exists());
+    // Stand-ins for them (the shipped monitors of the same names), as a
+    // run's own output directory holds them.
+    let repaired: Vec<String> = ran["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["repaired_monitor"].is_string())
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(repaired.len(), 5, "{repaired:?}");
+    for name in &repaired {
+        copy_dir(
+            &repo().join("monitors/gemma3").join(name),
+            &run.join("repaired").join(name),
+        );
+    }
 
     // The run's own policy with `unverified_fail_risk = 0.5` fails an
     // unverified monitor at risk ≥ 0.5: the stale prompt_injection-l13
