@@ -87,17 +87,23 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
                 .and_then(|p| gate::rejudge(run, &p, *report_only)),
         ),
     };
+    let in_place = match c {
+        ReportCommand::Rejudge { run, .. } => same_dir(run, out),
+        ReportCommand::Merge { .. } => false,
+    };
     let m = match result.and_then(|m| {
-        m.write(out)?;
+        if in_place {
+            // Only the reports change; the run's repaired monitors stay
+            // (with --report-only they were never read, so never rewritten).
+            gate::report::write_all(out, &m.report)?;
+        } else {
+            m.write(out)?;
+        }
         Ok(m)
     }) {
         Ok(m) => m,
         Err(e) => {
             // A refused rejudge in place leaves the run's own report as it was.
-            let in_place = match c {
-                ReportCommand::Rejudge { run, .. } => same_dir(run, out),
-                ReportCommand::Merge { .. } => false,
-            };
             if !in_place {
                 write_error_outputs(out, junit.as_deref(), what, &e);
             }

@@ -163,6 +163,16 @@ fn a_run_is_decided_again_under_a_verdict_rule_and_refused_under_a_run_rule() {
             "run `probegate check` under it instead",
         ));
     assert_eq!(std::fs::read(run.join("report.json")).unwrap(), before);
+    // Accepted in place, only the reports change: the run's repaired
+    // monitors stay, even when --report-only did not read them.
+    let kept = run.join("repaired").join(&repaired[0]).join("monitor.json");
+    let monitor = std::fs::read(&kept).unwrap();
+    rejudge(tmp.path(), &run, risky.to_str().unwrap(), &run)
+        .arg("--report-only")
+        .assert()
+        .code(1);
+    assert_eq!(read(&run)["verdict"], "fail");
+    assert_eq!(std::fs::read(&kept).unwrap(), monitor);
     // Elsewhere, the refusal is an error report (never a verdict).
     let refused = tmp.path().join("refused");
     rejudge(tmp.path(), &run, "strict", &refused)

@@ -18,16 +18,19 @@ mod types;
 
 pub use types::*;
 
+/// report.md, report.html and report.json under `out`, each written
+/// atomically and report.json last: what readers check first is never
+/// newer than the pages beside it.
 pub fn write_all(out: &Path, r: &Report) -> Result<()> {
     let write = |name: &str, text: String| -> Result<()> {
         crate::util::write_atomic(&out.join(name), text.as_bytes())
     };
+    write("report.md", markdown(r))?;
+    write("report.html", html(r))?;
     write(
         "report.json",
         serde_json::to_string_pretty(r).unwrap_or_default(),
-    )?;
-    write("report.md", markdown(r))?;
-    write("report.html", html(r))
+    )
 }
 
 /// What a run publishes in its output directory, report.json last: the
