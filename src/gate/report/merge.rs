@@ -170,8 +170,8 @@ fn combine(shards: &[&Report]) -> Report {
     // Findings about the suite are the suite's, so every shard carries them;
     // each is said once.
     let mut findings: Vec<String> = Vec::new();
-    for w in shards.iter().flat_map(|r| &r.warnings) {
-        if w.starts_with("suite:") && !findings.contains(w) {
+    for w in shards.iter().flat_map(|r| r.suite_findings()) {
+        if !findings.contains(w) {
             findings.push(w.clone());
         }
     }
@@ -280,13 +280,7 @@ mod tests {
         assert_eq!(r.seconds["total"], 20.0, "the slowest shard's wall time");
         assert_eq!(r.shard, None);
         // The suite's findings once each; a shard's own warnings are decided again.
-        assert_eq!(
-            r.warnings
-                .iter()
-                .filter(|w| w.starts_with("suite:"))
-                .count(),
-            1
-        );
+        assert_eq!(r.suite_findings().count(), 1);
         assert!(!r.warnings.iter().any(|w| w == "shard-only"));
         // The order of the arguments does not matter.
         let swapped = [

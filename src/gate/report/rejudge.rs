@@ -65,12 +65,7 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
     );
     // Findings about the suite come before the verdict's own warnings, as
     // in a run (src/gate/mod.rs) and a merge.
-    let mut all: Vec<String> = report
-        .warnings
-        .iter()
-        .filter(|w| w.starts_with("suite:"))
-        .cloned()
-        .collect();
+    let mut all: Vec<String> = report.suite_findings().cloned().collect();
     all.extend(warnings);
     // Rejudged twice, the run is still the first one's.
     let rejudged = report.rejudged.clone().unwrap_or_else(|| Rejudged {

@@ -120,6 +120,14 @@ impl Report {
             .unwrap_or_else(|| b.clone())
     }
 
+    /// The warnings that are findings about the suite (before the
+    /// verdict's own), in order.
+    pub fn suite_findings(&self) -> impl Iterator<Item = &String> {
+        self.warnings
+            .iter()
+            .filter(|w| w.starts_with(crate::gate::revalidate::SUITE_FINDING))
+    }
+
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut c = BTreeMap::new();
         for m in &self.monitors {

@@ -137,6 +137,11 @@ pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<Str
     out
 }
 
+/// What starts a warning that is a finding about the suite, not about the
+/// candidate: what a merge or a rejudge carries over as it was, while the
+/// verdict's own warnings are decided again.
+pub const SUITE_FINDING: &str = "suite: ";
+
 /// The suite as the policy lets it be checked, and what the policy makes
 /// of monitors below it on their own base: a finding about the suite, never
 /// a reason to fail the candidate (warned, left out, or refused).
@@ -147,7 +152,7 @@ pub fn triage_suite(
     let unproven: Vec<String> = suite
         .iter()
         .filter_map(|m| floor_unproven(m, &policy.metrics))
-        .map(|w| format!("suite: {w}; judged only on what the candidate changed"))
+        .map(|w| format!("{SUITE_FINDING}{w}; judged only on what the candidate changed"))
         .collect();
     let weak: Vec<String> = suite
         .iter()
@@ -174,12 +179,12 @@ pub fn triage_suite(
                 )));
             }
             weak.iter()
-                .map(|w| format!("suite: {w}; left out of this check"))
+                .map(|w| format!("{SUITE_FINDING}{w}; left out of this check"))
                 .collect()
         }
         WeakMonitors::Warn => weak
             .iter()
-            .map(|w| format!("suite: {w}; judged only on what the candidate changed"))
+            .map(|w| format!("{SUITE_FINDING}{w}; judged only on what the candidate changed"))
             .collect(),
     };
     findings.extend(unproven);
