@@ -74,8 +74,9 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
     if let Some(j) = junit {
         let _ = std::fs::remove_file(j);
     }
-    let (what, result) = match c {
-        ReportCommand::Merge { shards, .. } => ("merged shards", gate::merge_shards(shards)),
+    // `in_place`: a rejudge written over its own run.
+    let (what, result, in_place) = match c {
+        ReportCommand::Merge { shards, .. } => ("merged shards", gate::merge_shards(shards), false),
         ReportCommand::Rejudge {
             run,
             policy,
@@ -85,11 +86,8 @@ pub fn run_report(g: &Global, c: &ReportCommand) -> Result<i32> {
             "rejudged report",
             Policy::load(&Policy::resolve(policy, None))
                 .and_then(|p| gate::rejudge(run, &p, *report_only)),
+            same_dir(run, out),
         ),
-    };
-    let in_place = match c {
-        ReportCommand::Rejudge { run, .. } => same_dir(run, out),
-        ReportCommand::Merge { .. } => false,
     };
     let m = match result.and_then(|m| {
         if in_place {
