@@ -38,8 +38,9 @@ pub enum ReportCommand {
         junit: Option<PathBuf>,
     },
     /// Decide a run's report again under a policy that differs from the one it ran under only
-    /// in what the verdict reads (`unverified`, `unverified_fail_risk`, `allowed_families`),
-    /// without running the models again: what a stricter rule would have said.
+    /// in what the verdict reads (`unverified`, `unverified_fail_risk`,
+    /// `unverified_fail_as_risky_as_stale`, `allowed_families`), without running the models
+    /// again: what a stricter rule would have said.
     #[command(after_help = "Example:\n  \
         probegate report rejudge probegate-report --policy my-policy.toml --out rejudged\n\n\
         A policy that changes what is run (a budget, a limit, the critical list, the repair\n\

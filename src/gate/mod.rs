@@ -191,6 +191,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         verdict,
         reasons,
         mut warnings,
+        failed_by,
     } = verdict::decide(policy, diff.family, &repairs.reports, models.corpus.len());
     warnings.splice(0..0, findings);
     secs.insert("total".into(), t0.elapsed().as_secs_f64());
@@ -200,6 +201,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         probegate_version: env!("CARGO_PKG_VERSION").into(),
         verdict,
         reasons,
+        failed_by,
         warnings,
         base: ModelInfo {
             reference: models.base.spec.clone(),

@@ -246,6 +246,13 @@ pub struct Policy {
     /// otherwise). None: every unverified monitor is only a warning.
     #[serde(default)]
     pub unverified_fail_risk: Option<f64>,
+    /// Under `unverified = "warn"`: an unverified monitor the risk model
+    /// ranks at least as risky as a monitor this run measured stale
+    /// (repaired or not) fails the candidate. The measured ones show where
+    /// the model's scale stands on this candidate; one ranked above them has
+    /// nothing but the model's word for it.
+    #[serde(default)]
+    pub unverified_fail_as_risky_as_stale: bool,
     pub realignment: RealignPolicy,
     /// RungPolicy 2: recalibrate the threshold on a few labeled training examples.
     #[serde(default = "RungPolicy::off")]
@@ -330,6 +337,8 @@ struct RawPolicy {
     unverified: Unverified,
     #[serde(default)]
     unverified_fail_risk: Option<Spanned<f64>>,
+    #[serde(default)]
+    unverified_fail_as_risky_as_stale: bool,
     realignment: RawRealign,
     #[serde(default)]
     recalibration: Option<RawRung>,
@@ -597,6 +606,7 @@ impl RawPolicy {
             critical: self.critical,
             unverified: self.unverified,
             unverified_fail_risk,
+            unverified_fail_as_risky_as_stale: self.unverified_fail_as_risky_as_stale,
             realignment: RealignPolicy {
                 enabled: r.enabled,
                 may_pass: r.may_pass,

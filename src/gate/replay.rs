@@ -48,9 +48,11 @@ pub fn replay_budgeted(full: &Report, policy: &Policy, model: &RiskModel) -> Rep
         verdict: v,
         reasons,
         warnings,
+        failed_by,
     } = decide(policy, r.diff.family, &r.monitors, r.corpus_prompts);
     r.verdict = v;
     r.reasons = reasons;
+    r.failed_by = failed_by;
     r.warnings = warnings;
     r.budget.examples_used = used;
     r.budget.examples_limit = policy.budget.examples;

@@ -99,6 +99,9 @@ pub struct Decision {
     pub verdict: Verdict,
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
+    /// The monitors whose state fails the candidate, each named by a
+    /// reason: what adapters count without re-deriving the rules.
+    pub failed_by: Vec<String>,
 }
 
 pub fn decide(
@@ -120,7 +123,20 @@ pub fn decide(
             ));
         }
     }
+    // The least risky monitor (by the risk model) that this candidate was
+    // measured to make stale, repaired or not: where the model's scale
+    // stands on this candidate. An unverified monitor ranked at or above it
+    // is, by the model's own ordering, as likely stale as one that is.
+    let least_risky_stale = monitors
+        .iter()
+        .filter(|m| {
+            policy.unverified_fail_as_risky_as_stale
+                && matches!(m.status, Status::Stale | Status::Repaired)
+        })
+        .min_by(|a, b| a.risk.p_stale.total_cmp(&b.risk.p_stale));
+    let mut failed_by = Vec::new();
     for m in monitors {
+        let failing_before = fail.len();
         match m.status {
             Status::Stale => {
                 let tried: Vec<&str> = [
@@ -180,13 +196,24 @@ pub fn decide(
                     (Unverified::Warn, Some(at)) if m.risk.p_stale >= at => fail.push(format!(
                         "{msg}, at or above unverified_fail_risk {at:.2}; raise budget.examples"
                     )),
-                    (Unverified::Warn, _) => warn.push(msg),
+                    (Unverified::Warn, _) => match least_risky_stale {
+                        Some(s) if m.risk.p_stale >= s.risk.p_stale => fail.push(format!(
+                            "{msg}, at or above {} ({:.2}), which this candidate made stale; \
+                             raise budget.examples",
+                            s.name, s.risk.p_stale
+                        )),
+                        _ => warn.push(msg),
+                    },
                 }
             }
             _ => {}
         }
+        if fail.len() > failing_before {
+            failed_by.push(m.name.clone());
+        }
     }
     if identical {
+        failed_by.clear();
         warn.extend(fail.drain(..).map(|f| {
             format!("suite (the candidate is identical to its base, so this is not the candidate's doing): {f}")
         }));
@@ -209,6 +236,7 @@ pub fn decide(
         verdict,
         reasons: fail,
         warnings: warn,
+        failed_by,
     }
 }
 
@@ -432,9 +460,14 @@ mod tests {
                     .collect();
                 got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| g.starts_with(w))
             };
+            // Optional: the monitors named as failing it, exactly.
+            let failed_by_ok = e.get("failed_by").is_none_or(|want| {
+                serde_json::to_value(&d.failed_by).is_ok_and(|got| &got == want)
+            });
             if d.verdict != want_verdict
                 || !matches(&d.reasons, &e["reasons"])
                 || !matches(&d.warnings, &e["warnings"])
+                || !failed_by_ok
             {
                 failures.push(format!("{name}: got {d:#?}"));
             }

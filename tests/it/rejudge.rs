@@ -112,6 +112,16 @@ fn a_run_is_decided_again_under_a_verdict_rule_and_refused_under_a_run_rule() {
         )),
         "{reasons:?}"
     );
+    // The monitors failing it are named as such, one per reason.
+    let failed_by: Vec<String> = serde_json::from_value(r["failed_by"].clone()).unwrap();
+    assert!(
+        failed_by.contains(&"prompt_injection-l13".to_string()),
+        "{failed_by:?}"
+    );
+    assert_eq!(failed_by.len(), reasons.len(), "{failed_by:?} {reasons:?}");
+    for (name, reason) in failed_by.iter().zip(&reasons) {
+        assert!(reason.starts_with(name.as_str()), "{name}: {reason}");
+    }
     // Monitors below the risk limit stay warnings; the suite's findings stay first.
     let warnings: Vec<String> = serde_json::from_value(r["warnings"].clone()).unwrap();
     assert!(warnings[0].starts_with("suite:"), "{warnings:?}");

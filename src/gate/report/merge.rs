@@ -161,6 +161,7 @@ fn combine(shards: &[&Report]) -> Report {
         verdict,
         reasons,
         mut warnings,
+        failed_by,
     } = verdict::decide(
         &head.policy,
         head.diff.family,
@@ -186,6 +187,7 @@ fn combine(shards: &[&Report]) -> Report {
     Report {
         verdict,
         reasons,
+        failed_by,
         warnings,
         budget: BudgetUse {
             examples_limit: head.policy.budget.examples,

@@ -26,6 +26,7 @@ const VERDICT_ONLY: &[&str] = &[
     "source",
     "unverified",
     "unverified_fail_risk",
+    "unverified_fail_as_risky_as_stale",
     "allowed_families",
 ];
 
@@ -57,6 +58,7 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
         verdict,
         reasons,
         warnings,
+        failed_by,
     } = verdict::decide(
         policy,
         report.diff.family,
@@ -76,6 +78,7 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
     Ok(Report {
         verdict,
         reasons,
+        failed_by,
         warnings: all,
         policy: policy.clone(),
         rejudged: Some(rejudged),

@@ -70,6 +70,12 @@ pub struct Report {
     pub verdict: Verdict,
     /// Why the gate failed; empty unless the verdict is `fail`.
     pub reasons: Vec<String>,
+    /// The monitors whose state is one of `reasons` (stale and unrepaired,
+    /// repaired by a rung the policy does not accept, or unverified under a
+    /// rule that fails it), so a reader counts them without re-deriving the
+    /// policy's rules. Absent in reports written before it existed.
+    #[serde(default)]
+    pub failed_by: Vec<String>,
     /// What a pass should not hide (e.g. monitors left unverified); findings
     /// about the suite itself start with `suite:`.
     pub warnings: Vec<String>,
@@ -180,6 +186,7 @@ impl Report {
             probegate_version: "0.0.0".into(),
             verdict: Verdict::Pass,
             reasons: vec![],
+            failed_by: vec![],
             warnings: vec![],
             base: ModelInfo {
                 reference: "smollm2".into(),
