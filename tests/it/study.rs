@@ -371,6 +371,24 @@ fn the_committed_v2_grid_reads_back() {
         runs.len()
     );
     assert!(text.contains(&line), "{line}");
+
+    // The replay at smaller budgets: six budgets with the critical list and
+    // without, every one spending no more than it may, and at the policy's
+    // own budget the replay above.
+    let sweep = v["sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 12, "{sweep:?}");
+    let n = |x: &serde_json::Value| x.as_u64().unwrap();
+    for r in sweep {
+        assert!(n(&r["used"]) <= n(&r["full"]), "{r}");
+    }
+    let at_720 = sweep
+        .iter()
+        .find(|r| r["examples"] == 720 && r["critical"] == true)
+        .unwrap();
+    let used: u64 = conds.iter().map(|c| n(&c["examples_used"])).sum();
+    assert_eq!(n(&at_720["used"]), used);
+    assert_eq!(n(&at_720["false_passes"]), false_passes as u64);
+    assert!(text.contains("### Smaller budgets, replayed"), "{text}");
 }
 
 /// `study report --budgeted` fails closed on runs it cannot pair with the

@@ -105,8 +105,14 @@ pub struct Comparison {
     /// Monitors full revalidation leaves stale: all, and the critical ones.
     pub stale_unrepaired: usize,
     pub critical_stale_unrepaired: usize,
-    /// The budgeted gate passes while full revalidation leaves any monitor
-    /// stale and unrepaired (critical or not: issue #18's definition).
+    /// Monitors full revalidation repaired that the budgeted gate neither
+    /// repaired nor failed on: on a pass they ship stale, unrepaired.
+    #[serde(default)]
+    pub repairs_missed: usize,
+    /// The budgeted gate passes while a monitor stale on the candidate ships
+    /// unrepaired, critical or not (issue #18's definition): one full
+    /// revalidation cannot repair, or one it repairs that the budgeted gate
+    /// did not.
     pub false_pass: bool,
     /// A false pass that hides a critical monitor.
     pub false_pass_critical: bool,
@@ -125,6 +131,8 @@ impl Comparison {
             stale_unrepaired(full, policy, false),
             stale_unrepaired(full, policy, true),
         );
+        let missed = repairs_missed(full, budgeted, policy, false);
+        let critical_missed = repairs_missed(full, budgeted, policy, true);
         Comparison {
             full_verdict: full.verdict,
             budgeted_verdict: budgeted.verdict,
@@ -134,8 +142,9 @@ impl Comparison {
             repaired: count(&|m| m.status == Status::Repaired),
             stale_unrepaired: all,
             critical_stale_unrepaired: critical,
-            false_pass: passes && all > 0,
-            false_pass_critical: passes && critical > 0,
+            repairs_missed: missed,
+            false_pass: passes && all + missed > 0,
+            false_pass_critical: passes && critical + critical_missed > 0,
             false_fail: !passes && full.verdict != Verdict::Fail,
         }
     }
@@ -163,6 +172,24 @@ fn stale_unrepaired(full: &Report, policy: &Policy, crit_only: bool) -> usize {
         .iter()
         .filter(|m| {
             m.status == Status::Stale && (!crit_only || policy.is_critical(&m.name, &m.concept))
+        })
+        .count()
+}
+
+/// Monitors full revalidation repaired (so stale on the candidate) that
+/// the budgeted gate left unverified or healthy: all, or the critical ones.
+/// What it repaired or failed on is not missed.
+fn repairs_missed(full: &Report, budgeted: &Report, policy: &Policy, crit_only: bool) -> usize {
+    full.monitors
+        .iter()
+        .filter(|m| {
+            m.status == Status::Repaired
+                && (!crit_only || policy.is_critical(&m.name, &m.concept))
+                && budgeted
+                    .monitors
+                    .iter()
+                    .find(|b| b.name == m.name)
+                    .is_none_or(|b| !matches!(b.status, Status::Repaired | Status::Stale))
         })
         .count()
 }
@@ -258,4 +285,49 @@ pub fn summarize(
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::repair::MonitorReport;
+
+    /// self_harm-l22 (critical), refusal_compliance-l22 and toxicity-l22 in
+    /// `states`, in that order.
+    fn report(verdict: Verdict, states: [Status; 3]) -> Report {
+        let mut r = Report::example();
+        r.verdict = verdict;
+        r.monitors = ["self_harm-l22", "refusal_compliance-l22", "toxicity-l22"]
+            .iter()
+            .zip(states)
+            .map(|(n, s)| MonitorReport::example(n, s, n.starts_with("self_harm")))
+            .collect();
+        r
+    }
+
+    /// SmolLM2 full-support on the v2 grid: full revalidation repaired
+    /// refusal_compliance-l22, the budgeted gate passed with it unverified,
+    /// so it shipped stale. A pass that misses a repair is a false pass; one
+    /// that makes the repair, or fails on it, is not.
+    #[test]
+    fn a_pass_that_ships_a_monitor_full_revalidation_repaired_is_a_false_pass() {
+        use Status::{Healthy, Repaired, Unverified};
+        let policy = Policy::shipped_default();
+        let full = report(Verdict::PassWithRepairs, [Repaired, Repaired, Healthy]);
+        let judge = |v, states| Comparison::of(&full, &report(v, states), &policy);
+
+        let c = judge(Verdict::PassWithRepairs, [Repaired, Unverified, Unverified]);
+        assert_eq!((c.stale_unrepaired, c.repairs_missed), (0, 1));
+        assert!(c.false_pass && !c.false_pass_critical && !c.false_fail);
+
+        let c = judge(Verdict::Pass, [Healthy, Repaired, Healthy]);
+        assert!(c.false_pass && c.false_pass_critical);
+
+        let c = judge(Verdict::PassWithRepairs, [Repaired, Repaired, Unverified]);
+        assert_eq!(c.repairs_missed, 0);
+        assert!(!c.false_pass);
+
+        let c = judge(Verdict::Fail, [Repaired, Unverified, Unverified]);
+        assert!(!c.false_pass && c.false_fail);
+    }
 }

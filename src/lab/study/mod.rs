@@ -293,6 +293,9 @@ pub struct Study {
     /// The same replay with the given model for every condition.
     pub given_false_passes: usize,
     pub given_examples_used: usize,
+    /// The same replay at other budgets, with the policy's critical list
+    /// and without it.
+    pub sweep: Vec<on_zoo::SweepRow>,
     pub by_family: Vec<(String, Rate)>,
     pub by_family_model: Vec<(String, String, Rate)>,
     pub by_concept: Vec<(String, Rate, Rate)>,
@@ -431,6 +434,12 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
         }
         ReplayModel::Given => given.clone(),
     };
+    let sweep = on_zoo::sweep(
+        l,
+        policy,
+        &|m: &str| held_out.get(m).unwrap_or(model),
+        model,
+    );
     let honest = honest::analyse(&rows, policy.metrics.max_balanced_accuracy_drop);
     let stale: Vec<&Cell> = cells.iter().filter(|c| c.stale).collect();
     let with_re: Vec<&&Cell> = stale.iter().filter(|c| !c.methods.is_empty()).collect();
@@ -479,6 +488,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
         runs,
         given_false_passes: given.iter().filter(|c| c.compared.false_pass).count(),
         given_examples_used: given.iter().map(|c| c.compared.examples_used).sum(),
+        sweep,
         by_family,
         by_family_model,
         by_concept,
