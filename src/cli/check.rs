@@ -281,26 +281,28 @@ fn cmd_summarize(
         Format::Json => emit_json(&rows)?,
         Format::Human => {
             println!(
-                "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5}  {:<17} {:<17} {:>9}",
+                "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5} {:>6}  {:<17} {:<17} {:>9}",
                 "condition",
                 "family",
                 "stAU",
                 "stPol",
                 "rep",
                 "left",
+                "missed",
                 "full verdict",
                 "budgeted",
                 "examples"
             );
             for r in &rows {
                 println!(
-                    "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5}  {:<17} {:<17} {:>4}/{:<4}{}",
+                    "{:<28} {:<24} {:>5} {:>5} {:>5} {:>5} {:>6}  {:<17} {:<17} {:>4}/{:<4}{}",
                     r.condition,
                     format!("{:?}", r.family),
                     r.stale_auroc,
                     r.compared.stale_policy,
                     r.compared.repaired,
                     r.compared.stale_unrepaired,
+                    r.compared.repairs_missed,
                     r.compared.full_verdict.as_str(),
                     r.compared.budgeted_verdict.as_str(),
                     r.compared.examples_used,
