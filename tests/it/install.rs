@@ -169,17 +169,19 @@ fn installed_binary_gates_an_adapter_in_an_unrelated_repository() {
         "builtin:data/realign/corpus.jsonl"
     );
     assert_eq!(r["monitors"].as_array().unwrap().len(), 2);
-    // JUnit: one case per monitor, failures exactly the stale ones.
+    // JUnit: one case per monitor, failures exactly the stale ones and
+    // those the verdict names as failing it.
     let xml = std::fs::read_to_string(user.join("out-flags/junit.xml")).unwrap();
     let j = quick_junit::Report::deserialize_from_str(&xml).unwrap();
     assert_eq!(j.tests, 2);
-    let stale = r["monitors"]
+    let failed_by = r["failed_by"].as_array().unwrap();
+    let failing = r["monitors"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["status"] == "stale")
+        .filter(|m| m["status"] == "stale" || failed_by.contains(&m["name"]))
         .count();
-    assert_eq!(j.failures, stale);
+    assert_eq!(j.failures, failing);
 
     // 2. Through probegate.toml: `init` writes it, then `check --candidate`
     //    alone, from a subdirectory; paths resolve against the file.

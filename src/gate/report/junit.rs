@@ -11,21 +11,46 @@ use super::{Report, Status};
 use crate::error::{Error, Result};
 
 /// Healthy and repaired monitors pass, stale ones fail, unverified ones
-/// (outside the budget) are skipped with their predicted risk.
+/// (outside the budget) are skipped with their predicted risk; but any
+/// monitor the verdict names in `failed_by` (an unverified one a risk rule
+/// fails, a repair the policy does not accept) is a failure with its
+/// reason, and a fail reason about no monitor (the update family) is a case
+/// of its own, so a failed gate never reads as a green test run.
 pub fn from_report(r: &Report) -> JReport {
     let mut suite = TestSuite::new(format!("probegate: {}", r.candidate.reference));
+    // The reason about `name`: each starts with the monitor's name.
+    let reason_of = |name: &str| {
+        r.reasons.iter().find(|x| {
+            x.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+    };
     for m in &r.monitors {
-        let status = match m.status {
-            // A repaired monitor passes (it ships with the model); the
-            // rung it needed is in the case's output.
-            Status::Healthy | Status::Repaired => TestCaseStatus::success(),
-            Status::Stale => {
+        let named = r
+            .failed_by
+            .iter()
+            .any(|n| n == &m.name)
+            .then(|| reason_of(&m.name))
+            .flatten();
+        let status = match (m.status, named) {
+            (Status::Stale, _) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(format!("stale: {}", m.stale_reasons.join("; ")))
                     .set_type("stale");
                 s
             }
-            Status::Unverified => {
+            (_, Some(reason)) => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(reason.clone()).set_type(match m.status {
+                    Status::Unverified => "unverified",
+                    _ => "policy",
+                });
+                s
+            }
+            // A repaired monitor passes (it ships with the model); the
+            // rung it needed is in the case's output.
+            (Status::Healthy | Status::Repaired, None) => TestCaseStatus::success(),
+            (Status::Unverified, None) => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message(format!(
                     "unverified: outside the budget (predicted risk {:.2})",
@@ -47,6 +72,30 @@ pub fn from_report(r: &Report) -> JReport {
             ));
         }
         case.set_system_out(out);
+        suite.add_test_case(case);
+    }
+    let unattributed: Vec<&String> = r
+        .reasons
+        .iter()
+        .filter(|x| {
+            !r.failed_by.iter().any(|n| {
+                x.strip_prefix(n.as_str())
+                    .is_some_and(|t| t.starts_with(' '))
+            })
+        })
+        .collect();
+    if !unattributed.is_empty() {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        s.set_message(
+            unattributed
+                .iter()
+                .map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .set_type("policy");
+        let mut case = TestCase::new("the update", s);
+        case.set_classname("probegate.verdict");
         suite.add_test_case(case);
     }
     suite.add_property(("verdict", r.verdict.as_str()));
@@ -86,6 +135,59 @@ pub fn write(path: &Path, report: &JReport) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The v2 grid's Gemma 3 full-support run as the default policy
+    /// decides it fails only on unverified monitors. JUnit must not read as
+    /// green: each monitor the verdict names is a failure with its own
+    /// reason, and a reason about no monitor is a case of its own.
+    #[test]
+    fn monitors_the_verdict_fails_on_are_failures_with_their_reasons() {
+        use crate::gate::repair::MonitorReport;
+        let mut r = Report::example();
+        r.verdict = crate::gate::verdict::Verdict::Fail;
+        r.monitors = vec![
+            MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
+            MonitorReport::example("prompt_injection-l1", Status::Unverified, true),
+            MonitorReport::example("toxicity-l9", Status::Unverified, false),
+            MonitorReport::example("toxicity-l7", Status::Repaired, false),
+        ];
+        r.reasons = vec![
+            "the candidate is a FullFineTune update; policy `q` allows only [Quantization]".into(),
+            "prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
+             at or above unverified_fail_risk 0.50; raise budget.examples"
+                .into(),
+            "prompt_injection-l1 (critical) was not settled within the budget".into(),
+        ];
+        r.failed_by = vec!["prompt_injection-l13".into(), "prompt_injection-l1".into()];
+        let j = from_report(&r);
+        let xml = j.to_string().unwrap();
+        let back = JReport::deserialize_from_str(&xml).unwrap();
+        assert_eq!((back.tests, back.failures), (5, 3), "{xml}");
+        let message = |name: &str| {
+            let c = j.test_suites[0]
+                .test_cases
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .unwrap();
+            match &c.status {
+                TestCaseStatus::NonSuccess { message, .. } => {
+                    message.as_ref().map(|m| m.to_string())
+                }
+                _ => None,
+            }
+        };
+        // A name that prefixes another's (prompt_injection-l1) gets its own reason.
+        assert!(message("prompt_injection-l13")
+            .unwrap()
+            .contains("unverified_fail_risk"));
+        assert!(message("prompt_injection-l1")
+            .unwrap()
+            .starts_with("prompt_injection-l1 (critical)"));
+        assert!(message("the update").unwrap().contains("allows only"));
+        // Not named by the verdict: skipped, and a repair passes.
+        assert_eq!(message("toxicity-l9"), None);
+        assert_eq!(message("toxicity-l7"), None);
+    }
 
     #[test]
     fn an_error_is_an_errored_case_and_round_trips() {
