@@ -157,38 +157,52 @@ pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
     let (stale, repaired) = (count("stale"), count("repaired"));
     let mut annotations = Vec::new();
     for m in &report.monitors {
-        let stale_now = match m.status {
-            Status::Stale => true,
-            Status::Repaired => false,
+        let name = &m.name;
+        // The verdict names the monitors that fail it, each with its reason.
+        let reasons = m.stale_reasons.join("; ");
+        let (level, what, message) = match (m.status, report.fail_reason(name)) {
+            (Status::Stale, _) => (
+                "failure",
+                "stale",
+                format!("Stale and not repaired: {reasons}"),
+            ),
+            (Status::Repaired, Some(why)) => ("failure", "repaired, not accepted", why.clone()),
+            (Status::Repaired, None) => (
+                "warning",
+                "repaired",
+                format!(
+                    "Stale ({reasons}), repaired by {}: deploy the repaired monitor with this model",
+                    m.rung
+                ),
+            ),
+            (Status::Unverified, Some(why)) => ("failure", "not verified", why.clone()),
             _ => continue,
         };
-        let name = &m.name;
-        let reasons = m.stale_reasons.join("; ");
         annotations.push(Annotation {
             path: match monitors_dir {
                 Some(d) => format!("{}/{name}/monitor.json", d.trim_end_matches('/')),
                 None => format!("{name}/monitor.json"),
             },
-            level: if stale_now { "failure" } else { "warning" }.into(),
-            title: format!(
-                "{name}: {}",
-                if stale_now { "stale" } else { "repaired" }
-            ),
-            message: if stale_now {
-                format!("Stale and not repaired: {reasons}")
-            } else {
-                format!(
-                    "Stale ({reasons}), repaired by {}: deploy the repaired monitor with this model",
-                    m.rung
-                )
-            },
+            level: level.into(),
+            title: format!("{name}: {what}"),
+            message,
         });
     }
     let verdict = Outcome::from(report.verdict);
+    let failing = report.failed_by.len();
     let title = match report.verdict {
         Verdict::Pass => "Gate passed".to_string(),
         Verdict::PassWithRepairs => format!("Gate passed with {repaired} repaired monitors"),
-        Verdict::Fail => format!("Gate failed: {stale} stale monitors"),
+        // Unverified monitors a risk rule fails count as much as stale ones.
+        Verdict::Fail if failing > stale => format!(
+            "Gate failed: {failing} monitors fail the policy ({stale} stale, {} not verified or not accepted)",
+            failing - stale
+        ),
+        Verdict::Fail if stale > 0 => format!("Gate failed: {stale} stale monitors"),
+        Verdict::Fail => format!(
+            "Gate failed: {}",
+            report.reasons.first().map(String::as_str).unwrap_or("see the report")
+        ),
     };
     let markdown = if md.is_empty() {
         format!("## probegate: {title}\n")
@@ -538,4 +552,56 @@ pub async fn publish(p: &Publish<'_>, s: &Summary) -> Result<Published> {
         stale: s.stale,
         repaired: s.repaired,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::repair::MonitorReport;
+    use crate::gate::report::Report;
+
+    /// A gate that fails only on unverified monitors (the v2 grid's Gemma 3
+    /// full-support under the default policy) must not say "0 stale
+    /// monitors" with no failure annotation: the check run names them.
+    #[test]
+    fn a_fail_on_unverified_monitors_is_titled_and_annotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Report::example();
+        r.verdict = Verdict::Fail;
+        r.monitors = vec![
+            MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
+            MonitorReport::example("toxicity-l9", Status::Unverified, false),
+            MonitorReport::example("self_harm-l7", Status::Repaired, true),
+        ];
+        r.reasons = vec![
+            "prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
+             at or above unverified_fail_risk 0.50; raise budget.examples"
+                .into(),
+        ];
+        r.failed_by = vec!["prompt_injection-l13".into()];
+        std::fs::write(
+            dir.path().join("report.json"),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+        let s = summarize(dir.path(), Some("monitors"));
+        assert_eq!(s.verdict, Outcome::Fail);
+        assert_eq!(
+            s.title,
+            "Gate failed: 1 monitors fail the policy (0 stale, 1 not verified or not accepted)"
+        );
+        let failures: Vec<&Annotation> = s
+            .annotations
+            .iter()
+            .filter(|a| a.level == "failure")
+            .collect();
+        assert_eq!(failures.len(), 1, "{:?}", s.annotations);
+        assert_eq!(
+            failures[0].path,
+            "monitors/prompt_injection-l13/monitor.json"
+        );
+        assert!(failures[0].message.contains("unverified_fail_risk"));
+        // The repair is still a warning; the monitor below the rules is not annotated.
+        assert_eq!(s.annotations.len(), 2, "{:?}", s.annotations);
+    }
 }

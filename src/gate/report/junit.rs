@@ -18,21 +18,8 @@ use crate::error::{Error, Result};
 /// of its own, so a failed gate never reads as a green test run.
 pub fn from_report(r: &Report) -> JReport {
     let mut suite = TestSuite::new(format!("probegate: {}", r.candidate.reference));
-    // The reason about `name`: each starts with the monitor's name.
-    let reason_of = |name: &str| {
-        r.reasons.iter().find(|x| {
-            x.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' '))
-        })
-    };
     for m in &r.monitors {
-        let named = r
-            .failed_by
-            .iter()
-            .any(|n| n == &m.name)
-            .then(|| reason_of(&m.name))
-            .flatten();
-        let status = match (m.status, named) {
+        let status = match (m.status, r.fail_reason(&m.name)) {
             (Status::Stale, _) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(format!("stale: {}", m.stale_reasons.join("; ")))
@@ -74,16 +61,7 @@ pub fn from_report(r: &Report) -> JReport {
         case.set_system_out(out);
         suite.add_test_case(case);
     }
-    let unattributed: Vec<&String> = r
-        .reasons
-        .iter()
-        .filter(|x| {
-            !r.failed_by.iter().any(|n| {
-                x.strip_prefix(n.as_str())
-                    .is_some_and(|t| t.starts_with(' '))
-            })
-        })
-        .collect();
+    let unattributed: Vec<&String> = r.unattributed_reasons().collect();
     if !unattributed.is_empty() {
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
         s.set_message(

@@ -134,6 +134,24 @@ impl Report {
             .filter(|w| w.starts_with(crate::gate::revalidate::SUITE_FINDING))
     }
 
+    /// The fail reason about monitor `name`, when the verdict names it in
+    /// `failed_by` (each such reason starts with the name and a space, so
+    /// `x-l1` never takes `x-l13`'s).
+    pub fn fail_reason(&self, name: &str) -> Option<&String> {
+        if !self.failed_by.iter().any(|n| n == name) {
+            return None;
+        }
+        self.reasons.iter().find(|r| is_about(r, name))
+    }
+
+    /// The fail reasons about no monitor the verdict names (e.g. an update
+    /// family the policy does not allow).
+    pub fn unattributed_reasons(&self) -> impl Iterator<Item = &String> {
+        self.reasons
+            .iter()
+            .filter(|r| !self.failed_by.iter().any(|n| is_about(r, n)))
+    }
+
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut c = BTreeMap::new();
         for m in &self.monitors {
@@ -218,6 +236,13 @@ impl Report {
             rejudged: None,
         }
     }
+}
+
+/// A verdict reason is about a monitor when it starts with its name and a space.
+fn is_about(reason: &str, name: &str) -> bool {
+    reason
+        .strip_prefix(name)
+        .is_some_and(|rest| rest.starts_with(' '))
 }
 
 /// report.json when the gate could not evaluate the candidate.
