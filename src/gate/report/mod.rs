@@ -129,12 +129,17 @@ fn stop_word(s: crate::gate::revalidate::sequential::Stop) -> &'static str {
     }
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Healthy => "healthy",
-        Status::Repaired => "repaired",
-        Status::Stale => "**stale**",
-        Status::Unverified => "unverified",
+/// The status cell; a monitor the verdict fails on for a reason other than
+/// staleness (unverified under a rule that fails it, a repair the policy
+/// does not accept) is marked as failing, as a stale one is.
+fn status_word(s: Status, fails: bool) -> &'static str {
+    match (s, fails) {
+        (Status::Healthy, _) => "healthy",
+        (Status::Repaired, false) => "repaired",
+        (Status::Repaired, true) => "**repaired, not accepted**",
+        (Status::Stale, _) => "**stale**",
+        (Status::Unverified, false) => "unverified",
+        (Status::Unverified, true) => "**unverified, fails**",
     }
 }
 
@@ -263,7 +268,7 @@ pub fn markdown(r: &Report) -> String {
             escape(&m.name),
             m.layer,
             m.risk.p_stale,
-            status_word(m.status)
+            status_word(m.status, r.fail_reason(&m.name).is_some())
         );
     }
     let _ = writeln!(
@@ -505,13 +510,17 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
         let repair = repair_summary(m);
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:?}</td><td>{au}</td><td>{ba}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:?}{}</td><td>{au}</td><td>{ba}</td><td>{}</td></tr>",
             esc(&m.name),
             m.layer,
             if m.critical { "yes" } else { "" },
             m.risk.p_stale,
             esc(&drivers.join(", ")),
             m.status,
+            match (m.status, r.fail_reason(&m.name).is_some()) {
+                (Status::Unverified | Status::Repaired, true) => " <strong>(fails the gate)</strong>",
+                _ => "",
+            },
             esc(&repair)
         );
     }
@@ -541,6 +550,31 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A monitor the verdict fails on without being stale reads as
+    /// failing in report.md and report.html, not as a plain "unverified".
+    #[test]
+    fn an_unverified_monitor_the_verdict_fails_on_is_marked() {
+        use crate::gate::repair::MonitorReport;
+        let mut r = Report::example();
+        r.verdict = crate::gate::verdict::Verdict::Fail;
+        r.monitors = vec![
+            MonitorReport::example("toxicity-l22", Status::Unverified, false),
+            MonitorReport::example("toxicity-l2", Status::Unverified, false),
+        ];
+        r.reasons = vec!["toxicity-l22 was not revalidated within the budget".into()];
+        r.failed_by = vec!["toxicity-l22".into()];
+        let md = markdown(&r);
+        assert!(
+            md.contains("| toxicity-l22 | 15 | 0.30 | **unverified, fails** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| toxicity-l2 | 15 | 0.30 | unverified |"),
+            "{md}"
+        );
+        assert_eq!(html(&r).matches("(fails the gate)").count(), 1);
+    }
 
     #[test]
     fn names_from_model_files_cannot_forge_markdown() {
