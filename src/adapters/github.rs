@@ -566,19 +566,16 @@ mod tests {
     #[test]
     fn a_fail_on_unverified_monitors_is_titled_and_annotated() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Report::example();
-        r.verdict = Verdict::Fail;
-        r.monitors = vec![
-            MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
-            MonitorReport::example("toxicity-l9", Status::Unverified, false),
-            MonitorReport::example("self_harm-l7", Status::Repaired, true),
-        ];
-        r.reasons = vec![
-            "prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
-             at or above unverified_fail_risk 0.50; raise budget.examples"
-                .into(),
-        ];
-        r.failed_by = vec!["prompt_injection-l13".into()];
+        let r = Report::example_failed(
+            vec![
+                MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
+                MonitorReport::example("toxicity-l9", Status::Unverified, false),
+                MonitorReport::example("self_harm-l7", Status::Repaired, true),
+            ],
+            &["prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
+               at or above unverified_fail_risk 0.50; raise budget.examples"],
+            &["prompt_injection-l13"],
+        );
         std::fs::write(
             dir.path().join("report.json"),
             serde_json::to_string(&r).unwrap(),

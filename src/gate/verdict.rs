@@ -129,11 +129,9 @@ pub fn decide(
     // is, by the model's own ordering, as likely stale as one that is.
     let least_risky_stale = monitors
         .iter()
-        .filter(|m| {
-            policy.unverified_fail_as_risky_as_stale
-                && matches!(m.status, Status::Stale | Status::Repaired)
-        })
-        .min_by(|a, b| a.risk.p_stale.total_cmp(&b.risk.p_stale));
+        .filter(|m| matches!(m.status, Status::Stale | Status::Repaired))
+        .min_by(|a, b| a.risk.p_stale.total_cmp(&b.risk.p_stale))
+        .filter(|_| policy.unverified_fail_as_risky_as_stale);
     let mut failed_by = Vec::new();
     for m in monitors {
         let failing_before = fail.len();

@@ -121,22 +121,21 @@ mod tests {
     #[test]
     fn monitors_the_verdict_fails_on_are_failures_with_their_reasons() {
         use crate::gate::repair::MonitorReport;
-        let mut r = Report::example();
-        r.verdict = crate::gate::verdict::Verdict::Fail;
-        r.monitors = vec![
-            MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
-            MonitorReport::example("prompt_injection-l1", Status::Unverified, true),
-            MonitorReport::example("toxicity-l9", Status::Unverified, false),
-            MonitorReport::example("toxicity-l7", Status::Repaired, false),
-        ];
-        r.reasons = vec![
-            "the candidate is a FullFineTune update; policy `q` allows only [Quantization]".into(),
-            "prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
-             at or above unverified_fail_risk 0.50; raise budget.examples"
-                .into(),
-            "prompt_injection-l1 (critical) was not settled within the budget".into(),
-        ];
-        r.failed_by = vec!["prompt_injection-l13".into(), "prompt_injection-l1".into()];
+        let r = Report::example_failed(
+            vec![
+                MonitorReport::example("prompt_injection-l13", Status::Unverified, false),
+                MonitorReport::example("prompt_injection-l1", Status::Unverified, true),
+                MonitorReport::example("toxicity-l9", Status::Unverified, false),
+                MonitorReport::example("toxicity-l7", Status::Repaired, false),
+            ],
+            &[
+                "the candidate is a FullFineTune update; policy `q` allows only [Quantization]",
+                "prompt_injection-l13 was not revalidated within the budget (predicted risk 1.00), \
+                 at or above unverified_fail_risk 0.50; raise budget.examples",
+                "prompt_injection-l1 (critical) was not settled within the budget",
+            ],
+            &["prompt_injection-l13", "prompt_injection-l1"],
+        );
         let j = from_report(&r);
         let xml = j.to_string().unwrap();
         let back = JReport::deserialize_from_str(&xml).unwrap();

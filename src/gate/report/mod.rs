@@ -268,7 +268,7 @@ pub fn markdown(r: &Report) -> String {
             escape(&m.name),
             m.layer,
             m.risk.p_stale,
-            status_word(m.status, r.fail_reason(&m.name).is_some())
+            status_word(m.status, r.fails(&m.name))
         );
     }
     let _ = writeln!(
@@ -517,7 +517,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
             m.risk.p_stale,
             esc(&drivers.join(", ")),
             m.status,
-            match (m.status, r.fail_reason(&m.name).is_some()) {
+            match (m.status, r.fails(&m.name)) {
                 (Status::Unverified | Status::Repaired, true) => " <strong>(fails the gate)</strong>",
                 _ => "",
             },
@@ -556,14 +556,14 @@ mod tests {
     #[test]
     fn an_unverified_monitor_the_verdict_fails_on_is_marked() {
         use crate::gate::repair::MonitorReport;
-        let mut r = Report::example();
-        r.verdict = crate::gate::verdict::Verdict::Fail;
-        r.monitors = vec![
-            MonitorReport::example("toxicity-l22", Status::Unverified, false),
-            MonitorReport::example("toxicity-l2", Status::Unverified, false),
-        ];
-        r.reasons = vec!["toxicity-l22 was not revalidated within the budget".into()];
-        r.failed_by = vec!["toxicity-l22".into()];
+        let r = Report::example_failed(
+            vec![
+                MonitorReport::example("toxicity-l22", Status::Unverified, false),
+                MonitorReport::example("toxicity-l2", Status::Unverified, false),
+            ],
+            &["toxicity-l22 was not revalidated within the budget"],
+            &["toxicity-l22"],
+        );
         let md = markdown(&r);
         assert!(
             md.contains("| toxicity-l22 | 15 | 0.30 | **unverified, fails** |"),

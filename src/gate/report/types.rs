@@ -134,11 +134,16 @@ impl Report {
             .filter(|w| w.starts_with(crate::gate::revalidate::SUITE_FINDING))
     }
 
+    /// Whether the verdict names monitor `name` among those failing it.
+    pub fn fails(&self, name: &str) -> bool {
+        self.failed_by.iter().any(|n| n == name)
+    }
+
     /// The fail reason about monitor `name`, when the verdict names it in
     /// `failed_by` (each such reason starts with the name and a space, so
     /// `x-l1` never takes `x-l13`'s).
     pub fn fail_reason(&self, name: &str) -> Option<&String> {
-        if !self.failed_by.iter().any(|n| n == name) {
+        if !self.fails(name) {
             return None;
         }
         self.reasons.iter().find(|r| is_about(r, name))
@@ -192,6 +197,23 @@ impl Report {
                 ))
             })
             .collect()
+    }
+
+    /// [`Report::example`] failed: `monitors`, the verdict's `reasons` and
+    /// the monitors it names in `failed_by`, for tests of what readers make
+    /// of a fail.
+    #[cfg(test)]
+    pub(crate) fn example_failed(
+        monitors: Vec<crate::gate::repair::MonitorReport>,
+        reasons: &[&str],
+        failed_by: &[&str],
+    ) -> Self {
+        let mut r = Self::example();
+        r.verdict = Verdict::Fail;
+        r.monitors = monitors;
+        r.reasons = reasons.iter().map(|s| s.to_string()).collect();
+        r.failed_by = failed_by.iter().map(|s| s.to_string()).collect();
+        r
     }
 
     /// A decided report of a LoRA candidate with no monitors, for tests to
