@@ -476,6 +476,14 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     if dir.join(JSON_FILE).is_file() {
         return Ok(vec![Monitor::load(dir)?]);
     }
+    // A monitor's own monitor.json names that monitor; any other file is a
+    // mistake worth more than the OS's "Not a directory".
+    if dir.is_file() {
+        return match (dir.file_name(), dir.parent()) {
+            (Some(f), Some(parent)) if f == JSON_FILE => Ok(vec![Monitor::load(parent)?]),
+            _ => Err(not_a_suite(dir, "this is a file")),
+        };
+    }
     let mut out: Vec<Monitor> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     // Symlinked directories are followed (a suite may link its monitors in),
@@ -516,16 +524,23 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
         }
     }
     if out.is_empty() {
-        return Err(Error::io(
-            dir,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no monitors (directories with monitor.json) here",
-            ),
-        ));
+        return Err(not_a_suite(dir, "no monitor here"));
     }
     out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
     Ok(out)
+}
+
+fn not_a_suite(dir: &Path, what: &str) -> Error {
+    Error::io(
+        dir,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{what}: a suite is a directory of monitors (directories holding {JSON_FILE}, \
+                 at any depth), or one monitor's directory or its {JSON_FILE}"
+            ),
+        ),
+    )
 }
 
 /// A monitor shipped in monitors/smollm2, for tests.
@@ -593,5 +608,30 @@ mod tests {
         rename(&suite.join("b"), "toxicity-l15");
         let e = load_suite(&suite).err().unwrap().to_string();
         assert!(e.contains("unique") && e.contains("toxicity-l15"), "{e}");
+    }
+
+    #[test]
+    fn a_suite_path_that_holds_no_suite_says_what_one_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("m");
+        copy_monitor("toxicity-l15", &m);
+        // A monitor's own monitor.json is that monitor.
+        let ms = load_suite(&m.join(JSON_FILE)).unwrap();
+        assert_eq!(ms[0].meta.name, "toxicity-l15");
+        // Any other file, and a directory with no monitor in it, is an
+        // error naming the path and what a suite is.
+        let file = tmp.path().join("suite.json");
+        std::fs::write(&file, "{}").unwrap();
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        for (p, what) in [(&file, "this is a file"), (&empty, "no monitor here")] {
+            let e = load_suite(p).err().unwrap().to_string();
+            assert!(
+                e.starts_with(&p.display().to_string())
+                    && e.contains(what)
+                    && e.contains("a suite is a directory of monitors"),
+                "{e}"
+            );
+        }
     }
 }

@@ -34,6 +34,17 @@ fn fails(model: &str, input: &Path, layers: &str, needles: &[&str]) {
     for n in needles {
         assert!(stderr.contains(n), "stderr should mention {n:?}:\n{stderr}");
     }
+    // A cause is shown once: not again under the message that already says it.
+    for cause in stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("caused by: "))
+    {
+        assert_eq!(
+            stderr.matches(cause).count(),
+            1,
+            "repeated cause:\n{stderr}"
+        );
+    }
     assert!(
         !out.path().join("a.safetensors").exists(),
         "no output on failure"
