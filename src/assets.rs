@@ -120,6 +120,40 @@ pub fn read_to_string(path: &Path) -> Result<Cow<'static, str>> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Config files (policies, probegate.toml, serve.toml) are a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A config file's text, from disk or from the binary. A device, a pipe or
+/// a file over [`MAX_CONFIG_BYTES`] is refused before it is read: a policy
+/// may name another (`extends`), and `/dev/zero` must not fill memory.
+pub fn read_config(path: &Path) -> Result<Cow<'static, str>> {
+    if is_builtin(path) {
+        return read_to_string(path);
+    }
+    let refuse = |msg: String| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
+        )
+    };
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::new();
+    // Bounded again while reading: the file may grow after the check.
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut text)
+        .map_err(|e| Error::io(path, e))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(format!(
+            "larger than {} KiB, which no config file is",
+            MAX_CONFIG_BYTES >> 10
+        )));
+    }
+    Ok(Cow::Owned(text))
+}
+
 /// A file's bytes as a reader, from disk or from the binary.
 pub fn open(path: &Path) -> Result<Box<dyn std::io::BufRead>> {
     if is_builtin(path) {
@@ -148,6 +182,20 @@ pub fn relative_to(file: &Path, written: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_that_is_a_device_or_too_large_is_refused_unread() {
+        let e = read_config(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.starts_with("/dev/zero: not a regular file"), "{e}");
+        let tmp = tempfile::tempdir().unwrap();
+        let big = tmp.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let e = read_config(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+        std::fs::write(&big, "name = \"x\"\n").unwrap();
+        assert_eq!(read_config(&big).unwrap(), "name = \"x\"\n");
+        assert!(read_config(Path::new(DEFAULT_POLICY)).is_ok());
+    }
 
     #[test]
     fn every_shipped_policy_and_data_file_is_built_in() {

@@ -40,7 +40,7 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 
 impl ProjectConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::assets::read_config(path)?;
         Self::parse(&text, path)
     }
 
@@ -277,16 +277,7 @@ pub struct InitOptions {
 
 /// The starter files `init` writes, relative to the repository root.
 pub fn starter_files(o: &InitOptions) -> Vec<(PathBuf, String)> {
-    let policy = crate::assets::read_to_string(Path::new(crate::assets::DEFAULT_POLICY))
-        .map(|c| c.into_owned())
-        .unwrap_or_default()
-        .replacen(
-            "# probegate default policy: the gate the README's first command runs.",
-            "# This repository's gate policy, copied from probegate's built-in `default`\n\
-             # by `probegate init`: tighten or loosen it here (`probegate check` reads it\n\
-             # through probegate.toml).",
-            1,
-        );
+    let policy = starter_policy();
     let config = format!(
         r#"# probegate.toml: settings for `probegate check` in this repository. It is
 # found by walking up from the working directory, and every path in it is
@@ -361,6 +352,42 @@ jobs:
         (PathBuf::from(".probegate/policy.toml"), policy),
         (PathBuf::from(".github/workflows/probegate.yml"), workflow),
     ]
+}
+
+/// The starter policy: the built-in `default` extended, with every field of
+/// it shown commented out. A copy would freeze the default of the day (the
+/// fixes that come with later versions never reach it); extending it keeps
+/// a repository's policy to the lines it changes.
+fn starter_policy() -> String {
+    let default = crate::assets::read_to_string(Path::new(crate::assets::DEFAULT_POLICY))
+        .map(|c| c.into_owned())
+        .unwrap_or_default();
+    let mut out = String::from(
+        "# This repository's gate policy, written by `probegate init`. It extends\n\
+         # probegate's built-in `default`: a field written here replaces the\n\
+         # default's (tables merge key by key, lists are replaced whole), and every\n\
+         # field left out follows the default of the probegate version that runs\n\
+         # the gate (report.json records that version). Below, the default's fields\n\
+         # as they stand, commented out (`#key = value`): to change one, uncomment\n\
+         # its table's header and its line.\n\
+         \n\
+         # Reports and history call the policy by this name.\n\
+         name = \"repository\"\n\
+         extends = \"default\"\n",
+    );
+    // The default's own header, name and description are replaced above.
+    let body = default
+        .lines()
+        .skip_while(|l| !l.starts_with("name = "))
+        .filter(|l| !l.starts_with("name = ") && !l.starts_with("description = "));
+    for line in body {
+        if !line.trim().is_empty() && !line.starts_with('#') {
+            out.push('#');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Write the starter files under `root`; refuses (writing nothing) when
@@ -510,11 +537,21 @@ mod tests {
         assert_eq!(c.base.as_deref(), Some("smollm2"));
         assert_eq!(c.monitors, Some(tmp.path().join("monitors/smollm2")));
         let policy = c.policy.unwrap();
+        // The default's every field, under its own name.
         let p = crate::gate::policy::Policy::load(&policy).unwrap();
-        assert_eq!(
-            p.realignment.corpus,
-            Path::new(crate::assets::DEFAULT_CORPUS)
-        );
+        let mut want = crate::gate::policy::Policy::shipped_default();
+        want.name = "repository".into();
+        want.source = policy.display().to_string();
+        assert_eq!(p, want);
+        // Uncommenting a table's header and one of its lines changes that field alone.
+        let text = std::fs::read_to_string(&policy).unwrap();
+        assert!(text.contains("\n#[budget]\n") && text.contains("\n#examples = 720\n"));
+        let edited = text
+            .replace("\n#[budget]\n", "\n[budget]\n")
+            .replace("\n#examples = 720\n", "\nexamples = 968\n");
+        let p = crate::gate::policy::Policy::parse(&edited, &policy).unwrap();
+        want.budget.examples = 968;
+        assert_eq!(p, want);
         std::fs::write(tmp.path().join(FILE), "# mine\n").unwrap();
         let e = init(tmp.path(), &o).unwrap_err().to_string();
         assert!(e.contains("already exist") && e.contains("--force"), "{e}");

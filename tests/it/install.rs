@@ -220,6 +220,10 @@ fn installed_binary_gates_an_adapter_in_an_unrelated_repository() {
         "{}",
         r["policy"]["source"]
     );
+    // init's policy extends the built-in default: its own name, the default's limits.
+    assert_eq!(r["policy"]["name"], "repository");
+    assert_eq!(r["policy"]["budget"]["examples"], 720);
+    assert_eq!(r["policy"]["unverified_fail_as_risky_as_stale"], true);
 
     // 3. An unconfigured directory with no base: a usage error (exit 2) that
     //    says how to configure, and an error report, never a verdict.

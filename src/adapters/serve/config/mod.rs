@@ -358,7 +358,7 @@ fn parse_refs(
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::assets::read_config(path)?;
         Self::parse(&text, path, &|k| std::env::var(k).ok())
     }
 

@@ -11,6 +11,8 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::gate::diff::Family;
 
+mod layers;
+
 /// The rung of the repair ladder a monitor needed, in the order they are
 /// tried (report.json: "none", "realignment", "recalibration", "retraining",
 /// "beyond repair").
@@ -292,7 +294,7 @@ impl Policy {
 
     /// Reads a policy file; `builtin:` paths name the shipped policies.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = crate::assets::read_to_string(path)?;
+        let text = crate::assets::read_config(path)?;
         Self::parse(&text, path)
     }
 
@@ -318,15 +320,22 @@ impl Policy {
             .expect("the shipped default policy parses")
     }
 
+    /// `text` is the policy at `path`; the policies its `extends` names are
+    /// read relative to `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: RawPolicy = crate::util::parse_toml(text, path)?;
-        raw.validate(text, path)
+        let layers = layers::Layers::read(text, path)?;
+        let raw: RawPolicy = layers.deserialize()?;
+        raw.validate(&layers)
     }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    /// Followed by `layers::Layers::read`; here so that it is a known field.
+    #[serde(default)]
+    #[allow(dead_code)]
+    extends: Option<String>,
     name: String,
     #[serde(default)]
     description: String,
@@ -403,7 +412,7 @@ struct RawRealign {
     verify: bool,
     /// Relative to the policy file; absent means the corpus built into probegate.
     #[serde(default)]
-    corpus: Option<PathBuf>,
+    corpus: Option<Spanned<PathBuf>>,
     min_prompts: Spanned<i64>,
     max_prompts: Spanned<i64>,
     #[serde(default)]
@@ -413,11 +422,10 @@ struct RawRealign {
 }
 
 impl RawPolicy {
-    fn validate(self, text: &str, path: &Path) -> Result<Policy> {
-        let err = |field: &str, span: std::ops::Range<usize>, msg: String| {
-            let line = crate::util::line_of(text, span.start);
-            Error::input(path, line, format!("field `{field}`: {msg}"))
-        };
+    fn validate(self, layers: &layers::Layers) -> Result<Policy> {
+        let path = layers.path();
+        let err =
+            |field: &str, span: std::ops::Range<usize>, msg: String| layers.error(field, span, msg);
         let unit = |field: &str, v: &Spanned<f64>| -> Result<f64> {
             let x = *v.get_ref();
             if !(0.0..=1.0).contains(&x) {
@@ -612,7 +620,10 @@ impl RawPolicy {
                 may_pass: r.may_pass,
                 verify: r.verify,
                 corpus: match &r.corpus {
-                    Some(c) => crate::assets::relative_to(path, c),
+                    // Relative to the file that wrote it, which may be a policy this one extends.
+                    Some(c) => {
+                        crate::assets::relative_to(layers.locate(c.span().start).0, c.get_ref())
+                    }
                     None => PathBuf::from(crate::assets::DEFAULT_CORPUS),
                 },
                 min_prompts: minp as usize,
