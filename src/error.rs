@@ -70,6 +70,11 @@ pub enum Error {
 
     #[error("tensor computation failed: {0}")]
     Candle(String),
+
+    /// Every mistake found in one file (a policy), one to a line, in the
+    /// order of the checks.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<Error>),
 }
 
 /// candle attaches a backtrace to errors when RUST_BACKTRACE is set; users

@@ -424,63 +424,73 @@ struct RawRealign {
 impl RawPolicy {
     fn validate(self, layers: &layers::Layers) -> Result<Policy> {
         let path = layers.path();
-        let err =
-            |field: &str, span: std::ops::Range<usize>, msg: String| layers.error(field, span, msg);
-        let unit = |field: &str, v: &Spanned<f64>| -> Result<f64> {
+        // Every mistake in the file at once, each at its line (as cargo-deny
+        // reports a config): a value found bad is replaced by a stand-in so
+        // the checks after it still run, and nothing is built from them.
+        let errors = std::cell::RefCell::new(Vec::new());
+        let fault = |field: &str, span: std::ops::Range<usize>, msg: String| {
+            errors.borrow_mut().push(layers.error(field, span, msg));
+        };
+        let unit = |field: &str, v: &Spanned<f64>| -> f64 {
             let x = *v.get_ref();
             if !(0.0..=1.0).contains(&x) {
-                return Err(err(
+                fault(
                     field,
                     v.span(),
                     format!("must be between 0 and 1, found {x}"),
-                ));
+                );
+                return f64::NAN;
             }
-            Ok(x)
+            x
         };
         let m = &self.metrics;
         let metrics = MetricLimits {
-            max_auroc_drop: unit("metrics.max_auroc_drop", &m.max_auroc_drop)?,
-            min_auroc: unit("metrics.min_auroc", &m.min_auroc)?,
+            max_auroc_drop: unit("metrics.max_auroc_drop", &m.max_auroc_drop),
+            min_auroc: unit("metrics.min_auroc", &m.min_auroc),
             max_balanced_accuracy_drop: unit(
                 "metrics.max_balanced_accuracy_drop",
                 &m.max_balanced_accuracy_drop,
-            )?,
-            max_fpr_increase: unit("metrics.max_fpr_increase", &m.max_fpr_increase)?,
-            max_tpr_drop: unit("metrics.max_tpr_drop", &m.max_tpr_drop)?,
+            ),
+            max_fpr_increase: unit("metrics.max_fpr_increase", &m.max_fpr_increase),
+            max_tpr_drop: unit("metrics.max_tpr_drop", &m.max_tpr_drop),
         };
         if metrics.max_auroc_drop == 0.0 {
-            return Err(err(
+            fault(
                 "metrics.max_auroc_drop",
                 m.max_auroc_drop.span(),
                 "must be above 0: sampling noise alone moves AUROC".into(),
-            ));
+            );
         }
         let unverified_fail_risk = match &self.unverified_fail_risk {
             // Zero would fail every unverified monitor: that is `unverified = "fail"`.
-            Some(v) if *v.get_ref() == 0.0 => return Err(err(
-                "unverified_fail_risk",
-                v.span(),
-                "must be above 0 (to fail every unverified monitor, write `unverified = \"fail\"`)"
-                    .into(),
-            )),
-            Some(v) => Some(unit("unverified_fail_risk", v)?),
+            Some(v) if *v.get_ref() == 0.0 => {
+                fault(
+                    "unverified_fail_risk",
+                    v.span(),
+                    "must be above 0 (to fail every unverified monitor, write `unverified = \"fail\"`)"
+                        .into(),
+                );
+                None
+            }
+            Some(v) => Some(unit("unverified_fail_risk", v)),
             None => None,
         };
         let ex = *self.budget.examples.get_ref();
         if ex <= 0 {
-            return Err(err(
+            fault(
                 "budget.examples",
                 self.budget.examples.span(),
                 format!("must be positive, found {ex}: a gate that may not look at any labeled data cannot verify anything"),
-            ));
+            );
         }
         let seconds = match &self.budget.seconds {
             Some(s) if *s.get_ref() <= 0.0 => {
-                return Err(err(
+                fault(
                     "budget.seconds",
                     s.span(),
                     format!("must be positive, found {}", s.get_ref()),
-                ))
+                );
+                None
             }
             Some(s) => Some(*s.get_ref()),
             None => None,
@@ -488,49 +498,52 @@ impl RawPolicy {
         let r = &self.realignment;
         let (minp, maxp) = (*r.min_prompts.get_ref(), *r.max_prompts.get_ref());
         if minp < 2 {
-            return Err(err(
+            fault(
                 "realignment.min_prompts",
                 r.min_prompts.span(),
                 format!("must be at least 2, found {minp}"),
-            ));
+            );
         }
         if maxp < minp {
-            return Err(err(
+            fault(
                 "realignment.max_prompts",
                 r.max_prompts.span(),
                 format!("must be at least min_prompts ({minp}), found {maxp}"),
-            ));
+            );
         }
         if r.may_pass && !r.enabled {
-            return Err(err(
+            fault(
                 "realignment.may_pass",
                 r.min_prompts.span(),
                 "true while realignment is disabled".into(),
-            ));
+            );
         }
         let recalibration = match &self.recalibration {
             None => RungPolicy::off(),
             Some(r) => {
-                let labels =
-                    match &r.labels {
-                        Some(l) if *l.get_ref() < MIN_RECALIBRATION_LABELS as i64 => {
-                            return Err(err(
-                                "recalibration.labels",
-                                l.span(),
-                                format!(
+                let labels = match &r.labels {
+                    Some(l) if *l.get_ref() < MIN_RECALIBRATION_LABELS as i64 => {
+                        fault(
+                            "recalibration.labels",
+                            l.span(),
+                            format!(
                                 "must be at least {MIN_RECALIBRATION_LABELS} (a threshold needs both classes), found {}",
                                 l.get_ref()
                             ),
-                            ))
-                        }
-                        Some(l) => *l.get_ref() as usize,
-                        None if r.enabled => return Err(Error::input(
+                        );
+                        0
+                    }
+                    Some(l) => *l.get_ref() as usize,
+                    None if r.enabled => {
+                        errors.borrow_mut().push(Error::input(
                             path,
                             0,
                             "field `recalibration.labels`: required when recalibration is enabled",
-                        )),
-                        None => 0,
-                    };
+                        ));
+                        0
+                    }
+                    None => 0,
+                };
                 RungPolicy {
                     enabled: r.enabled,
                     labels,
@@ -544,56 +557,75 @@ impl RawPolicy {
                 let d = RevalidationPolicy::default();
                 let alpha = match &r.alpha {
                     Some(a) if !(*a.get_ref() > 0.0 && *a.get_ref() <= 0.5) => {
-                        return Err(err(
+                        fault(
                             "revalidation.alpha",
                             a.span(),
                             format!("must be above 0 and at most 0.5, found {}", a.get_ref()),
-                        ))
+                        );
+                        d.alpha
                     }
                     Some(a) => *a.get_ref(),
                     None => d.alpha,
                 };
                 let count = |field: &str, v: &Option<Spanned<i64>>, dflt: usize| match v {
-                    Some(x) if *x.get_ref() < 1 => Err(err(
-                        field,
-                        x.span(),
-                        format!("must be at least 1, found {}", x.get_ref()),
-                    )),
-                    Some(x) => Ok(*x.get_ref() as usize),
-                    None => Ok(dflt),
+                    Some(x) if *x.get_ref() < 1 => {
+                        fault(
+                            field,
+                            x.span(),
+                            format!("must be at least 1, found {}", x.get_ref()),
+                        );
+                        dflt
+                    }
+                    Some(x) => *x.get_ref() as usize,
+                    None => dflt,
                 };
                 RevalidationPolicy {
                     mode: r.mode,
                     alpha,
                     correction: r.correction.unwrap_or(d.correction),
-                    first_look: count("revalidation.first_look", &r.first_look, d.first_look)?,
-                    batch: count("revalidation.batch", &r.batch, d.batch)?,
+                    first_look: count("revalidation.first_look", &r.first_look, d.first_look),
+                    batch: count("revalidation.batch", &r.batch, d.batch),
                 }
             }
         };
         let repair_reserve = match &self.budget.repair_reserve {
             None => 0,
-            Some(v) if *v.get_ref() < 0 || *v.get_ref() >= ex => {
-                return Err(err(
+            // Against a bad budget there is nothing to compare (it is reported).
+            Some(v) if *v.get_ref() < 0 || (ex > 0 && *v.get_ref() >= ex) => {
+                fault(
                     "budget.repair_reserve",
                     v.span(),
                     format!(
                         "must be at least 0 and below budget.examples ({ex}), found {}",
                         v.get_ref()
                     ),
-                ))
+                );
+                0
             }
             // Whole-set revalidation already leaves the ladder what it did not
             // spend; a reserve there would be read as doing something it does not.
             Some(v) if *v.get_ref() > 0 && revalidation.mode != RevalidationMode::Sequential => {
-                return Err(err(
+                fault(
                     "budget.repair_reserve",
                     v.span(),
                     "applies to `revalidation.mode = \"sequential\"` only".into(),
-                ))
+                );
+                0
             }
             Some(v) => *v.get_ref() as usize,
         };
+        let mut errors = errors.into_inner();
+        // In the order a reader meets them: by file, then line.
+        errors.sort_by_key(|e| match e {
+            Error::Input { path, line, .. } => (Some(path.clone()), *line),
+            _ => (None, 0),
+        });
+        if errors.len() > 1 {
+            return Err(Error::Several(errors));
+        }
+        if let Some(e) = errors.pop() {
+            return Err(e);
+        }
         let retraining = match &self.retraining {
             None => RungPolicy::off(),
             Some(r) => RungPolicy {
@@ -746,6 +778,29 @@ max_prompts = 600
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("p.toml:3:") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once_in_the_order_of_the_file() {
+        let bad = GOOD
+            .replace("max_auroc_drop = 0.05", "max_auroc_drop = 1.5")
+            .replace("max_tpr_drop = 0.1", "max_tpr_drop = -1")
+            .replace("examples = 600", "examples = 0\nrepair_reserve = 50")
+            .replace("min_prompts = 256", "min_prompts = 1");
+        let e = Policy::parse(&bad, Path::new("p.toml")).unwrap_err();
+        let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+        let want = [
+            "p.toml:7: field `metrics.max_auroc_drop`: must be between 0 and 1, found 1.5",
+            "p.toml:11: field `metrics.max_tpr_drop`: must be between 0 and 1, found -1",
+            "p.toml:14: field `budget.examples`: must be positive, found 0",
+            // The reserve is judged against a budget only when the budget is valid.
+            "p.toml:15: field `budget.repair_reserve`: applies to `revalidation.mode = \"sequential\"` only",
+            "p.toml:22: field `realignment.min_prompts`: must be at least 2, found 1",
+        ];
+        assert_eq!(lines.len(), want.len(), "{e}");
+        for (got, want) in lines.iter().zip(want) {
+            assert!(got.starts_with(want), "\n got  {got}\n want {want}");
+        }
     }
 
     #[test]
