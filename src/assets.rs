@@ -123,13 +123,39 @@ pub fn read_to_string(path: &Path) -> Result<Cow<'static, str>> {
 /// Config files (policies, probegate.toml, serve.toml) are a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// A config file's text, from disk or from the binary. A device, a pipe or
-/// a file over [`MAX_CONFIG_BYTES`] is refused before it is read: a policy
-/// may name another (`extends`), and `/dev/zero` must not fill memory.
+/// A config file's text, from disk or from the binary, bounded by
+/// [`MAX_CONFIG_BYTES`] (a policy may name another with `extends`, and
+/// `/dev/zero` must not fill memory).
 pub fn read_config(path: &Path) -> Result<Cow<'static, str>> {
     if is_builtin(path) {
         return read_to_string(path);
     }
+    read_text(path, MAX_CONFIG_BYTES, "config file").map(Cow::Owned)
+}
+
+/// A small text file's contents (JSON metadata, an index, a report), bounded
+/// by [`MAX_SMALL_FILE_BYTES`]; `what` names the kind of file in the error.
+pub fn read_small_text(path: &Path, what: &str) -> Result<String> {
+    read_text(path, MAX_SMALL_FILE_BYTES, what)
+}
+
+fn read_text(path: &Path, max: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_bounded(path, max, what)?).map_err(|_| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        )
+    })
+}
+
+/// JSON metadata (monitor.json, config.json, adapter_config.json) and a
+/// monitor's weights are KiB; this bounds what a hostile one can allocate.
+pub const MAX_SMALL_FILE_BYTES: u64 = 64 << 20;
+
+/// A file's bytes, refused before it is read when it is not a regular file
+/// (a link to `/dev/zero` in a suite, a pipe) or is over `max` bytes; `what`
+/// names the kind of file in the error.
+pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     let refuse = |msg: String| {
         Error::io(
             path,
@@ -141,17 +167,17 @@ pub fn read_config(path: &Path) -> Result<Cow<'static, str>> {
         return Err(refuse("not a regular file".into()));
     }
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut text = String::new();
+    let mut bytes = Vec::with_capacity(md.len().min(max) as usize);
     // Bounded again while reading: the file may grow after the check.
-    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut text)
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut bytes)
         .map_err(|e| Error::io(path, e))?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
+    if bytes.len() as u64 > max {
         return Err(refuse(format!(
-            "larger than {} KiB, which no config file is",
-            MAX_CONFIG_BYTES >> 10
+            "larger than {} KiB, which no {what} is",
+            max >> 10
         )));
     }
-    Ok(Cow::Owned(text))
+    Ok(bytes)
 }
 
 /// A file's bytes as a reader, from disk or from the binary.

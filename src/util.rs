@@ -171,8 +171,12 @@ pub fn write_atomic_with(
 
 /// Reads a JSON file into `T`; a parse error names the line and column.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
+    let bytes = crate::assets::read_bounded(
+        path,
+        crate::assets::MAX_SMALL_FILE_BYTES,
+        "JSON metadata file",
+    )?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         Error::field(
             path,
             format!("line {} column {}", e.line(), e.column()),

@@ -169,7 +169,7 @@ fn download(repo: Repo, reference: &str) -> Result<PathBuf> {
     let _ = api_repo.get("tokenizer_config.json");
     match api_repo.get("model.safetensors.index.json") {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let text = crate::assets::read_small_text(&index, "safetensors index")?;
             let json: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::field(&index, "(json)", e.to_string()))?;
             let mut shards: Vec<&str> = json

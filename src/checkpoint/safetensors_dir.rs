@@ -47,8 +47,7 @@ impl SafetensorsDir {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index_path.is_file() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let text = crate::assets::read_small_text(&index_path, "safetensors index")?;
             let json: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::field(&index_path, "(json)", e.to_string()))?;
             let map = json

@@ -338,7 +338,8 @@ impl Monitor {
         }
 
         let tp = dir.join(TENSOR_FILE);
-        let bytes = std::fs::read(&tp).map_err(|e| Error::io(&tp, e))?;
+        let bytes =
+            crate::assets::read_bounded(&tp, crate::assets::MAX_SMALL_FILE_BYTES, "monitor")?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
             path: tp.clone(),
             msg: e.to_string(),
@@ -473,7 +474,7 @@ pub fn by_pooling<'a>(
 
 /// Loads every monitor directory under `dir` (a suite), sorted by name.
 pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
-    if dir.join(JSON_FILE).is_file() {
+    if names_a_monitor(dir) {
         return Ok(vec![Monitor::load(dir)?]);
     }
     // A monitor's own monitor.json names that monitor; any other file is a
@@ -499,7 +500,7 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
         for e in entries {
             let p = e.map_err(|e| Error::io(&d, e))?.path();
             if p.is_dir() {
-                if p.join(JSON_FILE).is_file() {
+                if names_a_monitor(&p) {
                     let m = Monitor::load(&p)?;
                     // Two monitors of one name would share repaired/<name> and a report row.
                     if let Some(first) = where_from.insert(m.meta.name.clone(), p.clone()) {
@@ -528,6 +529,12 @@ pub fn load_suite(dir: &Path) -> Result<Vec<Monitor>> {
     }
     out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
     Ok(out)
+}
+
+/// Whether `dir` holds a monitor.json of any kind: one that is a link to a
+/// device or dangles is that monitor's error, not a folder to walk into.
+fn names_a_monitor(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(JSON_FILE)).is_ok()
 }
 
 fn not_a_suite(dir: &Path, what: &str) -> Error {

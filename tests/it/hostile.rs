@@ -393,3 +393,37 @@ fn hostile_sizes_are_refused_not_allocated() {
         &["align0.gguf", "general.alignment", "power of two"],
     );
 }
+
+/// A suite whose monitor files link to a device (a symlink committed in a
+/// pull request): refused before a byte is read, naming the file. Before,
+/// a linked monitor.safetensors was read until memory ran out ("out of
+/// memory" under a 3 GB ulimit), and a linked monitor.json made its folder
+/// look empty ("no monitor here").
+#[test]
+fn monitor_files_that_link_to_a_device_are_refused_unread() {
+    for file in ["monitor.json", "monitor.safetensors"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("suite/toxicity-l15");
+        std::fs::create_dir_all(&m).unwrap();
+        let shipped = repo().join("monitors/smollm2/toxicity-l15");
+        for f in ["monitor.json", "monitor.safetensors"] {
+            if f == file {
+                std::os::unix::fs::symlink("/dev/zero", m.join(f)).unwrap();
+            } else {
+                std::fs::copy(shipped.join(f), m.join(f)).unwrap();
+            }
+        }
+        let assert = bin()
+            .args(["check", "--base", "smollm2", "--candidate", "smollm2"])
+            .args(["--no-history", "--quiet", "--monitors"])
+            .arg(tmp.path().join("suite"))
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .timeout(std::time::Duration::from_secs(120))
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let want = format!("{}: not a regular file", m.join(file).display());
+        assert!(stderr.contains(&want), "{file}: {stderr}");
+    }
+}

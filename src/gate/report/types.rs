@@ -303,7 +303,7 @@ impl ReportFile {
     /// error report of this schema is an error naming the file.
     pub fn read(dir: &Path) -> crate::error::Result<Self> {
         let path = dir.join("report.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| crate::error::Error::io(&path, e))?;
+        let text = crate::assets::read_small_text(&path, "report")?;
         let bad = |msg: String| crate::error::Error::field(&path, "(contents)", msg);
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;

@@ -332,7 +332,7 @@ impl RiskModel {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::assets::read_small_text(path, "risk model")?;
         Self::parse(&text, path)
     }
 
