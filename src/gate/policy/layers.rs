@@ -59,14 +59,17 @@ impl Layers {
                     e.get_ref().clone(),
                 )
             });
-            if files.is_empty() && next.is_some() && head.name.is_none() {
-                // The base's name would make reports and history call this
-                // policy by a name that means other limits.
-                return Err(Error::input(
-                    &path,
-                    0,
-                    "field `name`: a policy that extends another needs its own name",
-                ));
+            // The base's name would make reports and history call this
+            // policy by a name that means other limits.
+            match (&next, &head.name) {
+                (Some((_, line, _)), None) if files.is_empty() => {
+                    return Err(Error::input(
+                        &path,
+                        *line,
+                        "field `name`: a policy that extends another needs its own name",
+                    ));
+                }
+                _ => {}
             }
             let len = text.len();
             files.push(Layer {
@@ -316,7 +319,7 @@ mod tests {
                 "extends = \"default\"\n",
                 base,
                 "a.toml",
-                "0: field `name`: a policy that extends another needs its own name",
+                "1: field `name`: a policy that extends another needs its own name",
             ),
             (
                 "name = \"a\"\nextends = \"/dev/zero\"\n",
