@@ -235,10 +235,13 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
 
 /// Parses a TOML config file's text into `T`; an error names the line.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        Error::input(path, line, e.message().trim())
-    })
+    toml::from_str(text).map_err(|e| toml_error(&e, text, path))
+}
+
+/// A TOML error in `text` (the file at `path`), at its line.
+pub fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
+    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+    Error::input(path, line, e.message().trim())
 }
 
 /// The 1-based line of a byte offset in a config file (for errors with spans).

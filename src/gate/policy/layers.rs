@@ -127,13 +127,8 @@ impl Layers {
     pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let mut merged: Option<Spanned<DeTable<'_>>> = None;
         for l in self.files.iter().rev() {
-            let t = DeTable::parse(&l.text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| crate::util::line_of(&l.text, s.start))
-                    .unwrap_or(0);
-                Error::input(&l.path, line, e.message().trim())
-            })?;
+            let t = DeTable::parse(&l.text)
+                .map_err(|e| crate::util::toml_error(&e, &l.text, &l.path))?;
             let t = shift_table(t, l.start);
             merged = Some(match merged {
                 None => t,
