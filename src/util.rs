@@ -238,10 +238,55 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Re
     toml::from_str(text).map_err(|e| toml_error(&e, text, path))
 }
 
-/// A TOML error in `text` (the file at `path`), at its line.
+/// A TOML error in `text` (the file at `path`), at its line, naming the
+/// field when the error is about a value.
 pub fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
-    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-    Error::input(path, line, e.message().trim())
+    let at = e.span().map(|s| s.start);
+    let line = at.map(|o| line_of(text, o)).unwrap_or(0);
+    Error::input(path, line, with_key(e.message().trim(), text, at))
+}
+
+/// `msg` prefixed with the field whose value stands at `offset`: toml's
+/// type errors ("invalid type: integer `1`, expected a boolean") say what
+/// was expected but not of which field.
+pub fn with_key(msg: &str, text: &str, offset: Option<usize>) -> String {
+    match offset.and_then(|o| key_at(text, o)) {
+        Some(k) => format!("field `{k}`: {msg}"),
+        None => msg.to_string(),
+    }
+}
+
+/// The dotted key (`budget.stop_at_verdict`) of the `key = value` line whose
+/// value holds `offset`, with the `[table]` it sits under; `None` when the
+/// offset is not in a value (an error about a key names the key itself).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let eq = line.find('=')?;
+    if offset <= start + eq {
+        return None;
+    }
+    let key = line[..eq].trim();
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !plain(key) {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| plain(t));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// The 1-based line of a byte offset in a config file (for errors with spans).

@@ -108,13 +108,17 @@ impl Layers {
 
     /// The file and 1-based line of an offset in the shared space.
     pub fn locate(&self, offset: usize) -> (&Path, usize) {
-        let l = self
-            .files
+        let l = self.file_at(offset);
+        (&l.path, crate::util::line_of(&l.text, offset - l.start))
+    }
+
+    /// The file an offset in the shared space falls in.
+    fn file_at(&self, offset: usize) -> &Layer {
+        self.files
             .iter()
             .rev()
             .find(|l| l.start <= offset)
-            .unwrap_or(&self.files[0]);
-        (&l.path, crate::util::line_of(&l.text, offset - l.start))
+            .unwrap_or(&self.files[0])
     }
 
     /// An error about `field`, at the file and line its value came from.
@@ -141,12 +145,14 @@ impl Layers {
         let Some(doc) = merged else {
             return Err(Error::Usage("no policy to read".into()));
         };
-        T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
-            let (path, line) = e
-                .span()
-                .map(|s| self.locate(s.start))
-                .unwrap_or((self.path(), 0));
-            Error::input(path, line, e.message().trim())
+        T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| match e.span() {
+            Some(s) => {
+                let l = self.file_at(s.start);
+                let local = s.start - l.start;
+                let msg = crate::util::with_key(e.message().trim(), &l.text, Some(local));
+                Error::input(&l.path, crate::util::line_of(&l.text, local), msg)
+            }
+            None => Error::input(self.path(), 0, e.message().trim()),
         })
     }
 }
@@ -326,7 +332,7 @@ mod tests {
                 "name = \"a\"\nextends = 3\n",
                 base,
                 "a.toml",
-                "2: invalid type: integer `3`, expected a string",
+                "2: field `extends`: invalid type: integer `3`, expected a string",
             ),
         ];
         let dir = d.display().to_string();
