@@ -161,6 +161,11 @@ pub fn summarize(out: &Path, monitors_dir: Option<&str>) -> Summary {
         // The verdict names the monitors that fail it, each with its reason.
         let reasons = m.stale_reasons.join("; ");
         let (level, what, message) = match (m.status, report.fail_reason(name)) {
+            (Status::Stale, _) if m.not_climbed => (
+                "failure",
+                "stale",
+                format!("Stale: {reasons}; the repair ladder was not climbed, the verdict was already fail (budget.stop_at_verdict)"),
+            ),
             (Status::Stale, _) => (
                 "failure",
                 "stale",

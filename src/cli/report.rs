@@ -39,7 +39,8 @@ pub enum ReportCommand {
     },
     /// Decide a run's report again under a policy that differs from the one it ran under only
     /// in what the verdict reads (`unverified`, `unverified_fail_risk`,
-    /// `unverified_fail_as_risky_as_stale`, `allowed_families`), without running the models
+    /// `unverified_fail_as_risky_as_stale`, `allowed_families`; `budget.stop_at_verdict`
+    /// too, for a run that left no stale monitor off the ladder), without running the models
     /// again: what a stricter rule would have said.
     #[command(after_help = "Example:\n  \
         probegate report rejudge probegate-report --policy my-policy.toml --out rejudged\n\n\

@@ -165,6 +165,9 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     })?;
     let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential)
         .then(|| revalidate::Extender::new(&inputs, &reval));
+    let fails = |ms: &[repair::MonitorReport]| {
+        verdict::decide(policy, diff.family, ms, models.corpus.len()).verdict == Verdict::Fail
+    };
     let cx = repair::Context {
         policy,
         models: &models,
@@ -179,8 +182,11 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         )),
         every_rung: req.every_rung,
     };
+    // Full revalidation and study runs are the whole picture: never cut short.
+    let stop = (policy.budget.stop_at_verdict && !req.every_rung && !req.full_revalidation)
+        .then_some(&fails as repair::FailsVerdict);
     let mut repairs = timed(&mut secs, "realignment", || {
-        repair::repair(&cx, &suite, &reval.evals, &risks, &features, progress)
+        repair::repair(&cx, &suite, &reval.evals, &risks, &features, stop, progress)
     })?;
     let mut traces = reval.traces;
     for r in repairs.reports.iter_mut() {

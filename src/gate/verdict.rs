@@ -148,7 +148,10 @@ pub fn decide(
                 .collect();
                 // A rung the budget left no labels for: the fail may be the
                 // budget's, and the fix is in the policy.
-                let starved = if m.skipped.is_empty() {
+                let starved = if m.not_climbed {
+                    " (the ladder was not climbed: the verdict was already fail; budget.stop_at_verdict)"
+                        .to_string()
+                } else if m.skipped.is_empty() {
                     String::new()
                 } else {
                     format!(
@@ -301,6 +304,15 @@ mod tests {
             "{r:?}"
         );
 
+        // Stale with the ladder not climbed (budget.stop_at_verdict): the
+        // reason says why nothing was tried, and not to raise a budget.
+        let mut waiting = monitor("privacy_pii-l22", Status::Stale, true);
+        waiting.not_climbed = true;
+        let (v, r, _) = parts(decide(&p, fam, &[waiting], 600));
+        assert_eq!(v, Verdict::Fail);
+        assert!(r[0].contains("the ladder was not climbed"), "{r:?}");
+        assert!(!r[0].contains("raise budget"), "{r:?}");
+
         // Unverified: a warning under default, a failure when the policy says so.
         let unv = monitor("toxicity-l7", Status::Unverified, false);
         let (v, r, w) = parts(decide(&p, fam, &[healthy.clone(), unv.clone()], 600));
@@ -394,26 +406,14 @@ mod tests {
                     if let Some(p) = m["p_stale"].as_f64() {
                         r.risk.p_stale = p;
                     }
+                    r.not_climbed = m["not_climbed"].as_bool().unwrap_or(false);
                     r.skipped = m["skipped"]
                         .as_array()
                         .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
                         .unwrap_or_default();
                     // The rungs tried: a report of each (its figures do not enter the decision).
                     for t in m["tried"].as_array().into_iter().flatten() {
-                        let after = revalidate::EvalResult {
-                            monitor: r.name.clone(),
-                            layer: 15,
-                            n: 180,
-                            auroc: 0.9,
-                            auroc_ci95: [0.85, 0.95],
-                            balanced_accuracy: 0.8,
-                            tpr: 0.8,
-                            fpr: 0.2,
-                            threshold: 0.5,
-                            base_auroc: 0.99,
-                            delta_auroc: -0.09,
-                            base_balanced_accuracy: 0.9,
-                        };
+                        let after = revalidate::EvalResult::example(&r.name, 180);
                         let rung = RungReport {
                             examples: 60,
                             threshold: None,
@@ -471,5 +471,82 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// `budget.stop_at_verdict`: the ladder stops only when no outcome of
+    /// the monitors still waiting could change a fail (each taken as healthy).
+    #[test]
+    fn the_ladder_stops_only_when_the_rest_cannot_change_the_verdict() {
+        use crate::gate::repair::best_outcome;
+        let p = Policy::shipped_default();
+        let fam = Family::LowRankAdapter;
+        let fails = |p: &Policy, fam: Family, ms: Vec<MonitorReport>| {
+            decide(p, fam, &ms, 600).verdict == Verdict::Fail
+        };
+        // Four monitors as the ladder meets them, none climbed yet.
+        let pred: Vec<MonitorReport> = [
+            "privacy_pii-l22",
+            "self_harm-l7",
+            "toxicity-l7",
+            "toxicity-l15",
+        ]
+        .iter()
+        .map(|n| {
+            let mut r = MonitorReport::example(n, Status::Unverified, n.starts_with("privacy"));
+            r.risk.p_stale = 0.2;
+            r
+        })
+        .collect();
+        // Every monitor revalidated but the last (unverified, low risk).
+        let all_but_last = |n: &str| n != "toxicity-l15";
+        let none_done: Vec<Option<MonitorReport>> = vec![None; 4];
+        assert!(!fails(
+            &p,
+            fam,
+            best_outcome(&none_done, &pred, &all_but_last)
+        ));
+
+        // A monitor its climb left stale fails the candidate whatever the rest.
+        let mut done = none_done.clone();
+        done[1] = Some(MonitorReport::example("self_harm-l7", Status::Stale, false));
+        assert!(fails(&p, fam, best_outcome(&done, &pred, &all_but_last)));
+        // A repaired one does not.
+        done[1] = Some(MonitorReport::example(
+            "self_harm-l7",
+            Status::Repaired,
+            false,
+        ));
+        assert!(!fails(&p, fam, best_outcome(&done, &pred, &all_but_last)));
+
+        // An unverified monitor the rules fail (risk ≥ unverified_fail_risk)
+        // decides it before any climb: the ladder cannot revalidate it...
+        let mut risky = pred.clone();
+        risky[3].risk.p_stale = 0.9;
+        assert!(fails(
+            &p,
+            fam,
+            best_outcome(&none_done, &risky, &all_but_last)
+        ));
+        // ...but a revalidated one waiting for the ladder may end healthy.
+        assert!(!fails(
+            &p,
+            fam,
+            best_outcome(&none_done, &risky, &|_: &str| true)
+        ));
+
+        // A family the policy does not allow decides it at once; a candidate
+        // identical to its base is never failed by it.
+        let mut qonly = p.clone();
+        qonly.allowed_families = Some(vec![Family::Quantization]);
+        assert!(fails(
+            &qonly,
+            fam,
+            best_outcome(&none_done, &pred, &all_but_last)
+        ));
+        assert!(!fails(
+            &qonly,
+            Family::Identical,
+            best_outcome(&none_done, &pred, &all_but_last)
+        ));
     }
 }

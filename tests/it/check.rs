@@ -13,6 +13,14 @@ pub(crate) fn test_policy(dir: &Path, edit: &[(&str, &str)]) -> PathBuf {
     text = text
         .replace("max_prompts = 600", "max_prompts = 300")
         .replace("min_prompts = 256", "min_prompts = 200");
+    // These tests watch the repair ladder work on failing candidates; the
+    // default's stop at the verdict has tests of its own.
+    if !edit
+        .iter()
+        .any(|(from, _)| from.contains("stop_at_verdict"))
+    {
+        text = text.replace("stop_at_verdict = true", "stop_at_verdict = false");
+    }
     for (from, to) in edit {
         assert!(text.contains(from), "{from}");
         text = text.replace(from, to);
@@ -461,6 +469,56 @@ fn the_repair_ladder_spends_only_what_the_budget_left() {
         why.contains("raise budget.examples or budget.repair_reserve"),
         "{why}"
     );
+}
+
+/// `budget.stop_at_verdict`, on in the default policy: on the README's
+/// LoRA adapter, monitors the budget left unverified at predicted risk
+/// ≥ 0.5 fail the candidate whatever the ladder would show, so the stale
+/// monitors never climb it: nothing is repaired, each says why, and the
+/// run cannot be rejudged into another verdict. (That the verdict is the
+/// one a complete run gives is the rule's unit test in src/gate/verdict.rs.)
+#[test]
+fn the_gate_stops_at_a_verdict_nothing_left_could_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = test_policy(
+        tmp.path(),
+        &[("stop_at_verdict = true", "stop_at_verdict = true")],
+    );
+    let out = tmp.path().join("out");
+    check("smollm2", &lora_candidate(), &policy, &out)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("the ladder was not climbed"));
+    let r = report(&out);
+    assert_eq!(r["verdict"], "fail");
+    let ms = r["monitors"].as_array().unwrap();
+    let waiting: Vec<&serde_json::Value> = ms.iter().filter(|m| m["not_climbed"] == true).collect();
+    assert!(!waiting.is_empty(), "{r}");
+    for m in &waiting {
+        assert_eq!(m["status"], "stale", "{m}");
+        assert!(!m["stale_reasons"].as_array().unwrap().is_empty(), "{m}");
+        assert!(
+            m["realignment"].is_null() && m["recalibration"].is_null(),
+            "{m}"
+        );
+    }
+    assert!(ms.iter().all(|m| m["status"] != "repaired"));
+    assert!(!out.join("repaired").exists());
+    // The reserve is for the ladder, which did not run.
+    let used = r["budget"]["examples_used"].as_u64().unwrap();
+    assert!(used <= 720 - 120, "{used}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("ladder not climbed"), "{md}");
+    bin()
+        .current_dir(tmp.path())
+        .args(["report", "rejudge", "--quiet", "--policy"])
+        .arg(&policy)
+        .arg(&out)
+        .arg("--out")
+        .arg(tmp.path().join("again"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("policy.budget.stop_at_verdict"));
 }
 
 #[test]

@@ -169,6 +169,12 @@ pub struct BudgetLimits {
     /// nothing stale gets the whole budget for revalidation.
     #[serde(default)]
     pub repair_reserve: usize,
+    /// Stop spending once the verdict is fail whatever the rest would show:
+    /// the ladder is not climbed for the stale monitors still waiting, and
+    /// they are reported stale with `not_climbed`. A cheaper fail, a less
+    /// complete report; never a different verdict.
+    #[serde(default)]
+    pub stop_at_verdict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +408,8 @@ struct RawBudget {
     seconds: Option<Spanned<f64>>,
     #[serde(default)]
     repair_reserve: Option<Spanned<i64>>,
+    #[serde(default)]
+    stop_at_verdict: bool,
 }
 
 #[derive(Deserialize)]
@@ -642,6 +650,7 @@ impl RawPolicy {
                 examples: ex as usize,
                 seconds,
                 repair_reserve,
+                stop_at_verdict: self.budget.stop_at_verdict,
             },
             critical: self.critical,
             unverified: self.unverified,
@@ -707,6 +716,24 @@ max_prompts = 600
         assert!(p.is_critical("privacy_pii-l15", "privacy_pii"));
         assert!(!p.is_critical("toxicity-l15", "toxicity"));
         assert_eq!(p.budget.examples, 600);
+        // Optional, off unless asked for; on in the shipped default.
+        assert!(!p.budget.stop_at_verdict);
+        let on = GOOD.replace("examples = 600", "examples = 600\nstop_at_verdict = true");
+        assert!(
+            Policy::parse(&on, Path::new("p.toml"))
+                .unwrap()
+                .budget
+                .stop_at_verdict
+        );
+        assert!(Policy::shipped_default().budget.stop_at_verdict);
+        let typo = GOOD.replace("examples = 600", "examples = 600\nstop_at_verdict = 1");
+        let e = Policy::parse(&typo, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p.toml:") && e.contains("stop_at_verdict"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub struct MonitorReport {
     /// examples under `budget.examples`, each with what it needed and had.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Stale, and its ladder was not climbed: the verdict was already fail
+    /// whatever it would have shown (`budget.stop_at_verdict`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_climbed: bool,
     /// Study runs only (`GateRequest::every_rung`): each rung tried alone
     /// from the original monitor on a stale monitor. Never read by the verdict.
     #[serde(default, skip_serializing_if = "Trials::is_empty")]
@@ -101,6 +105,7 @@ impl MonitorReport {
             sequential: None,
             breaks: None,
             skipped: Vec::new(),
+            not_climbed: false,
             trials: Trials::default(),
         }
     }
@@ -160,13 +165,16 @@ pub struct Repairs {
 }
 
 /// Runs the ladder over the suite. Monitors revalidation did not reach are
-/// reported unverified; healthy ones pass through.
+/// reported unverified; healthy ones pass through. With `stop_at_verdict`
+/// (`budget.stop_at_verdict`), a stale monitor whose turn comes once the
+/// verdict fails whatever the rest shows is reported `not_climbed`.
 pub fn repair(
     cx: &Context,
     monitors: &[Monitor],
     evals: &BTreeMap<String, Revalidated>,
     risks: &BTreeMap<String, Risk>,
     features: &BTreeMap<String, MonitorFeatures>,
+    stop_at_verdict: Option<FailsVerdict>,
     progress: Progress,
 ) -> Result<Repairs> {
     let policy = cx.policy;
@@ -193,32 +201,50 @@ pub fn repair(
         let m = &monitors[i].meta;
         !policy.is_critical(&m.name, &m.concept)
     });
+    // Each monitor as the gate predicted it, before any rung.
+    let predicted = monitors
+        .iter()
+        .map(|m| {
+            let name = &m.meta.name;
+            Ok(MonitorReport::unverified(
+                name.clone(),
+                &m.meta.concept,
+                m.meta.hook.layer,
+                policy.is_critical(name, &m.meta.concept),
+                risks
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| missing("risk", name))?,
+                features
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| missing("features", name))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut reports: Vec<Option<MonitorReport>> = vec![None; monitors.len()];
     for (step, &i) in visit.iter().enumerate() {
         let m = &monitors[i];
         // The ladder can take minutes (forward passes, map fits): say where it is.
         progress("repair ladder", step, monitors.len());
         let name = &m.meta.name;
-        let mut r = MonitorReport::unverified(
-            name.clone(),
-            &m.meta.concept,
-            m.meta.hook.layer,
-            policy.is_critical(name, &m.meta.concept),
-            risks
-                .get(name)
-                .cloned()
-                .ok_or_else(|| missing("risk", name))?,
-            features
-                .get(name)
-                .cloned()
-                .ok_or_else(|| missing("features", name))?,
-        );
+        let mut r = predicted[i].clone();
         if let Some(rv) = evals.get(name) {
-            if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
-                out.repaired.push(fixed);
-            }
-            if cx.every_rung && r.status != Status::Healthy {
-                r.trials = trials(cx, &mut acts, m, rv, &r)?;
+            let decided = stop_at_verdict.is_some_and(|fails| {
+                fails(&best_outcome(&reports, &predicted, &|n: &str| {
+                    evals.contains_key(n)
+                }))
+            });
+            if decided {
+                judge(policy, m, rv, &mut r);
+                r.not_climbed = r.status == Status::Stale;
+            } else {
+                if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
+                    out.repaired.push(fixed);
+                }
+                if cx.every_rung && r.status != Status::Healthy {
+                    r.trials = trials(cx, &mut acts, m, rv, &r)?;
+                }
             }
             out.examples_used += [&r.recalibration, &r.retraining]
                 .iter()
@@ -237,6 +263,53 @@ fn missing(what: &str, name: &str) -> Error {
     Error::Usage(format!("internal: no {what} computed for monitor {name}"))
 }
 
+/// Whether the policy's verdict fails a suite in these states: the gate's
+/// verdict handed down (it reads this module's reports, so it sits above).
+pub type FailsVerdict<'a> = &'a dyn Fn(&[MonitorReport]) -> bool;
+
+/// The best the suite can still end as: the monitors the ladder has done
+/// as they ended, each still waiting taken as healthy (the best a monitor
+/// can end; the verdict only gets worse as monitors do), the unverified as
+/// they are (the ladder does not change them). If the verdict fails this,
+/// it fails whatever the rest of the ladder shows.
+pub(crate) fn best_outcome(
+    done: &[Option<MonitorReport>],
+    predicted: &[MonitorReport],
+    revalidated: &dyn Fn(&str) -> bool,
+) -> Vec<MonitorReport> {
+    predicted
+        .iter()
+        .zip(done)
+        .map(|(p, r)| match r {
+            Some(r) => r.clone(),
+            None => {
+                let mut p = p.clone();
+                if revalidated(&p.name) {
+                    p.status = Status::Healthy;
+                }
+                p
+            }
+        })
+        .collect()
+}
+
+/// A revalidated monitor's state without the ladder: healthy or stale.
+fn judge(
+    policy: &crate::gate::policy::Policy,
+    m: &Monitor,
+    rv: &Revalidated,
+    r: &mut MonitorReport,
+) {
+    r.eval = Some(rv.eval.clone());
+    r.breaks = Some(revalidate::breaks(m, &rv.eval, &policy.metrics));
+    r.stale_reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
+    r.status = if r.stale_reasons.is_empty() {
+        Status::Healthy
+    } else {
+        Status::Stale
+    };
+}
+
 /// One revalidated monitor up the ladder; fills `r` and returns the
 /// repaired monitor when a rung repaired it.
 fn climb<'a>(
@@ -248,14 +321,10 @@ fn climb<'a>(
 ) -> Result<Option<Monitor>> {
     let policy = cx.policy;
     let name = &m.meta.name;
-    r.eval = Some(rv.eval.clone());
-    r.breaks = Some(revalidate::breaks(m, &rv.eval, &policy.metrics));
-    r.stale_reasons = revalidate::stale_reasons(m, &rv.eval, &policy.metrics);
-    if r.stale_reasons.is_empty() {
-        r.status = Status::Healthy;
+    judge(policy, m, rv, r);
+    if r.status == Status::Healthy {
         return Ok(None);
     }
-    r.status = Status::Stale;
     let verifier = Verifier::new(m, rv, cx)?;
     // The monitor later rungs start from: realigned when the map was applied.
     let mut current = m.clone();

@@ -22,7 +22,12 @@ pub fn from_report(r: &Report) -> JReport {
         let status = match (m.status, r.fail_reason(&m.name)) {
             (Status::Stale, _) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(format!("stale: {}", m.stale_reasons.join("; ")))
+                let ladder = if m.not_climbed {
+                    " (repair ladder not climbed: the verdict was already fail)"
+                } else {
+                    ""
+                };
+                s.set_message(format!("stale: {}{ladder}", m.stale_reasons.join("; ")))
                     .set_type("stale");
                 s
             }

@@ -315,6 +315,11 @@ fn repair_summary(m: &MonitorReport) -> String {
         }
     }
     parts.extend(m.skipped.iter().map(|x| format!("not tried: {x}")));
+    if m.not_climbed {
+        parts.push(
+            "ladder not climbed: the verdict was already fail (budget.stop_at_verdict)".into(),
+        );
+    }
     parts.join("; ")
 }
 

@@ -40,6 +40,13 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
             for k in VERDICT_ONLY {
                 o.remove(*k);
             }
+            // Whether a run stops at its verdict changes what it leaves
+            // undone, never the verdict: a complete run can be judged under
+            // either, and one that left monitors off the ladder is refused
+            // below whatever the policy says.
+            if let Some(Value::Object(b)) = o.get_mut("budget") {
+                b.remove("stop_at_verdict");
+            }
         }
         v
     };
@@ -51,6 +58,20 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
             format!(
                 "the report ran with {ran}, policy `{}` ({}) says {given}: that changes what is run, not only the verdict, so run `probegate check` under it instead",
                 policy.name, policy.source
+            ),
+        ));
+    }
+    // A run that stopped at its verdict left stale monitors off the ladder:
+    // under rules that no longer fail it, they would fail it in place of
+    // repairs never tried.
+    let not_climbed = report.monitors.iter().filter(|m| m.not_climbed).count();
+    if not_climbed > 0 {
+        return Err(Error::field(
+            path.join("report.json"),
+            "policy.budget.stop_at_verdict",
+            format!(
+                "the run stopped at its verdict: {not_climbed} stale monitor(s) never climbed the repair ladder, so no other verdict can be read from it; run `probegate check` under policy `{}` instead",
+                policy.name
             ),
         ));
     }
@@ -205,5 +226,28 @@ mod tests {
         p.critical.push("toxicity*".into());
         let e = rejudge(Path::new("run"), &r, &p).unwrap_err().to_string();
         assert!(e.contains("policy.critical"), "{e}");
+    }
+
+    #[test]
+    fn a_run_that_stopped_at_its_verdict_is_refused() {
+        let mut r = report();
+        let mut m =
+            crate::gate::repair::MonitorReport::example("self_harm-l7", Status::Stale, true);
+        m.not_climbed = true;
+        r.monitors.push(m);
+        let mut p = r.policy.clone();
+        p.unverified_fail_risk = Some(0.5);
+        // Complete, it is judged under a policy that stops or not...
+        r.monitors.last_mut().unwrap().not_climbed = false;
+        p.budget.stop_at_verdict = !r.policy.budget.stop_at_verdict;
+        assert!(rejudge(Path::new("run"), &r, &p).is_ok());
+        // ...with a monitor left off the ladder, under none.
+        r.monitors.last_mut().unwrap().not_climbed = true;
+        let e = rejudge(Path::new("run"), &r, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("run/report.json") && e.contains("policy.budget.stop_at_verdict"),
+            "{e}"
+        );
+        assert!(e.contains("1 stale monitor(s) never climbed"), "{e}");
     }
 }

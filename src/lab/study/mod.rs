@@ -287,6 +287,9 @@ pub struct Study {
     /// whole-set mode, which a sequential policy's runs stand beside.
     pub policy_name: String,
     pub mode: RevalidationMode,
+    /// The policy's `budget.stop_at_verdict`: complete runs are replayed as
+    /// stopping at their verdict.
+    pub stop_at_verdict: bool,
     /// Each condition run for real under the policy (`study grid --budgeted`),
     /// when those runs were given.
     pub runs: Option<Vec<Condition>>,
@@ -333,6 +336,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
     let mut whole = policy.clone();
     whole.revalidation.mode = RevalidationMode::Whole;
     let (policy_name, mode) = (policy.name.clone(), policy.revalidation.mode);
+    let stop_at_verdict = policy.budget.stop_at_verdict;
     let policy = &whole;
     let cells = cells(l);
     let models = distinct(cells.iter().map(|c| &c.model));
@@ -485,6 +489,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
         replay_model,
         mode,
         policy_name,
+        stop_at_verdict,
         runs,
         given_false_passes: given.iter().filter(|c| c.compared.false_pass).count(),
         given_examples_used: given.iter().map(|c| c.compared.examples_used).sum(),

@@ -31,11 +31,23 @@ pub struct Condition {
     /// it again under the study's policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejudged_from: Option<String>,
+    /// A complete run judged under a policy that stops at its verdict: the
+    /// labeled examples it would have spent, when that is before the ladder
+    /// ([`gate::replay::stopped_before_the_ladder`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_verdict: Option<usize>,
+    /// With `at_verdict`: the run's seconds less its repair ladder's, which
+    /// a run stopped before the ladder does not spend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_verdict_seconds: Option<f64>,
 }
 
 /// One condition's row: the full report is the truth, `b` the budgeted
 /// gate's report (replayed or run), `seconds` the time shown beside it.
 fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> Condition {
+    let at_verdict = (policy.budget.stop_at_verdict && !b.policy.budget.stop_at_verdict)
+        .then(|| gate::replay::stopped_before_the_ladder(b))
+        .flatten();
     Condition {
         model: full.model_id(),
         condition: cond.to_string(),
@@ -48,6 +60,9 @@ fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> 
         seconds,
         ladder: ladder(full),
         rejudged_from: b.rejudged.as_ref().map(|j| j.source.clone()),
+        at_verdict,
+        at_verdict_seconds: at_verdict
+            .map(|_| seconds - b.seconds.get("realignment").copied().unwrap_or(0.0)),
     }
 }
 
@@ -231,8 +246,12 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Runs> {
 /// have its full report: a condition left out would vanish from the
 /// false-pass count unseen.
 pub fn run_conditions(l: &Loaded, policy: &Policy, runs: &Runs) -> Result<Vec<Condition>> {
+    // Whether a run stops at its verdict changes what it leaves undone,
+    // never the verdict: complete runs serve a policy that stops, and what
+    // the stop would have saved is replayed (`Condition::at_verdict`).
     let mut want = policy.clone();
     want.source.clear();
+    want.budget.stop_at_verdict = false;
     let mut missing = Vec::new();
     let mut out = Vec::new();
     for (cond, _, full) in &l.reports {
@@ -243,6 +262,7 @@ pub fn run_conditions(l: &Loaded, policy: &Policy, runs: &Runs) -> Result<Vec<Co
         };
         let mut got = b.policy.clone();
         got.source.clear();
+        got.budget.stop_at_verdict = false;
         if got != want {
             return Err(Error::field(
                 path,
@@ -356,6 +376,27 @@ fn table_row(c: &Condition, replayed: bool) -> String {
     )
 }
 
+/// Per model, "<model> <median> s" of `secs` over its conditions.
+fn median_seconds(
+    study: &Study,
+    runs: &[Condition],
+    secs: impl Fn(&Condition) -> f64,
+) -> Vec<String> {
+    study
+        .models
+        .iter()
+        .map(|m| {
+            let mut v: Vec<f64> = runs.iter().filter(|c| &c.model == m).map(&secs).collect();
+            format!("{m} {:.0} s", super::median(&mut v))
+        })
+        .collect()
+}
+
+/// Whether the study's policy stops at its verdict.
+fn policy_stops(study: &Study) -> bool {
+    study.stop_at_verdict
+}
+
 /// STUDY.md's "The gate on the zoo" section.
 pub fn section(study: &Study) -> String {
     let mut s = String::from(
@@ -413,18 +454,7 @@ pub fn section(study: &Study) -> String {
         }
         let t = totals(runs);
         let _ = writeln!(s, "\n{}", t.line("The gate spent"));
-        let per_model: Vec<String> = study
-            .models
-            .iter()
-            .map(|m| {
-                let mut secs: Vec<f64> = runs
-                    .iter()
-                    .filter(|c| &c.model == m)
-                    .map(|c| c.seconds)
-                    .collect();
-                format!("{m} {:.0} s", super::median(&mut secs))
-            })
-            .collect();
+        let per_model = median_seconds(study, runs, |c| c.seconds);
         let _ = writeln!(
             s,
             "Median gate time per condition as the grid ran it (2 cores; the activations the full \
@@ -432,6 +462,36 @@ pub fn section(study: &Study) -> String {
              by side by `bench/gate.sh`, in BENCHMARKS.md.\n",
             per_model.join(", ")
         );
+        let stops: Vec<&Condition> = runs.iter().filter(|c| c.at_verdict.is_some()).collect();
+        if policy_stops(study) && !stops.is_empty() {
+            let failing = runs
+                .iter()
+                .filter(|c| c.compared.budgeted_verdict == crate::gate::Verdict::Fail)
+                .count();
+            let saved: usize = stops
+                .iter()
+                .map(|c| {
+                    c.compared.examples_used
+                        - c.at_verdict.unwrap_or(0).min(c.compared.examples_used)
+                })
+                .sum();
+            let used = t.used - saved;
+            let _ = writeln!(
+                s,
+                "These runs climbed the repair ladder whatever the verdict; the `{policy}` policy \
+                 stops at its verdict (`budget.stop_at_verdict`). Replayed on the reports, {} of the \
+                 {failing} failing conditions are decided before the ladder (every revalidated \
+                 monitor taken as healthy, the verdict is still fail) and would spend only \
+                 revalidation's examples: {used} of {} labeled examples ({:.1}%), the verdicts \
+                 unchanged. Less their repair ladder's seconds, the median gate time per \
+                 condition would be {}.\n",
+                stops.len(),
+                t.full,
+                100.0 * used as f64 / t.full.max(1) as f64,
+                median_seconds(study, runs, |c| c.at_verdict_seconds.unwrap_or(c.seconds))
+                    .join(", ")
+            );
+        }
     }
     let whole = if study.mode == RevalidationMode::Sequential {
         format!(" with `mode = \"whole\"` in place of the `{policy}` policy's sequential looks")
