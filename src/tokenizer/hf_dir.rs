@@ -18,11 +18,43 @@ fn config_token(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::Io {
+/// The largest tokenizer.json read (Gemma 3's is 33 MB); its config files
+/// are kilobytes. This module sits below `assets`, whose bounded reads the
+/// rest of the crate uses, so it keeps its own.
+const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// `path` as text, refused unless a regular file of at most `limit` bytes:
+/// a link to /dev/zero or a file of gigabytes is an error naming the file,
+/// never an exhausted memory.
+fn read_text(path: &Path, limit: u64) -> Result<String> {
+    use std::io::Read;
+    let io = |e: std::io::Error| TokenizerError::Io {
         file: path.to_path_buf(),
         source: e,
-    })?;
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    let refuse = |why: String| io(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(refuse(format!(
+            "{} bytes, more than the {limit} read for this file",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    f.take(limit + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > limit {
+        return Err(refuse(format!("grew past {limit} bytes while read")));
+    }
+    Ok(text)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = read_text(path, MAX_CONFIG_BYTES)?;
     serde_json::from_str(&text).map_err(|e| TokenizerError::Parse {
         file: path.to_path_buf(),
         field: "(whole file)".into(),
@@ -38,7 +70,9 @@ impl ModelTokenizer {
     /// added at most once.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let tj = dir.join("tokenizer.json");
-        if !tj.is_file() {
+        // `exists`, not `is_file`: a link to a device must be refused by
+        // name, not reported missing.
+        if !tj.exists() {
             return Err(TokenizerError::Io {
                 file: tj,
                 source: std::io::Error::new(
@@ -47,10 +81,7 @@ impl ModelTokenizer {
                 ),
             });
         }
-        let text = std::fs::read_to_string(&tj).map_err(|e| TokenizerError::Io {
-            file: tj.clone(),
-            source: e,
-        })?;
+        let text = read_text(&tj, MAX_TOKENIZER_BYTES)?;
         let mut tk: Tokenizer =
             text.parse()
                 .map_err(|e: tokenizers::Error| TokenizerError::Parse {
@@ -60,13 +91,14 @@ impl ModelTokenizer {
                 })?;
 
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg = if cfg_path.is_file() {
+        // Present but unreadable is an error, never a config silently skipped.
+        let cfg = if cfg_path.exists() {
             Some(read_json(&cfg_path)?)
         } else {
             None
         };
         let stm_path = dir.join("special_tokens_map.json");
-        let stm = if stm_path.is_file() {
+        let stm = if stm_path.exists() {
             Some(read_json(&stm_path)?)
         } else {
             None
@@ -204,5 +236,55 @@ impl ModelTokenizer {
             "pad_token": self.config.pad_token,
             "clean_up_tokenization_spaces": false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+        "normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#;
+
+    fn refused(dir: &Path) -> String {
+        match ModelTokenizer::from_hf_dir(dir) {
+            Ok(_) => panic!("{}: loaded", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A tokenizer file that is a link to a device, or far larger than any
+    /// real one, is refused naming it: never read until memory runs out,
+    /// never skipped as if absent.
+    #[test]
+    fn hostile_tokenizer_files_are_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let tj = d.path().join("tokenizer.json");
+        std::os::unix::fs::symlink("/dev/zero", &tj).unwrap();
+        let e = refused(d.path());
+        assert!(
+            e.contains("tokenizer.json") && e.contains("not a regular file"),
+            "{e}"
+        );
+
+        std::fs::remove_file(&tj).unwrap();
+        let big = std::fs::File::create(&tj).unwrap();
+        big.set_len(MAX_TOKENIZER_BYTES + 1).unwrap(); // sparse: no disk used
+        let e = refused(d.path());
+        assert!(
+            e.contains("tokenizer.json") && e.contains("more than"),
+            "{e}"
+        );
+
+        std::fs::write(&tj, WORDS).unwrap();
+        assert!(ModelTokenizer::from_hf_dir(d.path()).is_ok());
+        let cfg = d.path().join("tokenizer_config.json");
+        std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+        let e = refused(d.path());
+        assert!(
+            e.contains("tokenizer_config.json") && e.contains("not a regular file"),
+            "{e}"
+        );
     }
 }
