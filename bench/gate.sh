@@ -4,9 +4,10 @@
 # side on the same machine with the same thread count. Prints one JSON line
 # per run and the ratios. See BENCHMARKS.md.
 #
-# probegate runs four times: --full (the peer's work, cold and base-cached)
-# and under the default policy (budgeted, as README command 1 and the Action
-# run it; cold and base-cached). The peer always does the full work: a user
+# probegate runs five times: --full (the peer's work, cold and base-cached),
+# under the default policy (budgeted, as README command 1 and the Action run
+# it; cold and base-cached), and under the default with its stop at the
+# verdict off (cold). The peer always does the full work: a user
 # writing the Python pipeline would not write a risk-ordered budget.
 #
 #   THREADS   threads for both sides (default 2)
@@ -69,15 +70,20 @@ rm -rf "$work/cache"; mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$w
 pg_dcold=$(run_pg default-cold)
 clear_cand
 pg_dwarm=$(run_pg default-warm)
+# The default policy with its stop at the verdict off (budget.stop_at_verdict):
+# the repair ladder climbed on a failing candidate too. Cold, like default-cold.
+printf 'name = "default-no-stop"\nextends = "default"\n[budget]\nstop_at_verdict = false\n' > "$work/nostop.toml"
+rm -rf "$work/cache"; mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$work/cache/models/"
+pg_ncold=$(run_pg default-no-stop-cold --policy "$work/nostop.toml")
 t0=$(date +%s.%N)
 py=$(OMP_NUM_THREADS="$THREADS" "$PY" bench/py_gate.py --base "$BASE" --adapter "$ADAPTER" \
   --monitors "$MONITORS" --data data/suite --corpus data/realign/corpus.jsonl --threads "$THREADS")
 t1=$(date +%s.%N)
-echo "$pg_cold"; echo "$pg_warm"; echo "$pg_dcold"; echo "$pg_dwarm"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
-python3 - "$pg_cold" "$pg_warm" "$pg_dcold" "$pg_dwarm" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
+echo "$pg_cold"; echo "$pg_warm"; echo "$pg_dcold"; echo "$pg_dwarm"; echo "$pg_ncold"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
+python3 - "$pg_cold" "$pg_warm" "$pg_dcold" "$pg_dwarm" "$pg_ncold" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
 import json, sys
-cold, warm, dcold, dwarm, py = (json.loads(x) for x in sys.argv[1:6])
-py_wall = float(sys.argv[6])
+cold, warm, dcold, dwarm, ncold, py = (json.loads(x) for x in sys.argv[1:7])
+py_wall = float(sys.argv[7])
 print(f"whole gate, SmolLM2 + LoRA adapter, full revalidation of {len(py['monitors'])} monitors, {py['threads']} threads:")
 print(f"  python reference {py_wall:7.1f} s wall (stages {py['seconds']['total']:.1f} s)")
 print(f"  probegate cold   {cold['wall_seconds']:7.1f} s wall  -> {py_wall / cold['wall_seconds']:.2f}x faster")
@@ -85,4 +91,6 @@ print(f"  probegate warm   {warm['wall_seconds']:7.1f} s wall  -> {py_wall / war
 print(f"default policy (budgeted, {dcold['labeled_examples']} labeled examples), same peer:")
 print(f"  probegate cold   {dcold['wall_seconds']:7.1f} s wall  -> {py_wall / dcold['wall_seconds']:.2f}x faster")
 print(f"  probegate warm   {dwarm['wall_seconds']:7.1f} s wall  -> {py_wall / dwarm['wall_seconds']:.2f}x faster (base activations cached)")
+print(f"default policy without its stop at the verdict ({ncold['labeled_examples']} labeled examples):")
+print(f"  probegate cold   {ncold['wall_seconds']:7.1f} s wall  -> {py_wall / ncold['wall_seconds']:.2f}x faster")
 PY
