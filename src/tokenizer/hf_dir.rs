@@ -247,10 +247,14 @@ mod tests {
         "normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,
         "model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#;
 
-    fn refused(dir: &Path) -> String {
+    /// The error loading `dir` gives; it must name `file` and say `why`.
+    fn refused(dir: &Path, file: &str, why: &str) {
         match ModelTokenizer::from_hf_dir(dir) {
             Ok(_) => panic!("{}: loaded", dir.display()),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(file) && e.contains(why), "{e}");
+            }
         }
     }
 
@@ -262,29 +266,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let tj = d.path().join("tokenizer.json");
         std::os::unix::fs::symlink("/dev/zero", &tj).unwrap();
-        let e = refused(d.path());
-        assert!(
-            e.contains("tokenizer.json") && e.contains("not a regular file"),
-            "{e}"
-        );
+        refused(d.path(), "tokenizer.json", "not a regular file");
 
         std::fs::remove_file(&tj).unwrap();
         let big = std::fs::File::create(&tj).unwrap();
         big.set_len(MAX_TOKENIZER_BYTES + 1).unwrap(); // sparse: no disk used
-        let e = refused(d.path());
-        assert!(
-            e.contains("tokenizer.json") && e.contains("more than"),
-            "{e}"
-        );
+        refused(d.path(), "tokenizer.json", "more than");
 
         std::fs::write(&tj, WORDS).unwrap();
         assert!(ModelTokenizer::from_hf_dir(d.path()).is_ok());
         let cfg = d.path().join("tokenizer_config.json");
         std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
-        let e = refused(d.path());
-        assert!(
-            e.contains("tokenizer_config.json") && e.contains("not a regular file"),
-            "{e}"
-        );
+        refused(d.path(), "tokenizer_config.json", "not a regular file");
     }
 }
