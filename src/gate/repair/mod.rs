@@ -223,6 +223,9 @@ pub fn repair(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut reports: Vec<Option<MonitorReport>> = vec![None; monitors.len()];
+    // Once decided, always: each climb can only leave a monitor as good as
+    // the healthy it was taken for, or worse.
+    let mut decided = false;
     for (step, &i) in visit.iter().enumerate() {
         let m = &monitors[i];
         // The ladder can take minutes (forward passes, map fits): say where it is.
@@ -230,11 +233,12 @@ pub fn repair(
         let name = &m.meta.name;
         let mut r = predicted[i].clone();
         if let Some(rv) = evals.get(name) {
-            let decided = stop_at_verdict.is_some_and(|fails| {
-                fails(&best_outcome(&reports, &predicted, &|n: &str| {
-                    evals.contains_key(n)
-                }))
-            });
+            decided = decided
+                || stop_at_verdict.is_some_and(|fails| {
+                    fails(&best_outcome(&reports, &predicted, &|n: &str| {
+                        evals.contains_key(n)
+                    }))
+                });
             if decided {
                 judge(policy, m, rv, &mut r);
                 r.not_climbed = r.status == Status::Stale;
