@@ -140,12 +140,7 @@ pub fn read_small_text(path: &Path, what: &str) -> Result<String> {
 }
 
 fn read_text(path: &Path, max: u64, what: &str) -> Result<String> {
-    String::from_utf8(read_bounded(path, max, what)?).map_err(|_| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
-        )
-    })
+    crate::bounded::read_text(path, max, what).map_err(|e| Error::io(path, e))
 }
 
 /// JSON metadata (monitor.json, config.json, adapter_config.json) and a
@@ -156,28 +151,7 @@ pub const MAX_SMALL_FILE_BYTES: u64 = 64 << 20;
 /// (a link to `/dev/zero` in a suite, a pipe) or is over `max` bytes; `what`
 /// names the kind of file in the error.
 pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
-    let refuse = |msg: String| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
-        )
-    };
-    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !md.is_file() {
-        return Err(refuse("not a regular file".into()));
-    }
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::with_capacity(md.len().min(max) as usize);
-    // Bounded again while reading: the file may grow after the check.
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(refuse(format!(
-            "larger than {} KiB, which no {what} is",
-            max >> 10
-        )));
-    }
-    Ok(bytes)
+    crate::bounded::read(path, max, what).map_err(|e| Error::io(path, e))
 }
 
 /// A file's bytes as a reader, from disk or from the binary.

@@ -5,7 +5,8 @@
 //! from those declared before it; inside [`gate`], [`lab`] and [`adapters`]
 //! the same holds among their parts (src/layering.rs checks it):
 //!
-//! 1. **Files**: [`tokenizer`] (no dependencies: the error type wraps its
+//! 1. **Files**: [`bounded`] (reading a file that must be small; the
+//!    standard library alone), [`tokenizer`] (the error type wraps its
 //!    errors), [`error`], [`assets`] (the policies and data built into the
 //!    binary), [`util`] (atomic writes, JSONL, hashing, safetensors writing).
 //! 2. **Checkpoints**: [`checkpoint`] (readers: GGUF, Hugging Face
@@ -30,6 +31,7 @@
 //!    binary's own (`src/main.rs`, `src/cli/`).
 
 // 1. Files
+pub mod bounded;
 pub mod tokenizer;
 pub mod error;
 pub mod assets;

@@ -19,8 +19,7 @@ fn config_token(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// The largest tokenizer.json read (Gemma 3's is 33 MB); its config files
-/// are kilobytes. This module sits below `assets`, whose bounded reads the
-/// rest of the crate uses, so it keeps its own.
+/// are kilobytes.
 const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
@@ -28,29 +27,10 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// a link to /dev/zero or a file of gigabytes is an error naming the file,
 /// never an exhausted memory.
 fn read_text(path: &Path, limit: u64) -> Result<String> {
-    use std::io::Read;
-    let io = |e: std::io::Error| TokenizerError::Io {
+    crate::bounded::read_text(path, limit, "tokenizer file").map_err(|e| TokenizerError::Io {
         file: path.to_path_buf(),
         source: e,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    let refuse = |why: String| io(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-    if !meta.is_file() {
-        return Err(refuse("not a regular file".into()));
-    }
-    if meta.len() > limit {
-        return Err(refuse(format!(
-            "{} bytes, more than the {limit} read for this file",
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    f.take(limit + 1).read_to_string(&mut text).map_err(io)?;
-    if text.len() as u64 > limit {
-        return Err(refuse(format!("grew past {limit} bytes while read")));
-    }
-    Ok(text)
+    })
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -271,7 +251,7 @@ mod tests {
         std::fs::remove_file(&tj).unwrap();
         let big = std::fs::File::create(&tj).unwrap();
         big.set_len(MAX_TOKENIZER_BYTES + 1).unwrap(); // sparse: no disk used
-        refused(d.path(), "tokenizer.json", "more than");
+        refused(d.path(), "tokenizer.json", "larger than");
 
         std::fs::write(&tj, WORDS).unwrap();
         assert!(ModelTokenizer::from_hf_dir(d.path()).is_ok());
