@@ -241,19 +241,22 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Re
 /// A TOML error in `text` (the file at `path`), at its line, naming the
 /// field when the error is about a value.
 pub fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
-    let at = e.span().map(|s| s.start);
-    let line = at.map(|o| line_of(text, o)).unwrap_or(0);
-    Error::input(path, line, with_key(e.message().trim(), text, at))
+    toml_error_at(e.message(), text, path, e.span().map(|s| s.start))
 }
 
-/// `msg` prefixed with the field whose value stands at `offset`: toml's
-/// type errors ("invalid type: integer `1`, expected a boolean") say what
-/// was expected but not of which field.
-pub fn with_key(msg: &str, text: &str, offset: Option<usize>) -> String {
-    match offset.and_then(|o| key_at(text, o)) {
+/// A TOML error's `msg` at byte `offset` of `text` (the file at `path`):
+/// its line, and the field whose value stands there, since toml's type
+/// errors ("invalid type: integer `1`, expected a boolean") say what was
+/// expected but not of which field. For errors whose span is not in `text`
+/// as toml saw it (a policy merged from several files).
+pub fn toml_error_at(msg: &str, text: &str, path: &Path, offset: Option<usize>) -> Error {
+    let line = offset.map(|o| line_of(text, o)).unwrap_or(0);
+    let msg = msg.trim();
+    let msg = match offset.and_then(|o| key_at(text, o)) {
         Some(k) => format!("field `{k}`: {msg}"),
         None => msg.to_string(),
-    }
+    };
+    Error::input(path, line, msg)
 }
 
 /// The dotted key (`budget.stop_at_verdict`) of the `key = value` line whose

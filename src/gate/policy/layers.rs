@@ -145,14 +145,16 @@ impl Layers {
         let Some(doc) = merged else {
             return Err(Error::Usage("no policy to read".into()));
         };
-        T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| match e.span() {
-            Some(s) => {
-                let l = self.file_at(s.start);
-                let local = s.start - l.start;
-                let msg = crate::util::with_key(e.message().trim(), &l.text, Some(local));
-                Error::input(&l.path, crate::util::line_of(&l.text, local), msg)
-            }
-            None => Error::input(self.path(), 0, e.message().trim()),
+        T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
+            // The span is in the shared space: back to its file's own offset.
+            let (l, at) = match e.span() {
+                Some(s) => {
+                    let l = self.file_at(s.start);
+                    (l, Some(s.start - l.start))
+                }
+                None => (&self.files[0], None),
+            };
+            crate::util::toml_error_at(e.message(), &l.text, &l.path, at)
         })
     }
 }
