@@ -255,3 +255,44 @@ fn streamed_extraction_reports_progress_block_by_block() {
     assert_eq!(steps[0], texts.len().div_ceil(4));
     assert!(steps[1] >= 5, "{steps:?}");
 }
+
+/// Resident weights with more batches than threads run several batches at
+/// once, each on its share of the threads: the activations must be the same
+/// bit for bit as one batch after another on every thread.
+#[test]
+fn batches_side_by_side_give_the_same_activations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("p.jsonl");
+    // 200 prompts of varied length: 13 batches of 16, enough to go side by side.
+    let corpus = std::fs::read_to_string(repo().join("data/realign/corpus.jsonl")).expect("corpus");
+    let lines: Vec<&str> = corpus.lines().take(200).collect();
+    assert_eq!(lines.len(), 200);
+    std::fs::write(&input, lines.join("\n")).expect("write prompts");
+    let run = |threads: &str| {
+        let out = dir.path().join(format!("a{threads}.safetensors"));
+        bin()
+            .current_dir(dir.path())
+            .env("PROBEGATE_NO_ACT_CACHE", "1")
+            .args([
+                "--quiet",
+                "--threads",
+                threads,
+                "activations",
+                "--layers",
+                "3,9",
+            ])
+            .args(["--weights", "resident", "--model"])
+            .arg(model_path("smollm2"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        std::fs::read(&out).expect("read activations")
+    };
+    let one = run("1");
+    let two = run("2");
+    assert!(one.len() > 200 * 576 * 4, "{}", one.len());
+    assert!(one == two, "activations differ between 1 and 2 threads");
+}
