@@ -571,6 +571,7 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
             path: &a.corpus,
             max_prompts: a.limit,
         },
+        true,
         check,
         &mut |stage, done, total| {
             pb.set_message(stage.to_string());
@@ -596,16 +597,22 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
                 "{:<26} {:>6} {:>9} {:>8} {:>8} {:>6} {:>6}",
                 "monitor", "depth", "Δbelow", "act cos", "shift σ", "KS", "flips"
             );
+            // `features` always runs the corpus; a missing value would be a bug, shown as such.
+            let v = |x: Option<f64>, plus: bool| match (x, plus) {
+                (Some(x), true) => format!("{x:+.3}"),
+                (Some(x), false) => format!("{x:.3}"),
+                (None, _) => "-".into(),
+            };
             for f in &out {
                 println!(
-                    "{:<26} {:>6.2} {:>9.5} {:>8.5} {:>+8.3} {:>6.3} {:>6.3}",
+                    "{:<26} {:>6.2} {:>9.5} {:>8} {:>8} {:>6} {:>6}",
                     f.monitor,
                     f.depth_fraction,
                     f.change_below,
-                    f.act_cosine,
-                    f.projected_shift,
-                    f.score_ks,
-                    f.flip_rate
+                    f.act_cosine.map_or("-".into(), |c| format!("{c:.5}")),
+                    v(f.projected_shift, true),
+                    v(f.score_ks, false),
+                    v(f.flip_rate, false)
                 );
             }
         }

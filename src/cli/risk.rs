@@ -52,24 +52,55 @@ pub enum RiskCommand {
         history: Vec<PathBuf>,
         #[arg(long, default_value = "risk-model.json")]
         out: PathBuf,
-        /// L2 strength.
-        #[arg(long, default_value_t = 1.0)]
-        l2: f64,
-        /// What the model predicts.
-        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
-        target: Target,
+        #[command(flatten)]
+        fit: FitArgs,
     },
     /// How good the risk model is on history files: held-out AUROC on honest folds (a family
     /// with merged conditions beside their source, a model, source groups), triage curve, baselines.
     Eval {
         #[arg(required = true)]
         history: Vec<PathBuf>,
-        #[arg(long, default_value_t = 1.0)]
-        l2: f64,
-        /// What the evaluated models predict.
-        #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
-        target: Target,
+        #[command(flatten)]
+        fit: FitArgs,
     },
+}
+
+/// How a risk model is fitted, by `risk fit` and by `risk eval`'s folds.
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// L2 strength.
+    #[arg(long, default_value_t = 1.0)]
+    l2: f64,
+    /// What the model predicts.
+    #[arg(long, value_parser = choice::<Target>(), default_value = "policy")]
+    target: Target,
+    /// The features the model reads, comma-separated (default: every feature the history's
+    /// rows have). A model that reads no corpus feature (act_distance, abs_projected_shift,
+    /// score_ks, flip_rate, base_margin) lets `check` skip the corpus's forward passes unless
+    /// its ladder realigns a monitor.
+    #[arg(long, value_delimiter = ',', value_parser = feature_name)]
+    features: Vec<String>,
+}
+
+/// One of [`risk::FEATURE_NAMES`], or clap's error listing them.
+fn feature_name(s: &str) -> std::result::Result<String, String> {
+    if risk::FEATURE_NAMES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a risk feature; one of: {}",
+            risk::FEATURE_NAMES.join(", ")
+        ))
+    }
+}
+
+/// `--features` as names; when none were given, every feature a row has.
+fn feature_list<'a>(given: &'a [String], rows: &[&risk::HistoryRow]) -> Vec<&'a str> {
+    if given.is_empty() {
+        risk::features_present(rows)
+    } else {
+        given.iter().map(String::as_str).collect()
+    }
 }
 
 /// Every row of every file, in order.
@@ -99,15 +130,16 @@ pub(crate) fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
 
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     match &a.command {
-        Some(RiskCommand::Fit {
-            history,
-            out,
-            l2,
-            target,
-        }) => {
+        Some(RiskCommand::Fit { history, out, fit }) => {
             let rows = read_histories(history)?;
             let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
-            let m = risk::fit(&refs, *target, *l2, &joined(history))?;
+            let m = risk::fit_on(
+                &refs,
+                &feature_list(&fit.features, &refs),
+                fit.target,
+                fit.l2,
+                &joined(history),
+            )?;
             m.save(out)?;
             match g.format {
                 Format::Json => emit_json(&m)?,
@@ -122,13 +154,15 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        Some(RiskCommand::Eval {
-            history,
-            l2,
-            target,
-        }) => {
+        Some(RiskCommand::Eval { history, fit }) => {
             let rows = read_histories(history)?;
-            let ev = honest::honest_evaluation(&rows, *target, *l2);
+            let refs: Vec<&risk::HistoryRow> = rows.iter().collect();
+            let ev = honest::honest_evaluation(
+                &rows,
+                fit.target,
+                fit.l2,
+                &feature_list(&fit.features, &refs),
+            );
             match g.format {
                 Format::Json => emit_json(&ev)?,
                 Format::Human => {

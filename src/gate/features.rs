@@ -5,10 +5,11 @@
 //! | --- | --- | --- |
 //! | depth_fraction, base_auroc, weight_norm | the monitor file | free |
 //! | change_below, max_stable_rank, family | the diff | one streamed pass over both checkpoints |
-//! | act_cosine, projected_shift, score_ks, flip_rate | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached) |
+//! | act_cosine, projected_shift, score_ks, flip_rate, base_margin | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached); run only when the risk model reads one of them ([`LazyCorpus`]) |
 //! | change_at | the diff, the monitor's own block | free |
 //! | concept_shift, concept_ks, concept_flip_rate, concept_decision_auroc | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model |
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -50,6 +51,60 @@ impl PairedActs {
                     m.meta.hook.layer
                 ))
             })
+    }
+}
+
+/// The corpus's paired activations, run when first needed: by the features
+/// stage when the risk model reads a corpus feature, else by the ladder's
+/// first realignment, else never (a clean candidate, or a failing one the
+/// gate stopped before its ladder). Two forward passes over 600 prompts are
+/// about a quarter of the README demo's cold gate.
+pub struct LazyCorpus<'a> {
+    models: &'a Prepared,
+    monitors: &'a [Monitor],
+    cache: &'a ActCache,
+    acts: OnceCell<PairedActs>,
+}
+
+impl<'a> LazyCorpus<'a> {
+    /// `ran`: the activations when the features stage already ran the corpus.
+    pub fn new(
+        models: &'a Prepared,
+        monitors: &'a [Monitor],
+        cache: &'a ActCache,
+        ran: Option<PairedActs>,
+    ) -> Self {
+        let acts = OnceCell::new();
+        if let Some(a) = ran {
+            let _ = acts.set(a);
+        }
+        LazyCorpus {
+            models,
+            monitors,
+            cache,
+            acts,
+        }
+    }
+
+    /// The activations, running the corpus now if it has not run.
+    pub fn ensure(&self, progress: Progress) -> Result<&PairedActs> {
+        if let Some(a) = self.acts.get() {
+            return Ok(a);
+        }
+        let a = corpus_activations(self.models, self.monitors, self.cache, progress)?;
+        Ok(self.acts.get_or_init(|| a))
+    }
+
+    /// The activations if the corpus has run.
+    pub fn ran(&self) -> Option<&PairedActs> {
+        self.acts.get()
+    }
+
+    /// The activations, which a caller must have [`ensure`](Self::ensure)d.
+    pub fn get(&self) -> Result<&PairedActs> {
+        self.acts
+            .get()
+            .ok_or_else(|| Error::Usage("internal: the corpus was read before it was run".into()))
     }
 }
 
@@ -168,18 +223,19 @@ pub fn concept_activations(
     Ok(out)
 }
 
-/// Every monitor's features, by monitor name.
+/// Every monitor's features, by monitor name; the corpus features only
+/// when the corpus was run (`acts`).
 pub fn features(
     monitors: &[Monitor],
     diff: &DiffReport,
-    acts: &PairedActs,
+    acts: Option<&PairedActs>,
     concept: &ConceptActs,
 ) -> Result<BTreeMap<String, MonitorFeatures>> {
     monitors
         .iter()
         .map(|m| {
-            let p = acts.at(m)?;
-            let mut f = monitor_features(m, diff, &p.base, &p.cand)?;
+            let p = acts.map(|a| a.at(m)).transpose()?;
+            let mut f = monitor_features(m, diff, p)?;
             let key = (m.meta.concept.clone(), m.meta.pooling, m.meta.hook.layer);
             if let Some(c) = concept.0.get(&key) {
                 let s = score_change(m, &c.base, &c.cand);
@@ -207,16 +263,24 @@ pub struct MonitorFeatures {
     /// RMS ‖ΔW‖/‖W‖ over tensors in blocks at or below the monitor's block.
     pub change_below: f64,
     pub max_stable_rank: f64,
+    /// The corpus features (this one and the four after it), on the
+    /// unlabeled corpus: `None` when the run did not compute them, because
+    /// its risk model reads none of them and its ladder did not realign.
     /// Mean cosine between base and candidate activations at the block.
-    pub act_cosine: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_cosine: Option<f64>,
     /// (mean candidate logit − mean base logit) / std of base logits.
-    pub projected_shift: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_shift: Option<f64>,
     /// Two-sample Kolmogorov–Smirnov statistic between base and candidate scores.
-    pub score_ks: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_ks: Option<f64>,
     /// Share of prompts whose decision at the monitor's threshold flips.
-    pub flip_rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip_rate: Option<f64>,
     /// Mean |base logit − threshold logit| / std of base logits.
-    pub base_margin: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_margin: Option<f64>,
     /// RMS ‖ΔW‖/‖W‖ over the tensors of the monitor's own block (0 in
     /// history written before it existed).
     #[serde(default)]
@@ -254,11 +318,11 @@ impl MonitorFeatures {
             family,
             change_below: 0.0,
             max_stable_rank: 0.0,
-            act_cosine: 1.0,
-            projected_shift: 0.0,
-            score_ks: 0.0,
-            flip_rate: 0.0,
-            base_margin: 1.0,
+            act_cosine: Some(1.0),
+            projected_shift: Some(0.0),
+            score_ks: Some(0.0),
+            flip_rate: Some(0.0),
+            base_margin: Some(1.0),
             change_at: 0.0,
             concept_shift: None,
             concept_ks: None,
@@ -353,28 +417,33 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, s.max(1e-12))
 }
 
-/// Features of one monitor from the diff and paired activations at its block
-/// (`base`, `cand`: rows are the same prompts through both models).
+/// Features of one monitor from the diff and, when given, paired corpus
+/// activations at its block (`base`, `cand`: rows are the same prompts
+/// through both models); without them the corpus features are `None`.
 pub fn monitor_features(
     m: &Monitor,
     diff: &DiffReport,
-    base: &[Vec<f32>],
-    cand: &[Vec<f32>],
+    corpus: Option<&Paired>,
 ) -> Result<MonitorFeatures> {
-    if base.len() != cand.len() || base.is_empty() {
-        return Err(Error::Usage(
-            "features need the same, non-empty prompts through both models".into(),
-        ));
-    }
+    let corpus = match corpus {
+        Some(Paired { base, cand }) => {
+            if base.len() != cand.len() || base.is_empty() {
+                return Err(Error::Usage(
+                    "features need the same, non-empty prompts through both models".into(),
+                ));
+            }
+            let cos = base
+                .iter()
+                .zip(cand)
+                .map(|(x, y)| cosine(x, y))
+                .sum::<f64>()
+                / base.len() as f64;
+            Some((cos, score_change(m, base, cand)))
+        }
+        None => None,
+    };
     let layer = m.meta.hook.layer;
     let (w, _) = m.folded();
-    let sc = score_change(m, base, cand);
-    let cos: f64 = base
-        .iter()
-        .zip(cand)
-        .map(|(x, y)| cosine(x, y))
-        .sum::<f64>()
-        / base.len() as f64;
     let below: Vec<f64> = diff
         .tensors
         .iter()
@@ -405,11 +474,11 @@ pub fn monitor_features(
         family: diff.family,
         change_below,
         max_stable_rank,
-        act_cosine: cos,
-        projected_shift: sc.shift,
-        score_ks: sc.ks,
-        flip_rate: sc.flip_rate,
-        base_margin: sc.margin,
+        act_cosine: corpus.as_ref().map(|c| c.0),
+        projected_shift: corpus.as_ref().map(|c| c.1.shift),
+        score_ks: corpus.as_ref().map(|c| c.1.ks),
+        flip_rate: corpus.as_ref().map(|c| c.1.flip_rate),
+        base_margin: corpus.as_ref().map(|c| c.1.margin),
         change_at: rms(&at),
         concept_shift: None,
         concept_ks: None,

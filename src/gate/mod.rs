@@ -134,6 +134,8 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         (&req.base, &req.candidate),
         (&suite, &data.trains),
         corpus_of(policy),
+        // Study runs record every feature, for the risk fits that learn from them.
+        req.risk_model.reads_corpus() || req.every_rung,
         BaseCheck::Require,
         &cache,
         &mut secs,
@@ -165,6 +167,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     })?;
     let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential)
         .then(|| revalidate::Extender::new(&inputs, &reval));
+    let corpus = features::LazyCorpus::new(&models, &suite, &cache, corpus_acts);
     let fails = |ms: &[repair::MonitorReport]| {
         verdict::decide(policy, diff.family, ms, models.corpus.len()).verdict == Verdict::Fail
     };
@@ -172,7 +175,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         policy,
         models: &models,
         cache: &cache,
-        corpus_acts: &corpus_acts,
+        corpus_acts: &corpus,
         trains: &data.trains,
         extend: extender.as_ref(),
         rung_budget: std::cell::Cell::new(revalidate::left_under(
@@ -428,7 +431,8 @@ fn diff_models(models: &prepare::Prepared, progress: Progress) -> Result<DiffRep
 struct Unlabeled {
     models: prepare::Prepared,
     diff: DiffReport,
-    corpus_acts: features::PairedActs,
+    /// `None` when the features stage did not run the corpus.
+    corpus_acts: Option<features::PairedActs>,
     features: BTreeMap<String, MonitorFeatures>,
 }
 
@@ -437,10 +441,14 @@ struct Unlabeled {
 /// A concept's training split as read (path, texts and labels).
 type Trains = BTreeMap<String, (PathBuf, crate::monitor::data::Labeled)>;
 
+/// `with_corpus`: run the corpus and compute the corpus features (the risk
+/// model reads one of them, or the caller shows them all).
+#[allow(clippy::too_many_arguments)]
 fn unlabeled(
     (base, candidate): (&str, &str),
     (suite, trains): (&[Monitor], &Trains),
     corpus: Corpus,
+    with_corpus: bool,
     base_check: BaseCheck,
     cache: &ActCache,
     secs: &mut BTreeMap<String, f64>,
@@ -452,9 +460,11 @@ fn unlabeled(
     progress("load", 1, 1);
     let diff = timed(secs, "diff", || diff_models(&models, progress))?;
     let (corpus_acts, features) = timed(secs, "features", || {
-        let acts = features::corpus_activations(&models, suite, cache, progress)?;
+        let acts = with_corpus
+            .then(|| features::corpus_activations(&models, suite, cache, progress))
+            .transpose()?;
         let own = features::concept_activations(&models, suite, trains, cache, progress)?;
-        let f = features::features(suite, &diff, &acts, &own)?;
+        let f = features::features(suite, &diff, acts.as_ref(), &own)?;
         Ok((acts, f))
     })?;
     Ok(Unlabeled {
@@ -466,11 +476,13 @@ fn unlabeled(
 }
 
 /// The diff and every monitor's pre-deployment features, without spending
-/// labeled data (`probegate features`), in the suite's order.
+/// labeled data (`probegate features`), in the suite's order; the corpus
+/// features only `with_corpus`.
 pub fn features_only(
     (base, candidate, monitors): (&str, &str, &Path),
     data: Option<&DataSource>,
     corpus: Corpus,
+    with_corpus: bool,
     base_check: BaseCheck,
     progress: Progress,
 ) -> Result<FeaturesOnly> {
@@ -494,6 +506,7 @@ pub fn features_only(
         (base, candidate),
         (&suite, &trains),
         corpus,
+        with_corpus,
         base_check,
         &ActCache::from_env(),
         &mut BTreeMap::new(),
@@ -530,6 +543,7 @@ pub fn predict_only(
         (base, candidate, monitors),
         reads_train(policy).then_some(data),
         corpus_of(policy),
+        model.reads_corpus(),
         BaseCheck::Require,
         progress,
     )?;

@@ -875,3 +875,91 @@ fn sequential_revalidation_keeps_the_cap_and_says_why_each_monitor_stopped() {
         "{md}"
     );
 }
+
+/// A risk model that reads no corpus feature: the gate runs the corpus only
+/// when its ladder realigns a monitor, and the maps are then fitted on all
+/// of it, as when the features stage ran it.
+#[test]
+fn the_corpus_runs_only_when_the_risk_model_or_the_ladder_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("no-corpus.json");
+    crate::risk::fit(
+        &[
+            &repo().join("study/v2/history-smollm2.jsonl"),
+            &repo().join("study/v2/history-gemma3.jsonl"),
+        ],
+        &["--features", &crate::risk::without_corpus()],
+        &model,
+    );
+    let policy = test_policy(
+        tmp.path(),
+        &[("stop_at_verdict = true", "stop_at_verdict = true")],
+    );
+    // Not --quiet: in a pipe every stage prints one line on stderr.
+    let run = |suite: &Path, out: &Path| {
+        let o = bin()
+            .current_dir(repo())
+            .args([
+                "check",
+                "--base",
+                "smollm2",
+                "--candidate",
+                &lora_candidate(),
+            ])
+            .arg("--no-history")
+            .arg("--monitors")
+            .arg(suite)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--risk-model")
+            .arg(&model)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    // The whole suite fails before the ladder: the corpus never runs.
+    let out = tmp.path().join("stopped");
+    let (code, err) = run(Path::new("monitors/smollm2"), &out);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("concept activations"), "{err}");
+    assert!(!err.contains("corpus activations"), "{err}");
+    let r = report(&out);
+    assert!(r["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["not_climbed"] == true));
+    for m in r["monitors"].as_array().unwrap() {
+        assert!(m["features"].get("act_cosine").is_none(), "{m}");
+        assert!(m["features"]["concept_ks"].is_number(), "{m}");
+    }
+    // Two monitors the adapter makes stale, both revalidated: the ladder
+    // climbs, and runs the corpus before its first realignment.
+    let suite = suite_of(tmp.path(), &["self_harm-l22", "privacy_pii-l22"]);
+    let out = tmp.path().join("climbed");
+    let (code, err) = run(&suite, &out);
+    assert!(matches!(code, Some(0 | 1)), "{err}");
+    assert!(err.contains("corpus activations"), "{err}");
+    let r = report(&out);
+    let corpus = r["corpus_prompts"].as_u64().unwrap();
+    assert_eq!(corpus, 300, "{r}");
+    let realigned: Vec<&serde_json::Value> = r["monitors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.get("realignment").filter(|x| !x.is_null()))
+        .collect();
+    assert!(!realigned.is_empty(), "{r}");
+    for a in realigned {
+        let (prompts, own) = (
+            a["prompts"].as_u64().unwrap(),
+            a["concept_texts"].as_u64().unwrap(),
+        );
+        assert_eq!(prompts - own, corpus, "{a}");
+    }
+}

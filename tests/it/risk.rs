@@ -1,6 +1,8 @@
 //! `probegate risk`: the prediction a user sees matches what the gate's risk
 //! stage computes, and fitted models say what they predict.
 
+use std::path::Path;
+
 use crate::harness::{bin, fixture, repo};
 
 #[test]
@@ -35,16 +37,7 @@ fn fitted_models_record_their_target() {
     let history = repo().join("study/v2/history-smollm2.jsonl");
     for (args, target) in [(vec![], "policy"), (vec!["--target", "ranking"], "ranking")] {
         let out = tmp.path().join(format!("{target}.json"));
-        bin()
-            .args(["risk", "fit", "--quiet"])
-            .arg(&history)
-            .args(&args)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let m = fit(&[&history], &args, &out);
         assert_eq!(m["target"], target);
         let rows = std::fs::read_to_string(&history).unwrap();
         let key = if target == "policy" {
@@ -78,4 +71,79 @@ fn fitted_models_record_their_target() {
     ] {
         assert!(text.contains(folds), "{folds}: {text}");
     }
+}
+
+/// `probegate risk fit` on `history` with `args`, written to `out`; the model as JSON.
+pub(crate) fn fit(history: &[&Path], args: &[&str], out: &Path) -> serde_json::Value {
+    bin()
+        .args(["risk", "fit", "--quiet"])
+        .args(history)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+/// The features the corpus gives, which a model may leave out.
+const CORPUS: [&str; 5] = [
+    "act_distance",
+    "abs_projected_shift",
+    "score_ks",
+    "flip_rate",
+    "base_margin",
+];
+
+/// Every feature but the corpus's, comma-separated for `--features`.
+pub(crate) fn without_corpus() -> String {
+    probegate::gate::risk::FEATURE_NAMES
+        .iter()
+        .filter(|f| !CORPUS.contains(f))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_model_reads_only_the_features_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let history = repo().join("study/v2/history-smollm2.jsonl");
+    let m = fit(
+        &[&history],
+        &["--features", &without_corpus()],
+        &tmp.path().join("m.json"),
+    );
+    let names: Vec<&str> = m["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(names.join(","), without_corpus());
+    // The held-out folds are fitted on the same features.
+    let ev = bin()
+        .args([
+            "risk",
+            "eval",
+            "--format",
+            "json",
+            "--features",
+            &without_corpus(),
+        ])
+        .arg(&history)
+        .assert()
+        .success();
+    let ev: serde_json::Value = serde_json::from_slice(&ev.get_output().stdout).unwrap();
+    let auc = ev["held_out"][0]["auroc"]["risk_model"].as_f64().unwrap();
+    assert!(auc > 0.5 && auc <= 1.0, "{ev}");
+    // A name that is no feature is refused, listing the ones there are.
+    bin()
+        .args(["risk", "fit", "--features", "act_distance,nope"])
+        .arg(&history)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "`nope` is not a risk feature; one of: depth_fraction",
+        ));
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::gate::features::PairedActs;
+use crate::gate::features::LazyCorpus;
 use crate::gate::policy::{Policy, Rung};
 use crate::gate::prepare::Prepared;
 use crate::gate::revalidate::{self, EvalResult, Kept, Revalidated};
@@ -26,7 +26,8 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
     pub models: &'a Prepared,
     pub cache: &'a ActCache,
-    pub corpus_acts: &'a PairedActs,
+    /// Run by the ladder before its first realignment unless the features stage ran it.
+    pub corpus_acts: &'a LazyCorpus<'a>,
     /// Training splits per concept (present when a rung that spends labels is on).
     pub trains: &'a BTreeMap<String, (PathBuf, Labeled)>,
     /// Sequential revalidation: more test examples for a repair not yet settled.

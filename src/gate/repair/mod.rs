@@ -117,10 +117,10 @@ impl MonitorReport {
         let f = MonitorFeatures {
             change_below: 0.01,
             max_stable_rank: 4.0,
-            act_cosine: 0.99,
-            projected_shift: 0.1,
-            score_ks: 0.1,
-            flip_rate: 0.01,
+            act_cosine: Some(0.99),
+            projected_shift: Some(0.1),
+            score_ks: Some(0.1),
+            flip_rate: Some(0.01),
             ..MonitorFeatures::example(name, crate::gate::diff::Family::LowRankAdapter)
         };
         let concept = f.concept.clone();
@@ -243,6 +243,13 @@ pub fn repair(
                 judge(policy, m, rv, &mut r);
                 r.not_climbed = r.status == Status::Stale;
             } else {
+                if policy.realignment.enabled
+                    && !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty()
+                {
+                    // Realignment fits its maps on the corpus: run it now if
+                    // the features stage did not.
+                    cx.corpus_acts.ensure(&mut *progress)?;
+                }
                 if let Some(fixed) = climb(cx, &mut acts, m, rv, &mut r)? {
                     out.repaired.push(fixed);
                 }

@@ -457,7 +457,7 @@ pub fn rung<'a>(
     verifier: &Verifier,
 ) -> Result<Attempt<RealignReport>> {
     let policy = cx.policy;
-    let paired = cx.corpus_acts.at(m)?;
+    let paired = cx.corpus_acts.get()?.at(m)?;
     let (fitted, steps, concept_texts) = if policy.realignment.concept_texts {
         grow(cx, acts, m, (&paired.cand, &paired.base))?
     } else {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{fit_on, HistoryRow, Target, FEATURE_NAMES};
+use super::{fit_on, HistoryRow, Target};
 use crate::monitor::metrics::auroc;
 
 /// How well risk ranks stale cells when a whole group is held out.
@@ -75,7 +75,7 @@ pub fn evaluate(rows: &[HistoryRow], target: Target, l2: f64) -> Evaluation {
     }
 }
 
-/// Out-of-fold quality when `keys[i]` names row i's fold: each fold is
+/// Out-of-fold quality, on every feature the rows have, when `keys[i]` names row i's fold: each fold is
 /// predicted by a model fitted on every other fold, and the predictions are
 /// pooled. The caller chooses the folds, so one that keeps related rows
 /// (a merged copy and its source) in one fold gets an honest figure.
@@ -86,7 +86,8 @@ pub fn held_out(
     target: Target,
     l2: f64,
 ) -> HeldOut {
-    held_out_on(rows, keys, by, target, l2, &FEATURE_NAMES)
+    let refs: Vec<&HistoryRow> = rows.iter().collect();
+    held_out_on(rows, keys, by, target, l2, &super::features_present(&refs))
 }
 
 /// [`held_out`] with models over the features `names` only.

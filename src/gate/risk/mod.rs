@@ -254,8 +254,20 @@ pub const FEATURE_NAMES: [&str; 19] = [
 /// The features read before the concept-aware ones existed (risk model v1).
 pub const FEATURE_NAMES_V1: &[&str] = FEATURE_NAMES.split_at(14).0;
 
+/// The features read from the unlabeled corpus (two forward passes over it
+/// per run, the base side cached): a model that reads none of them lets the
+/// gate skip the corpus until its ladder realigns a monitor.
+pub const CORPUS_FEATURES: [&str; 5] = [
+    "act_distance",
+    "abs_projected_shift",
+    "score_ks",
+    "flip_rate",
+    "base_margin",
+];
+
 /// The value of feature `name` for `f`; `None` when `f` lacks it (a
-/// concept feature without a training split). Names come from
+/// concept feature without a training split, a corpus feature of a run
+/// that did not run the corpus). Names come from
 /// [`FEATURE_NAMES`].
 pub fn feature_value(f: &MonitorFeatures, name: &str) -> Option<f64> {
     let fam = |fs: &[Family]| fs.contains(&f.family) as u8 as f64;
@@ -266,11 +278,11 @@ pub fn feature_value(f: &MonitorFeatures, name: &str) -> Option<f64> {
         "log_change_below" => (f.change_below + 1e-6).log10(),
         "log_stable_rank" => (1.0 + f.max_stable_rank).ln(),
         // 1 − cosine spans orders of magnitude (1e-6 for int8, 1e-1 for fine-tunes).
-        "act_distance" => (1.0 - f.act_cosine + 1e-9).log10(),
-        "abs_projected_shift" => f.projected_shift.abs(),
-        "score_ks" => f.score_ks,
-        "flip_rate" => f.flip_rate,
-        "base_margin" => f.base_margin,
+        "act_distance" => (1.0 - f.act_cosine? + 1e-9).log10(),
+        "abs_projected_shift" => f.projected_shift?.abs(),
+        "score_ks" => f.score_ks?,
+        "flip_rate" => f.flip_rate?,
+        "base_margin" => f.base_margin?,
         "family_quantization" => fam(&[Family::Quantization]),
         "family_low_rank" => fam(&[Family::LowRankAdapter, Family::MergedLowRank]),
         "family_quant_adapter" => fam(&[Family::QuantizationPlusAdapter]),
@@ -283,6 +295,15 @@ pub fn feature_value(f: &MonitorFeatures, name: &str) -> Option<f64> {
         "concept_decision_loss" => (1.0 - f.concept_decision_auroc? + 1e-6).log10(),
         _ => return None,
     })
+}
+
+/// The features of [`FEATURE_NAMES`] that at least one of `rows` has: what
+/// a model fitted on them can read.
+pub fn features_present(rows: &[&HistoryRow]) -> Vec<&'static str> {
+    FEATURE_NAMES
+        .into_iter()
+        .filter(|n| rows.iter().any(|r| feature_value(&r.features, n).is_some()))
+        .collect()
 }
 
 /// The values of `names` for `f`, in order.
@@ -386,6 +407,14 @@ impl RiskModel {
             .map_err(|e| Error::io(path, e))
     }
 
+    /// Whether the model reads a corpus feature ([`CORPUS_FEATURES`]), so
+    /// the gate must run the unlabeled corpus before predicting.
+    pub fn reads_corpus(&self) -> bool {
+        self.features
+            .iter()
+            .any(|f| CORPUS_FEATURES.contains(&f.as_str()))
+    }
+
     /// Every monitor's risk, by monitor name.
     pub fn predict_each(
         &self,
@@ -419,8 +448,10 @@ impl RiskModel {
 
 /// Fits on `rows` to predict `target` over every feature of
 /// [`FEATURE_NAMES`]. Needs both outcomes present.
+/// Fitted on every feature the rows have (a history written by runs that
+/// skipped the corpus has no corpus features).
 pub fn fit(rows: &[&HistoryRow], target: Target, l2: f64, source: &str) -> Result<RiskModel> {
-    fit_on(rows, &FEATURE_NAMES, target, l2, source)
+    fit_on(rows, &features_present(rows), target, l2, source)
 }
 
 /// [`fit`] over the features `names`. A row lacking a feature (history
@@ -447,6 +478,14 @@ pub fn fit_on(
         .iter()
         .map(|r| feature_vector(&r.features, &names))
         .collect();
+    // A feature no row has would be fitted as a constant: refuse it rather
+    // than write a model that asks every run to compute it for nothing.
+    if let Some(j) = (0..k).find(|&j| given.iter().all(|v| v[j].is_none())) {
+        return Err(Error::Usage(format!(
+            "no history row has the feature `{}` (its runs did not compute it); leave it out",
+            names[j]
+        )));
+    }
     let mut mean = vec![0.0; k];
     let mut std = vec![0.0; k];
     for j in 0..k {
@@ -496,10 +535,10 @@ mod tests {
             weight_norm: 1.0 + (i % 7) as f64,
             change_below: change,
             max_stable_rank: 4.0,
-            act_cosine: 1.0 - change,
-            projected_shift: change * 10.0,
-            score_ks: change.min(1.0),
-            flip_rate: change / 2.0,
+            act_cosine: Some(1.0 - change),
+            projected_shift: Some(change * 10.0),
+            score_ks: Some(change.min(1.0)),
+            flip_rate: Some(change / 2.0),
             ..MonitorFeatures::example(&format!("m{i}"), family)
         };
         let d = if stale { -0.1 } else { -0.01 };
@@ -633,7 +672,11 @@ mod tests {
             .collect();
         let refs: Vec<&HistoryRow> = rows.iter().collect();
         let m = fit(&refs, Target::Ranking, 1.0, "test").unwrap();
-        assert_eq!(m.features, FEATURE_NAMES);
+        // Every feature the rows have: all but the one none of them has.
+        assert!(rows
+            .iter()
+            .all(|r| r.features.concept_decision_auroc.is_none()));
+        assert_eq!(m.features, FEATURE_NAMES[..FEATURE_NAMES.len() - 1]);
         let j = m.features.iter().position(|f| f == "concept_ks").unwrap();
         assert!((m.mean[j] - 0.35).abs() < 1e-9, "{}", m.mean[j]);
         assert!(
@@ -659,6 +702,40 @@ mod tests {
         bad.save(&p).unwrap();
         let e = RiskModel::load(&p).unwrap_err().to_string();
         assert!(e.contains("features") && e.contains("moon_phase"), "{e}");
+        // Rows from runs that skipped the corpus: `fit` leaves its features
+        // out (a model reading them would make every run compute them), and
+        // naming one no row has is refused.
+        assert!(m.reads_corpus() && v1.reads_corpus());
+        let skipped: Vec<HistoryRow> = rows
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.features.act_cosine = None;
+                r.features.projected_shift = None;
+                r.features.score_ks = None;
+                r.features.flip_rate = None;
+                r.features.base_margin = None;
+                r
+            })
+            .collect();
+        let refs: Vec<&HistoryRow> = skipped.iter().collect();
+        let m = fit(&refs, Target::Ranking, 1.0, "test").unwrap();
+        assert!(!m.reads_corpus(), "{:?}", m.features);
+        // (concept_decision_loss is in none of these rows either.)
+        assert_eq!(
+            m.features.len(),
+            FEATURE_NAMES.len() - CORPUS_FEATURES.len() - 1
+        );
+        let e = fit_on(
+            &refs,
+            &["base_auroc", "score_ks"],
+            Target::Ranking,
+            1.0,
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`score_ks`"), "{e}");
         let mut short = v1;
         short.coef.pop();
         short.save(&p).unwrap();

@@ -83,23 +83,30 @@ pub fn grouped_kfold(rows: &[HistoryRow], k: usize, seed: u64) -> Vec<String> {
 /// the honest folds (one family with merged conditions held out beside their
 /// source, one model, source groups in [`K_FOLDS`] folds), never the naive
 /// family folds that let a merged copy predict its own original.
-pub fn honest_evaluation(rows: &[HistoryRow], target: Target, l2: f64) -> risk::Evaluation {
+pub fn honest_evaluation(
+    rows: &[HistoryRow],
+    target: Target,
+    l2: f64,
+    names: &[&str],
+) -> risk::Evaluation {
     let models: Vec<String> = rows.iter().map(|r| r.model.clone()).collect();
     let held_out = vec![
-        risk::held_out(
+        risk::held_out_on(
             rows,
             &family_folds(rows),
             "family, merged with its source",
             target,
             l2,
+            names,
         ),
-        risk::held_out(rows, &models, "model", target, l2),
-        risk::held_out(
+        risk::held_out_on(rows, &models, "model", target, l2, names),
+        risk::held_out_on(
             rows,
             &grouped_kfold(rows, K_FOLDS, SEED),
             &format!("source group ({K_FOLDS}-fold)"),
             target,
             l2,
+            names,
         ),
     ];
     risk::Evaluation {
@@ -353,6 +360,9 @@ pub struct Honest {
     /// The honest folds predicting the policy's staleness (what the gate
     /// fails on, and what the shipped model is fitted for).
     pub honest_policy: Vec<HeldOut>,
+    /// The same, fitted without the corpus features ([`risk::CORPUS_FEATURES`]):
+    /// what a model that lets the gate skip the corpus gives up.
+    pub honest_policy_no_corpus: Vec<HeldOut>,
     pub stale_policy: usize,
     /// Per definition, each method's repairs (study history only; empty
     /// when no row has its trials).
@@ -432,7 +442,19 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
     ];
     // What the shipped model is fitted for: the policy's staleness, which
     // the gate fails on (ranking and operating point), on the same folds.
-    let honest_policy = honest_evaluation(rows, Target::Policy, L2).held_out;
+    let refs: Vec<&HistoryRow> = rows.iter().collect();
+    let present = risk::features_present(&refs);
+    let honest_policy = honest_evaluation(rows, Target::Policy, L2, &present).held_out;
+    let no_corpus: Vec<&str> = present
+        .iter()
+        .copied()
+        .filter(|f| !risk::CORPUS_FEATURES.contains(f))
+        .collect();
+    let honest_policy_no_corpus = if no_corpus.len() < present.len() {
+        honest_evaluation(rows, Target::Policy, L2, &no_corpus).held_out
+    } else {
+        Vec::new()
+    };
     let repairs = if rows.iter().any(|r| !r.outcome.trials.is_empty()) {
         [Definition::Ranking, Definition::OperatingPoint]
             .iter()
@@ -486,6 +508,7 @@ pub fn analyse(rows: &[HistoryRow], op_limit: f64) -> Honest {
         all_updates: stale_row("all updates", &updates, op_limit),
         honest_v1_features,
         honest_policy,
+        honest_policy_no_corpus,
         stale_policy: rows.iter().filter(|r| r.outcome.stale_policy).count(),
         repairs,
     }
@@ -514,10 +537,10 @@ mod tests {
             weight_norm: 1.0 + i as f64,
             change_below: change,
             max_stable_rank: 4.0,
-            act_cosine: 1.0 - change,
-            projected_shift: change,
-            score_ks: change.min(1.0),
-            flip_rate: change / 2.0,
+            act_cosine: Some(1.0 - change),
+            projected_shift: Some(change),
+            score_ks: Some(change.min(1.0)),
+            flip_rate: Some(change / 2.0),
             ..MonitorFeatures::example(&format!("c{}-l{i}", i % 2), family)
         };
         HistoryRow::new(

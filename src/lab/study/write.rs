@@ -223,6 +223,28 @@ pub fn honest_sections(h: &Honest) -> String {
             s.push_str(&held_out_row(&format!("one {}", n.by), n));
         }
     }
+    if !h.honest_policy_no_corpus.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### What the corpus features add\n\n\
+             Five features (`{}`) read the unlabeled corpus: two forward passes over it per run. \
+             A model fitted without them (`probegate risk fit --features …`) lets `check` skip \
+             the corpus unless its ladder realigns a monitor. The same folds, policy target:\n\n\
+             | held out | all features | without the corpus's |\n| --- | ---: | ---: |",
+            risk::CORPUS_FEATURES.join("`, `")
+        );
+        let get = |x: &HeldOut| auc(x.auroc.get("risk_model").unwrap_or(&None));
+        for n in &h.honest_policy_no_corpus {
+            let all = h.honest_policy.iter().find(|x| x.by == n.by);
+            let _ = writeln!(
+                s,
+                "| one {} | {} | {} |",
+                n.by,
+                all.map(get).unwrap_or_default(),
+                get(n)
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "\n## Two kinds of staleness\n\n\
