@@ -123,6 +123,29 @@ fn worker_pools(n: usize) -> Result<&'static [rayon::ThreadPool]> {
     Ok(pools)
 }
 
+/// `a` and `b` at once, each on half the threads (the two batch worker
+/// pools), when there are two threads or more; else one after the other.
+/// For work too small to split well by batches, such as a revalidation
+/// look's few prompts through the base and through the candidate.
+pub fn side_by_side_pair<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> Result<(A, B)> {
+    if rayon::current_num_threads() < 2 {
+        return Ok((a(), b()));
+    }
+    let pools = worker_pools(2)?;
+    std::thread::scope(|scope| {
+        let hb = scope.spawn(|| pools[1].install(b));
+        let ra = pools[0].install(a);
+        match hb.join() {
+            Ok(rb) => Ok((ra, rb)),
+            // A panic is a bug, not an input error: let it surface as one.
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
 /// Runs one group of batches, reporting blocks done (streamed groups only).
 type RunGroup<'a> = dyn Fn(&[&[usize]], &mut dyn FnMut(usize)) -> Result<Vec<Captured>> + Sync + 'a;
 

@@ -151,8 +151,14 @@ impl Concept<'_> {
             .filter(|&i| self.monitors[i].stop.is_none())
             .collect();
         let ms: Vec<&Monitor> = open.iter().map(|&i| self.monitors[i].m).collect();
-        let through_base = scores_through(base, cache, &ms, &texts, false, &mut kept.base)?;
-        let through_cand = scores_through(cand, cache, &ms, &texts, true, &mut kept.cand)?;
+        // A look is a few batches: the two models run side by side rather
+        // than both threads on one small GEMM at a time.
+        let (kb, kc) = (&mut kept.base, &mut kept.cand);
+        let (through_base, through_cand) = crate::activations::side_by_side_pair(
+            || scores_through(base, cache, &ms, &texts, false, kb),
+            || scores_through(cand, cache, &ms, &texts, true, kc),
+        )?;
+        let (through_base, through_cand) = (through_base?, through_cand?);
         self.used += k;
         let whole = self.used == self.order.len();
         for ((i, (b, _)), (c, x)) in open.iter().zip(through_base).zip(through_cand) {
@@ -295,13 +301,13 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         if k == 0 || over_time(&t) {
             continue;
         }
+        // Said before the look as well as after: a stage is timed from its
+        // first report, so one said only at its end took the next one's time.
+        let stage = format!("revalidating {} (first look)", c.name);
+        progress(&stage, used, total);
         c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += k;
-        progress(
-            &format!("revalidating {} (first look)", c.name),
-            used,
-            total,
-        );
+        progress(&stage, used, total);
     }
     // Then batches while the budget lasts: critical concepts until settled,
     // then the rest, riskiest first.
@@ -318,9 +324,11 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         let c = &mut concepts[i];
         let k = rp.batch.min(left(used, stale));
         let before = c.used;
+        let stage = format!("revalidating {}", c.name);
+        progress(&stage, used, total);
         c.look(k, (base, cand), cache, policy, &mut kept)?;
         used += c.used - before;
-        progress(&format!("revalidating {}", c.name), used, total);
+        progress(&stage, used, total);
     }
     let out_of_time = over_time(&t);
     let mut evals = BTreeMap::new();
