@@ -4,11 +4,13 @@
 # side on the same machine with the same thread count. Prints one JSON line
 # per run and the ratios. See BENCHMARKS.md.
 #
-# probegate runs five times: --full (the peer's work, cold and base-cached),
+# probegate runs six times: --full (the peer's work, cold and base-cached),
 # under the default policy (budgeted, as README command 1 and the Action run
-# it; cold and base-cached), and under the default with its stop at the
-# verdict off (cold). The peer always does the full work: a user
-# writing the Python pipeline would not write a risk-ordered budget.
+# it; cold and base-cached), under the default with its stop at the
+# verdict off (cold), and under the default with a risk model fitted without
+# the corpus features (cold; `risk fit --features` on the committed grid), so
+# the corpus runs only if the ladder realigns. The peer always does the full
+# work: a user writing the Python pipeline would not write a risk-ordered budget.
 #
 #   THREADS   threads for both sides (default 2)
 #   PYREF     the pinned Python (default ~/.cache/probegate/pyref/bin/python,
@@ -75,15 +77,21 @@ pg_dwarm=$(run_pg default-warm)
 printf 'name = "default-no-stop"\nextends = "default"\n[budget]\nstop_at_verdict = false\n' > "$work/nostop.toml"
 rm -rf "$work/cache"; mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$work/cache/models/"
 pg_ncold=$(run_pg default-no-stop-cold --policy "$work/nostop.toml")
+# The default policy with a risk model that reads no corpus feature. Cold.
+FEATURES=depth_fraction,base_auroc,log_weight_norm,log_change_below,log_stable_rank,family_quantization,family_low_rank,family_quant_adapter,family_full,log_change_at,concept_abs_shift,concept_ks,concept_flip_rate,concept_decision_loss
+"$PG" --quiet risk fit study/v2/history-smollm2.jsonl study/v2/history-gemma3.jsonl \
+  --features "$FEATURES" --out "$work/no-corpus.json" >/dev/null
+rm -rf "$work/cache"; mkdir -p "$work/cache/models"; ln -s "$CACHE"/models/* "$work/cache/models/"
+pg_ccold=$(run_pg default-no-corpus-cold --risk-model "$work/no-corpus.json")
 t0=$(date +%s.%N)
 py=$(OMP_NUM_THREADS="$THREADS" "$PY" bench/py_gate.py --base "$BASE" --adapter "$ADAPTER" \
   --monitors "$MONITORS" --data data/suite --corpus data/realign/corpus.jsonl --threads "$THREADS")
 t1=$(date +%s.%N)
-echo "$pg_cold"; echo "$pg_warm"; echo "$pg_dcold"; echo "$pg_dwarm"; echo "$pg_ncold"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
-python3 - "$pg_cold" "$pg_warm" "$pg_dcold" "$pg_dwarm" "$pg_ncold" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
+echo "$pg_cold"; echo "$pg_warm"; echo "$pg_dcold"; echo "$pg_dwarm"; echo "$pg_ncold"; echo "$pg_ccold"; echo "$py" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("features"); print(json.dumps(d))'
+python3 - "$pg_cold" "$pg_warm" "$pg_dcold" "$pg_dwarm" "$pg_ncold" "$pg_ccold" "$py" "$(echo "$t1 - $t0" | bc)" <<'PY'
 import json, sys
-cold, warm, dcold, dwarm, ncold, py = (json.loads(x) for x in sys.argv[1:7])
-py_wall = float(sys.argv[7])
+cold, warm, dcold, dwarm, ncold, ccold, py = (json.loads(x) for x in sys.argv[1:8])
+py_wall = float(sys.argv[8])
 print(f"whole gate, SmolLM2 + LoRA adapter, full revalidation of {len(py['monitors'])} monitors, {py['threads']} threads:")
 print(f"  python reference {py_wall:7.1f} s wall (stages {py['seconds']['total']:.1f} s)")
 print(f"  probegate cold   {cold['wall_seconds']:7.1f} s wall  -> {py_wall / cold['wall_seconds']:.2f}x faster")
@@ -93,4 +101,6 @@ print(f"  probegate cold   {dcold['wall_seconds']:7.1f} s wall  -> {py_wall / dc
 print(f"  probegate warm   {dwarm['wall_seconds']:7.1f} s wall  -> {py_wall / dwarm['wall_seconds']:.2f}x faster (base activations cached)")
 print(f"default policy without its stop at the verdict ({ncold['labeled_examples']} labeled examples):")
 print(f"  probegate cold   {ncold['wall_seconds']:7.1f} s wall  -> {py_wall / ncold['wall_seconds']:.2f}x faster")
+print(f"default policy, risk model without the corpus features ({ccold['labeled_examples']} labeled examples, {ccold['verdict']}):")
+print(f"  probegate cold   {ccold['wall_seconds']:7.1f} s wall  -> {py_wall / ccold['wall_seconds']:.2f}x faster")
 PY
