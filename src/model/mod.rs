@@ -159,6 +159,11 @@ impl<'ck> Model<'ck> {
         deepest: usize,
         residency: Residency,
     ) -> Result<Self> {
+        // One load at a time in the process: `auto` decides from the memory
+        // left, so a load beside another (revalidation runs the base and the
+        // candidate side by side) must see the first one's weights taken.
+        static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LOADING.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = ck.config.clone();
         if deepest >= cfg.num_layers {
             return Err(Error::Usage(format!(
