@@ -91,122 +91,57 @@ fn stream_bytes(chunk: &[usize], ids: &[Vec<u32>], width: u64) -> u64 {
     chunk.len() as u64 * t * width
 }
 
-/// `n` rayon pools, each with an equal share of the global pool's threads,
-/// started once per process and count: their threads keep the GEMM's
-/// per-thread packing buffers warm from one extraction to the next (a
-/// revalidation look is a few batches, and fresh threads per call made its
-/// looks slower). At most one set per count up to the thread count.
-fn worker_pools(n: usize) -> Result<&'static [rayon::ThreadPool]> {
-    use std::sync::{Mutex, OnceLock};
-    type Sets = Mutex<BTreeMap<usize, &'static [rayon::ThreadPool]>>;
-    static SETS: OnceLock<Sets> = OnceLock::new();
-    let mut sets = SETS
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| Error::Usage("internal: a batch worker panicked".into()))?;
-    if let Some(p) = sets.get(&n) {
-        return Ok(p);
-    }
-    let per = (rayon::current_num_threads() / n.max(1)).max(1);
-    let pools = (0..n)
-        .map(|i| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(per)
-                .thread_name(move |t| format!("probegate-batch-{i}-{t}"))
-                .build()
-                .map_err(|e| Error::Usage(format!("could not start a batch worker pool: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Kept for the life of the process, like rayon's own global pool.
-    let pools: &'static [rayon::ThreadPool] = Box::leak(pools.into_boxed_slice());
-    sets.insert(n, pools);
-    Ok(pools)
-}
-
-/// `a` and `b` at once, each on half the threads (the two batch worker
-/// pools), when there are two threads or more; else one after the other.
-/// For work too small to split well by batches, such as a revalidation
-/// look's few prompts through the base and through the candidate.
+/// `a` and `b` at once on rayon's pool (`rayon::join`), for work too small
+/// to split well by batches, such as a revalidation look's few prompts
+/// through the base and through the candidate. Each mostly runs its own
+/// kernels on its own thread; when one ends first (a side read from the
+/// cache), its thread steals the other's kernel tasks, so that side gets
+/// every thread again.
 pub fn side_by_side_pair<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
-) -> Result<(A, B)> {
-    if rayon::current_num_threads() < 2 {
-        return Ok((a(), b()));
-    }
-    let pools = worker_pools(2)?;
-    std::thread::scope(|scope| {
-        let hb = scope.spawn(|| pools[1].install(b));
-        let ra = pools[0].install(a);
-        match hb.join() {
-            Ok(rb) => Ok((ra, rb)),
-            // A panic is a bug, not an input error: let it surface as one.
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    })
+) -> (A, B) {
+    rayon::join(a, b)
 }
 
 /// Runs one group of batches, reporting blocks done (streamed groups only).
 type RunGroup<'a> = dyn Fn(&[&[usize]], &mut dyn FnMut(usize)) -> Result<Vec<Captured>> + Sync + 'a;
 
-/// Runs `groups` on `workers` threads, each with its own rayon pool of an
-/// equal share of the threads (so the kernels inside split no further than
-/// that), taking the next group as it finishes one (longest first, so the
-/// shares even out). Progress is reported here, on the calling thread.
+/// Runs `groups` as tasks on rayon's pool, a thread taking the next group
+/// as it finishes one (longest first, so the shares even out) and, with no
+/// group left, stealing the kernel tasks of those still running. Progress
+/// is reported here, on the calling thread.
 fn side_by_side(
     groups: &[&[&[usize]]],
-    workers: usize,
     run_group: &RunGroup,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<Vec<Captured>>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use rayon::prelude::*;
     use std::sync::mpsc;
-    let pools = worker_pools(workers)?;
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Captured>>)>();
-    let mut out: Vec<Option<Vec<Captured>>> = (0..groups.len()).map(|_| None).collect();
-    let mut first_err = None;
-    std::thread::scope(|scope| -> Result<()> {
-        for pool in pools {
-            let (tx, next) = (tx.clone(), &next);
-            scope.spawn(move || {
-                pool.install(|| loop {
-                    let g = next.fetch_add(1, Ordering::Relaxed);
-                    if g >= groups.len() {
-                        break;
+    let (tx, rx) = mpsc::channel::<usize>();
+    std::thread::scope(|scope| {
+        let work = scope.spawn(move || {
+            groups
+                .par_iter()
+                .map(|g| {
+                    let r = run_group(g, &mut |_| {});
+                    if r.is_ok() {
+                        // The receiver is read below until every sender is gone.
+                        let _ = tx.send(g.iter().map(|c| c.len()).sum());
                     }
-                    let r = run_group(groups[g], &mut |_| {});
-                    let failed = r.is_err();
-                    // The receiver outlives every worker (it is read below, in this scope).
-                    let _ = tx.send((g, r));
-                    if failed {
-                        // Stop taking work: the run fails with this error.
-                        next.store(groups.len(), Ordering::Relaxed);
-                        break;
-                    }
+                    r
                 })
-            });
+                .collect::<Result<Vec<_>>>()
+        });
+        for n in rx {
+            on_batch(n);
         }
-        drop(tx);
-        for (g, r) in rx {
-            match r {
-                Ok(caps) => {
-                    on_batch(groups[g].iter().map(|c| c.len()).sum());
-                    out[g] = Some(caps);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+        match work.join() {
+            Ok(r) => r,
+            // A panic is a bug, not an input error: let it surface as one.
+            Err(p) => std::panic::resume_unwind(p),
         }
-        Ok(())
-    })?;
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    out.into_iter()
-        .map(|c| c.ok_or_else(|| Error::Usage("internal: a batch was not run".into())))
-        .collect()
+    })
 }
 
 /// Runs every prompt through `model`, longest first so batches pad little,
@@ -287,21 +222,20 @@ pub fn extract(
         }
         Ok(())
     };
-    // Side by side only when the batches outnumber the workers enough for
-    // the last ones to even out: a revalidation look of 20 prompts (a
-    // batch of 16 beside one of 4) ran 1.5x slower side by side than with
-    // both threads on each batch in turn.
-    let workers = rayon::current_num_threads().min(groups.len() / 4);
-    if group_bytes == 0 && workers > 1 {
-        // Resident weights, one batch per group: the batches run side by
-        // side, each on its own share of the threads. A batch of a few
-        // hundred tokens is too small a GEMM to keep two threads busy (they
-        // wait on each other between ops, and the single-threaded steps
-        // between GEMMs idle the other core); two batches at once fill both.
-        // Measured on the 2-core EPYC: the corpus through two models, 11.8 s
-        // -> 9.3 s. Each batch is computed exactly as before, so the
+    // Side by side when the batches outnumber the threads enough for the
+    // last ones to even out; a few batches run one after another, each on
+    // every thread.
+    if group_bytes == 0 && rayon::current_num_threads() > 1 && groups.len() >= 8 {
+        // Resident weights, one batch per group: several batches at once,
+        // each mostly on one thread. A batch of a few hundred tokens is too
+        // small a GEMM to keep two threads busy (they wait on each other
+        // between ops, and the single-threaded steps between GEMMs idle the
+        // other core); two batches at once fill both. Measured on the
+        // 2-core EPYC: the corpus through two models, 11.8 s -> 10.0 s.
+        // Each batch is computed exactly as before (the kernels split their
+        // work the same way whichever thread runs each piece), so the
         // activations are bit-identical.
-        let results = side_by_side(&groups, workers, &run_group, on_batch)?;
+        let results = side_by_side(&groups, &run_group, on_batch)?;
         for (group, caps) in groups.iter().zip(results) {
             place(group, caps)?;
         }

@@ -133,9 +133,11 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     } = unlabeled(
         (&req.base, &req.candidate),
         (&suite, &data.trains),
-        corpus_of(policy),
         // Study runs record every feature, for the risk fits that learn from them.
-        req.risk_model.reads_corpus() || req.every_rung,
+        (
+            corpus_of(policy),
+            req.risk_model.reads_corpus() || req.every_rung,
+        ),
         BaseCheck::Require,
         &cache,
         &mut secs,
@@ -443,12 +445,10 @@ type Trains = BTreeMap<String, (PathBuf, crate::monitor::data::Labeled)>;
 
 /// `with_corpus`: run the corpus and compute the corpus features (the risk
 /// model reads one of them, or the caller shows them all).
-#[allow(clippy::too_many_arguments)]
 fn unlabeled(
     (base, candidate): (&str, &str),
     (suite, trains): (&[Monitor], &Trains),
-    corpus: Corpus,
-    with_corpus: bool,
+    (corpus, with_corpus): (Corpus, bool),
     base_check: BaseCheck,
     cache: &ActCache,
     secs: &mut BTreeMap<String, f64>,
@@ -505,8 +505,7 @@ pub fn features_only(
     let u = unlabeled(
         (base, candidate),
         (&suite, &trains),
-        corpus,
-        with_corpus,
+        (corpus, with_corpus),
         base_check,
         &ActCache::from_env(),
         &mut BTreeMap::new(),

@@ -152,12 +152,13 @@ impl Concept<'_> {
             .collect();
         let ms: Vec<&Monitor> = open.iter().map(|&i| self.monitors[i].m).collect();
         // A look is a few batches: the two models run side by side rather
-        // than both threads on one small GEMM at a time.
+        // than both threads on one small GEMM at a time (a side read from
+        // the cache gives its thread to the other).
         let (kb, kc) = (&mut kept.base, &mut kept.cand);
         let (through_base, through_cand) = crate::activations::side_by_side_pair(
             || scores_through(base, cache, &ms, &texts, false, kb),
             || scores_through(cand, cache, &ms, &texts, true, kc),
-        )?;
+        );
         let (through_base, through_cand) = (through_base?, through_cand?);
         self.used += k;
         let whole = self.used == self.order.len();
