@@ -107,10 +107,10 @@ pub fn side_by_side_pair<A: Send, B: Send>(
 /// Runs one group of batches, reporting blocks done (streamed groups only).
 type RunGroup<'a> = dyn Fn(&[&[usize]], &mut dyn FnMut(usize)) -> Result<Vec<Captured>> + Sync + 'a;
 
-/// Runs `groups` as tasks on rayon's pool, a thread taking the next group
-/// as it finishes one (longest first, so the shares even out) and, with no
-/// group left, stealing the kernel tasks of those still running. Progress
-/// is reported here, on the calling thread.
+/// Runs `groups` as tasks on rayon's pool: its threads split the groups
+/// between them and rebalance by stealing, and a thread with no group left
+/// steals the kernel tasks of those still running. Progress is reported
+/// here, on the calling thread.
 fn side_by_side(
     groups: &[&[&[usize]]],
     run_group: &RunGroup,
