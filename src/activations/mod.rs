@@ -91,19 +91,6 @@ fn stream_bytes(chunk: &[usize], ids: &[Vec<u32>], width: u64) -> u64 {
     chunk.len() as u64 * t * width
 }
 
-/// `a` and `b` at once on rayon's pool (`rayon::join`), for work too small
-/// to split well by batches, such as a revalidation look's few prompts
-/// through the base and through the candidate. Each mostly runs its own
-/// kernels on its own thread; when one ends first (a side read from the
-/// cache), its thread steals the other's kernel tasks, so that side gets
-/// every thread again.
-pub fn side_by_side_pair<A: Send, B: Send>(
-    a: impl FnOnce() -> A + Send,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B) {
-    rayon::join(a, b)
-}
-
 /// Runs one group of batches, reporting blocks done (streamed groups only).
 type RunGroup<'a> = dyn Fn(&[&[usize]], &mut dyn FnMut(usize)) -> Result<Vec<Captured>> + Sync + 'a;
 

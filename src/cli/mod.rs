@@ -567,11 +567,14 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
     } = probegate::gate::features_only(
         (&a.base, &a.candidate, &a.monitors),
         Some(&data),
-        probegate::gate::Corpus {
-            path: &a.corpus,
-            max_prompts: a.limit,
-        },
-        true,
+        // `features` shows every feature, the corpus's included.
+        (
+            probegate::gate::Corpus {
+                path: &a.corpus,
+                max_prompts: a.limit,
+            },
+            true,
+        ),
         check,
         &mut |stage, done, total| {
             pb.set_message(stage.to_string());
@@ -597,22 +600,18 @@ fn cmd_features(g: &Global, a: &FeaturesArgs) -> Result<i32> {
                 "{:<26} {:>6} {:>9} {:>8} {:>8} {:>6} {:>6}",
                 "monitor", "depth", "Δbelow", "act cos", "shift σ", "KS", "flips"
             );
-            // `features` always runs the corpus; a missing value would be a bug, shown as such.
-            let v = |x: Option<f64>, plus: bool| match (x, plus) {
-                (Some(x), true) => format!("{x:+.3}"),
-                (Some(x), false) => format!("{x:.3}"),
-                (None, _) => "-".into(),
-            };
+            // Always run here (above); a missing value would be a bug, shown as such.
+            let v = |x: Option<f64>, show: fn(f64) -> String| x.map_or("-".into(), show);
             for f in &out {
                 println!(
                     "{:<26} {:>6.2} {:>9.5} {:>8} {:>8} {:>6} {:>6}",
                     f.monitor,
                     f.depth_fraction,
                     f.change_below,
-                    f.act_cosine.map_or("-".into(), |c| format!("{c:.5}")),
-                    v(f.projected_shift, true),
-                    v(f.score_ks, false),
-                    v(f.flip_rate, false)
+                    v(f.act_cosine, |x| format!("{x:.5}")),
+                    v(f.projected_shift, |x| format!("{x:+.3}")),
+                    v(f.score_ks, |x| format!("{x:.3}")),
+                    v(f.flip_rate, |x| format!("{x:.3}"))
                 );
             }
         }

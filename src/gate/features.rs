@@ -95,11 +95,6 @@ impl<'a> LazyCorpus<'a> {
         Ok(self.acts.get_or_init(|| a))
     }
 
-    /// The activations if the corpus has run.
-    pub fn ran(&self) -> Option<&PairedActs> {
-        self.acts.get()
-    }
-
     /// The activations, which a caller must have [`ensure`](Self::ensure)d.
     pub fn get(&self) -> Result<&PairedActs> {
         self.acts

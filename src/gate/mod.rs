@@ -481,8 +481,7 @@ fn unlabeled(
 pub fn features_only(
     (base, candidate, monitors): (&str, &str, &Path),
     data: Option<&DataSource>,
-    corpus: Corpus,
-    with_corpus: bool,
+    (corpus, with_corpus): (Corpus, bool),
     base_check: BaseCheck,
     progress: Progress,
 ) -> Result<FeaturesOnly> {
@@ -541,8 +540,7 @@ pub fn predict_only(
     let f = features_only(
         (base, candidate, monitors),
         reads_train(policy).then_some(data),
-        corpus_of(policy),
-        model.reads_corpus(),
+        (corpus_of(policy), model.reads_corpus()),
         BaseCheck::Require,
         progress,
     )?;

@@ -40,6 +40,13 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// Whether the ladder's first rung runs: realignment on, over a corpus
+    /// of at least `min_prompts`.
+    pub fn realigns(&self) -> bool {
+        self.policy.realignment.enabled
+            && self.models.corpus.len() >= self.policy.realignment.min_prompts
+    }
+
     /// Labeled examples a rung may still spend: the budget is a hard cap in
     /// both modes, so a rung never takes the run past `budget.examples`.
     pub fn labels_left(&self) -> usize {

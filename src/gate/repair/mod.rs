@@ -179,9 +179,12 @@ pub fn repair(
 ) -> Result<Repairs> {
     let policy = cx.policy;
     let mut acts = LadderActs::new(cx.cache, cx.extend.map(|e| e.kept()));
+    // Revalidated stale, the monitors that may climb.
+    let mut stale = std::collections::BTreeSet::new();
     for m in monitors {
         if let Some(rv) = evals.get(&m.meta.name) {
             if !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty() {
+                stale.insert(m.meta.name.as_str());
                 acts.need(m);
                 if let Some(e) = cx.extend {
                     e.need(m);
@@ -243,9 +246,7 @@ pub fn repair(
                 judge(policy, m, rv, &mut r);
                 r.not_climbed = r.status == Status::Stale;
             } else {
-                if policy.realignment.enabled
-                    && !revalidate::stale_reasons(m, &rv.eval, &policy.metrics).is_empty()
-                {
+                if cx.realigns() && stale.contains(name.as_str()) {
                     // Realignment fits its maps on the corpus: run it now if
                     // the features stage did not.
                     cx.corpus_acts.ensure(&mut *progress)?;
@@ -340,7 +341,7 @@ fn climb<'a>(
     // The monitor later rungs start from: realigned when the map was applied.
     let mut current = m.clone();
     let mut rung = Rung::None;
-    if policy.realignment.enabled && cx.models.corpus.len() >= policy.realignment.min_prompts {
+    if cx.realigns() {
         let a = realign::rung(cx, acts, m, &verifier)?;
         if let Some(f) = a.fixed {
             current = f;

@@ -151,11 +151,12 @@ impl Concept<'_> {
             .filter(|&i| self.monitors[i].stop.is_none())
             .collect();
         let ms: Vec<&Monitor> = open.iter().map(|&i| self.monitors[i].m).collect();
-        // A look is a few batches: the two models run side by side rather
-        // than both threads on one small GEMM at a time (a side read from
-        // the cache gives its thread to the other).
+        // A look is a few batches: the two models run side by side on
+        // rayon's pool rather than both threads on one small GEMM at a time.
+        // Each mostly runs its kernels on its own thread; a side that ends
+        // first (read from the cache) steals the other's kernel tasks.
         let (kb, kc) = (&mut kept.base, &mut kept.cand);
-        let (through_base, through_cand) = crate::activations::side_by_side_pair(
+        let (through_base, through_cand) = rayon::join(
             || scores_through(base, cache, &ms, &texts, false, kb),
             || scores_through(cand, cache, &ms, &texts, true, kc),
         );

@@ -75,9 +75,9 @@ pub fn evaluate(rows: &[HistoryRow], target: Target, l2: f64) -> Evaluation {
     }
 }
 
-/// Out-of-fold quality, on every feature the rows have, when `keys[i]` names row i's fold: each fold is
-/// predicted by a model fitted on every other fold, and the predictions are
-/// pooled. The caller chooses the folds, so one that keeps related rows
+/// Out-of-fold quality, on every feature the rows have, when `keys[i]`
+/// names row i's fold: each fold is predicted by a model fitted on every
+/// other fold, and the predictions are pooled. The caller chooses the folds, so one that keeps related rows
 /// (a merged copy and its source) in one fold gets an honest figure.
 pub fn held_out(
     rows: &[HistoryRow],

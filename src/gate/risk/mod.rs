@@ -447,9 +447,8 @@ impl RiskModel {
 }
 
 /// Fits on `rows` to predict `target` over every feature of
-/// [`FEATURE_NAMES`]. Needs both outcomes present.
-/// Fitted on every feature the rows have (a history written by runs that
-/// skipped the corpus has no corpus features).
+/// [`FEATURE_NAMES`] the rows have (a history written by runs that skipped
+/// the corpus has no corpus features). Needs both outcomes present.
 pub fn fit(rows: &[&HistoryRow], target: Target, l2: f64, source: &str) -> Result<RiskModel> {
     fit_on(rows, &features_present(rows), target, l2, source)
 }

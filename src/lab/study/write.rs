@@ -26,6 +26,23 @@ fn drops(r: &Rate) -> String {
     format!("{}/{} = {:.1}%", r.big_drops, r.cells, r.pct())
 }
 
+/// One table row per fold of `first`: the risk model's held-out AUROC
+/// fitted on one feature set and, beside it, on another (`second`, the
+/// same folds).
+fn model_auroc_rows(s: &mut String, first: &[HeldOut], second: &[HeldOut]) {
+    let get = |x: &HeldOut| auc(x.auroc.get("risk_model").unwrap_or(&None));
+    for a in first {
+        let b = second.iter().find(|x| x.by == a.by);
+        let _ = writeln!(
+            s,
+            "| one {} | {} | {} |",
+            a.by,
+            get(a),
+            b.map(get).unwrap_or_default()
+        );
+    }
+}
+
 fn auc(v: &Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
 }
@@ -233,17 +250,7 @@ pub fn honest_sections(h: &Honest) -> String {
              | held out | all features | without the corpus's |\n| --- | ---: | ---: |",
             risk::CORPUS_FEATURES.join("`, `")
         );
-        let get = |x: &HeldOut| auc(x.auroc.get("risk_model").unwrap_or(&None));
-        for n in &h.honest_policy_no_corpus {
-            let all = h.honest_policy.iter().find(|x| x.by == n.by);
-            let _ = writeln!(
-                s,
-                "| one {} | {} | {} |",
-                n.by,
-                all.map(get).unwrap_or_default(),
-                get(n)
-            );
-        }
+        model_auroc_rows(&mut s, &h.honest_policy, &h.honest_policy_no_corpus);
     }
     let _ = writeln!(
         s,
@@ -277,17 +284,7 @@ pub fn honest_sections(h: &Honest) -> String {
              no score change on the concept's own texts) and on all {n}.\n\n\
              | held out | 14 features | {n} features |\n| --- | ---: | ---: |"
         );
-        for v1 in &h.honest_v1_features {
-            let all = h.honest.iter().find(|x| x.by == v1.by);
-            let get = |x: &HeldOut| auc(x.auroc.get("risk_model").unwrap_or(&None));
-            let _ = writeln!(
-                s,
-                "| one {} | {} | {} |",
-                v1.by,
-                get(v1),
-                all.map(get).unwrap_or_default()
-            );
-        }
+        model_auroc_rows(&mut s, &h.honest_v1_features, &h.honest);
     }
     if !h.repairs.is_empty() {
         let _ = writeln!(
