@@ -164,11 +164,8 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         schedule: &schedule,
         policy,
     };
-    let reval = timed(&mut secs, "revalidation", || {
-        revalidate::revalidate(&inputs, progress)
-    })?;
-    let extender = (policy.revalidation.mode == policy::RevalidationMode::Sequential)
-        .then(|| revalidate::Extender::new(&inputs, &reval));
+    let sequential = policy.revalidation.mode == policy::RevalidationMode::Sequential;
+    let extender = sequential.then(|| revalidate::Extender::new(&inputs));
     let corpus = features::LazyCorpus::new(&models, &suite, &cache, corpus_acts);
     let fails = |ms: &[repair::MonitorReport]| {
         verdict::decide(policy, diff.family, ms, models.corpus.len()).verdict == Verdict::Fail
@@ -180,18 +177,43 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         corpus_acts: &corpus,
         trains: &data.trains,
         extend: extender.as_ref(),
-        rung_budget: std::cell::Cell::new(revalidate::left_under(
-            policy,
-            req.full_revalidation,
-            reval.examples_used,
-        )),
+        // Whole-set mode: set to what revalidation leaves of the budget.
+        rung_budget: std::cell::Cell::new(0),
         every_rung: req.every_rung,
     };
     // Full revalidation and study runs are the whole picture: never cut short.
     let stop = (policy.budget.stop_at_verdict && !req.every_rung && !req.full_revalidation)
         .then_some(&fails as repair::FailsVerdict);
+    // Under sequential revalidation a stale monitor climbs as soon as it is
+    // settled, and revalidation stops once one is beyond repair.
+    let mut early = match (stop, &extender) {
+        (Some(f), Some(_)) => Some(repair::Early::new(&cx, &suite, &risks, &features, f)?),
+        _ => None,
+    };
+    let reval = timed(&mut secs, "revalidation", || {
+        let hook = early.as_mut().map(|e| e as &mut dyn revalidate::OnSettled);
+        revalidate::revalidate(&inputs, progress, extender.as_ref().map(|e| (e, hook)))
+    })?;
+    cx.rung_budget.set(revalidate::left_under(
+        policy,
+        req.full_revalidation,
+        reval.examples_used,
+    ));
+    let climbed = match early {
+        Some(e) => e.climbed(),
+        None => repair::Climbed::none(&cx),
+    };
     let mut repairs = timed(&mut secs, "realignment", || {
-        repair::repair(&cx, &suite, &reval.evals, &risks, &features, stop, progress)
+        repair::repair(
+            &cx,
+            &suite,
+            &reval.evals,
+            &risks,
+            &features,
+            stop,
+            climbed,
+            progress,
+        )
     })?;
     let mut traces = reval.traces;
     for r in repairs.reports.iter_mut() {

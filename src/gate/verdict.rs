@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::gate::diff::Family;
 use crate::gate::policy::{Policy, Rung, Unverified};
 use crate::gate::repair::MonitorReport;
+use crate::gate::revalidate::sequential::Stop;
 use crate::gate::revalidate::Status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,9 +134,17 @@ pub fn decide(
         .min_by(|a, b| a.risk.p_stale.total_cmp(&b.risk.p_stale))
         .filter(|_| policy.unverified_fail_as_risky_as_stale);
     let mut failed_by = Vec::new();
+    // Monitors revalidation stopped short of because the verdict was
+    // already fail (`budget.stop_at_verdict`): not the budget's doing.
+    let mut cut_short = Vec::new();
     for m in monitors {
         let failing_before = fail.len();
+        let decided = m
+            .sequential
+            .as_ref()
+            .is_some_and(|t| t.stopped == Stop::Decided);
         match m.status {
+            Status::Unverified if decided => cut_short.push(m),
             Status::Stale => {
                 let tried: Vec<&str> = [
                     (Rung::Realignment, m.realignment.is_some()),
@@ -213,6 +222,24 @@ pub fn decide(
             failed_by.push(m.name.clone());
         }
     }
+    if !cut_short.is_empty() {
+        let names: Vec<&str> = cut_short.iter().map(|m| m.name.as_str()).collect();
+        let msg = format!(
+            "{} monitor(s) not revalidated: the verdict was fail before their turn \
+             (budget.stop_at_verdict; `check --full` revalidates every one): {}",
+            names.len(),
+            names.join(", ")
+        );
+        // The rule that decided the run still fails it; were it gone (a
+        // report judged under other rules), monitors never looked at must
+        // not pass on faith.
+        if fail.is_empty() {
+            fail.push(msg);
+            failed_by.extend(names.iter().map(|n| n.to_string()));
+        } else {
+            warn.push(msg);
+        }
+    }
     if identical {
         failed_by.clear();
         warn.extend(fail.drain(..).map(|f| {
@@ -266,6 +293,64 @@ mod tests {
 
     fn monitor(name: &str, status: Status, critical: bool) -> MonitorReport {
         MonitorReport::example(name, status, critical)
+    }
+
+    /// Monitors revalidation stopped short of because the verdict was
+    /// decided (`budget.stop_at_verdict`): a warning while the decisive
+    /// monitor fails the run, never a reason to raise the budget, and a
+    /// failure of their own under rules that no longer fail it.
+    #[test]
+    fn monitors_cut_short_by_the_verdict_never_pass_on_faith() {
+        let p = policy();
+        let fam = Family::LowRankAdapter;
+        let cut = |name: &str, risk: f64, critical: bool| {
+            let mut m = monitor(name, Status::Unverified, critical);
+            m.risk.p_stale = risk;
+            m.sequential = Some(revalidate::sequential::Trace {
+                examples: 40,
+                of: 120,
+                bounds: None,
+                z: 3.0,
+                stopped: revalidate::sequential::Stop::Decided,
+            });
+            m
+        };
+        let mut beyond = monitor("self_harm-l7", Status::Stale, true);
+        beyond.rung = Rung::BeyondRepair;
+        let suite = vec![
+            beyond.clone(),
+            cut("toxicity-l7", 0.9, false),
+            cut("privacy_pii-l7", 0.2, true),
+        ];
+        let d = decide(&p, fam, &suite, 600);
+        assert_eq!(d.verdict, Verdict::Fail);
+        assert_eq!(d.failed_by, vec!["self_harm-l7".to_string()]);
+        assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+        assert!(d.reasons.iter().all(|r| !r.contains("raise budget")));
+        let w = d.warnings.join("\n");
+        assert!(
+            w.contains("2 monitor(s) not revalidated: the verdict was fail before their turn"),
+            "{w}"
+        );
+        assert!(w.contains("toxicity-l7, privacy_pii-l7"), "{w}");
+        // Without the decisive monitor's failure the cut-short ones fail.
+        let mut repaired = beyond;
+        repaired.status = Status::Repaired;
+        repaired.rung = Rung::Realignment;
+        let d = decide(&p, fam, &[repaired, cut("toxicity-l7", 0.1, false)], 600);
+        assert_eq!(d.verdict, Verdict::Fail);
+        assert_eq!(d.failed_by, vec!["toxicity-l7".to_string()]);
+        // An unverified monitor the budget left unsettled is judged as before.
+        let mut budget = cut("toxicity-l7", 0.9, false);
+        if let Some(t) = budget.sequential.as_mut() {
+            t.stopped = revalidate::sequential::Stop::Budget;
+        }
+        let d = decide(&p, fam, &[budget], 600);
+        assert!(
+            d.reasons[0].contains("raise budget.examples"),
+            "{:?}",
+            d.reasons
+        );
     }
 
     #[test]

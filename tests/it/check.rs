@@ -472,13 +472,15 @@ fn the_repair_ladder_spends_only_what_the_budget_left() {
 }
 
 /// `budget.stop_at_verdict`, on in the default policy: on the README's
-/// LoRA adapter, monitors the budget left unverified at predicted risk
-/// ≥ 0.5 fail the candidate whatever the ladder would show, so the stale
-/// monitors never climb it: nothing is repaired, each says why, and the
-/// run cannot be rejudged into another verdict. (That the verdict is the
-/// one a complete run gives is the rule's unit test in src/gate/verdict.rs.)
+/// LoRA adapter a monitor settled stale climbs the repair ladder at once,
+/// and the first one beyond repair decides the verdict, so revalidation
+/// stops there: the monitors not yet settled say so (not the budget's
+/// doing), the decisive one shows every rung it tried, far fewer labels are
+/// spent than the same run without the stop, and the run cannot be
+/// rejudged into another verdict. (That the verdict is the one a complete
+/// run gives is the rule's unit test in src/gate/verdict.rs.)
 #[test]
-fn the_gate_stops_at_a_verdict_nothing_left_could_change() {
+fn the_gate_stops_at_the_first_monitor_beyond_repair() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = test_policy(
         tmp.path(),
@@ -487,28 +489,70 @@ fn the_gate_stops_at_a_verdict_nothing_left_could_change() {
     let out = tmp.path().join("out");
     check("smollm2", &lora_candidate(), &policy, &out)
         .assert()
-        .code(1)
-        .stdout(predicate::str::contains("the ladder was not climbed"));
+        .code(1);
     let r = report(&out);
     assert_eq!(r["verdict"], "fail");
+    assert!(
+        r["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("not revalidated: the verdict was fail before their turn")),
+        "{r}"
+    );
     let ms = r["monitors"].as_array().unwrap();
-    let waiting: Vec<&serde_json::Value> = ms.iter().filter(|m| m["not_climbed"] == true).collect();
-    assert!(!waiting.is_empty(), "{r}");
-    for m in &waiting {
+    let stopped = |m: &serde_json::Value| m["sequential"]["stopped"].as_str().unwrap().to_string();
+    // The decisive monitor: settled stale, every rung the policy enables tried.
+    let beyond: Vec<&serde_json::Value> =
+        ms.iter().filter(|m| m["rung"] == "beyond repair").collect();
+    assert!(!beyond.is_empty(), "{r}");
+    for m in &beyond {
         assert_eq!(m["status"], "stale", "{m}");
-        assert!(!m["stale_reasons"].as_array().unwrap().is_empty(), "{m}");
+        assert_eq!(stopped(m), "stale", "{m}");
         assert!(
-            m["realignment"].is_null() && m["recalibration"].is_null(),
+            !m["realignment"].is_null() && !m["recalibration"].is_null(),
             "{m}"
         );
     }
-    assert!(ms.iter().all(|m| m["status"] != "repaired"));
-    assert!(!out.join("repaired").exists());
-    // The reserve is for the ladder, which did not run.
-    let used = r["budget"]["examples_used"].as_u64().unwrap();
-    assert!(used <= 720 - 120, "{used}");
+    let failed_by: Vec<&str> = r["failed_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(beyond
+        .iter()
+        .all(|m| failed_by.contains(&m["name"].as_str().unwrap())));
+    // The rest were cut short by the verdict, not by the budget: a warning
+    // each, never a failure reason asking for a larger budget.
+    let cut: Vec<&serde_json::Value> = ms.iter().filter(|m| stopped(m) == "decided").collect();
+    assert!(!cut.is_empty(), "{r}");
+    for m in &cut {
+        assert_eq!(m["status"], "unverified", "{m}");
+        assert!(!failed_by.contains(&m["name"].as_str().unwrap()), "{m}");
+    }
+    for reason in r["reasons"].as_array().unwrap() {
+        assert!(
+            !reason.as_str().unwrap().contains("raise budget"),
+            "{reason}"
+        );
+    }
+    // Against the same run without the stop (every concept revalidated
+    // within the budget, every stale monitor up the ladder).
+    let ns = tmp.path().join("ns");
+    std::fs::create_dir_all(&ns).unwrap();
+    let no_stop = test_policy(&ns, &[]);
+    let all = tmp.path().join("all");
+    check("smollm2", &lora_candidate(), &no_stop, &all)
+        .assert()
+        .code(1);
+    let all = report(&all);
+    let (used, used_all) = (
+        r["budget"]["examples_used"].as_u64().unwrap(),
+        all["budget"]["examples_used"].as_u64().unwrap(),
+    );
+    assert!(2 * used <= used_all, "{used} of {used_all}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("ladder not climbed"), "{md}");
+    assert!(md.contains("verdict decided"), "{md}");
     bin()
         .current_dir(tmp.path())
         .args(["report", "rejudge", "--quiet", "--policy"])
@@ -896,16 +940,10 @@ fn the_corpus_runs_only_when_the_risk_model_or_the_ladder_reads_it() {
         &[("stop_at_verdict = true", "stop_at_verdict = true")],
     );
     // Not --quiet: in a pipe every stage prints one line on stderr.
-    let run = |suite: &Path, out: &Path| {
+    let run = |cand: &str, suite: &Path, out: &Path| {
         let o = bin()
             .current_dir(repo())
-            .args([
-                "check",
-                "--base",
-                "smollm2",
-                "--candidate",
-                &lora_candidate(),
-            ])
+            .args(["check", "--base", "smollm2", "--candidate", cand])
             .arg("--no-history")
             .arg("--monitors")
             .arg(suite)
@@ -922,18 +960,14 @@ fn the_corpus_runs_only_when_the_risk_model_or_the_ladder_reads_it() {
             String::from_utf8_lossy(&o.stderr).to_string(),
         )
     };
-    // The whole suite fails before the ladder: the corpus never runs.
-    let out = tmp.path().join("stopped");
-    let (code, err) = run(Path::new("monitors/smollm2"), &out);
-    assert_eq!(code, Some(1), "{err}");
+    // The base as its own candidate: no monitor is stale, nothing
+    // realigns, and the corpus never runs.
+    let out = tmp.path().join("identical");
+    let (code, err) = run("smollm2", Path::new("monitors/smollm2"), &out);
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("concept activations"), "{err}");
     assert!(!err.contains("corpus activations"), "{err}");
     let r = report(&out);
-    assert!(r["monitors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["not_climbed"] == true));
     for m in r["monitors"].as_array().unwrap() {
         assert!(m["features"].get("act_cosine").is_none(), "{m}");
         assert!(m["features"]["concept_ks"].is_number(), "{m}");
@@ -942,7 +976,7 @@ fn the_corpus_runs_only_when_the_risk_model_or_the_ladder_reads_it() {
     // climbs, and runs the corpus before its first realignment.
     let suite = suite_of(tmp.path(), &["self_harm-l22", "privacy_pii-l22"]);
     let out = tmp.path().join("climbed");
-    let (code, err) = run(&suite, &out);
+    let (code, err) = run(&lora_candidate(), &suite, &out);
     assert!(matches!(code, Some(0 | 1)), "{err}");
     assert!(err.contains("corpus activations"), "{err}");
     let r = report(&out);

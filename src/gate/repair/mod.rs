@@ -164,21 +164,154 @@ pub struct Repairs {
     pub examples_used: usize,
 }
 
+/// Each monitor as the gate predicted it, before any rung (suite order).
+fn predicted(
+    policy: &crate::gate::policy::Policy,
+    monitors: &[Monitor],
+    risks: &BTreeMap<String, Risk>,
+    features: &BTreeMap<String, MonitorFeatures>,
+) -> Result<Vec<MonitorReport>> {
+    monitors
+        .iter()
+        .map(|m| {
+            let name = &m.meta.name;
+            Ok(MonitorReport::unverified(
+                name.clone(),
+                &m.meta.concept,
+                m.meta.hook.layer,
+                policy.is_critical(name, &m.meta.concept),
+                risks
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| missing("risk", name))?,
+                features
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| missing("features", name))?,
+            ))
+        })
+        .collect()
+}
+
+/// Monitors whose ladder was climbed while revalidation ran ([`Early`]),
+/// with the training activations their rungs computed, for [`repair`] to
+/// take up.
+pub struct Climbed<'a> {
+    acts: LadderActs<'a>,
+    done: BTreeMap<String, (MonitorReport, Option<Monitor>)>,
+}
+
+impl<'a> Climbed<'a> {
+    /// None climbed yet.
+    pub fn none(cx: &Context<'a>) -> Self {
+        Climbed {
+            acts: LadderActs::new(cx.cache, cx.extend.map(|e| e.kept())),
+            done: BTreeMap::new(),
+        }
+    }
+}
+
+/// The ladder climbed during sequential revalidation under
+/// `budget.stop_at_verdict`: each monitor as soon as it is settled stale,
+/// so a failing candidate is known to fail at its first stale monitor
+/// beyond repair and revalidation stops there. On the v2 grid's failing
+/// conditions that is a few looks into the suite (STUDY.md).
+pub struct Early<'a, 'c> {
+    cx: &'c Context<'a>,
+    monitors: &'c [Monitor],
+    predicted: Vec<MonitorReport>,
+    climbed: Climbed<'a>,
+    fails: FailsVerdict<'c>,
+    decided: bool,
+}
+
+impl<'a, 'c> Early<'a, 'c> {
+    pub fn new(
+        cx: &'c Context<'a>,
+        monitors: &'c [Monitor],
+        risks: &BTreeMap<String, Risk>,
+        features: &BTreeMap<String, MonitorFeatures>,
+        fails: FailsVerdict<'c>,
+    ) -> Result<Self> {
+        let predicted = predicted(cx.policy, monitors, risks, features)?;
+        let mut early = Early {
+            cx,
+            monitors,
+            predicted,
+            climbed: Climbed::none(cx),
+            fails,
+            decided: false,
+        };
+        // A verdict that fails with every monitor healthy (a family the
+        // policy does not allow) needs no revalidation at all.
+        early.judge();
+        Ok(early)
+    }
+
+    /// What the ladder that follows revalidation takes up.
+    pub fn climbed(self) -> Climbed<'a> {
+        self.climbed
+    }
+
+    /// Decided once the verdict fails with every monitor not yet climbed
+    /// taken as healthy: the best the rest can end as.
+    fn judge(&mut self) {
+        let done: Vec<Option<MonitorReport>> = self
+            .predicted
+            .iter()
+            .map(|p| self.climbed.done.get(&p.name).map(|(r, _)| r.clone()))
+            .collect();
+        self.decided = (self.fails)(&best_outcome(&done, &self.predicted, &|_| true));
+    }
+}
+
+impl revalidate::OnSettled for Early<'_, '_> {
+    fn stale(&mut self, m: &Monitor, rv: &Revalidated, progress: Progress) -> Result<()> {
+        let name = &m.meta.name;
+        let i = self
+            .monitors
+            .iter()
+            .position(|x| &x.meta.name == name)
+            .ok_or_else(|| missing("prediction", name))?;
+        self.climbed.acts.need(m);
+        if let Some(e) = self.cx.extend {
+            e.need(m);
+        }
+        if self.cx.realigns() {
+            self.cx.corpus_acts.ensure(&mut *progress)?;
+        }
+        progress("repair ladder", 0, 1);
+        let mut r = self.predicted[i].clone();
+        let fixed = climb(self.cx, &mut self.climbed.acts, m, rv, &mut r)?;
+        progress("repair ladder", 1, 1);
+        self.climbed.done.insert(name.clone(), (r, fixed));
+        self.judge();
+        Ok(())
+    }
+
+    fn decided(&self) -> bool {
+        self.decided
+    }
+}
+
 /// Runs the ladder over the suite. Monitors revalidation did not reach are
-/// reported unverified; healthy ones pass through. With `stop_at_verdict`
-/// (`budget.stop_at_verdict`), a stale monitor whose turn comes once the
-/// verdict fails whatever the rest shows is reported `not_climbed`.
-pub fn repair(
-    cx: &Context,
+/// reported unverified; healthy ones pass through; those [`Early`] climbed
+/// keep what it found. With `stop_at_verdict` (`budget.stop_at_verdict`), a
+/// stale monitor whose turn comes once the verdict fails whatever the rest
+/// shows is reported `not_climbed`.
+#[allow(clippy::too_many_arguments)]
+pub fn repair<'a>(
+    cx: &Context<'a>,
     monitors: &[Monitor],
     evals: &BTreeMap<String, Revalidated>,
     risks: &BTreeMap<String, Risk>,
     features: &BTreeMap<String, MonitorFeatures>,
     stop_at_verdict: Option<FailsVerdict>,
+    climbed: Climbed<'a>,
     progress: Progress,
 ) -> Result<Repairs> {
     let policy = cx.policy;
-    let mut acts = LadderActs::new(cx.cache, cx.extend.map(|e| e.kept()));
+    let Climbed { mut acts, mut done } = climbed;
     // Revalidated stale, the monitors that may climb.
     let mut stale = std::collections::BTreeSet::new();
     for m in monitors {
@@ -204,28 +337,17 @@ pub fn repair(
         let m = &monitors[i].meta;
         !policy.is_critical(&m.name, &m.concept)
     });
-    // Each monitor as the gate predicted it, before any rung.
-    let predicted = monitors
-        .iter()
-        .map(|m| {
-            let name = &m.meta.name;
-            Ok(MonitorReport::unverified(
-                name.clone(),
-                &m.meta.concept,
-                m.meta.hook.layer,
-                policy.is_critical(name, &m.meta.concept),
-                risks
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| missing("risk", name))?,
-                features
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| missing("features", name))?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let predicted = predicted(policy, monitors, risks, features)?;
     let mut reports: Vec<Option<MonitorReport>> = vec![None; monitors.len()];
+    // Those climbed during revalidation first, so the verdict's best
+    // outcome counts them from the start.
+    for (i, m) in monitors.iter().enumerate() {
+        if let Some((r, fixed)) = done.remove(&m.meta.name) {
+            out.repaired.extend(fixed);
+            out.examples_used += labels_spent(&r);
+            reports[i] = Some(r);
+        }
+    }
     // Once decided, always: each climb can only leave a monitor as good as
     // the healthy it was taken for, or worse.
     let mut decided = false;
@@ -233,6 +355,9 @@ pub fn repair(
         let m = &monitors[i];
         // The ladder can take minutes (forward passes, map fits): say where it is.
         progress("repair ladder", step, monitors.len());
+        if reports[i].is_some() {
+            continue;
+        }
         let name = &m.meta.name;
         let mut r = predicted[i].clone();
         if let Some(rv) = evals.get(name) {
@@ -258,10 +383,7 @@ pub fn repair(
                     r.trials = trials(cx, &mut acts, m, rv, &r)?;
                 }
             }
-            out.examples_used += [&r.recalibration, &r.retraining]
-                .iter()
-                .filter_map(|x| x.as_ref().map(|x| x.examples))
-                .sum::<usize>();
+            out.examples_used += labels_spent(&r);
         }
         reports[i] = Some(r);
     }
@@ -269,6 +391,14 @@ pub fn repair(
     out.reports = reports.into_iter().flatten().collect();
     progress("repair ladder", monitors.len(), monitors.len());
     Ok(out)
+}
+
+/// Labeled training examples a monitor's rungs ran through the candidate.
+fn labels_spent(r: &MonitorReport) -> usize {
+    [&r.recalibration, &r.retraining]
+        .iter()
+        .filter_map(|x| x.as_ref().map(|x| x.examples))
+        .sum()
 }
 
 fn missing(what: &str, name: &str) -> Error {

@@ -126,6 +126,7 @@ fn stop_word(s: crate::gate::revalidate::sequential::Stop) -> &'static str {
         Stop::WholeSet => "whole set",
         Stop::Budget => "budget spent",
         Stop::Seconds => "time spent",
+        Stop::Decided => "verdict decided",
     }
 }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::types::{Rejudged, Report};
 use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
+use crate::gate::revalidate::sequential::Stop;
 use crate::gate::verdict::{self, Decision};
 
 /// Policy fields only the verdict reads. `name`, `description` and `source`
@@ -61,16 +62,25 @@ pub fn rejudge(path: &Path, report: &Report, policy: &Policy) -> Result<Report> 
             ),
         ));
     }
-    // A run that stopped at its verdict left stale monitors off the ladder:
-    // under rules that no longer fail it, they would fail it in place of
-    // repairs never tried.
+    // A run that stopped at its verdict left stale monitors off the ladder
+    // and others unrevalidated: under rules that no longer fail it, they
+    // would decide it in place of repairs and looks never made.
     let not_climbed = report.monitors.iter().filter(|m| m.not_climbed).count();
-    if not_climbed > 0 {
+    let not_looked = report
+        .monitors
+        .iter()
+        .filter(|m| {
+            m.sequential
+                .as_ref()
+                .is_some_and(|t| t.stopped == Stop::Decided)
+        })
+        .count();
+    if not_climbed + not_looked > 0 {
         return Err(Error::field(
             path.join("report.json"),
             "policy.budget.stop_at_verdict",
             format!(
-                "the run stopped at its verdict: {not_climbed} stale monitor(s) never climbed the repair ladder, so no other verdict can be read from it; run `probegate check` under policy `{}` instead",
+                "the run stopped at its verdict: {not_climbed} stale monitor(s) never climbed the repair ladder and {not_looked} were not revalidated to the end, so no other verdict can be read from it; run `probegate check` under policy `{}` instead",
                 policy.name
             ),
         ));
@@ -249,5 +259,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("1 stale monitor(s) never climbed"), "{e}");
+        // ...or with a monitor whose revalidation the verdict cut short.
+        r.monitors.last_mut().unwrap().not_climbed = false;
+        let mut cut =
+            crate::gate::repair::MonitorReport::example("toxicity-l7", Status::Unverified, false);
+        cut.sequential = Some(crate::gate::revalidate::sequential::Trace {
+            examples: 40,
+            of: 120,
+            bounds: None,
+            z: 3.0,
+            stopped: Stop::Decided,
+        });
+        r.monitors.push(cut);
+        let e = rejudge(Path::new("run"), &r, &p).unwrap_err().to_string();
+        assert!(e.contains("1 were not revalidated to the end"), "{e}");
     }
 }

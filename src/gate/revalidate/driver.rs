@@ -1,8 +1,12 @@
 //! Sequential revalidation run on the models: each concept's test set in
-//! the seeded stratified order, a first look for every concept, then
-//! batches for the riskiest concept with unsettled monitors until each is
-//! settled or the budget is spent. The rule itself is pure
-//! ([`super::sequential`]); this file spends forward passes on it.
+//! the seeded stratified order; critical concepts until settled (the first
+//! looks the others are owed held back from them), a first look for every
+//! other concept, then batches for the riskiest concept with unsettled
+//! monitors until each is settled or the budget is spent. Under
+//! `budget.stop_at_verdict` a monitor settled stale climbs its repair
+//! ladder at once ([`OnSettled`]), and revalidation stops as soon as one is
+//! beyond repair. The rule itself is pure ([`super::sequential`]); this
+//! file spends forward passes on it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -132,17 +136,18 @@ impl Concept<'_> {
 
     /// The next `k` examples through both models for the unsettled
     /// monitors, then each judged again.
+    /// Returns the monitors (indices) this look settled stale.
     fn look<'ck>(
         &mut self,
         k: usize,
         (base, cand): (&'ck Checkpoint, &'ck Checkpoint),
         cache: &ActCache,
         policy: &Policy,
-        kept: &mut Kept<'ck>,
-    ) -> Result<()> {
+        kept: &RefCell<Kept<'ck>>,
+    ) -> Result<Vec<usize>> {
         let k = k.min(self.order.len() - self.used);
         if k == 0 {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let idx = &self.order[self.used..self.used + k];
         let texts: Vec<String> = idx.iter().map(|&i| self.data.texts[i].clone()).collect();
@@ -155,14 +160,19 @@ impl Concept<'_> {
         // rayon's pool rather than both threads on one small GEMM at a time.
         // Each mostly runs its kernels on its own thread; a side that ends
         // first (read from the cache) steals the other's kernel tasks.
-        let (kb, kc) = (&mut kept.base, &mut kept.cand);
-        let (through_base, through_cand) = rayon::join(
-            || scores_through(base, cache, &ms, &texts, false, kb),
-            || scores_through(cand, cache, &ms, &texts, true, kc),
-        );
+        let (through_base, through_cand) = {
+            let mut kept = kept.borrow_mut();
+            let kept = &mut *kept;
+            let (kb, kc) = (&mut kept.base, &mut kept.cand);
+            rayon::join(
+                || scores_through(base, cache, &ms, &texts, false, kb),
+                || scores_through(cand, cache, &ms, &texts, true, kc),
+            )
+        };
         let (through_base, through_cand) = (through_base?, through_cand?);
         self.used += k;
         let whole = self.used == self.order.len();
+        let mut stale = Vec::new();
         for ((i, (b, _)), (c, x)) in open.iter().zip(through_base).zip(through_cand) {
             let s = &mut self.monitors[*i];
             s.base.extend(b);
@@ -189,9 +199,42 @@ impl Concept<'_> {
                 Settled::Open if whole => Some(Stop::WholeSet),
                 Settled::Open => None,
             };
+            if s.stop == Some(Stop::Stale) {
+                stale.push(*i);
+            }
         }
-        Ok(())
+        Ok(stale)
     }
+
+    /// A settled monitor's figures and the examples behind them.
+    fn revalidated(&self, i: usize) -> Result<Option<Revalidated>> {
+        let s = &self.monitors[i];
+        let (Some(b), Some(_)) = (s.bounds, s.stop) else {
+            return Ok(None);
+        };
+        Ok(Some(Revalidated {
+            eval: paired_eval(s.m, &s.cand, &s.labels, &b)?,
+            labels: s.labels.clone(),
+            x: s.x.clone(),
+            paired: Some(PairedBase {
+                base_scores: s.base.clone(),
+                population: self.pop,
+                z: self.z,
+            }),
+        }))
+    }
+}
+
+/// What the gate does while sequential revalidation runs, under
+/// `budget.stop_at_verdict`: a monitor settled stale climbs its repair
+/// ladder at once, and once one is beyond repair the verdict is fail
+/// whatever the monitors not yet settled would show, so revalidation stops
+/// there instead of spending the rest of the budget on a failed candidate.
+pub trait OnSettled {
+    /// `m` was just settled stale on `rv`.
+    fn stale(&mut self, m: &Monitor, rv: &Revalidated, progress: Progress) -> Result<()>;
+    /// Whether the verdict is fail whatever the rest would show.
+    fn decided(&self) -> bool;
 }
 
 /// A monitor's metrics from its paired estimates: the base figures it
@@ -233,8 +276,16 @@ pub fn revalidation_left(policy: &Policy, full: bool, used: usize, stale_found: 
     left_under(policy, full, used).saturating_sub(reserve)
 }
 
-/// Sequential revalidation over the suite; see the module doc.
-pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
+/// Sequential revalidation over the suite; see the module doc. Labels are
+/// counted in `ledger`, which the repair ladder shares (its spending leaves
+/// revalidation less); `hook`, when given, is told of each monitor as it
+/// settles stale and stops revalidation once the verdict is decided.
+pub fn run<'a>(
+    inputs: &Inputs<'a>,
+    progress: Progress,
+    ledger: &Extender<'a>,
+    mut hook: Option<&mut dyn OnSettled>,
+) -> Result<Revalidation> {
     let Inputs {
         base,
         cand,
@@ -277,8 +328,8 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         });
     }
     let full = schedule.full;
-    let mut kept = Kept::default();
-    let mut used = 0usize;
+    // Labels revalidation's own looks ran (the ladder's are in the ledger too).
+    let mut looked = 0usize;
     // The cap is hard for every concept; critical ones come first in the
     // plan, and one the cap leaves unsettled fails the candidate (verdict).
     // Once a monitor is settled stale the candidate fails unless the ladder
@@ -286,7 +337,7 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     // spent all on revalidation, it failed candidates that recalibration
     // repairs under full revalidation (STUDY.md, the false fails).
     let stale_found = |cs: &[Concept]| cs.iter().any(Concept::any_stale);
-    let left = |used: usize, stale: bool| revalidation_left(policy, full, used, stale);
+    let left = |stale: bool| revalidation_left(policy, full, ledger.used.get(), stale);
     let over_time = |t: &Instant| {
         !full
             && policy
@@ -294,28 +345,87 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
                 .seconds
                 .is_some_and(|s| t.elapsed().as_secs_f64() > s)
     };
+    let decided = |hook: &Option<&mut dyn OnSettled>| hook.as_ref().is_some_and(|h| h.decided());
     let total: usize = concepts.iter().map(|c| c.order.len()).sum();
-    // The first look, for every concept in plan order.
+    // One look at concept `i`: its labels counted, and each monitor it
+    // settled stale handed to the hook.
+    let mut look = |c: &mut Concept,
+                    k: usize,
+                    stage: String,
+                    hook: &mut Option<&mut dyn OnSettled>|
+     -> Result<()> {
+        // Said before the look as well as after: a stage is timed from its
+        // first report, so one said only at its end took the next one's time.
+        progress(&stage, ledger.used.get(), total);
+        let before = c.used;
+        let stale = c.look(k, (base, cand), cache, policy, ledger.kept())?;
+        looked += ledger.record(&c.name, before, c.used);
+        progress(&stage, ledger.used.get(), total);
+        if let Some(h) = hook.as_mut() {
+            for i in stale {
+                if h.decided() {
+                    break;
+                }
+                if let Some(rv) = c.revalidated(i)? {
+                    h.stale(c.monitors[i].m, &rv, &mut *progress)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    // Critical concepts first, each until its monitors are settled: the
+    // policy promised them whatever the budget, and a critical monitor
+    // beyond repair decides a failing candidate soonest. The first looks
+    // still owed to every other concept are held back from them, and so is
+    // the repair reserve, which a stale monitor found later would claim.
+    let first = |c: &Concept| rp.first_look.min(c.order.len());
     for i in 0..concepts.len() {
+        if !concepts[i].critical {
+            continue;
+        }
+        let owed: usize = concepts
+            .iter()
+            .enumerate()
+            .filter(|(j, c)| *j != i && c.used == 0)
+            .map(|(_, c)| first(c))
+            .sum();
+        loop {
+            let c = &mut concepts[i];
+            let step = if c.used == 0 { first(c) } else { rp.batch };
+            let k = step.min(left(true).saturating_sub(owed));
+            if decided(&hook) || k == 0 || !c.open() || over_time(&t) {
+                break;
+            }
+            let stage = if c.used == 0 {
+                format!("revalidating {} (first look)", c.name)
+            } else {
+                format!("revalidating {}", c.name)
+            };
+            look(c, k, stage, &mut hook)?;
+        }
+    }
+    // The first look, for every other concept in plan order.
+    for i in 0..concepts.len() {
+        if decided(&hook) {
+            break;
+        }
         let stale = stale_found(&concepts);
         let c = &mut concepts[i];
-        let k = rp.first_look.min(c.order.len()).min(left(used, stale));
+        if c.used > 0 {
+            continue;
+        }
+        let k = first(c).min(left(stale));
         if k == 0 || over_time(&t) {
             continue;
         }
-        // Said before the look as well as after: a stage is timed from its
-        // first report, so one said only at its end took the next one's time.
         let stage = format!("revalidating {} (first look)", c.name);
-        progress(&stage, used, total);
-        c.look(k, (base, cand), cache, policy, &mut kept)?;
-        used += k;
-        progress(&stage, used, total);
+        look(c, k, stage, &mut hook)?;
     }
     // Then batches while the budget lasts: critical concepts until settled,
     // then the rest, riskiest first.
     loop {
         let stale = stale_found(&concepts);
-        if left(used, stale) == 0 || over_time(&t) {
+        if decided(&hook) || left(stale) == 0 || over_time(&t) {
             break;
         }
         let next = concepts
@@ -324,25 +434,21 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
             .or_else(|| concepts.iter().position(|c| c.open()));
         let Some(i) = next else { break };
         let c = &mut concepts[i];
-        let k = rp.batch.min(left(used, stale));
-        let before = c.used;
+        let k = rp.batch.min(left(stale));
         let stage = format!("revalidating {}", c.name);
-        progress(&stage, used, total);
-        c.look(k, (base, cand), cache, policy, &mut kept)?;
-        used += c.used - before;
-        progress(&stage, used, total);
+        look(c, k, stage, &mut hook)?;
     }
-    let out_of_time = over_time(&t);
+    let unsettled = if decided(&hook) {
+        Stop::Decided
+    } else if over_time(&t) {
+        Stop::Seconds
+    } else {
+        Stop::Budget
+    };
     let mut evals = BTreeMap::new();
     let mut traces = BTreeMap::new();
-    let consumed = concepts.iter().map(|c| (c.name.clone(), c.used)).collect();
-    for c in concepts {
-        for s in c.monitors {
-            let stopped = s.stop.unwrap_or(if out_of_time {
-                Stop::Seconds
-            } else {
-                Stop::Budget
-            });
+    for c in &concepts {
+        for (i, s) in c.monitors.iter().enumerate() {
             traces.insert(
                 s.m.meta.name.clone(),
                 Trace {
@@ -350,40 +456,28 @@ pub fn run(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
                     of: c.order.len(),
                     bounds: s.bounds,
                     z: c.z,
-                    stopped,
+                    stopped: s.stop.unwrap_or(unsettled),
                 },
             );
-            let (Some(b), Some(_)) = (s.bounds, s.stop) else {
-                continue;
-            };
-            let eval = paired_eval(s.m, &s.cand, &s.labels, &b)?;
-            evals.insert(
-                s.m.meta.name.clone(),
-                Revalidated {
-                    eval,
-                    labels: s.labels,
-                    x: s.x,
-                    paired: Some(PairedBase {
-                        base_scores: s.base,
-                        population: c.pop,
-                        z: c.z,
-                    }),
-                },
-            );
+            if let Some(rv) = c.revalidated(i)? {
+                evals.insert(s.m.meta.name.clone(), rv);
+            }
         }
     }
     Ok(Revalidation {
         evals,
-        examples_used: used,
+        examples_used: looked,
         traces,
-        consumed,
     })
 }
 
-/// More of a monitor's test set after revalidation: a repair whose
-/// verification is not settled yet asks for the next batch, under the same
-/// budget (critical monitors whatever it says), so a repair is judged by
-/// the same sequential rule as the monitor it replaces.
+/// The labels ledger of a sequential run, and more of a monitor's test set
+/// for the repair ladder: a repair whose verification is not settled yet
+/// asks for the next batch, under the same budget, so a repair is judged by
+/// the same sequential rule as the monitor it replaces. Revalidation's
+/// looks and the ladder's spending are counted here alike, so an example
+/// run through the candidate once is never charged twice, and a ladder
+/// climbed during revalidation leaves revalidation less.
 pub struct Extender<'a> {
     pub base: &'a Checkpoint,
     pub cand: &'a Checkpoint,
@@ -414,8 +508,8 @@ pub struct Batch {
 }
 
 impl<'a> Extender<'a> {
-    /// Continues where `reval` (run on `inputs`) stopped, under the same budget.
-    pub fn new(inputs: &Inputs<'a>, reval: &Revalidation) -> Self {
+    /// An empty ledger for a run on `inputs`, before revalidation.
+    pub fn new(inputs: &Inputs<'a>) -> Self {
         Extender {
             base: inputs.base,
             cand: inputs.cand,
@@ -423,8 +517,8 @@ impl<'a> Extender<'a> {
             policy: inputs.policy,
             tests: inputs.tests,
             full: inputs.schedule.full,
-            consumed: RefCell::new(reval.consumed.clone()),
-            used: Cell::new(reval.examples_used),
+            consumed: RefCell::new(BTreeMap::new()),
+            used: Cell::new(0),
             extra: Cell::new(0),
             blocks: RefCell::new(BTreeMap::new()),
             kept: RefCell::new(Kept::default()),
@@ -463,6 +557,20 @@ impl<'a> Extender<'a> {
     /// Counts `n` labeled examples a rung spent (recalibration's training labels).
     pub fn spend(&self, n: usize) {
         self.used.set(self.used.get() + n);
+    }
+
+    /// Revalidation ran `concept`'s order from `start` to `end` through the
+    /// candidate; returns the examples that were new (the ladder may have
+    /// run some of them already to verify a repair).
+    fn record(&self, concept: &str, start: usize, end: usize) -> usize {
+        let mut consumed = self.consumed.borrow_mut();
+        let before = consumed.get(concept).copied().unwrap_or(0);
+        let new = end.saturating_sub(before.max(start));
+        if end > before {
+            consumed.insert(concept.to_string(), end);
+        }
+        self.used.set(self.used.get() + new);
+        new
     }
 
     /// The batch after the first `seen` examples of `m`'s test set, or

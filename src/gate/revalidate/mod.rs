@@ -25,7 +25,7 @@ use crate::gate::prepare::Progress;
 pub use crate::monitor::eval::{evaluate, evaluate_suite, EvalOptions, EvalResult};
 use crate::monitor::{self as mon, Monitor};
 pub use data::{DataSource, LabeledSets};
-pub use driver::{left_under, paired_eval, Batch, Extender, Kept};
+pub use driver::{left_under, paired_eval, Batch, Extender, Kept, OnSettled};
 
 /// A monitor's state after revalidation and the repair ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,8 +281,6 @@ pub struct Revalidation {
     pub examples_used: usize,
     /// Sequential revalidation: per monitor, the examples, bounds and why it stopped.
     pub traces: BTreeMap<String, sequential::Trace>,
-    /// Sequential revalidation: per concept, how far into its order the candidate ran.
-    pub consumed: BTreeMap<String, usize>,
 }
 
 /// What revalidation reads: both models (the base side of sequential
@@ -302,11 +300,22 @@ pub struct Inputs<'a> {
 /// budget (examples, seconds) is spent; a concept holding a critical
 /// monitor always runs, and `full` ignores the budget (the grid's ground
 /// truth). Under `[revalidation] mode = "sequential"` each concept is spent
-/// in batches until its monitors are settled ([`sequential`]).
-pub fn revalidate(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
-    match inputs.policy.revalidation.mode {
-        RevalidationMode::Sequential => driver::run(inputs, progress),
-        RevalidationMode::Whole => whole(inputs, progress),
+/// in batches until its monitors are settled ([`sequential`]), its labels
+/// counted in `ledger` (which the ladder then shares) and each monitor
+/// settled stale handed to `hook` ([`OnSettled`]).
+pub fn revalidate<'a>(
+    inputs: &Inputs<'a>,
+    progress: Progress,
+    sequential: Option<(&Extender<'a>, Option<&mut dyn OnSettled>)>,
+) -> Result<Revalidation> {
+    match (inputs.policy.revalidation.mode, sequential) {
+        (RevalidationMode::Sequential, Some((ledger, hook))) => {
+            driver::run(inputs, progress, ledger, hook)
+        }
+        (RevalidationMode::Sequential, None) => Err(Error::Usage(
+            "internal: sequential revalidation without its ledger".into(),
+        )),
+        (RevalidationMode::Whole, _) => whole(inputs, progress),
     }
 }
 
@@ -356,7 +365,6 @@ fn whole(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
         evals,
         examples_used: used,
         traces: BTreeMap::new(),
-        consumed: BTreeMap::new(),
     })
 }
 

@@ -330,6 +330,10 @@ pub enum Stop {
     Budget,
     /// The seconds budget ran out with the monitor unsettled (unverified).
     Seconds,
+    /// Not looked at further: a monitor already settled stale was beyond
+    /// repair, so the verdict was fail whatever this one would show
+    /// (`budget.stop_at_verdict`).
+    Decided,
 }
 
 /// What sequential revalidation did for one monitor (report.json's
