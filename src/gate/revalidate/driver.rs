@@ -276,6 +276,12 @@ pub fn revalidation_left(policy: &Policy, full: bool, used: usize, stale_found: 
     left_under(policy, full, used).saturating_sub(reserve)
 }
 
+/// Examples `start..end` of a concept's order that are new to the
+/// candidate when the first `consumed` of it have already run through it.
+fn newly_run(consumed: usize, start: usize, end: usize) -> usize {
+    end.saturating_sub(consumed.max(start))
+}
+
 /// Sequential revalidation over the suite; see the module doc. Labels are
 /// counted in `ledger`, which the repair ladder shares (its spending leaves
 /// revalidation less); `hook`, when given, is told of each monitor as it
@@ -336,7 +342,15 @@ pub fn run<'a>(
     // repairs it, so the policy's reserve is left to the ladder from then on:
     // spent all on revalidation, it failed candidates that recalibration
     // repairs under full revalidation (STUDY.md, the false fails).
-    let stale_found = |cs: &[Concept]| cs.iter().any(Concept::any_stale);
+    // With the ladder climbed as each monitor settles stale (`hook`),
+    // nothing waits for it, so nothing is held back: on the v2 grid the
+    // reserve, held for ladders already climbed, left a monitor at risk
+    // 0.52 unverified and failed a candidate full revalidation passes with
+    // repairs (SmolLM2 merged-gguf-lora-r32-attn-chat). A monitor settled
+    // stale on the budget's last examples gets what is left, and its report
+    // names any rung that got too few (`skipped`).
+    let ladder_waits = hook.is_none();
+    let stale_found = |cs: &[Concept]| ladder_waits && cs.iter().any(Concept::any_stale);
     let left = |stale: bool| revalidation_left(policy, full, ledger.used.get(), stale);
     let over_time = |t: &Instant| {
         !full
@@ -377,7 +391,7 @@ pub fn run<'a>(
     // policy promised them whatever the budget, and a critical monitor
     // beyond repair decides a failing candidate soonest. The first looks
     // still owed to every other concept are held back from them, and so is
-    // the repair reserve, which a stale monitor found later would claim.
+    // the repair reserve when the ladder waits for revalidation's end.
     let first = |c: &Concept| rp.first_look.min(c.order.len());
     for i in 0..concepts.len() {
         if !concepts[i].critical {
@@ -392,7 +406,7 @@ pub fn run<'a>(
         loop {
             let c = &mut concepts[i];
             let step = if c.used == 0 { first(c) } else { rp.batch };
-            let k = step.min(left(true).saturating_sub(owed));
+            let k = step.min(left(ladder_waits).saturating_sub(owed));
             if decided(&hook) || k == 0 || !c.open() || over_time(&t) {
                 break;
             }
@@ -565,10 +579,8 @@ impl<'a> Extender<'a> {
     fn record(&self, concept: &str, start: usize, end: usize) -> usize {
         let mut consumed = self.consumed.borrow_mut();
         let before = consumed.get(concept).copied().unwrap_or(0);
-        let new = end.saturating_sub(before.max(start));
-        if end > before {
-            consumed.insert(concept.to_string(), end);
-        }
+        let new = newly_run(before, start, end);
+        consumed.insert(concept.to_string(), before.max(end));
         self.used.set(self.used.get() + new);
         new
     }
@@ -647,7 +659,21 @@ impl<'a> Extender<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::revalidation_left;
+    use super::{newly_run, revalidation_left};
+
+    /// Revalidation and the ladder's verification read the same order of a
+    /// test set: an example either ran before is never charged twice.
+    #[test]
+    fn an_example_is_charged_once_whoever_runs_it() {
+        // Nothing run yet: the whole look is new.
+        assert_eq!(newly_run(0, 0, 40), 40);
+        // Revalidation's next batch after its own first look.
+        assert_eq!(newly_run(40, 40, 60), 20);
+        // A repair's verification ran the concept to 100; revalidation's
+        // next look (60..80) was already run, the one after only in part.
+        assert_eq!(newly_run(100, 60, 80), 0);
+        assert_eq!(newly_run(100, 80, 120), 20);
+    }
     use crate::gate::policy::Policy;
 
     #[test]

@@ -40,6 +40,14 @@ pub struct Condition {
     /// a run stopped before the ladder does not spend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_verdict_seconds: Option<f64>,
+    /// Monitors the run left unsettled because a monitor beyond repair had
+    /// already decided its verdict (`budget.stop_at_verdict`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cut_short: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One condition's row: the full report is the truth, `b` the budgeted
@@ -63,6 +71,15 @@ fn row(cond: &str, full: &Report, b: &Report, policy: &Policy, seconds: f64) -> 
         at_verdict,
         at_verdict_seconds: at_verdict
             .map(|_| seconds - b.seconds.get("realignment").copied().unwrap_or(0.0)),
+        cut_short: b
+            .monitors
+            .iter()
+            .filter(|m| {
+                m.sequential.as_ref().is_some_and(|t| {
+                    t.stopped == crate::gate::revalidate::sequential::Stop::Decided
+                })
+            })
+            .count(),
     }
 }
 
@@ -454,12 +471,29 @@ pub fn section(study: &Study) -> String {
         }
         let t = totals(runs);
         let _ = writeln!(s, "\n{}", t.line("The gate spent"));
+        let decided: Vec<&Condition> = runs.iter().filter(|c| c.cut_short > 0).collect();
+        if !decided.is_empty() {
+            let failing = runs
+                .iter()
+                .filter(|c| c.compared.budgeted_verdict == crate::gate::Verdict::Fail)
+                .count();
+            let _ = writeln!(
+                s,
+                "{} of the {failing} failing conditions stopped at their first monitor beyond \
+                 repair (`budget.stop_at_verdict`: a monitor settled stale climbs the ladder at \
+                 once): revalidation ended there, {} monitors in all left unsettled by a decided \
+                 verdict.",
+                decided.len(),
+                decided.iter().map(|c| c.cut_short).sum::<usize>()
+            );
+        }
         let per_model = median_seconds(study, runs, |c| c.seconds);
         let _ = writeln!(
             s,
-            "Median gate time per condition as the grid ran it (2 cores; the activations the full \
-             run cached were reused): {}. The gate's time against the Python peer is measured side \
-             by side by `bench/gate.sh`, in BENCHMARKS.md.\n",
+            "Median gate time per condition as the grid ran it (2 cores; not a benchmark: \
+             activations cached by earlier runs were reused, and other work may have shared the \
+             machine): {}. The gate's time against the Python peer is measured side by side by \
+             `bench/gate.sh`, in BENCHMARKS.md.\n",
             per_model.join(", ")
         );
         let stops: Vec<&Condition> = runs.iter().filter(|c| c.at_verdict.is_some()).collect();
