@@ -266,26 +266,35 @@ impl<'a, 'c> Early<'a, 'c> {
 }
 
 impl revalidate::OnSettled for Early<'_, '_> {
-    fn stale(&mut self, m: &Monitor, rv: &Revalidated, progress: Progress) -> Result<()> {
-        let name = &m.meta.name;
-        let i = self
-            .monitors
-            .iter()
-            .position(|x| &x.meta.name == name)
-            .ok_or_else(|| missing("prediction", name))?;
-        self.climbed.acts.need(m);
-        if let Some(e) = self.cx.extend {
-            e.need(m);
+    fn stale(&mut self, settled: &[(&Monitor, Revalidated)], progress: Progress) -> Result<()> {
+        // Every block first: the ladder's training-text passes then read
+        // them all at once instead of running the split again per monitor.
+        for (m, _) in settled {
+            self.climbed.acts.need(m);
+            if let Some(e) = self.cx.extend {
+                e.need(m);
+            }
         }
         if self.cx.realigns() {
             self.cx.corpus_acts.ensure(&mut *progress)?;
         }
-        progress("repair ladder", 0, 1);
-        let mut r = self.predicted[i].clone();
-        let fixed = climb(self.cx, &mut self.climbed.acts, m, rv, &mut r)?;
-        progress("repair ladder", 1, 1);
-        self.climbed.done.insert(name.clone(), (r, fixed));
-        self.judge();
+        for (step, (m, rv)) in settled.iter().enumerate() {
+            if self.decided {
+                break;
+            }
+            let name = &m.meta.name;
+            let i = self
+                .monitors
+                .iter()
+                .position(|x| &x.meta.name == name)
+                .ok_or_else(|| missing("prediction", name))?;
+            progress("repair ladder", step, settled.len());
+            let mut r = self.predicted[i].clone();
+            let fixed = climb(self.cx, &mut self.climbed.acts, m, rv, &mut r)?;
+            self.climbed.done.insert(name.clone(), (r, fixed));
+            self.judge();
+        }
+        progress("repair ladder", settled.len(), settled.len());
         Ok(())
     }
 

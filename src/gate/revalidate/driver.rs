@@ -231,8 +231,9 @@ impl Concept<'_> {
 /// whatever the monitors not yet settled would show, so revalidation stops
 /// there instead of spending the rest of the budget on a failed candidate.
 pub trait OnSettled {
-    /// `m` was just settled stale on `rv`.
-    fn stale(&mut self, m: &Monitor, rv: &Revalidated, progress: Progress) -> Result<()>;
+    /// These monitors were just settled stale, each on its examples, by
+    /// one look (so their ladders can share their training texts' passes).
+    fn stale(&mut self, settled: &[(&Monitor, Revalidated)], progress: Progress) -> Result<()>;
     /// Whether the verdict is fail whatever the rest would show.
     fn decided(&self) -> bool;
 }
@@ -376,13 +377,14 @@ pub fn run<'a>(
         looked += ledger.record(&c.name, before, c.used);
         progress(&stage, ledger.used.get(), total);
         if let Some(h) = hook.as_mut() {
-            for i in stale {
-                if h.decided() {
-                    break;
+            if !stale.is_empty() && !h.decided() {
+                let mut settled = Vec::new();
+                for i in stale {
+                    if let Some(rv) = c.revalidated(i)? {
+                        settled.push((c.monitors[i].m, rv));
+                    }
                 }
-                if let Some(rv) = c.revalidated(i)? {
-                    h.stale(c.monitors[i].m, &rv, &mut *progress)?;
-                }
+                h.stale(&settled, &mut *progress)?;
             }
         }
         Ok(())
