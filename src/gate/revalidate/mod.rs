@@ -9,6 +9,7 @@
 
 pub mod data;
 mod driver;
+mod ledger;
 pub mod sequential;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ use crate::gate::prepare::Progress;
 pub use crate::monitor::eval::{evaluate, evaluate_suite, EvalOptions, EvalResult};
 use crate::monitor::{self as mon, Monitor};
 pub use data::{DataSource, LabeledSets};
-pub use driver::{left_under, paired_eval, Batch, Extender, Kept, OnSettled};
+pub use driver::{paired_eval, OnSettled};
+pub use ledger::{left_under, Batch, Extender, Kept};
 
 /// A monitor's state after revalidation and the repair ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
