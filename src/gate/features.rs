@@ -7,7 +7,7 @@
 //! | change_below, max_stable_rank, family | the diff | one streamed pass over both checkpoints |
 //! | act_cosine, projected_shift, score_ks, flip_rate, base_margin | activations on the unlabeled corpus | two forward passes to the monitor's block (the base side is cached); run only when the risk model reads one of them ([`LazyCorpus`]) |
 //! | change_at | the diff, the monitor's own block | free |
-//! | concept_shift, concept_ks, concept_flip_rate, concept_decision_auroc | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model |
+//! | concept_shift, concept_ks, concept_flip_rate, concept_decision_auroc | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model; under `budget.stop_at_verdict`, a concept outside the critical ones only once revalidation reaches it (`gate::deferred`) |
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;

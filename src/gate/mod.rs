@@ -7,7 +7,10 @@
 //! [`policy`] (what the run is judged by) → [`shard`] (which concepts this
 //! run judges, when a suite is spread over CI jobs) → [`revalidate`] (labeled data,
 //! riskiest first, within the budget) → [`repair`] (the ladder: realign,
-//! recalibrate, retrain, each verified) → [`verdict`] → [`report`] (the
+//! recalibrate, retrain, each verified; under `budget.stop_at_verdict`
+//! it climbs as monitors settle stale, and [`deferred`] holds back the
+//! concept features outside the critical concepts until revalidation
+//! reaches them) → [`verdict`] → [`report`] (the
 //! report's types and its JSON, Markdown, HTML and JUnit writers);
 //! [`replay`] replays a full revalidation as the budgeted gate would run it.
 //!
@@ -23,6 +26,7 @@ pub mod policy;
 pub mod shard;
 pub mod revalidate;
 pub mod repair;
+pub mod deferred;
 pub mod verdict;
 pub mod report;
 pub mod replay;
@@ -125,33 +129,38 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     } = select_shard(req.shard, suite, data, &req.policy)?;
     let policy = &policy;
     let cache = ActCache::from_env();
+    let sequential = policy.revalidation.mode == policy::RevalidationMode::Sequential;
+    // Full revalidation and study runs are the whole picture: never cut short.
+    let stops = policy.budget.stop_at_verdict && !req.every_rung && !req.full_revalidation;
+    // Under the stop, the concept features outside the critical concepts
+    // wait until revalidation gets past them ([`deferred`]).
+    let (now, later): (Vec<Monitor>, Vec<Monitor>) = if stops && sequential {
+        suite
+            .iter()
+            .cloned()
+            .partition(|m| revalidate::in_critical_concept(m, &suite, policy))
+    } else {
+        (suite.clone(), Vec::new())
+    };
+    // Study runs record every feature, for the risk fits that learn from them.
+    let with_corpus = req.risk_model.reads_corpus() || req.every_rung;
     let Unlabeled {
         models,
         diff,
         corpus_acts,
-        features,
+        mut features,
     } = unlabeled(
         (&req.base, &req.candidate),
-        (&suite, &data.trains),
-        // Study runs record every feature, for the risk fits that learn from them.
-        (
-            corpus_of(policy),
-            req.risk_model.reads_corpus() || req.every_rung,
-        ),
+        (&suite, &now, &data.trains),
+        (corpus_of(policy), with_corpus),
         BaseCheck::Require,
         &cache,
         &mut secs,
         progress,
     )?;
-    let risks = req.risk_model.predict_each(&features);
+    let mut risks = req.risk_model.predict_each(&features);
     let schedule = revalidate::Schedule {
-        order: revalidate::plan(suite.iter().map(|m| {
-            (
-                m.meta.concept.as_str(),
-                policy.is_critical(&m.meta.name, &m.meta.concept),
-                risks.get(&m.meta.name).map_or(1.0, |r| r.p_stale),
-            )
-        })),
+        order: revalidate::plan_suite(&suite, policy, &risks),
         full: req.full_revalidation,
         suite_monitors,
     };
@@ -164,7 +173,6 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         schedule: &schedule,
         policy,
     };
-    let sequential = policy.revalidation.mode == policy::RevalidationMode::Sequential;
     let extender = sequential.then(|| revalidate::Extender::new(&inputs));
     let corpus = features::LazyCorpus::new(&models, &suite, &cache, corpus_acts);
     let fails = |ms: &[repair::MonitorReport]| {
@@ -181,13 +189,27 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         rung_budget: std::cell::Cell::new(0),
         every_rung: req.every_rung,
     };
-    // Full revalidation and study runs are the whole picture: never cut short.
-    let stop = (policy.budget.stop_at_verdict && !req.every_rung && !req.full_revalidation)
-        .then_some(&fails as repair::FailsVerdict);
+    let stop = stops.then_some(&fails as repair::FailsVerdict);
     // Under sequential revalidation a stale monitor climbs as soon as it is
     // settled, and revalidation stops once one is beyond repair.
     let mut early = match (stop, &extender) {
-        (Some(f), Some(_)) => Some(repair::Early::new(&cx, &suite, &risks, &features, f)?),
+        (Some(f), Some(_)) => Some(deferred::Deferred::new(
+            repair::Early::new(&cx, &suite, &risks, &features, f)?,
+            deferred::Sources {
+                models: &models,
+                suite: &suite,
+                trains: &data.trains,
+                cache: &cache,
+                diff: &diff,
+                corpus: &corpus,
+                with_corpus,
+                risk_model: &req.risk_model,
+                policy,
+            },
+            later,
+            std::mem::take(&mut features),
+            std::mem::take(&mut risks),
+        )),
         _ => None,
     };
     let reval = timed(&mut secs, "revalidation", || {
@@ -200,7 +222,16 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         reval.examples_used,
     ));
     let climbed = match early {
-        Some(e) => e.climbed(),
+        Some(d) => {
+            let (e, f, r, later_secs) = d.finish();
+            (features, risks) = (f, r);
+            // The deferred features are the features stage's, run later.
+            *secs.entry("features".into()).or_insert(0.0) += later_secs;
+            if let Some(r) = secs.get_mut("revalidation") {
+                *r -= later_secs;
+            }
+            e.climbed()
+        }
         None => repair::Climbed::none(&cx),
     };
     let mut repairs = timed(&mut secs, "realignment", || {
@@ -460,16 +491,17 @@ struct Unlabeled {
     features: BTreeMap<String, MonitorFeatures>,
 }
 
+use deferred::Trains;
+
 /// prepare → diff → features, each timed into `secs`: what `run` does
 /// before spending labels, and all that `features` and `risk` do.
-/// A concept's training split as read (path, texts and labels).
-type Trains = BTreeMap<String, (PathBuf, crate::monitor::data::Labeled)>;
-
 /// `with_corpus`: run the corpus and compute the corpus features (the risk
-/// model reads one of them, or the caller shows them all).
+/// model reads one of them, or the caller shows them all). `own`: the
+/// monitors whose concept features are computed now (the others' are left
+/// empty: [`deferred`]).
 fn unlabeled(
     (base, candidate): (&str, &str),
-    (suite, trains): (&[Monitor], &Trains),
+    (suite, own, trains): (&[Monitor], &[Monitor], &Trains),
     (corpus, with_corpus): (Corpus, bool),
     base_check: BaseCheck,
     cache: &ActCache,
@@ -485,7 +517,7 @@ fn unlabeled(
         let acts = with_corpus
             .then(|| features::corpus_activations(&models, suite, cache, progress))
             .transpose()?;
-        let own = features::concept_activations(&models, suite, trains, cache, progress)?;
+        let own = features::concept_activations(&models, own, trains, cache, progress)?;
         let f = features::features(suite, &diff, acts.as_ref(), &own)?;
         Ok((acts, f))
     })?;
@@ -525,7 +557,7 @@ pub fn features_only(
     };
     let u = unlabeled(
         (base, candidate),
-        (&suite, &trains),
+        (&suite, &suite, &trains),
         (corpus, with_corpus),
         base_check,
         &ActCache::from_env(),

@@ -224,12 +224,23 @@ pub fn decide(
     }
     if !cut_short.is_empty() {
         let names: Vec<&str> = cut_short.iter().map(|m| m.name.as_str()).collect();
-        let msg = format!(
+        // Their concept texts wait for revalidation to reach their concept
+        // (gate::deferred), so a run decided first priced them without.
+        let unpriced = cut_short
+            .iter()
+            .filter(|m| m.features.concept_shift.is_none())
+            .count();
+        let mut msg = format!(
             "{} monitor(s) not revalidated: the verdict was fail before their turn \
              (budget.stop_at_verdict; `check --full` revalidates every one): {}",
             names.len(),
             names.join(", ")
         );
+        if unpriced > 0 {
+            msg.push_str(&format!(
+                "; the predicted risk of {unpriced} of them reads no concept features"
+            ));
+        }
         // The rule that decided the run still fails it; were it gone (a
         // report judged under other rules), monitors never looked at must
         // not pass on faith.

@@ -530,6 +530,30 @@ fn the_gate_stops_at_the_first_monitor_beyond_repair() {
         assert_eq!(m["status"], "unverified", "{m}");
         assert!(!failed_by.contains(&m["name"].as_str().unwrap()), "{m}");
     }
+    // Concepts outside the critical ones never reached: their concept texts
+    // were never run (the saving), and the report says their risk did
+    // without them; the critical concepts' were run first.
+    let critical = |m: &serde_json::Value| {
+        let c = m["concept"].as_str().unwrap();
+        c.starts_with("privacy_pii") || c.starts_with("self_harm")
+    };
+    assert!(ms.iter().any(|m| !critical(m)), "{r}");
+    for m in ms {
+        assert_eq!(
+            m["features"]["concept_ks"].is_number(),
+            critical(m),
+            "{}",
+            m["name"]
+        );
+    }
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("reads no concept features")),
+        "{r}"
+    );
     for reason in r["reasons"].as_array().unwrap() {
         assert!(
             !reason.as_str().unwrap().contains("raise budget"),
@@ -551,6 +575,26 @@ fn the_gate_stops_at_the_first_monitor_beyond_repair() {
         all["budget"]["examples_used"].as_u64().unwrap(),
     );
     assert!(2 * used <= used_all, "{used} of {used_all}");
+    // Without the stop every monitor's concept features are computed up
+    // front, and the critical concepts' risks are the ones the stop run
+    // ordered them by.
+    let risk_of = |r: &serde_json::Value, name: &str| {
+        r["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["risk"]["p_stale"].as_f64().unwrap())
+            .unwrap()
+    };
+    for m in all["monitors"].as_array().unwrap() {
+        assert!(m["features"]["concept_ks"].is_number(), "{m}");
+    }
+    for m in ms.iter().filter(|m| critical(m)) {
+        let name = m["name"].as_str().unwrap();
+        let (a, b) = (risk_of(&r, name), risk_of(&all, name));
+        assert!((a - b).abs() < 1e-6, "{name}: {a} against {b}");
+    }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("verdict decided"), "{md}");
     bin()

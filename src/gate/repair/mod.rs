@@ -248,6 +248,18 @@ impl<'a, 'c> Early<'a, 'c> {
         Ok(early)
     }
 
+    /// The monitors' predictions made again (risks and features the gate
+    /// completed while revalidation ran): what a monitor climbed from now on
+    /// reports.
+    pub fn repredict(
+        &mut self,
+        risks: &BTreeMap<String, Risk>,
+        features: &BTreeMap<String, MonitorFeatures>,
+    ) -> Result<()> {
+        self.predicted = predicted(self.cx.policy, self.monitors, risks, features)?;
+        Ok(())
+    }
+
     /// What the ladder that follows revalidation takes up.
     pub fn climbed(self) -> Climbed<'a> {
         self.climbed

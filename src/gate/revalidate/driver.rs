@@ -214,6 +214,25 @@ pub trait OnSettled {
     fn stale(&mut self, settled: &[(&Monitor, Revalidated)], progress: Progress) -> Result<()>;
     /// Whether the verdict is fail whatever the rest would show.
     fn decided(&self) -> bool;
+    /// Called once, when the critical concepts are done and the verdict is
+    /// still open, before any other concept's first look: the order of the
+    /// other concepts, when the caller only knows it now (their risk reads
+    /// texts it runs only if a run gets this far). `None` keeps the plan's.
+    fn before_the_rest(&mut self, _progress: Progress) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+}
+
+/// The items that are not critical put in `order` (by name; one it does not
+/// name keeps its place after those it does); critical ones stay first, in
+/// the order they had.
+fn reorder<T>(items: &mut [T], name_critical: impl Fn(&T) -> (&str, bool), order: &[String]) {
+    // A stable sort: critical items keep their order among themselves.
+    items.sort_by_key(|x| {
+        let (name, critical) = name_critical(x);
+        let at = order.iter().position(|n| n == name).unwrap_or(order.len());
+        (!critical, if critical { 0 } else { at })
+    });
 }
 
 /// A monitor's metrics from its paired estimates: the base figures it
@@ -317,7 +336,8 @@ pub fn run<'a>(
     let mut look = |c: &mut Concept,
                     k: usize,
                     stage: String,
-                    hook: &mut Option<&mut dyn OnSettled>|
+                    hook: &mut Option<&mut dyn OnSettled>,
+                    progress: Progress|
      -> Result<()> {
         // Said before the look as well as after: a stage is timed from its
         // first report, so one said only at its end took the next one's time.
@@ -367,7 +387,14 @@ pub fn run<'a>(
             } else {
                 format!("revalidating {}", c.name)
             };
-            look(c, k, stage, &mut hook)?;
+            look(c, k, stage, &mut hook, &mut *progress)?;
+        }
+    }
+    if let Some(h) = hook.as_mut() {
+        if !h.decided() {
+            if let Some(order) = h.before_the_rest(&mut *progress)? {
+                reorder(&mut concepts, |c| (c.name.as_str(), c.critical), &order);
+            }
         }
     }
     // The first look, for every other concept in plan order.
@@ -385,7 +412,7 @@ pub fn run<'a>(
             continue;
         }
         let stage = format!("revalidating {} (first look)", c.name);
-        look(c, k, stage, &mut hook)?;
+        look(c, k, stage, &mut hook, &mut *progress)?;
     }
     // Then batches while the budget lasts: critical concepts until settled,
     // then the rest, riskiest first.
@@ -402,7 +429,7 @@ pub fn run<'a>(
         let c = &mut concepts[i];
         let k = rp.batch.min(left(stale));
         let stage = format!("revalidating {}", c.name);
-        look(c, k, stage, &mut hook)?;
+        look(c, k, stage, &mut hook, &mut *progress)?;
     }
     let unsettled = if decided(&hook) {
         Stop::Decided
@@ -435,4 +462,38 @@ pub fn run<'a>(
         examples_used: looked,
         traces,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reorder;
+
+    #[test]
+    fn the_rest_follows_the_late_order_and_critical_concepts_keep_theirs() {
+        let mut items = vec![
+            ("self_harm", true),
+            ("privacy_pii", true),
+            ("toxicity", false),
+            ("harmful", false),
+            ("injection", false),
+        ];
+        let order: Vec<String> = ["privacy_pii", "injection", "self_harm", "toxicity"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        reorder(&mut items, |x| (x.0, x.1), &order);
+        let names: Vec<&str> = items.iter().map(|x| x.0).collect();
+        // Critical first as they were (revalidation may be under way there);
+        // one the order leaves out goes last.
+        assert_eq!(
+            names,
+            [
+                "self_harm",
+                "privacy_pii",
+                "injection",
+                "toxicity",
+                "harmful"
+            ]
+        );
+    }
 }

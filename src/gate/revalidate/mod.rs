@@ -248,6 +248,30 @@ pub fn plan<'a>(monitors: impl IntoIterator<Item = (&'a str, bool, f64)>) -> Vec
     v.into_iter().map(|(c, k, _)| (c.to_string(), k)).collect()
 }
 
+/// [`plan`] for a suite under `policy`, each monitor at its predicted risk
+/// (1.0, first, for one without a prediction).
+pub fn plan_suite(
+    monitors: &[Monitor],
+    policy: &Policy,
+    risks: &BTreeMap<String, crate::gate::risk::Risk>,
+) -> Vec<(String, bool)> {
+    plan(monitors.iter().map(|m| {
+        (
+            m.meta.concept.as_str(),
+            policy.is_critical(&m.meta.name, &m.meta.concept),
+            risks.get(&m.meta.name).map_or(1.0, |r| r.p_stale),
+        )
+    }))
+}
+
+/// Whether `m`'s concept is revalidated with the critical ones: one of its
+/// monitors is critical ([`plan`] puts such a concept first).
+pub fn in_critical_concept(m: &Monitor, monitors: &[Monitor], policy: &Policy) -> bool {
+    monitors.iter().any(|o| {
+        o.meta.concept == m.meta.concept && policy.is_critical(&o.meta.name, &o.meta.concept)
+    })
+}
+
 /// The order concepts are revalidated in ([`plan`]) and whether the budget
 /// applies (`full`: every concept, the grid's ground truth).
 pub struct Schedule {
