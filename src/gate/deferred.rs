@@ -13,10 +13,11 @@
 //! training splits). Their risk never decides anything there: the verdict
 //! was already fail, and monitors cut short by it are a warning.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::activations::cache::ActCache;
+use crate::activations::cache::{ActCache, Kept};
 use crate::error::Result;
 use crate::gate::diff::DiffReport;
 use crate::gate::features::{self, LazyCorpus, MonitorFeatures};
@@ -36,6 +37,8 @@ pub struct Sources<'r> {
     pub suite: &'r [Monitor],
     pub trains: &'r Trains,
     pub cache: &'r ActCache,
+    /// The models the run keeps loaded.
+    pub kept: Option<&'r RefCell<Kept<'r>>>,
     pub diff: &'r DiffReport,
     /// The corpus, read by the features only when the features stage ran
     /// it (`with_corpus`): the same inputs as the monitors computed first.
@@ -104,8 +107,13 @@ impl OnSettled for Deferred<'_, '_, '_> {
         }
         let t = Instant::now();
         let s = &self.src;
-        let own =
-            features::concept_activations(s.models, &self.later, s.trains, s.cache, progress)?;
+        let own = features::concept_activations(
+            s.models,
+            &self.later,
+            s.trains,
+            (s.cache, s.kept),
+            progress,
+        )?;
         let acts = if s.with_corpus {
             Some(s.corpus.get()?)
         } else {

@@ -9,14 +9,13 @@
 //! | change_at | the diff, the monitor's own block | free |
 //! | concept_shift, concept_ks, concept_flip_rate, concept_decision_auroc | the concept's own training texts, read without their labels (the first part of the ladder's order, so the ladder finds them cached) | 96 texts per concept through each model; under `budget.stop_at_verdict`, a concept outside the critical ones only once revalidation reaches it (`gate::deferred`) |
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::activations::cache::{cached_activations, cached_activations_parts, ActCache, ActSpec};
-use crate::checkpoint::Checkpoint;
+use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec, Kept};
 use crate::error::{Error, Result};
 use crate::gate::diff::{DiffReport, Family};
 use crate::gate::prepare::{Prepared, Progress};
@@ -63,15 +62,17 @@ pub struct LazyCorpus<'a> {
     models: &'a Prepared,
     monitors: &'a [Monitor],
     cache: &'a ActCache,
+    kept: Option<&'a RefCell<Kept<'a>>>,
     acts: OnceCell<PairedActs>,
 }
 
 impl<'a> LazyCorpus<'a> {
-    /// `ran`: the activations when the features stage already ran the corpus.
+    /// `ran`: the activations when the features stage already ran the corpus;
+    /// `kept`: the models the run keeps loaded.
     pub fn new(
         models: &'a Prepared,
         monitors: &'a [Monitor],
-        cache: &'a ActCache,
+        (cache, kept): (&'a ActCache, Option<&'a RefCell<Kept<'a>>>),
         ran: Option<PairedActs>,
     ) -> Self {
         let acts = OnceCell::new();
@@ -82,6 +83,7 @@ impl<'a> LazyCorpus<'a> {
             models,
             monitors,
             cache,
+            kept,
             acts,
         }
     }
@@ -91,7 +93,12 @@ impl<'a> LazyCorpus<'a> {
         if let Some(a) = self.acts.get() {
             return Ok(a);
         }
-        let a = corpus_activations(self.models, self.monitors, self.cache, progress)?;
+        let a = corpus_activations(
+            self.models,
+            self.monitors,
+            (self.cache, self.kept),
+            progress,
+        )?;
         Ok(self.acts.get_or_init(|| a))
     }
 
@@ -104,11 +111,12 @@ impl<'a> LazyCorpus<'a> {
 }
 
 /// The corpus through both models at every block a monitor reads, each
-/// pooling once (the base side comes from the cache after the first run).
-pub fn corpus_activations(
-    p: &Prepared,
+/// pooling once (the base side comes from the cache after the first run),
+/// on the models in `kept` when given (loaded there when missing).
+pub fn corpus_activations<'ck>(
+    p: &'ck Prepared,
     monitors: &[Monitor],
-    cache: &ActCache,
+    (cache, kept): (&ActCache, Option<&RefCell<Kept<'ck>>>),
     progress: Progress,
 ) -> Result<PairedActs> {
     let mut out = PairedActs::default();
@@ -120,14 +128,25 @@ pub fn corpus_activations(
             precision: Precision::F32,
             batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
-        let mut pass = |ck: &Checkpoint| {
-            cached_activations(ck, cache, &p.corpus, &layers, spec, &mut |n| {
-                seen += n;
-                progress("corpus activations", seen, total)
-            })
+        let mut pass = |on_base: bool| -> Result<BTreeMap<usize, candle_core::Tensor>> {
+            let ck = if on_base { &p.base } else { &p.cand };
+            let mut k = kept.map(RefCell::borrow_mut);
+            let mut parts = cached_activations_parts(
+                ck,
+                cache,
+                &[p.corpus.as_slice()],
+                &layers,
+                spec,
+                &mut |n| {
+                    seen += n;
+                    progress("corpus activations", seen, total)
+                },
+                k.as_mut().map(|k| k.side(on_base)),
+            )?;
+            Ok(parts.pop().unwrap_or_default())
         };
-        let ab = pass(&p.base)?;
-        let ac = pass(&p.cand)?;
+        let ab = pass(true)?;
+        let ac = pass(false)?;
         for &l in &layers {
             out.0.insert(
                 PairedActs::key(pool, l),
@@ -152,11 +171,11 @@ pub struct ConceptActs(BTreeMap<(String, Pool, usize), Paired>);
 /// read. One extraction per (side, pooling) over all concepts, and the
 /// same cache entries the repair ladder reads first. Concepts without a
 /// training split are left out (their concept features are `None`).
-pub fn concept_activations(
-    p: &Prepared,
+pub fn concept_activations<'ck>(
+    p: &'ck Prepared,
     monitors: &[Monitor],
     trains: &BTreeMap<String, (PathBuf, Labeled)>,
-    cache: &ActCache,
+    (cache, kept): (&ActCache, Option<&RefCell<Kept<'ck>>>),
     progress: Progress,
 ) -> Result<ConceptActs> {
     let mut out = ConceptActs::default();
@@ -187,7 +206,9 @@ pub fn concept_activations(
             precision: Precision::F32,
             batch_size: crate::util::DEFAULT_BATCH_SIZE,
         };
-        let mut pass = |ck: &Checkpoint| {
+        let mut pass = |on_base: bool| {
+            let ck = if on_base { &p.base } else { &p.cand };
+            let mut k = kept.map(RefCell::borrow_mut);
             cached_activations_parts(
                 ck,
                 cache,
@@ -198,11 +219,11 @@ pub fn concept_activations(
                     seen += n;
                     progress("concept activations", seen, total)
                 },
-                None,
+                k.as_mut().map(|k| k.side(on_base)),
             )
         };
-        let ab = pass(&p.base)?;
-        let ac = pass(&p.cand)?;
+        let ab = pass(true)?;
+        let ac = pass(false)?;
         for (i, c) in concepts.iter().enumerate() {
             for &l in &layers {
                 out.0.insert(

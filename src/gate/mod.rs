@@ -31,11 +31,12 @@ pub mod verdict;
 pub mod report;
 pub mod replay;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::activations::cache::ActCache;
+use crate::activations::cache::{ActCache, Kept};
 use crate::error::Result;
 use crate::monitor::{self as mon, BaseCheck, Monitor};
 use diff::DiffReport;
@@ -144,17 +145,21 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     };
     // Study runs record every feature, for the risk fits that learn from them.
     let with_corpus = req.risk_model.reads_corpus() || req.every_rung;
-    let Unlabeled {
-        models,
-        diff,
-        corpus_acts,
-        mut features,
-    } = unlabeled(
+    let (models, diff) = load_and_diff(
         (&req.base, &req.candidate),
-        (&suite, &now, &data.trains),
-        (corpus_of(policy), with_corpus),
+        &suite,
+        corpus_of(policy),
         BaseCheck::Require,
-        &cache,
+        &mut secs,
+        progress,
+    )?;
+    // One base and one candidate model, loaded once for every stage.
+    let kept = RefCell::new(Kept::default());
+    let (corpus_acts, mut features) = unlabeled(
+        (&models, &diff),
+        (&suite, &now, &data.trains),
+        with_corpus,
+        (&cache, Some(&kept)),
         &mut secs,
         progress,
     )?;
@@ -173,8 +178,8 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         schedule: &schedule,
         policy,
     };
-    let extender = sequential.then(|| revalidate::Extender::new(&inputs));
-    let corpus = features::LazyCorpus::new(&models, &suite, &cache, corpus_acts);
+    let extender = sequential.then(|| revalidate::Extender::new(&inputs, &kept));
+    let corpus = features::LazyCorpus::new(&models, &suite, (&cache, Some(&kept)), corpus_acts);
     let fails = |ms: &[repair::MonitorReport]| {
         verdict::decide(policy, diff.family, ms, models.corpus.len()).verdict == Verdict::Fail
     };
@@ -200,6 +205,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
                 suite: &suite,
                 trains: &data.trains,
                 cache: &cache,
+                kept: Some(&kept),
                 diff: &diff,
                 corpus: &corpus,
                 with_corpus,
@@ -251,6 +257,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         r.sequential = traces.remove(&r.name);
     }
     repair::riskiest_first(&mut repairs.reports);
+    let extra = extender.as_ref().map_or(0, |e| e.extra());
     let Decision {
         verdict,
         reasons,
@@ -286,9 +293,7 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         },
         budget: BudgetUse {
             examples_limit: policy.budget.examples,
-            examples_used: reval.examples_used
-                + repairs.examples_used
-                + extender.as_ref().map_or(0, |e| e.extra()),
+            examples_used: reval.examples_used + repairs.examples_used + extra,
             examples_full: data.examples_full(),
             seconds_limit: policy.budget.seconds,
             full_revalidation: req.full_revalidation,
@@ -482,50 +487,55 @@ fn diff_models(models: &prepare::Prepared, progress: Progress) -> Result<DiffRep
     })
 }
 
-/// What the stages before any labeled data is spent produce.
-struct Unlabeled {
-    models: prepare::Prepared,
-    diff: DiffReport,
-    /// `None` when the features stage did not run the corpus.
-    corpus_acts: Option<features::PairedActs>,
-    features: BTreeMap<String, MonitorFeatures>,
-}
-
-use deferred::Trains;
-
-/// prepare → diff → features, each timed into `secs`: what `run` does
-/// before spending labels, and all that `features` and `risk` do.
-/// `with_corpus`: run the corpus and compute the corpus features (the risk
-/// model reads one of them, or the caller shows them all). `own`: the
-/// monitors whose concept features are computed now (the others' are left
-/// empty: [`deferred`]).
-fn unlabeled(
+/// prepare → diff, each timed into `secs`: the models the later stages
+/// run and the update they differ by.
+fn load_and_diff(
     (base, candidate): (&str, &str),
-    (suite, own, trains): (&[Monitor], &[Monitor], &Trains),
-    (corpus, with_corpus): (Corpus, bool),
+    suite: &[Monitor],
+    corpus: Corpus,
     base_check: BaseCheck,
-    cache: &ActCache,
     secs: &mut BTreeMap<String, f64>,
     progress: Progress,
-) -> Result<Unlabeled> {
+) -> Result<(prepare::Prepared, DiffReport)> {
     let models = timed(secs, "load", || {
         prepare::prepare(base, candidate, suite, corpus, base_check)
     })?;
     progress("load", 1, 1);
     let diff = timed(secs, "diff", || diff_models(&models, progress))?;
-    let (corpus_acts, features) = timed(secs, "features", || {
+    Ok((models, diff))
+}
+
+use deferred::Trains;
+
+/// What the features stage produces: the corpus's paired activations (`None`
+/// when it did not run the corpus) and every monitor's features.
+type Unlabeled = (
+    Option<features::PairedActs>,
+    BTreeMap<String, MonitorFeatures>,
+);
+
+/// The features stage, timed into `secs`: all that `features` and `risk`
+/// do before the gate spends labels. `with_corpus`: run the corpus and
+/// compute the corpus features (the risk model reads one of them, or the
+/// caller shows them all). `own`: the monitors whose concept features are
+/// computed now (the others' are left empty: [`deferred`]). `kept`: the
+/// models the run keeps loaded for its later stages.
+#[allow(clippy::too_many_arguments)]
+fn unlabeled<'ck>(
+    (models, diff): (&'ck prepare::Prepared, &DiffReport),
+    (suite, own, trains): (&[Monitor], &[Monitor], &Trains),
+    with_corpus: bool,
+    (cache, kept): (&ActCache, Option<&RefCell<Kept<'ck>>>),
+    secs: &mut BTreeMap<String, f64>,
+    progress: Progress,
+) -> Result<Unlabeled> {
+    timed(secs, "features", || {
         let acts = with_corpus
-            .then(|| features::corpus_activations(&models, suite, cache, progress))
+            .then(|| features::corpus_activations(models, suite, (cache, kept), progress))
             .transpose()?;
-        let own = features::concept_activations(&models, own, trains, cache, progress)?;
-        let f = features::features(suite, &diff, acts.as_ref(), &own)?;
+        let own = features::concept_activations(models, own, trains, (cache, kept), progress)?;
+        let f = features::features(suite, diff, acts.as_ref(), &own)?;
         Ok((acts, f))
-    })?;
-    Ok(Unlabeled {
-        models,
-        diff,
-        corpus_acts,
-        features,
     })
 }
 
@@ -555,19 +565,27 @@ pub fn features_only(
         ),
         Some((DataSource::Dir(_), Err(e))) => return Err(e),
     };
-    let u = unlabeled(
+    let mut secs = BTreeMap::new();
+    let (models, diff) = load_and_diff(
         (base, candidate),
-        (&suite, &suite, &trains),
-        (corpus, with_corpus),
+        &suite,
+        corpus,
         base_check,
-        &ActCache::from_env(),
-        &mut BTreeMap::new(),
+        &mut secs,
+        progress,
+    )?;
+    let (_, features) = unlabeled(
+        (&models, &diff),
+        (&suite, &suite, &trains),
+        with_corpus,
+        (&ActCache::from_env(), None),
+        &mut secs,
         progress,
     )?;
     Ok(FeaturesOnly {
-        corpus_prompts: u.models.corpus.len(),
-        diff: u.diff,
-        features: u.features.into_values().collect(),
+        corpus_prompts: models.corpus.len(),
+        diff,
+        features: features.into_values().collect(),
         note,
     })
 }

@@ -140,8 +140,7 @@ impl Concept<'_> {
         // first (read from the cache) steals the other's kernel tasks.
         let (through_base, through_cand) = {
             let mut kept = kept.borrow_mut();
-            let kept = &mut *kept;
-            let (kb, kc) = (&mut kept.base, &mut kept.cand);
+            let (kb, kc) = kept.both();
             rayon::join(
                 || scores_through(base, cache, &ms, &texts, false, kb),
                 || scores_through(cand, cache, &ms, &texts, true, kc),

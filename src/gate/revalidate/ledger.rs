@@ -11,33 +11,13 @@ use crate::activations::cache::{cached_activations_parts, ActCache, ActSpec};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
-use crate::model::{Model, Pool};
+use crate::model::Pool;
 use crate::monitor::{self as mon, Monitor};
 
 use super::sequential::stratified_order;
 use super::Inputs;
 
-/// Both models, kept from one look to the next: a look is a batch of a few
-/// dozen prompts, and loading a model (about 0.5 s for SmolLM2) cost more
-/// than its forward pass. Two models are held at once here; under
-/// `PROBEGATE_WEIGHTS=auto` the second load sees the first's memory gone
-/// and streams when it must.
-#[derive(Default)]
-pub struct Kept<'ck> {
-    pub(super) base: Option<Model<'ck>>,
-    pub(super) cand: Option<Model<'ck>>,
-}
-
-impl<'ck> Kept<'ck> {
-    /// The slot of the base model, or of the candidate's.
-    pub fn side(&mut self, on_base: bool) -> &mut Option<Model<'ck>> {
-        if on_base {
-            &mut self.base
-        } else {
-            &mut self.cand
-        }
-    }
-}
+pub use crate::activations::cache::Kept;
 
 /// Labeled examples the policy's budget still allows after `used`
 /// (unlimited under full revalidation, the grid's ground truth).
@@ -90,8 +70,9 @@ pub struct Extender<'a> {
     /// ask for more, so one batch runs once for all of them.
     blocks: RefCell<BTreeMap<(String, Pool), Vec<usize>>>,
     /// Both models, kept from one batch to the next and shared with the
-    /// repair ladder ([`Extender::kept`]): a load costs more than a batch.
-    kept: RefCell<Kept<'a>>,
+    /// features stage and the repair ladder ([`Extender::kept`]): a load
+    /// costs more than a batch.
+    kept: &'a RefCell<Kept<'a>>,
 }
 
 /// The next examples of a monitor's test set, paired.
@@ -104,8 +85,9 @@ pub struct Batch {
 }
 
 impl<'a> Extender<'a> {
-    /// An empty ledger for a run on `inputs`, before revalidation.
-    pub fn new(inputs: &Inputs<'a>) -> Self {
+    /// An empty ledger for a run on `inputs`, before revalidation, with
+    /// the models the run keeps loaded.
+    pub fn new(inputs: &Inputs<'a>, kept: &'a RefCell<Kept<'a>>) -> Self {
         Extender {
             base: inputs.base,
             cand: inputs.cand,
@@ -117,7 +99,7 @@ impl<'a> Extender<'a> {
             used: Cell::new(0),
             extra: Cell::new(0),
             blocks: RefCell::new(BTreeMap::new()),
-            kept: RefCell::new(Kept::default()),
+            kept,
         }
     }
 
@@ -136,8 +118,8 @@ impl<'a> Extender<'a> {
     /// The models this run keeps loaded, for the repair ladder to share:
     /// sequential revalidation holds two models anyway, and the ladder then
     /// never reloads one to alternate between base and candidate.
-    pub fn kept(&self) -> &RefCell<Kept<'a>> {
-        &self.kept
+    pub fn kept(&self) -> &'a RefCell<Kept<'a>> {
+        self.kept
     }
 
     /// Labeled examples run through the candidate for verification, beyond revalidation's.
