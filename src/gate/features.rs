@@ -123,27 +123,21 @@ pub fn corpus_activations<'ck>(
     let total = 2 * p.corpus.len() * mon::by_pooling(monitors).len();
     let mut seen = 0;
     for (pool, _, layers) in mon::by_pooling(monitors) {
-        let spec = ActSpec {
-            pool,
-            precision: Precision::F32,
-            batch_size: crate::util::DEFAULT_BATCH_SIZE,
+        let mut on_batch = |n| {
+            seen += n;
+            progress("corpus activations", seen, total)
         };
-        let mut pass = |on_base: bool| -> Result<BTreeMap<usize, candle_core::Tensor>> {
-            let ck = if on_base { &p.base } else { &p.cand };
-            let mut k = kept.map(RefCell::borrow_mut);
-            let mut parts = cached_activations_parts(
-                ck,
-                cache,
-                &[p.corpus.as_slice()],
-                &layers,
-                spec,
-                &mut |n| {
-                    seen += n;
-                    progress("corpus activations", seen, total)
-                },
-                k.as_mut().map(|k| k.side(on_base)),
+        let parts = [p.corpus.as_slice()];
+        let mut pass = |on_base| -> Result<BTreeMap<usize, candle_core::Tensor>> {
+            let mut a = one_side(
+                p,
+                on_base,
+                &parts,
+                (&layers, pool),
+                (cache, kept),
+                &mut on_batch,
             )?;
-            Ok(parts.pop().unwrap_or_default())
+            Ok(a.pop().unwrap_or_default())
         };
         let ab = pass(true)?;
         let ac = pass(false)?;
@@ -158,6 +152,34 @@ pub fn corpus_activations<'ck>(
         }
     }
     Ok(out)
+}
+
+/// `parts` through the base (`on_base`) or the candidate at `layers`, f32,
+/// on the model in `kept` when given (loaded there when missing).
+fn one_side<'ck>(
+    p: &'ck Prepared,
+    on_base: bool,
+    parts: &[&[String]],
+    (layers, pool): (&[usize], Pool),
+    (cache, kept): (&ActCache, Option<&RefCell<Kept<'ck>>>),
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<BTreeMap<usize, candle_core::Tensor>>> {
+    let ck = if on_base { &p.base } else { &p.cand };
+    let spec = ActSpec {
+        pool,
+        precision: Precision::F32,
+        batch_size: crate::util::DEFAULT_BATCH_SIZE,
+    };
+    let mut k = kept.map(RefCell::borrow_mut);
+    cached_activations_parts(
+        ck,
+        cache,
+        parts,
+        layers,
+        spec,
+        on_batch,
+        k.as_mut().map(|k| k.side(on_base)),
+    )
 }
 
 /// Paired activations on each concept's own texts, per (concept, pooling,
@@ -201,25 +223,18 @@ pub fn concept_activations<'ck>(
         let refs: Vec<&[String]> = parts.iter().map(Vec::as_slice).collect();
         let total = 2 * parts.iter().map(Vec::len).sum::<usize>();
         let mut seen = 0;
-        let spec = ActSpec {
-            pool,
-            precision: Precision::F32,
-            batch_size: crate::util::DEFAULT_BATCH_SIZE,
+        let mut on_batch = |n| {
+            seen += n;
+            progress("concept activations", seen, total)
         };
-        let mut pass = |on_base: bool| {
-            let ck = if on_base { &p.base } else { &p.cand };
-            let mut k = kept.map(RefCell::borrow_mut);
-            cached_activations_parts(
-                ck,
-                cache,
+        let mut pass = |on_base| {
+            one_side(
+                p,
+                on_base,
                 &refs,
-                &layers,
-                spec,
-                &mut |n| {
-                    seen += n;
-                    progress("concept activations", seen, total)
-                },
-                k.as_mut().map(|k| k.side(on_base)),
+                (&layers, pool),
+                (cache, kept),
+                &mut on_batch,
             )
         };
         let ab = pass(true)?;
