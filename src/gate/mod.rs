@@ -133,16 +133,6 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     let sequential = policy.revalidation.mode == policy::RevalidationMode::Sequential;
     // Full revalidation and study runs are the whole picture: never cut short.
     let stops = policy.budget.stop_at_verdict && !req.every_rung && !req.full_revalidation;
-    // Under the stop, the concept features outside the critical concepts
-    // wait until revalidation gets past them ([`deferred`]).
-    let (now, later): (Vec<Monitor>, Vec<Monitor>) = if stops && sequential {
-        suite
-            .iter()
-            .cloned()
-            .partition(|m| revalidate::in_critical_concept(m, &suite, policy))
-    } else {
-        (suite.clone(), Vec::new())
-    };
     // Study runs record every feature, for the risk fits that learn from them.
     let with_corpus = req.risk_model.reads_corpus() || req.every_rung;
     let (models, diff) = load_and_diff(
@@ -153,6 +143,23 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         &mut secs,
         progress,
     )?;
+    // A candidate that runs its base's very forward pass (same weights,
+    // config, tokenizer, adapter scales) changes no score on any example:
+    // every monitor is healthy on no labeled example (revalidate::unchanged).
+    // `--full` and study runs still measure it.
+    let same_forward = !req.full_revalidation
+        && !req.every_rung
+        && models.base.forward_identity()? == models.cand.forward_identity()?;
+    // Under the stop, the concept features outside the critical concepts
+    // wait until revalidation gets past them ([`deferred`]).
+    let (now, later): (Vec<Monitor>, Vec<Monitor>) = if stops && sequential && !same_forward {
+        suite
+            .iter()
+            .cloned()
+            .partition(|m| revalidate::in_critical_concept(m, &suite, policy))
+    } else {
+        (suite.clone(), Vec::new())
+    };
     // One base and one candidate model, loaded once for every stage.
     let kept = RefCell::new(Kept::default());
     let (corpus_acts, mut features) = unlabeled(
@@ -219,6 +226,9 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         _ => None,
     };
     let reval = timed(&mut secs, "revalidation", || {
+        if same_forward {
+            return revalidate::unchanged(&inputs);
+        }
         let hook = early.as_mut().map(|e| e as &mut dyn revalidate::OnSettled);
         revalidate::revalidate(&inputs, progress, extender.as_ref().map(|e| (e, hook)))
     })?;

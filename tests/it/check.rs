@@ -117,19 +117,38 @@ fn identical_candidate_passes_with_all_reports() {
     assert_eq!(r["diff"]["family"], "identical");
     let ms = r["monitors"].as_array().unwrap();
     assert_eq!(ms.len(), 18);
-    // Critical monitors are always revalidated; nothing is stale.
+    // The same forward pass as the base: every monitor healthy with every
+    // change exactly zero, on no labeled example.
     for m in ms {
-        if m["critical"] == true {
-            assert_eq!(m["status"], "healthy", "{m}");
-            assert!(m["eval"]["delta_auroc"].as_f64().unwrap().abs() < 1e-9);
-        }
-        assert_ne!(m["status"], "stale");
+        assert_eq!(m["status"], "healthy", "{m}");
+        assert_eq!(m["eval"]["delta_auroc"].as_f64().unwrap(), 0.0, "{m}");
+        assert_eq!(m["sequential"]["stopped"], "same_forward", "{m}");
+        assert_eq!(m["sequential"]["examples"], 0, "{m}");
     }
+    assert_eq!(r["budget"]["examples_used"], 0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.starts_with("## ✅ probegate: PASS"), "{md}");
+    assert!(md.contains("same forward pass as the base"), "{md}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Weight change by block"));
     assert!(!out.join("repaired").exists());
+    // `--full` still measures it (the grid's ground truth) on labeled
+    // examples, and finds the same zero change the shortcut reported.
+    let full = tmp.path().join("full");
+    check(&base, &base, &policy, &full)
+        .arg("--full")
+        .assert()
+        .code(0);
+    let f = report(&full);
+    assert!(f["budget"]["examples_used"].as_u64().unwrap() > 0, "{f}");
+    for m in f["monitors"].as_array().unwrap() {
+        assert_eq!(m["status"], "healthy", "{m}");
+        assert_ne!(m["sequential"]["stopped"], "same_forward", "{m}");
+        assert!(
+            m["eval"]["delta_auroc"].as_f64().unwrap().abs() < 1e-12,
+            "{m}"
+        );
+    }
 }
 
 /// Q4_0 requantization of the Q4_1 SmolLM2 makes the self-harm probe at
@@ -639,15 +658,19 @@ fn a_seconds_budget_leaves_the_rest_unverified() {
         ],
     );
     let out = tmp.path().join("out");
-    let base = model_path("smollm2").display().to_string();
-    check(&base, &base, &policy, &out).assert().code(0);
+    // A candidate that changed something (the base as its own candidate is
+    // healthy on no example at all): its stale self_harm-l7 fails it.
+    check("smollm2", &lora_candidate(), &policy, &out)
+        .assert()
+        .code(1);
     let r = report(&out);
     assert_eq!(r["budget"]["seconds_limit"], 0.000001);
     let ms = r["monitors"].as_array().unwrap();
     let unverified = ms.iter().filter(|m| m["status"] == "unverified").count();
     for m in ms {
         if m["critical"] == true {
-            assert_eq!(m["status"], "healthy", "{m}");
+            assert!(!m["eval"].is_null(), "{m}");
+            assert_ne!(m["status"], "unverified", "{m}");
         }
     }
     // Only the first concept could start before the clock ran out; criticals always run.

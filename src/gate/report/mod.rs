@@ -127,6 +127,7 @@ fn stop_word(s: crate::gate::revalidate::sequential::Stop) -> &'static str {
         Stop::Budget => "budget spent",
         Stop::Seconds => "time spent",
         Stop::Decided => "verdict decided",
+        Stop::SameForward => "same forward pass as the base",
     }
 }
 

@@ -345,6 +345,67 @@ pub fn revalidate<'a>(
     }
 }
 
+/// Revalidation of a candidate that runs its base's very forward pass (the
+/// same [`Checkpoint::forward_identity`]): every monitor's scores are its
+/// base's on every example, so its change in every metric is exactly zero
+/// and it is healthy on no labeled example at all. What a full
+/// revalidation would find, without running it.
+pub fn unchanged(inputs: &Inputs) -> Result<Revalidation> {
+    let rp = &inputs.policy.revalidation;
+    let mut evals = BTreeMap::new();
+    let mut traces = BTreeMap::new();
+    for m in inputs.monitors {
+        let Some((_, d)) = inputs.tests.get(&m.meta.concept) else {
+            continue;
+        };
+        let b = &m.meta.base_metrics;
+        let eval = EvalResult {
+            monitor: m.meta.name.clone(),
+            layer: m.meta.hook.layer,
+            n: 0,
+            auroc: b.auroc,
+            auroc_ci95: [b.auroc, b.auroc],
+            balanced_accuracy: b.balanced_accuracy,
+            tpr: b.tpr,
+            fpr: b.fpr,
+            threshold: m.meta.classifier.threshold,
+            base_auroc: b.auroc,
+            delta_auroc: 0.0,
+            base_balanced_accuracy: b.balanced_accuracy,
+        };
+        let looks = sequential::planned_looks(d.labels.len(), rp.first_look, rp.batch);
+        traces.insert(
+            m.meta.name.clone(),
+            sequential::Trace {
+                examples: 0,
+                of: d.labels.len(),
+                bounds: Some(sequential::Bounds::zero()),
+                z: sequential::look_z(
+                    rp.alpha,
+                    rp.correction,
+                    inputs.schedule.suite_monitors,
+                    looks,
+                ),
+                stopped: sequential::Stop::SameForward,
+            },
+        );
+        evals.insert(
+            m.meta.name.clone(),
+            Revalidated {
+                eval,
+                labels: Vec::new(),
+                x: Vec::new(),
+                paired: None,
+            },
+        );
+    }
+    Ok(Revalidation {
+        evals,
+        examples_used: 0,
+        traces,
+    })
+}
+
 /// A concept's whole test set or none of it, riskiest first.
 fn whole(inputs: &Inputs, progress: Progress) -> Result<Revalidation> {
     let (cand, cache, tests, policy) = (inputs.cand, inputs.cache, inputs.tests, inputs.policy);

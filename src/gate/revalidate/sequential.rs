@@ -45,6 +45,19 @@ pub struct Interval {
     pub hi: f64,
 }
 
+impl Bounds {
+    /// Every change exactly zero (a candidate that runs its base's forward pass).
+    pub fn zero() -> Self {
+        let z = Interval::point(0.0);
+        Bounds {
+            auroc: z,
+            balanced_accuracy: z,
+            tpr: z,
+            fpr: z,
+        }
+    }
+}
+
 impl Interval {
     fn point(x: f64) -> Self {
         Interval {
@@ -334,6 +347,11 @@ pub enum Stop {
     /// repair, so the verdict was fail whatever this one would show
     /// (`budget.stop_at_verdict`).
     Decided,
+    /// Not looked at: the candidate runs the very forward pass of its base
+    /// (the same forward identity: weights, config, tokenizer, adapter
+    /// scales), so every example's score is the base's and every change is
+    /// exactly zero.
+    SameForward,
 }
 
 /// What sequential revalidation did for one monitor (report.json's
