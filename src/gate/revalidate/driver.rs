@@ -22,8 +22,8 @@ use crate::monitor::{self as mon, by_pooling, Monitor};
 
 use super::ledger::{revalidation_left, Extender, Kept};
 use super::sequential::{
-    bounds, look_z, planned_looks, settle, stratified_order, Bounds, Paired, Population, Settled,
-    Stop, Thresholds, Trace,
+    bounds, concept_z, settle, stratified_order, Bounds, Paired, Population, Settled, Stop,
+    Thresholds, Trace,
 };
 use super::{evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation};
 
@@ -277,7 +277,6 @@ pub fn run<'a>(
         let Some((_, d)) = tests.get(name) else {
             continue;
         };
-        let looks = planned_looks(d.labels.len(), rp.first_look, rp.batch);
         concepts.push(Concept {
             name: name.clone(),
             critical: *critical,
@@ -285,7 +284,7 @@ pub fn run<'a>(
             order: stratified_order(&d.labels, crate::util::DEFAULT_SEED),
             used: 0,
             pop: Population::of(&d.labels),
-            z: look_z(rp.alpha, rp.correction, schedule.suite_monitors, looks),
+            z: concept_z(rp, schedule.suite_monitors, d.labels.len()),
             monitors: monitors
                 .iter()
                 .filter(|m| &m.meta.concept == name)

@@ -373,19 +373,13 @@ pub fn unchanged(inputs: &Inputs) -> Result<Revalidation> {
             delta_auroc: 0.0,
             base_balanced_accuracy: b.balanced_accuracy,
         };
-        let looks = sequential::planned_looks(d.labels.len(), rp.first_look, rp.batch);
         traces.insert(
             m.meta.name.clone(),
             sequential::Trace {
                 examples: 0,
                 of: d.labels.len(),
                 bounds: Some(sequential::Bounds::zero()),
-                z: sequential::look_z(
-                    rp.alpha,
-                    rp.correction,
-                    inputs.schedule.suite_monitors,
-                    looks,
-                ),
+                z: sequential::concept_z(rp, inputs.schedule.suite_monitors, d.labels.len()),
                 stopped: sequential::Stop::SameForward,
             },
         );

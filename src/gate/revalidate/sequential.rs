@@ -34,7 +34,7 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::gate::policy::{Correction, MetricLimits};
+use crate::gate::policy::{Correction, MetricLimits, RevalidationPolicy};
 
 /// A bound on the full-set change (candidate − base) of one metric.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -366,6 +366,18 @@ pub struct Trace {
     /// The one-sided quantile each look used (alpha shared over suite and looks).
     pub z: f64,
     pub stopped: Stop,
+}
+
+/// The quantile every look at a concept of `n` test examples uses under
+/// `rp`, over a suite of `monitors`: [`look_z`] at the concept's
+/// [`planned_looks`].
+pub fn concept_z(rp: &RevalidationPolicy, monitors: usize, n: usize) -> f64 {
+    look_z(
+        rp.alpha,
+        rp.correction,
+        monitors,
+        planned_looks(n, rp.first_look, rp.batch),
+    )
 }
 
 /// The quantile each look uses: `alpha` shared over the suite (per
