@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs a pinned MLflow into a virtual environment outside the clone, for
-# the real-MLflow integration test (tests/it/mlflow.rs), and prints the
+# the real-MLflow integration test (tests/it/mlflow/mod.rs), and prints the
 # venv's python. Idempotent: a venv that already has the pinned version is
 # reused without touching the network.
 #

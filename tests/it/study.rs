@@ -104,7 +104,7 @@ fn a_small_grid_and_its_study_report() {
     ] {
         assert!(text.contains(row), "missing {row}:\n{text}");
     }
-    // The LoRA-on-support adapter makes monitors stale (see tests/it/check.rs).
+    // The LoRA-on-support adapter makes monitors stale (see tests/it/check/).
     let lora = text
         .lines()
         .find(|l| l.starts_with("| LoRA | 18 |"))
