@@ -161,7 +161,10 @@ pub fn decide(
                     " (the ladder was not climbed: the verdict was already fail; budget.stop_at_verdict)"
                         .to_string()
                 } else if m.skipped.is_empty() {
-                    String::new()
+                    m.ruled_out
+                        .iter()
+                        .map(|x| format!(" (ruled out: {x})"))
+                        .collect()
                 } else {
                     format!(
                         " (not tried: {}; raise budget.examples or budget.repair_reserve)",

@@ -210,6 +210,48 @@ impl<'a, 'm> Verifier<'a, 'm> {
         }
     }
 
+    /// Whether no threshold can repair any of `starts` (the monitors a
+    /// recalibration may start from): each one's AUROC is past its limits
+    /// on the examples seen so far, settled by the sequential rule (or
+    /// measured, on a whole set). A threshold does not move AUROC, so
+    /// verifying any recalibration of them would find it stale on these
+    /// same examples, after spending its labels.
+    pub fn threshold_cannot_repair(&self, starts: &[&Monitor]) -> Result<bool> {
+        use revalidate::sequential::{bounds, ranking_settled_stale, Paired, Thresholds};
+        let lim = &self.policy.metrics;
+        let floor = revalidate::floor_applies(self.original, lim);
+        let labels = self.labels.borrow();
+        for s in starts {
+            let scores = s.scores(&self.x.borrow())?;
+            let past = match &self.paired {
+                Some((base_scores, pop, z)) => {
+                    let cuts = Thresholds {
+                        base: self.original.meta.classifier.threshold,
+                        cand: s.meta.classifier.threshold,
+                    };
+                    let paired = Paired {
+                        base: &base_scores.borrow(),
+                        cand: &scores,
+                        labels: &labels,
+                    };
+                    // Without both classes `verify` reports the error.
+                    bounds(&paired, cuts, *pop, *z).is_some_and(|b| {
+                        ranking_settled_stale(&b, self.original.meta.base_metrics.auroc, floor, lim)
+                    })
+                }
+                None => {
+                    let after =
+                        revalidate::evaluate(s, &scores, &labels, crate::util::DEFAULT_SEED)?;
+                    !revalidate::ranking_reasons(self.original, &after, lim).is_empty()
+                }
+            };
+            if !past {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The repaired monitor's paired figures and why it is not settled
     /// healthy (empty when it is).
     fn judged(

@@ -67,6 +67,11 @@ pub struct MonitorReport {
     /// examples under `budget.examples`, each with what it needed and had.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Rungs the policy enables that were not tried because they could not
+    /// repair the monitor (a threshold cannot mend a lost ranking), each
+    /// with why; no labels were spent on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ruled_out: Vec<String>,
     /// Stale, and its ladder was not climbed: the verdict was already fail
     /// whatever it would have shown (`budget.stop_at_verdict`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -105,6 +110,7 @@ impl MonitorReport {
             sequential: None,
             breaks: None,
             skipped: Vec::new(),
+            ruled_out: Vec::new(),
             not_climbed: false,
             trials: Trials::default(),
         }
@@ -512,8 +518,25 @@ fn climb<'a>(
             policy.budget.examples
         )
     };
+    // Recalibration starts from the original or the realigned monitor and
+    // moves only the threshold: when both rank past the AUROC limits, its
+    // labels would buy nothing (the rung does not count as tried).
+    let starts: Vec<&Monitor> = if current.meta.provenance.repaired_for.is_some() {
+        vec![m, &current]
+    } else {
+        vec![m]
+    };
+    let ranking_lost = rung == Rung::None
+        && policy.recalibration.enabled
+        && verifier.threshold_cannot_repair(&starts)?;
+    if ranking_lost {
+        r.ruled_out.push(
+            "recalibration: AUROC is past its limits for the original and any realigned monitor, and a threshold does not move AUROC"
+                .into(),
+        );
+    }
     // A threshold needs both classes.
-    if rung == Rung::None && policy.recalibration.enabled {
+    if rung == Rung::None && policy.recalibration.enabled && !ranking_lost {
         if cx.labels_left() >= MIN_RECALIBRATION_LABELS {
             let a = recalibrate::rung(cx, acts, m, &current, &verifier)?;
             r.recalibration = Some(a.adopt(Rung::Recalibration, &mut rung, &mut current));

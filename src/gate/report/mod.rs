@@ -317,6 +317,7 @@ fn repair_summary(m: &MonitorReport) -> String {
         }
     }
     parts.extend(m.skipped.iter().map(|x| format!("not tried: {x}")));
+    parts.extend(m.ruled_out.iter().map(|x| format!("ruled out: {x}")));
     if m.not_climbed {
         parts.push(
             "ladder not climbed: the verdict was already fail (budget.stop_at_verdict)".into(),

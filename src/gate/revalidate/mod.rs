@@ -112,17 +112,7 @@ pub const RANKING_DROP: f64 = 0.05;
 /// did not show it meets either ([`floor_applies`]).
 pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<String> {
     let b = &m.meta.base_metrics;
-    let mut out = Vec::new();
-    // A tiny epsilon so a drop of exactly the limit counts despite rounding.
-    if e.delta_auroc <= -lim.max_auroc_drop + 1e-12 {
-        out.push(format!(
-            "AUROC {:.3} → {:.3} (Δ {:+.3} ≤ −{})",
-            b.auroc, e.auroc, e.delta_auroc, lim.max_auroc_drop
-        ));
-    }
-    if e.auroc < lim.min_auroc && floor_applies(m, lim) {
-        out.push(format!("AUROC {:.3} below {}", e.auroc, lim.min_auroc));
-    }
+    let mut out = ranking_reasons(m, e, lim);
     let dba = e.balanced_accuracy - b.balanced_accuracy;
     if dba < -lim.max_balanced_accuracy_drop {
         out.push(format!(
@@ -135,6 +125,24 @@ pub fn stale_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<Str
     }
     if b.tpr - e.tpr > lim.max_tpr_drop {
         out.push(format!("TPR {:.3} → {:.3}", b.tpr, e.tpr));
+    }
+    out
+}
+
+/// The limits on AUROC `e` breaks for `m`: the part of [`stale_reasons`] no
+/// threshold can change.
+pub fn ranking_reasons(m: &Monitor, e: &EvalResult, lim: &MetricLimits) -> Vec<String> {
+    let b = &m.meta.base_metrics;
+    let mut out = Vec::new();
+    // A tiny epsilon so a drop of exactly the limit counts despite rounding.
+    if e.delta_auroc <= -lim.max_auroc_drop + 1e-12 {
+        out.push(format!(
+            "AUROC {:.3} → {:.3} (Δ {:+.3} ≤ −{})",
+            b.auroc, e.auroc, e.delta_auroc, lim.max_auroc_drop
+        ));
+    }
+    if e.auroc < lim.min_auroc && floor_applies(m, lim) {
+        out.push(format!("AUROC {:.3} below {}", e.auroc, lim.min_auroc));
     }
     out
 }

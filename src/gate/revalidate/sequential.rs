@@ -309,8 +309,7 @@ const EPS: f64 = 1e-12;
 /// applies to it ([`super::floor_applies`]): without it, only the drops
 /// count, as in `stale_reasons`.
 pub fn settle(b: &Bounds, base_auroc: f64, floor: bool, lim: &MetricLimits) -> Settled {
-    let stale = b.auroc.hi <= -lim.max_auroc_drop + EPS
-        || (floor && base_auroc + b.auroc.hi < lim.min_auroc)
+    let stale = ranking_settled_stale(b, base_auroc, floor, lim)
         || b.balanced_accuracy.hi < -lim.max_balanced_accuracy_drop
         || b.fpr.lo > lim.max_fpr_increase
         || -b.tpr.hi > lim.max_tpr_drop;
@@ -327,6 +326,13 @@ pub fn settle(b: &Bounds, base_auroc: f64, floor: bool, lim: &MetricLimits) -> S
     } else {
         Settled::Open
     }
+}
+
+/// Whether the AUROC bound alone is clearly past its limits (the drop, or
+/// the `min_auroc` floor when it applies): stale at any threshold, since a
+/// threshold does not move AUROC. [`settle`]'s first test.
+pub fn ranking_settled_stale(b: &Bounds, base_auroc: f64, floor: bool, lim: &MetricLimits) -> bool {
+    b.auroc.hi <= -lim.max_auroc_drop + EPS || (floor && base_auroc + b.auroc.hi < lim.min_auroc)
 }
 
 /// Why a monitor stopped asking for examples.

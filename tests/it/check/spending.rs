@@ -504,3 +504,75 @@ fn the_corpus_runs_only_when_the_risk_model_or_the_ladder_reads_it() {
         assert_eq!(prompts - own, corpus, "{a}");
     }
 }
+
+/// A threshold does not move AUROC: a stale monitor whose ranking is past
+/// the limit both as it was and as realigned is not recalibrated, and no
+/// label is spent on it. Q4_0 requantization loses self_harm-l7's ranking
+/// (on the zoo's Q4_0: AUROC 0.939 → 0.863 after realignment), in both
+/// revalidation modes.
+#[test]
+fn recalibration_is_not_paid_for_when_a_threshold_cannot_repair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = suite_of(
+        tmp.path(),
+        &["self_harm-l7", "self_harm-l15", "self_harm-l22"],
+    );
+    let cand = format!("q4_0({})", model_path("smollm2").display());
+    for mode in ["sequential", "whole"] {
+        let dir = tmp.path().join(mode);
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = test_policy(
+            &dir,
+            &[("mode = \"sequential\"", &format!("mode = \"{mode}\""))],
+        );
+        let out = dir.join("out");
+        check_suite(&cand, &suite, &policy, &out).assert().code(1);
+        let r = report(&out);
+        let ms = r["monitors"].as_array().unwrap();
+        let ruled: Vec<&serde_json::Value> =
+            ms.iter().filter(|m| m["ruled_out"].is_array()).collect();
+        assert!(!ruled.is_empty(), "{mode}: no rung ruled out: {ms:#?}");
+        for m in &ruled {
+            assert_eq!(m["rung"], "beyond repair", "{mode}: {m}");
+            assert!(m["recalibration"].is_null(), "{mode}: {m}");
+            assert!(
+                m["ruled_out"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("recalibration: AUROC"),
+                "{mode}: {m}"
+            );
+            // The premise, on figures the report shows: the realigned
+            // monitor's ranking is past the limit too.
+            let after = m["realignment"]["after"]["delta_auroc"].as_f64().unwrap();
+            assert!(after <= -0.05, "{mode}: realigned ΔAUROC {after}");
+            let name = m["name"].as_str().unwrap();
+            assert!(
+                r["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.as_str().unwrap().contains(name)
+                        && x.as_str().unwrap().contains("ruled out: recalibration")),
+                "{mode}: {}",
+                r["reasons"]
+            );
+        }
+        // No monitor was recalibrated, so every label spent is a test
+        // example of the one concept.
+        assert!(ms.iter().all(|m| m["recalibration"].is_null()), "{mode}");
+        let test_examples = ms
+            .iter()
+            .flat_map(|m| {
+                [
+                    m["sequential"]["examples"].as_u64(),
+                    m["eval"]["n"].as_u64(),
+                    m["realignment"]["after"]["n"].as_u64(),
+                ]
+            })
+            .flatten()
+            .max()
+            .unwrap();
+        assert_eq!(r["budget"]["examples_used"], test_examples, "{mode}");
+    }
+}

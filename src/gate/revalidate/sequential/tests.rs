@@ -39,6 +39,42 @@ fn a_repair_with_its_own_threshold_is_judged_against_the_original_cut() {
     assert!(one.tpr.estimate > 0.2, "{one:?}");
 }
 
+/// The ranking test recalibration's skip relies on: past the AUROC limits
+/// at every threshold, and `settle`'s stale whenever it holds; a monitor
+/// stale only at its threshold is not ranking-stale (a threshold may mend it).
+#[test]
+fn ranking_stale_is_the_threshold_free_part_of_settle() {
+    let lim = limits();
+    let iv = |lo: f64, hi: f64| Interval {
+        estimate: (lo + hi) / 2.0,
+        lo,
+        hi,
+    };
+    let fine = iv(-0.01, 0.01);
+    let with = |auroc: Interval, fpr: Interval| Bounds {
+        auroc,
+        balanced_accuracy: fine,
+        tpr: fine,
+        fpr,
+    };
+    // Ranking lost: stale, and no threshold can change that.
+    let lost = with(iv(-0.20, -0.08), fine);
+    assert!(ranking_settled_stale(&lost, 0.9, true, &lim));
+    assert_eq!(settle(&lost, 0.9, true, &lim), Settled::Stale);
+    // Below the floor: ranking-stale only where the floor applies.
+    let low = with(iv(-0.045, -0.02), fine);
+    assert!(ranking_settled_stale(&low, 0.82, true, &lim));
+    assert!(!ranking_settled_stale(&low, 0.82, false, &lim));
+    // Stale at the threshold only (FPR up): settle says stale, the ranking
+    // test does not.
+    let cut = with(fine, iv(0.10, 0.20));
+    assert_eq!(settle(&cut, 0.9, true, &lim), Settled::Stale);
+    assert!(!ranking_settled_stale(&cut, 0.9, true, &lim));
+    // Unsettled ranking (the bound straddles the limit): not ruled out.
+    let open = with(iv(-0.12, 0.0), fine);
+    assert!(!ranking_settled_stale(&open, 0.9, true, &lim));
+}
+
 fn full_change(base: &[f64], cand: &[f64], labels: &[u8], t: f64) -> (f64, f64, f64) {
     use crate::monitor::metrics::{at_threshold, auroc};
     let (ab, ac) = (auroc(base, labels).unwrap(), auroc(cand, labels).unwrap());
