@@ -8,6 +8,7 @@ pub mod context;
 pub mod realign;
 pub mod recalibrate;
 pub mod retrain;
+mod trials;
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ pub use crate::gate::policy::Rung;
 use crate::gate::policy::MIN_RECALIBRATION_LABELS;
 use crate::gate::prepare::Progress;
 use crate::gate::revalidate::{self, Breaks, EvalResult, Revalidated, Status};
-use crate::gate::risk::{Risk, Trial, Trials};
+use crate::gate::risk::{Risk, Trials};
 use crate::monitor::Monitor;
 pub use context::{Context, RungReport};
 use context::{LadderActs, Verifier};
@@ -407,7 +408,17 @@ pub fn repair<'a>(
                     out.repaired.push(fixed);
                 }
                 if cx.every_rung && r.status != Status::Healthy {
-                    r.trials = trials(cx, &mut acts, m, rv, &r)?;
+                    r.trials = trials::trials(
+                        cx,
+                        &mut acts,
+                        m,
+                        rv,
+                        (
+                            r.realignment.as_ref(),
+                            &r.stale_reasons,
+                            r.retraining.as_ref(),
+                        ),
+                    )?;
                 }
             }
             out.examples_used += labels_spent(&r);
@@ -576,54 +587,4 @@ fn climb<'a>(
     // Same name as the monitor it replaces; the fingerprint tag says for what.
     current.meta.name = name.clone();
     Ok(Some(current))
-}
-
-/// Study runs: every rung the policy enables, each alone from the original
-/// monitor (recalibration without realignment's map), reusing what the
-/// ladder already measured. Labels are not capped here: the grid runs with
-/// full revalidation.
-fn trials<'a>(
-    cx: &Context<'a>,
-    acts: &mut LadderActs<'a>,
-    m: &Monitor,
-    rv: &Revalidated,
-    r: &MonitorReport,
-) -> Result<Trials> {
-    let policy = cx.policy;
-    let trial = |examples, after: &EvalResult, reasons: &[String]| {
-        let b = revalidate::breaks(m, after, &policy.metrics);
-        Trial {
-            examples,
-            auroc: after.auroc,
-            balanced_accuracy: after.balanced_accuracy,
-            ranking_after: b.ranking,
-            operating_point_after: b.operating_point,
-            passes_policy: reasons.is_empty(),
-            any_alternative_passes: None,
-        }
-    };
-    let verifier = Verifier::new(m, rv, cx)?;
-    let mut out = Trials::default();
-    if let Some(a) = &r.realignment {
-        // A map that was not applied leaves the monitor as it was.
-        let mut t = if a.applied {
-            trial(0, &a.after, &a.stale_reasons_after)
-        } else {
-            trial(0, &rv.eval, &r.stale_reasons)
-        };
-        t.any_alternative_passes = Some(a.alternatives.iter().any(|x| x.would_pass));
-        out.realignment = Some(t);
-    }
-    // The labeled rungs are measured whether or not the policy climbs to
-    // them: the study asks what each method can do.
-    if cx.trains.contains_key(&m.meta.concept) {
-        let rep = recalibrate::rung(cx, acts, m, m, &verifier)?.report;
-        out.recalibration = Some(trial(rep.examples, &rep.after, &rep.stale_reasons_after));
-        let rep = match &r.retraining {
-            Some(rep) => rep.clone(),
-            None => retrain::rung(cx, acts, m, &verifier)?.report,
-        };
-        out.retraining = Some(trial(rep.examples, &rep.after, &rep.stale_reasons_after));
-    }
-    Ok(out)
 }
