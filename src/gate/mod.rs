@@ -127,10 +127,11 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
     // Under the stop, the concept features outside the critical concepts
     // wait until revalidation gets past them ([`deferred`]).
     let (now, later): (Vec<Monitor>, Vec<Monitor>) = if stops && sequential && !same_forward {
+        let critical = revalidate::critical_concepts(&suite, policy);
         suite
             .iter()
             .cloned()
-            .partition(|m| revalidate::in_critical_concept(m, &suite, policy))
+            .partition(|m| critical.contains(m.meta.concept.as_str()))
     } else {
         (suite.clone(), Vec::new())
     };

@@ -272,12 +272,17 @@ pub fn plan_suite(
     }))
 }
 
-/// Whether `m`'s concept is revalidated with the critical ones: one of its
-/// monitors is critical ([`plan`] puts such a concept first).
-pub fn in_critical_concept(m: &Monitor, monitors: &[Monitor], policy: &Policy) -> bool {
-    monitors.iter().any(|o| {
-        o.meta.concept == m.meta.concept && policy.is_critical(&o.meta.name, &o.meta.concept)
-    })
+/// The concepts revalidated with the critical ones: those holding a
+/// critical monitor ([`plan`] puts them first).
+pub fn critical_concepts<'m>(
+    monitors: &'m [Monitor],
+    policy: &Policy,
+) -> std::collections::BTreeSet<&'m str> {
+    monitors
+        .iter()
+        .filter(|m| policy.is_critical(&m.meta.name, &m.meta.concept))
+        .map(|m| m.meta.concept.as_str())
+        .collect()
 }
 
 /// The order concepts are revalidated in ([`plan`]) and whether the budget
@@ -546,6 +551,27 @@ mod tests {
             findings.iter().any(|f| f.contains("not clearly above")),
             "{findings:?}"
         );
+    }
+
+    #[test]
+    fn critical_concepts_are_those_holding_a_critical_monitor() {
+        let policy = crate::gate::policy::Policy::shipped_default();
+        let suite: Vec<Monitor> = [
+            "self_harm-l7",
+            "privacy_pii-l22",
+            "toxicity-l15",
+            "toxicity-l7",
+        ]
+        .into_iter()
+        .map(shipped)
+        .collect();
+        let got: Vec<&str> = critical_concepts(&suite, &policy).into_iter().collect();
+        assert_eq!(got, ["privacy_pii", "self_harm"]);
+        // A monitor named critical makes its whole concept go first.
+        let mut one = policy.clone();
+        one.critical = vec!["toxicity-l7".into()];
+        let got: Vec<&str> = critical_concepts(&suite, &one).into_iter().collect();
+        assert_eq!(got, ["toxicity"]);
     }
 
     #[test]
