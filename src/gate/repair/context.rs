@@ -156,37 +156,19 @@ impl<'a, 'm> Verifier<'a, 'm> {
             let reasons = revalidate::stale_reasons(self.original, &after, lim);
             return Ok((after, reasons));
         };
-        use revalidate::sequential::{bounds, settle, Paired, Settled, Thresholds};
-        // The base side is the original monitor, cut where its recorded base
-        // rates were measured; the candidate side is the repair, cut at its
-        // own threshold (one threshold for both read a recalibrated monitor's
-        // new cut on base scores as flips, and failed good repairs).
-        let cuts = Thresholds {
-            base: self.original.meta.classifier.threshold,
-            cand: fixed.meta.classifier.threshold,
-        };
+        use revalidate::sequential::{settle, Settled};
         let floor = revalidate::floor_applies(self.original, lim);
         loop {
-            // The repaired monitor through the candidate against the
-            // original through the base, on the examples seen so far.
             let scores = fixed.scores(&self.x.borrow())?;
             let labels = self.labels.borrow();
-            let b = bounds(
-                &Paired {
-                    base: &base_scores.borrow(),
-                    cand: &scores,
-                    labels: &labels,
-                },
-                cuts,
-                *pop,
-                *z,
-            )
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "{}: verification data needs both classes",
-                    fixed.meta.name
-                ))
-            })?;
+            let b = self
+                .paired_bounds(fixed, &scores, &labels, (base_scores, *pop, *z))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{}: verification data needs both classes",
+                        fixed.meta.name
+                    ))
+                })?;
             let state = settle(&b, self.original.meta.base_metrics.auroc, floor, lim);
             if state == Settled::Open {
                 let seen = labels.len();
@@ -217,28 +199,19 @@ impl<'a, 'm> Verifier<'a, 'm> {
     /// verifying any recalibration of them would find it stale on these
     /// same examples, after spending its labels.
     pub fn threshold_cannot_repair(&self, starts: &[&Monitor]) -> Result<bool> {
-        use revalidate::sequential::{bounds, ranking_settled_stale, Paired, Thresholds};
+        use revalidate::sequential::ranking_settled_stale;
         let lim = &self.policy.metrics;
         let floor = revalidate::floor_applies(self.original, lim);
         let labels = self.labels.borrow();
         for s in starts {
             let scores = s.scores(&self.x.borrow())?;
             let past = match &self.paired {
-                Some((base_scores, pop, z)) => {
-                    let cuts = Thresholds {
-                        base: self.original.meta.classifier.threshold,
-                        cand: s.meta.classifier.threshold,
-                    };
-                    let paired = Paired {
-                        base: &base_scores.borrow(),
-                        cand: &scores,
-                        labels: &labels,
-                    };
-                    // Without both classes `verify` reports the error.
-                    bounds(&paired, cuts, *pop, *z).is_some_and(|b| {
+                // Without both classes `verify` reports the error.
+                Some((base_scores, pop, z)) => self
+                    .paired_bounds(s, &scores, &labels, (base_scores, *pop, *z))
+                    .is_some_and(|b| {
                         ranking_settled_stale(&b, self.original.meta.base_metrics.auroc, floor, lim)
-                    })
-                }
+                    }),
                 None => {
                     let after =
                         revalidate::evaluate(s, &scores, &labels, crate::util::DEFAULT_SEED)?;
@@ -250,6 +223,32 @@ impl<'a, 'm> Verifier<'a, 'm> {
             }
         }
         Ok(true)
+    }
+
+    /// `fixed`'s scores through the candidate against the original's through
+    /// the base, on the examples seen so far. The base side is cut where the
+    /// original's base rates were measured, the candidate side at `fixed`'s
+    /// own threshold (one threshold for both read a recalibrated monitor's
+    /// new cut on base scores as flips, and failed good repairs). `None`
+    /// without both classes.
+    fn paired_bounds(
+        &self,
+        fixed: &Monitor,
+        scores: &[f64],
+        labels: &[u8],
+        (base_scores, pop, z): (&RefCell<Vec<f64>>, revalidate::sequential::Population, f64),
+    ) -> Option<revalidate::sequential::Bounds> {
+        use revalidate::sequential::{bounds, Paired, Thresholds};
+        let cuts = Thresholds {
+            base: self.original.meta.classifier.threshold,
+            cand: fixed.meta.classifier.threshold,
+        };
+        let paired = Paired {
+            base: &base_scores.borrow(),
+            cand: scores,
+            labels,
+        };
+        bounds(&paired, cuts, pop, z)
     }
 
     /// The repaired monitor's paired figures and why it is not settled
