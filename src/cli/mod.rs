@@ -304,9 +304,19 @@ pub(crate) fn emit_json(v: &impl serde::Serialize) -> Result<()> {
 
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
-    if let Some(n) = cli.global.threads {
-        // Must happen before the first kernel touches the rayon pool.
-        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    // Must happen before the first kernel touches the rayon pool. Without
+    // RAYON_NUM_THREADS, candle works its default out again on every matmul
+    // by opening and parsing /proc/cpuinfo (7,321 times in one demo gate
+    // run); fixing it once here keeps the same count.
+    let threads = match cli.global.threads {
+        Some(n) => Some(n.max(1)),
+        None if std::env::var_os("RAYON_NUM_THREADS").is_none() => {
+            Some(candle_core::utils::get_num_threads())
+        }
+        None => None,
+    };
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // candle's elementwise pool spins ~1 ms after each op before parking,
