@@ -118,6 +118,14 @@ pub struct RevalidationPolicy {
     pub first_look: usize,
     /// Examples per further look.
     pub batch: usize,
+    /// Sequential mode: run a concept's whole test set through both models
+    /// before reading labels, read them where they can move a bound, and
+    /// judge on worst-case bounds instead of confidence bounds
+    /// ([`crate::gate::revalidate::screened`]): no error rate, far fewer
+    /// labels, every example's forward passes. Absent from reports written
+    /// before it existed.
+    #[serde(default)]
+    pub screen: bool,
 }
 
 impl Default for RevalidationPolicy {
@@ -128,6 +136,7 @@ impl Default for RevalidationPolicy {
             correction: Correction::Bonferroni,
             first_look: 40,
             batch: 20,
+            screen: false,
         }
     }
 }

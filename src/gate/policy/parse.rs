@@ -53,6 +53,8 @@ struct RawRevalidation {
     first_look: Option<Spanned<i64>>,
     #[serde(default)]
     batch: Option<Spanned<i64>>,
+    #[serde(default)]
+    screen: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +269,18 @@ impl RawPolicy {
                     correction: r.correction.unwrap_or(d.correction),
                     first_look: count("revalidation.first_look", &r.first_look, d.first_look),
                     batch: count("revalidation.batch", &r.batch, d.batch),
+                    screen: match &r.screen {
+                        Some(v) if *v.get_ref() && r.mode != RevalidationMode::Sequential => {
+                            fault(
+                                "revalidation.screen",
+                                v.span(),
+                                "applies to `revalidation.mode = \"sequential\"` only".into(),
+                            );
+                            false
+                        }
+                        Some(v) => *v.get_ref(),
+                        None => d.screen,
+                    },
                 }
             }
         };

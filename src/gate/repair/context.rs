@@ -112,6 +112,10 @@ impl<R> Attempt<R> {
     }
 }
 
+/// A repair's worst-case bounds under screening, which labels were read,
+/// and its candidate scores on every example.
+type ScreenedLook = (revalidate::sequential::Bounds, Vec<bool>, Vec<f64>);
+
 /// Judges a repaired monitor by the original's base figures on the
 /// candidate's test activations, without another forward pass; under
 /// sequential revalidation, by the same paired rule, asking for more of
@@ -125,6 +129,8 @@ pub struct Verifier<'a, 'm> {
     /// test set's class sizes and the look's quantile.
     paired: Option<(RefCell<Vec<f64>>, revalidate::sequential::Population, f64)>,
     extend: Option<&'a revalidate::Extender<'a>>,
+    /// Screened revalidation: the whole test set, and its activations as a tensor.
+    screened: Option<(&'m revalidate::ScreenedSet, Tensor)>,
 }
 
 impl<'a, 'm> Verifier<'a, 'm> {
@@ -139,11 +145,87 @@ impl<'a, 'm> Verifier<'a, 'm> {
                 .as_ref()
                 .map(|p| (RefCell::new(p.base_scores.clone()), p.population, p.z)),
             extend: cx.extend,
+            screened: match rv.paired.as_ref().and_then(|p| p.screened.as_ref()) {
+                Some(set) => Some((set, Tensor::new(set.x.clone(), &candle_core::Device::Cpu)?)),
+                None => None,
+            },
         })
+    }
+
+    /// Screened revalidation: `fixed`'s worst-case bounds on the whole test
+    /// set with the labels read so far, and which those are. The base side
+    /// is cut at the original's threshold, the candidate side at `fixed`'s.
+    fn screened_bounds(&self, fixed: &Monitor) -> Result<Option<ScreenedLook>> {
+        let Some((set, x)) = &self.screened else {
+            return Ok(None);
+        };
+        let n = set.labels.len();
+        let known = self
+            .extend
+            .map_or_else(|| vec![true; n], |e| e.known(&set.concept, n));
+        let cand = fixed.scores(x)?;
+        let cuts = revalidate::sequential::Thresholds {
+            base: self.original.meta.classifier.threshold,
+            cand: fixed.meta.classifier.threshold,
+        };
+        let b = revalidate::screened::bounds(&set.base_scores, &cand, &set.labels, &known, cuts)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: verification data needs both classes",
+                    fixed.meta.name
+                ))
+            })?;
+        Ok(Some((b, known, cand)))
+    }
+
+    /// [`Verifier::verify`] under screening: labels read where they move
+    /// `fixed`'s bounds most, a batch at a time within the budget, until it
+    /// is settled or nothing is left to read.
+    fn verify_screened(&self, fixed: &Monitor) -> Result<Option<(EvalResult, Vec<String>)>> {
+        use revalidate::sequential::{settle, Settled};
+        let Some((set, _)) = &self.screened else {
+            return Ok(None);
+        };
+        let lim = &self.policy.metrics;
+        let floor = revalidate::floor_applies(self.original, lim);
+        let n = set.labels.len();
+        loop {
+            let Some((b, known, cand)) = self.screened_bounds(fixed)? else {
+                return Ok(None);
+            };
+            let state = settle(&b, self.original.meta.base_metrics.auroc, floor, lim);
+            let mut unread: Vec<usize> = (0..n).filter(|&i| !known[i]).collect();
+            let left = self.extend.map_or(0, |e| e.left());
+            if state == Settled::Open && !unread.is_empty() && left > 0 {
+                let cuts = revalidate::sequential::Thresholds {
+                    base: self.original.meta.classifier.threshold,
+                    cand: fixed.meta.classifier.threshold,
+                };
+                let pop = revalidate::sequential::Population::of(&set.labels);
+                let inf = revalidate::screened::influence(
+                    &[(set.base_scores.as_slice(), cand.as_slice(), cuts)],
+                    pop,
+                    lim,
+                );
+                revalidate::screened::most_influential_first(&mut unread, &inf);
+                let take = self.policy.revalidation.batch.min(left).min(unread.len());
+                if let Some(e) = self.extend {
+                    e.read_labels(&set.concept, n, &unread[..take], true);
+                }
+                continue;
+            }
+            let read: Vec<usize> = (0..n).filter(|&i| known[i]).collect();
+            let scores: Vec<f64> = read.iter().map(|&i| cand[i]).collect();
+            let labels: Vec<u8> = read.iter().map(|&i| set.labels[i]).collect();
+            return self.judged(fixed, &scores, &labels, &b, state).map(Some);
+        }
     }
 
     /// The repaired monitor's metrics and why it would still be stale.
     pub fn verify(&self, fixed: &Monitor) -> Result<(EvalResult, Vec<String>)> {
+        if let Some(judged) = self.verify_screened(fixed)? {
+            return Ok(judged);
+        }
         let lim = &self.policy.metrics;
         let Some((base_scores, pop, z)) = &self.paired else {
             let scores = fixed.scores(&self.x.borrow())?;
@@ -204,6 +286,12 @@ impl<'a, 'm> Verifier<'a, 'm> {
         let floor = revalidate::floor_applies(self.original, lim);
         let labels = self.labels.borrow();
         for s in starts {
+            if let Some((b, _, _)) = self.screened_bounds(s)? {
+                if !ranking_settled_stale(&b, self.original.meta.base_metrics.auroc, floor, lim) {
+                    return Ok(false);
+                }
+                continue;
+            }
             let scores = s.scores(&self.x.borrow())?;
             let past = match &self.paired {
                 // Without both classes `verify` reports the error.

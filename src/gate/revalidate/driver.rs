@@ -8,7 +8,6 @@
 //! beyond repair. The rule itself is pure ([`super::sequential`]); this
 //! file spends forward passes on it.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -20,12 +19,14 @@ use crate::gate::prepare::Progress;
 use crate::model::Model;
 use crate::monitor::{self as mon, by_pooling, Monitor};
 
-use super::ledger::{revalidation_left, Extender, Kept};
+use super::ledger::{revalidation_left, Extender};
 use super::sequential::{
     bounds, concept_z, settle, stratified_order, Bounds, Paired, Population, Settled, Stop,
     Thresholds, Trace,
 };
-use super::{evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation};
+use super::{
+    evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation, ScreenedSet,
+};
 
 /// A monitor's scores on a batch and the activations behind them.
 type Scored = (Vec<f64>, Vec<Vec<f32>>);
@@ -100,7 +101,15 @@ struct Concept<'a> {
     pop: Population,
     z: f64,
     monitors: Vec<Seen<'a>>,
+    /// Screened revalidation: every monitor's scores (base, candidate) and
+    /// candidate activations on every example, in the test set's order,
+    /// once the concept's first look has run them.
+    screen: Option<Vec<Scored2>>,
 }
+
+/// A monitor's scores through base and candidate on every example, and the
+/// candidate activations behind them.
+type Scored2 = (Vec<f64>, Vec<f64>, Vec<Vec<f32>>);
 
 impl Concept<'_> {
     /// Whether a monitor of the concept is settled stale.
@@ -121,8 +130,12 @@ impl Concept<'_> {
         (base, cand): (&'ck Checkpoint, &'ck Checkpoint),
         cache: &ActCache,
         policy: &Policy,
-        kept: &RefCell<Kept<'ck>>,
+        ledger: &Extender<'ck>,
     ) -> Result<Vec<usize>> {
+        if policy.revalidation.screen {
+            return self.look_screened(k, (base, cand), cache, policy, ledger);
+        }
+        let kept = ledger.kept();
         let k = k.min(self.order.len() - self.used);
         if k == 0 {
             return Ok(Vec::new());
@@ -183,6 +196,98 @@ impl Concept<'_> {
         Ok(stale)
     }
 
+    /// [`Concept::look`] under screening ([`super::screened`]): the first
+    /// look runs every example through both models for every monitor of
+    /// the concept; each look then reads the labels of the `k` unread
+    /// examples that can move the open monitors' bounds most (labels a
+    /// repair's verification read already count as read), and judges those
+    /// monitors on worst-case bounds.
+    fn look_screened<'ck>(
+        &mut self,
+        k: usize,
+        (base, cand): (&'ck Checkpoint, &'ck Checkpoint),
+        cache: &ActCache,
+        policy: &Policy,
+        ledger: &Extender<'ck>,
+    ) -> Result<Vec<usize>> {
+        use super::screened;
+        let n = self.data.labels.len();
+        if self.screen.is_none() {
+            let ms: Vec<&Monitor> = self.monitors.iter().map(|s| s.m).collect();
+            let texts = &self.data.texts;
+            // One side after the other: a whole test set is enough batches
+            // for each side to spread over the pool itself (and its blocking
+            // hand-off between batches must not run inside a rayon join).
+            let (b, c) = {
+                let mut kept = ledger.kept().borrow_mut();
+                let (kb, kc) = kept.both();
+                let b = scores_through(base, cache, &ms, texts, false, kb)?;
+                (b, scores_through(cand, cache, &ms, texts, true, kc)?)
+            };
+            self.screen = Some(
+                b.into_iter()
+                    .zip(c)
+                    .map(|((b, _), (c, x))| (b, c, x))
+                    .collect(),
+            );
+        }
+        let screen = self.screen.as_ref().ok_or_else(|| {
+            Error::Usage("internal: a concept was judged before it was screened".into())
+        })?;
+        let open: Vec<usize> = (0..self.monitors.len())
+            .filter(|&i| self.monitors[i].stop.is_none())
+            .collect();
+        let cuts: Vec<Thresholds> = self
+            .monitors
+            .iter()
+            .map(|s| Thresholds::same(s.m.meta.classifier.threshold))
+            .collect();
+        let threshold = |i: usize| cuts[i];
+        // The unread examples (in the seeded stratified order), the most
+        // influential on the open monitors first.
+        let mut known = ledger.known(&self.name, n);
+        let mut unread: Vec<usize> = self.order.iter().copied().filter(|&i| !known[i]).collect();
+        let scored: Vec<(&[f64], &[f64], Thresholds)> = open
+            .iter()
+            .map(|&i| (screen[i].0.as_slice(), screen[i].1.as_slice(), threshold(i)))
+            .collect();
+        let inf = screened::influence(&scored, self.pop, &policy.metrics);
+        screened::most_influential_first(&mut unread, &inf);
+        let take = k.min(unread.len());
+        ledger.read_labels(&self.name, n, &unread[..take], false);
+        for &i in &unread[..take] {
+            known[i] = true;
+        }
+        let whole = known.iter().all(|&k| k);
+        let read: Vec<usize> = self.order.iter().copied().filter(|&i| known[i]).collect();
+        let mut stale = Vec::new();
+        for &i in &open {
+            let (b, c, x) = &screen[i];
+            let bd = screened::bounds(b, c, &self.data.labels, &known, threshold(i));
+            let s = &mut self.monitors[i];
+            let state = bd.as_ref().map_or(Settled::Open, |bd| {
+                settle(bd, s.m.meta.base_metrics.auroc, s.floor, &policy.metrics)
+            });
+            s.bounds = bd;
+            s.stop = match state {
+                Settled::Healthy => Some(Stop::Healthy),
+                Settled::Stale => Some(Stop::Stale),
+                Settled::Open if whole => Some(Stop::WholeSet),
+                Settled::Open => None,
+            };
+            if state == Settled::Stale {
+                stale.push(i);
+            }
+            // The examples read so far: what the figures are reported on.
+            s.base = read.iter().map(|&j| b[j]).collect();
+            s.cand = read.iter().map(|&j| c[j]).collect();
+            s.x = read.iter().map(|&j| x[j].clone()).collect();
+            s.labels = read.iter().map(|&j| self.data.labels[j]).collect();
+        }
+        self.used = read.len();
+        Ok(stale)
+    }
+
     /// A settled monitor's figures and the examples behind them.
     fn revalidated(&self, i: usize) -> Result<Option<Revalidated>> {
         let s = &self.monitors[i];
@@ -197,6 +302,12 @@ impl Concept<'_> {
                 base_scores: s.base.clone(),
                 population: self.pop,
                 z: self.z,
+                screened: self.screen.as_ref().map(|screen| ScreenedSet {
+                    concept: self.name.clone(),
+                    base_scores: screen[i].0.clone(),
+                    x: screen[i].2.clone(),
+                    labels: self.data.labels.clone(),
+                }),
             }),
         }))
     }
@@ -284,7 +395,12 @@ pub fn run<'a>(
             order: stratified_order(&d.labels, crate::util::DEFAULT_SEED),
             used: 0,
             pop: Population::of(&d.labels),
-            z: concept_z(rp, schedule.suite_monitors, d.labels.len()),
+            // Screened bounds are worst cases: no quantile.
+            z: if rp.screen {
+                0.0
+            } else {
+                concept_z(rp, schedule.suite_monitors, d.labels.len())
+            },
             monitors: monitors
                 .iter()
                 .filter(|m| &m.meta.concept == name)
@@ -299,6 +415,7 @@ pub fn run<'a>(
                     stop: None,
                 })
                 .collect(),
+            screen: None,
         });
     }
     let full = schedule.full;
@@ -341,8 +458,14 @@ pub fn run<'a>(
         // first report, so one said only at its end took the next one's time.
         progress(&stage, ledger.used(), total);
         let before = c.used;
-        let stale = c.look(k, (base, cand), cache, policy, ledger.kept())?;
-        looked += ledger.record(&c.name, before, c.used);
+        let charged = ledger.used();
+        let stale = c.look(k, (base, cand), cache, policy, ledger)?;
+        looked += if rp.screen {
+            // Screening charged its reads itself (labels once, whoever reads them).
+            ledger.used() - charged
+        } else {
+            ledger.record(&c.name, before, c.used)
+        };
         progress(&stage, ledger.used(), total);
         if let Some(h) = hook.as_mut() {
             if !stale.is_empty() && !h.decided() {

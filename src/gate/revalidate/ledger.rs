@@ -73,6 +73,10 @@ pub struct Extender<'a> {
     /// features stage and the repair ladder ([`Extender::kept`]): a load
     /// costs more than a batch.
     kept: &'a RefCell<Kept<'a>>,
+    /// Screened revalidation: per concept, which examples' labels have been
+    /// read (by revalidation or a repair's verification), in the test
+    /// set's order.
+    read: RefCell<BTreeMap<String, Vec<bool>>>,
 }
 
 /// The next examples of a monitor's test set, paired.
@@ -100,7 +104,42 @@ impl<'a> Extender<'a> {
             extra: Cell::new(0),
             blocks: RefCell::new(BTreeMap::new()),
             kept,
+            read: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// Screened revalidation: which of `concept`'s `n` examples have had
+    /// their labels read.
+    pub fn known(&self, concept: &str, n: usize) -> Vec<bool> {
+        self.read
+            .borrow()
+            .get(concept)
+            .cloned()
+            .unwrap_or_else(|| vec![false; n])
+    }
+
+    /// Screened revalidation: reads the labels of `concept`'s examples
+    /// `idx` (of `n`); returns how many were new, each charged once
+    /// whoever reads it. `by_ladder` counts them as verification's.
+    pub fn read_labels(&self, concept: &str, n: usize, idx: &[usize], by_ladder: bool) -> usize {
+        let mut read = self.read.borrow_mut();
+        let mask = read
+            .entry(concept.to_string())
+            .or_insert_with(|| vec![false; n]);
+        let mut new = 0;
+        for &i in idx {
+            if let Some(k) = mask.get_mut(i) {
+                if !*k {
+                    *k = true;
+                    new += 1;
+                }
+            }
+        }
+        self.used.set(self.used.get() + new);
+        if by_ladder {
+            self.extra.set(self.extra.get() + new);
+        }
+        new
     }
 
     /// Announces that `m`'s repair may ask for more of its test set: its

@@ -10,6 +10,7 @@
 pub mod data;
 mod driver;
 mod ledger;
+pub mod screened;
 pub mod sequential;
 
 use std::collections::BTreeMap;
@@ -312,6 +313,20 @@ pub struct PairedBase {
     pub base_scores: Vec<f64>,
     pub population: sequential::Population,
     pub z: f64,
+    /// Screened revalidation: the whole test set, so a repair is judged on
+    /// worst-case bounds and reads the labels it needs.
+    pub screened: Option<ScreenedSet>,
+}
+
+/// A concept's whole test set as screening ran it, in the set's order: the
+/// original monitor's base scores, the candidate activations at its block,
+/// and the labels, which count as read only through the ledger
+/// ([`Extender::read_labels`]).
+pub struct ScreenedSet {
+    pub concept: String,
+    pub base_scores: Vec<f64>,
+    pub x: Vec<Vec<f32>>,
+    pub labels: Vec<u8>,
 }
 
 /// What revalidation measured, by monitor name, and what it spent.

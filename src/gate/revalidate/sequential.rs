@@ -179,7 +179,8 @@ fn rate_change(base: &[f64], cand: &[f64], t: Thresholds, big: usize, z: f64) ->
     }
 }
 
-fn psi(x: f64, y: f64) -> f64 {
+/// `x > y` as a Mann–Whitney count (ties count half).
+pub(super) fn psi(x: f64, y: f64) -> f64 {
     if x > y {
         1.0
     } else if x == y {

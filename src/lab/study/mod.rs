@@ -287,6 +287,8 @@ pub struct Study {
     /// whole-set mode, which a sequential policy's runs stand beside.
     pub policy_name: String,
     pub mode: RevalidationMode,
+    /// The policy's `revalidation.screen`.
+    pub screen: bool,
     /// The policy's `budget.stop_at_verdict`: complete runs are replayed as
     /// stopping at their verdict.
     pub stop_at_verdict: bool,
@@ -336,6 +338,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
     let mut whole = policy.clone();
     whole.revalidation.mode = RevalidationMode::Whole;
     let (policy_name, mode) = (policy.name.clone(), policy.revalidation.mode);
+    let screen = policy.revalidation.screen;
     let stop_at_verdict = policy.budget.stop_at_verdict;
     let policy = &whole;
     let cells = cells(l);
@@ -488,6 +491,7 @@ pub fn build(l: &Loaded, policy: &Policy, model: &RiskModel, runs: Option<&Runs>
         conditions: replayed,
         replay_model,
         mode,
+        screen,
         policy_name,
         stop_at_verdict,
         runs,

@@ -430,10 +430,10 @@ pub fn section(study: &Study) -> String {
             "### The `{policy}` policy, run\n\nEach condition run through the gate by `study grid \
              --budgeted` and judged under the `{policy}` policy (revalidation mode `{}`): real \
              verdicts and costs, from the reports committed beside the full ones.",
-            if study.mode == RevalidationMode::Sequential {
-                "sequential"
-            } else {
-                "whole"
+            match (study.mode, study.screen) {
+                (RevalidationMode::Sequential, true) => "sequential, screened",
+                (RevalidationMode::Sequential, false) => "sequential",
+                _ => "whole",
             }
         );
         let mut from: Vec<&str> = runs
