@@ -214,10 +214,11 @@ impl<'a, 'm> Verifier<'a, 'm> {
                 }
                 continue;
             }
-            let read: Vec<usize> = (0..n).filter(|&i| known[i]).collect();
-            let scores: Vec<f64> = read.iter().map(|&i| cand[i]).collect();
-            let labels: Vec<u8> = read.iter().map(|&i| set.labels[i]).collect();
-            return self.judged(fixed, &scores, &labels, &b, state).map(Some);
+            let labels: Vec<u8> = (0..n)
+                .filter(|&i| known[i])
+                .map(|i| set.labels[i])
+                .collect();
+            return self.judged(fixed, &labels, &b, state).map(Some);
         }
     }
 
@@ -268,9 +269,9 @@ impl<'a, 'm> Verifier<'a, 'm> {
                     base_scores.borrow_mut().extend(more.base_scores);
                     continue;
                 }
-                return self.judged(fixed, &scores, &self.labels.borrow(), &b, state);
+                return self.judged(fixed, &self.labels.borrow(), &b, state);
             }
-            return self.judged(fixed, &scores, &labels, &b, state);
+            return self.judged(fixed, &labels, &b, state);
         }
     }
 
@@ -344,7 +345,6 @@ impl<'a, 'm> Verifier<'a, 'm> {
     fn judged(
         &self,
         fixed: &Monitor,
-        scores: &[f64],
         labels: &[u8],
         b: &revalidate::sequential::Bounds,
         state: revalidate::sequential::Settled,
@@ -352,7 +352,7 @@ impl<'a, 'm> Verifier<'a, 'm> {
         use revalidate::sequential::Settled;
         // The repair's own threshold in the figures; the base figures it is
         // moved from are the original's, which the repair keeps.
-        let after = revalidate::paired_eval(fixed, scores, labels, b)?;
+        let after = revalidate::paired_eval(fixed, labels, b);
         let mut reasons = revalidate::stale_reasons(self.original, &after, &self.policy.metrics);
         match state {
             Settled::Healthy => reasons.clear(),

@@ -25,7 +25,7 @@ use super::sequential::{
     Thresholds, Trace,
 };
 use super::{
-    evaluate, floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation, ScreenedSet,
+    floor_applies, EvalResult, Inputs, PairedBase, Revalidated, Revalidation, ScreenedSet,
 };
 
 /// A monitor's scores on a batch and the activations behind them.
@@ -295,7 +295,7 @@ impl Concept<'_> {
             return Ok(None);
         };
         Ok(Some(Revalidated {
-            eval: paired_eval(s.m, &s.cand, &s.labels, &b)?,
+            eval: paired_eval(s.m, &s.labels, &b),
             labels: s.labels.clone(),
             x: s.x.clone(),
             paired: Some(PairedBase {
@@ -348,18 +348,27 @@ fn reorder<T>(items: &mut [T], name_critical: impl Fn(&T) -> (&str, bool), order
 /// A monitor's metrics from its paired estimates: the base figures it
 /// records moved by the change measured on the examples it saw, so the
 /// point estimates agree with the settled state and a full look is exact.
-pub fn paired_eval(m: &Monitor, cand: &[f64], labels: &[u8], b: &Bounds) -> Result<EvalResult> {
-    let mut e = evaluate(m, cand, labels, crate::util::DEFAULT_SEED)?;
+pub fn paired_eval(m: &Monitor, labels: &[u8], b: &Bounds) -> EvalResult {
+    // Built from the bounds alone: the examples read may hold one class
+    // only (screening reads the most influential first), and every figure
+    // a sample evaluation would give is replaced by the paired one anyway.
     let base = &m.meta.base_metrics;
-    e.delta_auroc = b.auroc.estimate;
-    e.auroc = base.auroc + b.auroc.estimate;
-    e.auroc_ci95 = [base.auroc + b.auroc.lo, base.auroc + b.auroc.hi];
-    // The recorded base rates and the sample's change can add up past the
-    // ends when the sample's base side differs from the whole set's.
-    e.tpr = (base.tpr + b.tpr.estimate).clamp(0.0, 1.0);
-    e.fpr = (base.fpr + b.fpr.estimate).clamp(0.0, 1.0);
-    e.balanced_accuracy = (base.balanced_accuracy + b.balanced_accuracy.estimate).clamp(0.0, 1.0);
-    Ok(e)
+    EvalResult {
+        monitor: m.meta.name.clone(),
+        layer: m.meta.hook.layer,
+        n: labels.len(),
+        auroc: base.auroc + b.auroc.estimate,
+        auroc_ci95: [base.auroc + b.auroc.lo, base.auroc + b.auroc.hi],
+        // The recorded base rates and the sample's change can add up past the
+        // ends when the sample's base side differs from the whole set's.
+        balanced_accuracy: (base.balanced_accuracy + b.balanced_accuracy.estimate).clamp(0.0, 1.0),
+        tpr: (base.tpr + b.tpr.estimate).clamp(0.0, 1.0),
+        fpr: (base.fpr + b.fpr.estimate).clamp(0.0, 1.0),
+        threshold: m.meta.classifier.threshold,
+        base_auroc: base.auroc,
+        delta_auroc: b.auroc.estimate,
+        base_balanced_accuracy: base.balanced_accuracy,
+    }
 }
 
 /// Sequential revalidation over the suite; see the module doc. Labels are
@@ -459,6 +468,10 @@ pub fn run<'a>(
         progress(&stage, ledger.used(), total);
         let before = c.used;
         let charged = ledger.used();
+        // Full revalidation (`--full`, the grid's ground truth) reads every
+        // label at once under screening too: its figures must be exact, not
+        // only its verdict.
+        let k = if full && rp.screen { usize::MAX } else { k };
         let stale = c.look(k, (base, cand), cache, policy, ledger)?;
         looked += if rp.screen {
             // Screening charged its reads itself (labels once, whoever reads them).
