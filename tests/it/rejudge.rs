@@ -54,15 +54,24 @@ fn a_run_is_decided_again_under_a_verdict_rule_and_refused_under_a_run_rule() {
     assert_eq!(ran["verdict"], "pass_with_repairs");
     assert_eq!(ran["policy"]["budget"]["repair_reserve"], 120);
 
+    // The default as the run knew it: screening and its first batch of 20
+    // labels came later, and change what is run, not only the verdict.
+    let unscreened = tmp.path().join("default-unscreened.toml");
+    std::fs::write(
+        &unscreened,
+        "name = \"default\"\nextends = \"default\"\n[revalidation]\nscreen = false\nfirst_look = 40\n",
+    )
+    .unwrap();
+    let unscreened = unscreened.to_str().unwrap();
     // Its repaired monitors are not in git: deciding the report alone must
     // be asked for, and is then written without them.
     let out = tmp.path().join("alone");
-    rejudge(tmp.path(), &run, "default", &out)
+    rejudge(tmp.path(), &run, unscreened, &out)
         .assert()
         .code(2)
         .stderr(predicate::str::contains("pass --report-only"));
     assert_eq!(read(&out)["verdict"], "error");
-    rejudge(tmp.path(), &run, "default", &out)
+    rejudge(tmp.path(), &run, unscreened, &out)
         .arg("--report-only")
         .assert()
         .code(1);
