@@ -164,17 +164,19 @@ impl<'a, 'm> Verifier<'a, 'm> {
             .extend
             .map_or_else(|| vec![true; n], |e| e.known(&set.concept, n));
         let cand = fixed.scores(x)?;
-        let cuts = revalidate::sequential::Thresholds {
-            base: self.original.meta.classifier.threshold,
-            cand: fixed.meta.classifier.threshold,
-        };
-        let b = revalidate::screened::bounds(&set.base_scores, &cand, &set.labels, &known, cuts)
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "{}: verification data needs both classes",
-                    fixed.meta.name
-                ))
-            })?;
+        let b = revalidate::screened::bounds(
+            &set.base_scores,
+            &cand,
+            &set.labels,
+            &known,
+            self.cuts(fixed),
+        )
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: verification data needs both classes",
+                fixed.meta.name
+            ))
+        })?;
         Ok(Some((b, known, cand)))
     }
 
@@ -197,13 +199,13 @@ impl<'a, 'm> Verifier<'a, 'm> {
             let mut unread: Vec<usize> = (0..n).filter(|&i| !known[i]).collect();
             let left = self.extend.map_or(0, |e| e.left());
             if state == Settled::Open && !unread.is_empty() && left > 0 {
-                let cuts = revalidate::sequential::Thresholds {
-                    base: self.original.meta.classifier.threshold,
-                    cand: fixed.meta.classifier.threshold,
-                };
                 let pop = revalidate::sequential::Population::of(&set.labels);
                 let inf = revalidate::screened::influence(
-                    &[(set.base_scores.as_slice(), cand.as_slice(), cuts)],
+                    &[(
+                        set.base_scores.as_slice(),
+                        cand.as_slice(),
+                        self.cuts(fixed),
+                    )],
                     pop,
                     lim,
                 );
@@ -314,11 +316,19 @@ impl<'a, 'm> Verifier<'a, 'm> {
         Ok(true)
     }
 
+    /// Where a repair is judged against the original: the base side cut
+    /// where the original's base rates were measured, the candidate side at
+    /// `fixed`'s own threshold (one threshold for both read a recalibrated
+    /// monitor's new cut on base scores as flips, and failed good repairs).
+    fn cuts(&self, fixed: &Monitor) -> revalidate::sequential::Thresholds {
+        revalidate::sequential::Thresholds {
+            base: self.original.meta.classifier.threshold,
+            cand: fixed.meta.classifier.threshold,
+        }
+    }
+
     /// `fixed`'s scores through the candidate against the original's through
-    /// the base, on the examples seen so far. The base side is cut where the
-    /// original's base rates were measured, the candidate side at `fixed`'s
-    /// own threshold (one threshold for both read a recalibrated monitor's
-    /// new cut on base scores as flips, and failed good repairs). `None`
+    /// the base, on the examples seen so far, at [`Verifier::cuts`]. `None`
     /// without both classes.
     fn paired_bounds(
         &self,
@@ -327,17 +337,13 @@ impl<'a, 'm> Verifier<'a, 'm> {
         labels: &[u8],
         (base_scores, pop, z): (&RefCell<Vec<f64>>, revalidate::sequential::Population, f64),
     ) -> Option<revalidate::sequential::Bounds> {
-        use revalidate::sequential::{bounds, Paired, Thresholds};
-        let cuts = Thresholds {
-            base: self.original.meta.classifier.threshold,
-            cand: fixed.meta.classifier.threshold,
-        };
+        use revalidate::sequential::{bounds, Paired};
         let paired = Paired {
             base: &base_scores.borrow(),
             cand: scores,
             labels,
         };
-        bounds(&paired, cuts, pop, z)
+        bounds(&paired, self.cuts(fixed), pop, z)
     }
 
     /// The repaired monitor's paired figures and why it is not settled
