@@ -34,12 +34,14 @@ pub trait Choice: Copy + PartialEq + Send + Sync + 'static {
 }
 
 /// Declares a [`Choice`] enum: each variant's name, and its doc comment as
-/// its help line; Display prints the name.
+/// its help line. Display, Serialize and Deserialize all use the name, so
+/// the word a user types on the command line is the word in every file;
+/// `| "old"` after a name accepts an older spelling when reading.
 macro_rules! choices {
     (
         $(#[$meta:meta])*
         $vis:vis enum $t:ident {
-            $( $(#[doc = $doc:literal])* $v:ident = $name:literal ),* $(,)?
+            $( $(#[doc = $doc:literal])* $v:ident = $name:literal $(| $alias:literal)* ),* $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -61,6 +63,22 @@ macro_rules! choices {
         impl ::std::fmt::Display for $t {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str($crate::util::Choice::name(*self))
+            }
+        }
+
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+                s.serialize_str($crate::util::Choice::name(*self))
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
+                let s = <::std::string::String as ::serde::Deserialize>::deserialize(d)?;
+                match s.as_str() {
+                    $($name $(| $alias)* => Ok($t::$v),)*
+                    other => Err(::serde::de::Error::unknown_variant(other, &[$($name),*])),
+                }
             }
         }
     };
@@ -360,6 +378,51 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    choices! {
+        /// A choice for the test below.
+        #[derive(PartialOrd, Ord)]
+        enum Shade {
+            /// Light.
+            Light = "light",
+            /// Two words, once written with an underscore.
+            DarkBlue = "dark-blue" | "dark_blue",
+        }
+    }
+
+    #[test]
+    fn a_choice_is_written_and_read_by_its_name() {
+        assert_eq!(
+            serde_json::to_string(&Shade::DarkBlue).unwrap(),
+            "\"dark-blue\""
+        );
+        for (text, want) in [
+            ("\"light\"", Shade::Light),
+            ("\"dark-blue\"", Shade::DarkBlue),
+            ("\"dark_blue\"", Shade::DarkBlue),
+        ] {
+            assert_eq!(serde_json::from_str::<Shade>(text).unwrap(), want);
+        }
+        let e = serde_json::from_str::<Shade>("\"Light\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `Light`, expected `light` or `dark-blue`"),
+            "{e}"
+        );
+        // As a map key, as the pooled activations are keyed.
+        let m: std::collections::BTreeMap<Shade, u8> =
+            serde_json::from_str(r#"{"dark_blue":1,"light":2}"#).unwrap();
+        assert_eq!(m[&Shade::DarkBlue], 1);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"light":2,"dark-blue":1}"#
+        );
+        assert_eq!(
+            Shade::DarkBlue.help(),
+            "Two words, once written with an underscore."
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -16,7 +16,7 @@ use octocrab::params::checks::{
     CheckRunStatus,
 };
 use octocrab::Octocrab;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gate::report::{Outcome, ReportFile, Status, Verdict};
@@ -71,8 +71,6 @@ pub fn sticky_marker(name: Option<&str>) -> String {
 
 crate::util::choices! {
     /// How the report is posted on a pull request.
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum CommentMode {
         /// Create the comment once, then edit it on every run.
         Sticky = "sticky",

@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 
 crate::util::choices! {
     /// The dtype of an exported Hugging Face directory's weights.
-    #[derive(Serialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum OutDtype {
         /// 32-bit floats: exact.
         F32 = "f32",

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::lab::finetune::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
-use crate::util::read_prompts;
+use crate::util::{read_prompts, Choice};
 
 pub const MANIFEST: &str = "zoo.json";
 
@@ -131,10 +131,7 @@ pub fn default_grid(corpora: &[&str]) -> Vec<Condition> {
     for corpus in corpora {
         for r in [8, 32] {
             for targets in [Targets::Attn, Targets::AttnMlp] {
-                let t = match targets {
-                    Targets::Attn => "attn",
-                    Targets::AttnMlp => "attn-mlp",
-                };
+                let t = targets.name();
                 let name = format!("lora-r{r}-{t}-{corpus}");
                 loras.push(name.clone());
                 out.push(Condition {

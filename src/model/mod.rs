@@ -12,7 +12,6 @@ mod rope;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::config::{Arch, ModelConfig};
 use crate::checkpoint::{Checkpoint, Weight};
@@ -22,8 +21,6 @@ pub(crate) use rope::{rope_specs, rope_tables, RopeSpec};
 
 crate::util::choices! {
     /// How weights are held for the forward pass.
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum Precision {
         /// Dequantize everything to f32: the reference path.
         F32 = "f32",
@@ -35,8 +32,7 @@ crate::util::choices! {
 crate::util::choices! {
     /// How a prompt's token vectors become one vector. Ordered, so it can
     /// key a map beside a block or a concept.
-    #[derive(Serialize, Deserialize, PartialOrd, Ord)]
-    #[serde(rename_all = "lowercase")]
+    #[derive(PartialOrd, Ord)]
     pub enum Pool {
         /// The last real token's vector.
         Last = "last",
@@ -47,8 +43,6 @@ crate::util::choices! {
 
 crate::util::choices! {
     /// Where the decoder blocks' expanded (f32 or kernel-ready) weights live.
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum Residency {
         /// Streamed when the loaded blocks' expanded weights would take more than half the memory available, resident otherwise.
         Auto = "auto",

@@ -49,8 +49,6 @@ crate::util::choices! {
     /// published definition); the gate fails on the policy's staleness,
     /// which also counts a moved operating point, so its budget is best
     /// spent by that.
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "snake_case")]
     pub enum Target {
         /// ΔAUROC ≤ −0.05, the study's definition (and every model written before targets existed).
         Ranking = "ranking",

@@ -26,13 +26,11 @@ use crate::error::{Error, Result};
 
 crate::util::choices! {
     /// Which projections a LoRA adapter trains, by PEFT module name.
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "snake_case")]
     pub enum Targets {
         /// q, k, v and o projections.
         Attn = "attn",
         /// Attention plus gate, up and down projections.
-        AttnMlp = "attn-mlp",
+        AttnMlp = "attn-mlp" | "attn_mlp",
     }
 }
 
