@@ -31,10 +31,57 @@ pub struct GateArgs {
     /// (default: `policy` in probegate.toml, else the built-in `default`).
     #[arg(long)]
     pub policy: Option<String>,
-    /// Labeled test sets, <DATA>/<concept>/test.jsonl, used instead of any other
+    /// Labeled data, <DATA>/<concept>/{test,train}.jsonl, used instead of any other
     /// (default: the suite's own data/, then the data built into probegate, matched by hash).
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// These flags (and `out`, `risk_model`) over probegate.toml over the
+    /// built-in defaults.
+    pub fn settings(
+        &self,
+        config: &ConfigArgs,
+        out: Option<PathBuf>,
+        risk_model: Option<PathBuf>,
+    ) -> Result<GateSettings> {
+        GateSettings::resolve(
+            Overrides {
+                base: self.base.clone(),
+                monitors: self.monitors.clone(),
+                policy: self.policy.clone(),
+                data: self.data.clone(),
+                out,
+                risk_model,
+            },
+            config.load()?.as_ref(),
+        )
+    }
+}
+
+/// Which probegate.toml a command reads.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// The probegate.toml to read (default: the nearest one at or above the working directory).
+    #[arg(long, conflicts_with = "no_config")]
+    pub config: Option<PathBuf>,
+    /// Read no probegate.toml.
+    #[arg(long)]
+    pub no_config: bool,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Option<ProjectConfig>> {
+        if self.no_config {
+            Ok(None)
+        } else if let Some(p) = &self.config {
+            ProjectConfig::load(p).map(Some)
+        } else {
+            let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+            ProjectConfig::find(&cwd)
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -51,12 +98,8 @@ pub struct CheckArgs {
     /// Also write JUnit XML here: one test case per monitor (stale fails, unverified is skipped).
     #[arg(long)]
     pub junit: Option<PathBuf>,
-    /// The probegate.toml to read (default: the nearest one at or above the working directory).
-    #[arg(long, conflicts_with = "no_config")]
-    pub config: Option<PathBuf>,
-    /// Read no probegate.toml.
-    #[arg(long)]
-    pub no_config: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Risk model JSON (default: the one shipped, fitted on the zoo grid).
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
@@ -80,25 +123,8 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// The command line over probegate.toml over the built-in defaults.
     pub fn settings(&self) -> Result<GateSettings> {
-        let cfg = if self.no_config {
-            None
-        } else if let Some(p) = &self.config {
-            Some(ProjectConfig::load(p)?)
-        } else {
-            let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-            ProjectConfig::find(&cwd)?
-        };
-        GateSettings::resolve(
-            Overrides {
-                base: self.gate.base.clone(),
-                monitors: self.gate.monitors.clone(),
-                policy: self.gate.policy.clone(),
-                data: self.gate.data.clone(),
-                out: self.out.clone(),
-                risk_model: self.risk_model.clone(),
-            },
-            cfg.as_ref(),
-        )
+        self.gate
+            .settings(&self.config, self.out.clone(), self.risk_model.clone())
     }
 }
 

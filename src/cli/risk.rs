@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::check::{ConfigArgs, GateArgs};
 use super::choice::choice;
 use super::progress::stage_progress;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::error::{Error, Result};
 use probegate::gate;
 use probegate::gate::policy::Policy;
-use probegate::gate::revalidate::DataSource;
 use probegate::gate::risk::{self, RiskModel, Target};
 use probegate::lab::study::honest;
 
@@ -24,24 +24,21 @@ pub struct RiskArgs {
     pub predict: PredictArgs,
 }
 
+/// The risk a check would predict, from the same settings a check reads:
+/// these flags over probegate.toml. Without labeled data the concept
+/// features (read from train.jsonl's texts, labels unread) are left out.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    #[arg(long)]
-    pub base: Option<String>,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The candidate, as `check --candidate` takes it.
     #[arg(long)]
     pub candidate: Option<String>,
-    #[arg(long)]
-    pub monitors: Option<PathBuf>,
-    /// A shipped policy (default, strict, quantization-only) or a policy file.
-    #[arg(long, default_value = "default")]
-    pub policy: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Risk model JSON (default: `risk_model` in probegate.toml, else the one shipped).
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
-    /// Labeled data, <DATA>/<concept>/train.jsonl, whose texts (labels unread) give the
-    /// concept features, as `check` reads them (default: the suite's own data/, then the
-    /// data built into probegate; without either, those features are left out).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,21 +202,20 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
         }
         None => {
             let p = &a.predict;
-            let (Some(base), Some(cand), Some(monitors)) = (&p.base, &p.candidate, &p.monitors)
-            else {
+            let Some(cand) = &p.candidate else {
                 return Err(Error::Usage(
-                    "probegate risk needs --base, --candidate and --monitors (or a subcommand: fit, eval)".into(),
+                    "probegate risk needs --candidate (or a subcommand: fit, eval)".into(),
                 ));
             };
-            let model = risk_model(p.risk_model.as_deref())?;
-            let policy = Policy::load(&Policy::resolve(&p.policy, None))?;
-            let data = DataSource::named(p.data.clone());
+            let s = p.gate.settings(&p.config, None, p.risk_model.clone())?;
+            let model = risk_model(s.risk_model.as_deref())?;
+            let policy = Policy::load(&s.policy)?;
             let gate::Predicted {
                 monitors: rows,
                 note,
             } = gate::predict_only(
-                (base, cand, monitors),
-                &data,
+                (&s.base, cand, &s.monitors),
+                &s.data,
                 &policy,
                 &model,
                 &mut stage_progress(g),

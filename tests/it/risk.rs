@@ -32,6 +32,49 @@ fn risk_reads_the_concept_features_and_ranks_an_adapter() {
 }
 
 #[test]
+fn risk_reads_base_and_suite_from_probegate_toml_as_check_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = repo().join("monitors/smollm2/self_harm-l22");
+    std::fs::write(
+        tmp.path().join("probegate.toml"),
+        format!(
+            "base = \"smollm2\"\nmonitors = {:?}\n",
+            suite.display().to_string()
+        ),
+    )
+    .unwrap();
+    let sub = tmp.path().join("some/dir");
+    std::fs::create_dir_all(&sub).unwrap();
+    let candidate = format!("smollm2+{}", fixture("adapters/smollm2-lora-r4").display());
+    let out = bin()
+        .current_dir(&sub)
+        .args([
+            "risk",
+            "--format",
+            "json",
+            "--quiet",
+            "--candidate",
+            &candidate,
+        ])
+        .assert()
+        .success();
+    let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0][0]["monitor"], "self_harm-l22");
+    // --no-config reads none, and says which flag is missing and where it may go.
+    let out = bin()
+        .current_dir(&sub)
+        .args(["risk", "--no-config", "--quiet", "--candidate", &candidate])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("--base is required") && err.contains("probegate.toml"),
+        "{err}"
+    );
+}
+
+#[test]
 fn fitted_models_record_their_target() {
     let tmp = tempfile::tempdir().unwrap();
     let history = repo().join("study/v2/history-smollm2.jsonl");
