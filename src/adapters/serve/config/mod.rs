@@ -3,6 +3,8 @@
 //! registered model or repository. Secrets are named by environment variable,
 //! never written in the file.
 
+mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +14,9 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::util::line_of;
 
-use super::limits::{parse_http, parse_limits, within, RawHttp, RawLimits};
+use super::limits::{parse_http, parse_limits, within};
 pub use super::limits::{Http, Limits};
+use raw::Raw;
 
 /// A parsed configuration (docs/serve.md lists every field). Relative paths
 /// are already resolved against the file's directory, secrets already read.
@@ -207,109 +210,6 @@ pub struct Target {
     pub policy: PathBuf,
     /// `None`: the suite's own data, then the data built into probegate.
     pub data: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    listen: Spanned<String>,
-    state_dir: PathBuf,
-    #[serde(default = "one")]
-    workers: Spanned<i64>,
-    #[serde(default = "default_body")]
-    max_body_bytes: Spanned<i64>,
-    #[serde(default)]
-    public_url: Option<String>,
-    #[serde(default)]
-    read_token_env: Option<Spanned<String>>,
-    #[serde(default)]
-    public_reads: bool,
-    #[serde(default = "default_retries")]
-    callback_retries: Spanned<i64>,
-    #[serde(default)]
-    huggingface: Option<RawHf>,
-    #[serde(default)]
-    mlflow: Option<RawMlflow>,
-    #[serde(default, rename = "target")]
-    targets: Vec<RawTarget>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    http: RawHttp,
-    #[serde(default)]
-    queue: Option<RawQueue>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQueue {
-    #[serde(default)]
-    url: Option<Spanned<String>>,
-    #[serde(default)]
-    url_env: Option<Spanned<String>>,
-    #[serde(default = "default_lease")]
-    lease_secs: Spanned<i64>,
-}
-
-fn default_lease() -> Spanned<i64> {
-    Spanned::new(0..0, 30)
-}
-
-fn one() -> Spanned<i64> {
-    Spanned::new(0..0, 1)
-}
-fn default_body() -> Spanned<i64> {
-    Spanned::new(0..0, 256 * 1024)
-}
-fn default_retries() -> Spanned<i64> {
-    Spanned::new(0..0, 5)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHf {
-    #[serde(default = "hf_endpoint")]
-    endpoint: String,
-    webhook_secret_env: Spanned<String>,
-    #[serde(default)]
-    token_env: Option<Spanned<String>>,
-    #[serde(default)]
-    refs: Option<Spanned<Vec<String>>>,
-}
-
-fn hf_endpoint() -> String {
-    "https://huggingface.co".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMlflow {
-    tracking_uri: String,
-    webhook_secret_env: Spanned<String>,
-    #[serde(default)]
-    token_env: Option<Spanned<String>>,
-    #[serde(default = "skew")]
-    max_skew_seconds: Spanned<i64>,
-    #[serde(default)]
-    artifact_roots: Vec<PathBuf>,
-}
-
-fn skew() -> Spanned<i64> {
-    Spanned::new(0..0, 300)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTarget {
-    registry: Registry,
-    name: String,
-    base: String,
-    monitors: PathBuf,
-    /// A shipped policy's name or a file relative to this config; default: the built-in `default`.
-    #[serde(default)]
-    policy: Option<String>,
-    #[serde(default)]
-    data: Option<PathBuf>,
 }
 
 /// A `postgres://` URL the client accepts; the message never quotes it
