@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server on loopback, for the shared-queue tests
-# (src/adapters/serve/store/tests.rs, tests/it/serve_pg.rs). They find it
+# (src/adapters/serve/store/tests.rs, tests/it/serve/pg.rs). They find it
 # through PROBEGATE_TEST_POSTGRES_URL, which scripts/test.sh sets from the
 # last line this prints.
 #

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::limits::{adapter_repo, hf_targets, sha};
+use super::*;
 use crate::fakes::{FakeHub, FakeMlflow};
-use crate::serve::*;
-use crate::serve_limits::{adapter_repo, hf_targets, sha};
 
 /// A mounted tmpfs, unmounted when dropped.
 struct Tmpfs(PathBuf);

@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::*;
 use crate::fakes::{FakeHub, FakeMlflow};
-use crate::serve::*;
 
 fn addr(s: &Server) -> String {
     s.url.trim_start_matches("http://").to_string()

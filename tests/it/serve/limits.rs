@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::*;
 use crate::fakes::{FakeHub, FakeMlflow, HfRepo};
 use crate::harness::*;
-use crate::serve::*;
 
 /// `[[target]]` lines for more Hub repositories, gated like the others.
 pub(crate) fn hf_targets(dir: &Path, names: &[&str]) -> String {

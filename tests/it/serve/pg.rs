@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::*;
 use crate::fakes::FakeMlflow;
 use crate::harness::*;
-use crate::serve::*;
 
 use probegate::adapters::serve::store::test_database as queue_url;
 

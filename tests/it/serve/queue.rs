@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::limits::{adapter_repo, hf_targets, sha};
+use super::*;
 use crate::fakes::{FakeHub, FakeMlflow};
-use crate::serve::*;
-use crate::serve_limits::{adapter_repo, hf_targets, sha};
 
 #[test]
 fn refs_coalescing_and_the_queue_cap_bound_one_senders_work() {
