@@ -21,6 +21,20 @@ pub(super) fn error_response(status: u16, msg: &str) -> Response {
     (code, Json(json!({"error": msg}))).into_response()
 }
 
+/// [`error_response`] with one more header (Retry-After, Connection,
+/// WWW-Authenticate: what tells the sender how to go on).
+fn error_with_header(
+    status: u16,
+    msg: &str,
+    name: axum::http::HeaderName,
+    value: &'static str,
+) -> Response {
+    let mut r = error_response(status, msg);
+    r.headers_mut()
+        .insert(name, axum::http::HeaderValue::from_static(value));
+    r
+}
+
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
         error_response(self.status, &self.msg)
@@ -76,15 +90,12 @@ async fn accept(app: Shared, registry: Registry, parsed: Parsed) -> Response {
             Admitted::Known(job) => jobs.push((job, false)),
             // Whatever was admitted before stays; the retry finds it known.
             Admitted::Full => {
-                let mut r = error_response(
+                return error_with_header(
                     503,
                     &format!("the queue is full ({max} jobs waiting); retry later"),
-                );
-                r.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("60"),
+                    "60",
                 );
-                return r;
             }
         }
     }
@@ -119,15 +130,12 @@ const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 async fn read_body(req: Request, limit: usize) -> std::result::Result<Bytes, Response> {
     use http_body_util::BodyExt;
     let too_big = || {
-        let mut r = error_response(
+        error_with_header(
             413,
             &format!("the body is over max_body_bytes ({limit} bytes)"),
-        );
-        r.headers_mut().insert(
             axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-        r
+            "close",
+        )
     };
     let declared = header(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
     let mut body = req.into_body();
@@ -240,14 +248,12 @@ fn authorize(app: &App, headers: &HeaderMap) -> Option<Response> {
     match given {
         Some(g) if webhook::secret_matches(g.trim().as_bytes(), token.as_bytes()) => None,
         Some(_) => Some(error_response(403, "wrong read token")),
-        None => {
-            let mut r = error_response(401, "reads need Authorization: Bearer <read token>");
-            r.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            Some(r)
-        }
+        None => Some(error_with_header(
+            401,
+            "reads need Authorization: Bearer <read token>",
+            axum::http::header::WWW_AUTHENTICATE,
+            "Bearer",
+        )),
     }
 }
 

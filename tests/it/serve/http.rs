@@ -104,6 +104,11 @@ fn an_oversized_body_gets_its_413_not_a_reset() {
         let a = String::from_utf8_lossy(&answer);
         assert!(a.starts_with("HTTP/1.1 413"), "chunked {chunked}: {a:?}");
         assert!(a.contains("max_body_bytes"), "chunked {chunked}: {a:?}");
+        // The server closes after it: the sender must not reuse the connection.
+        assert!(
+            a.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            "chunked {chunked}: {a:?}"
+        );
     }
 }
 

@@ -118,7 +118,13 @@ fn webhooks_authenticate_dedupe_and_run_real_checks() {
         format!("/jobs/{id}/report.json"),
     ] {
         let url = format!("{}{path}", s.url);
-        assert_eq!(get_as(&url, None).0, 401, "{path}");
+        match ureq::get(&url).call() {
+            // It says how to authenticate (RFC 9110, 11.6.1).
+            Err(ureq::Error::Status(401, r)) => {
+                assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{path}")
+            }
+            other => panic!("{path}: expected 401, got {other:?}"),
+        }
         assert_eq!(
             get_as(&url, Some("read-token-for-the-testz")).0,
             403,
