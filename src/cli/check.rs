@@ -100,7 +100,8 @@ pub struct CheckArgs {
     pub junit: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Risk model JSON (default: the one shipped, fitted on the zoo grid).
+    /// Risk model JSON (default: `risk_model` in probegate.toml, else the one shipped, fitted
+    /// on the zoo grid).
     #[arg(long)]
     pub risk_model: Option<PathBuf>,
     /// Append features and measured outcomes here (default: $PROBEGATE_CACHE/history.jsonl).
