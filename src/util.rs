@@ -34,7 +34,7 @@ pub trait Choice: Copy + PartialEq + Send + Sync + 'static {
 }
 
 /// Declares a [`Choice`] enum: each variant's name, and its doc comment as
-/// its help line. Display, Serialize and Deserialize all use the name, so
+/// its help line. `as_str`, Display, Serialize and Deserialize all use the name, so
 /// the word a user types on the command line is the word in every file;
 /// `| "old"` after a name accepts an older spelling when reading.
 macro_rules! choices {
@@ -50,10 +50,18 @@ macro_rules! choices {
             $( $(#[doc = $doc])* $v ),*
         }
 
+        impl $t {
+            /// The name: what a user types and every file holds.
+            #[allow(dead_code)]
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $name),* }
+            }
+        }
+
         impl $crate::util::Choice for $t {
             const ALL: &'static [Self] = &[$($t::$v),*];
             fn name(self) -> &'static str {
-                match self { $($t::$v => $name),* }
+                self.as_str()
             }
             fn help(self) -> &'static str {
                 match self { $($t::$v => concat!("" $(, $doc)*).trim()),* }

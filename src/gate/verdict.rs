@@ -3,44 +3,38 @@
 //! warnings a reviewer should read. A pure function of plain data, so its
 //! rules are tested as cases (tests/cases/verdict/) with no model.
 
-use serde::{Deserialize, Serialize};
-
 use crate::gate::diff::Family;
 use crate::gate::policy::{Policy, Rung, Unverified};
 use crate::gate::repair::MonitorReport;
 use crate::gate::revalidate::sequential::Stop;
 use crate::gate::revalidate::Status;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    PassWithRepairs,
-    Fail,
-}
-
-impl Verdict {
-    /// The name report.json uses (`pass`, `pass_with_repairs`, `fail`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::PassWithRepairs => "pass_with_repairs",
-            Verdict::Fail => "fail",
-        }
+crate::util::choices! {
+    /// What the gate decided (report.json's `verdict`).
+    pub enum Verdict {
+        /// Every monitor healthy on the candidate.
+        Pass = "pass",
+        /// Healthy once the stale monitors are replaced by their repairs.
+        PassWithRepairs = "pass_with_repairs",
+        /// A monitor the policy fails on, or an update it does not allow.
+        Fail = "fail",
     }
 }
 
-/// How a gate run ended, as every adapter reports it: the verdict, or
-/// "could not evaluate". It knows its process exit code, so the CLI, the
-/// hook and the server agree on what 0, 1 and 2 mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Pass,
-    PassWithRepairs,
-    Fail,
-    /// The gate could not evaluate the candidate: never a pass.
-    Error,
+crate::util::choices! {
+    /// How a gate run ended, as every adapter reports it: the verdict, or
+    /// "could not evaluate". It knows its process exit code, so the CLI, the
+    /// hook and the server agree on what 0, 1 and 2 mean.
+    pub enum Outcome {
+        /// The gate passed the candidate.
+        Pass = "pass",
+        /// Passed with repaired monitors.
+        PassWithRepairs = "pass_with_repairs",
+        /// The gate failed the candidate.
+        Fail = "fail",
+        /// The gate could not evaluate the candidate: never a pass.
+        Error = "error",
+    }
 }
 
 impl Outcome {
@@ -53,16 +47,6 @@ impl Outcome {
             Outcome::Pass | Outcome::PassWithRepairs => Self::EXIT_OK,
             Outcome::Fail => Self::EXIT_GATE_FAILED,
             Outcome::Error => Self::EXIT_ERROR,
-        }
-    }
-
-    /// The name report.json and the registries' tags use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::PassWithRepairs => "pass_with_repairs",
-            Outcome::Fail => "fail",
-            Outcome::Error => "error",
         }
     }
 

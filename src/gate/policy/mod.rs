@@ -13,42 +13,22 @@ use crate::gate::diff::Family;
 mod layers;
 mod parse;
 
-/// The rung of the repair ladder a monitor needed, in the order they are
-/// tried (report.json: "none", "realignment", "recalibration", "retraining",
-/// "beyond repair").
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Rung {
-    #[default]
-    None,
-    /// Label-free realignment of the monitor to the candidate's activations.
-    Realignment,
-    /// The threshold chosen again on a few labeled training examples.
-    Recalibration,
-    /// The probe retrained on the candidate's activations.
-    Retraining,
-    /// Stale, and no rung the policy allows repaired it.
-    #[serde(rename = "beyond repair")]
-    BeyondRepair,
-}
-
-impl Rung {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rung::None => "none",
-            Rung::Realignment => "realignment",
-            Rung::Recalibration => "recalibration",
-            Rung::Retraining => "retraining",
-            Rung::BeyondRepair => "beyond repair",
-        }
-    }
-}
-
-impl std::fmt::Display for Rung {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::util::choices! {
+    /// The rung of the repair ladder a monitor needed, in the order they are
+    /// tried (report.json: "none", "realignment", "recalibration", "retraining",
+    /// "beyond repair").
+    #[derive(PartialOrd, Ord)]
+    pub enum Rung {
+        /// Healthy, or not reached: no rung was needed.
+        None = "none",
+        /// Label-free realignment of the monitor to the candidate's activations.
+        Realignment = "realignment",
+        /// The threshold chosen again on a few labeled training examples.
+        Recalibration = "recalibration",
+        /// The probe retrained on the candidate's activations.
+        Retraining = "retraining",
+        /// Stale, and no rung the policy allows repaired it.
+        BeyondRepair = "beyond repair",
     }
 }
 

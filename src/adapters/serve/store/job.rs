@@ -54,51 +54,33 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    /// The gate ran to a verdict (pass, pass with repairs or fail).
-    Finished,
-    /// The gate could not evaluate.
-    Error,
-    /// Never run: a newer commit for the same repository and ref arrived
-    /// while it was still queued (`error` names the job that replaced it).
-    Superseded,
-}
-
-impl JobState {
-    /// As serialized: the PostgreSQL queue's `state` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Finished => "finished",
-            JobState::Error => "error",
-            JobState::Superseded => "superseded",
-        }
+crate::util::choices! {
+    /// Where a job is; its name is also the PostgreSQL queue's `state` column.
+    pub enum JobState {
+        /// Waiting for a worker.
+        Queued = "queued",
+        /// A worker holds it.
+        Running = "running",
+        /// The gate ran to a verdict (pass, pass with repairs or fail).
+        Finished = "finished",
+        /// The gate could not evaluate.
+        Error = "error",
+        /// Never run: a newer commit for the same repository and ref arrived
+        /// while it was still queued (`error` names the job that replaced it).
+        Superseded = "superseded",
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum CallbackState {
-    /// Not yet due (job not done) or due and not yet delivered.
-    Pending,
-    Sent,
-    /// Every retry failed; the job's result stands, the registry was not told.
-    Failed,
-}
-
-impl CallbackState {
-    /// As serialized: the PostgreSQL queue's `callback` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallbackState::Pending => "pending",
-            CallbackState::Sent => "sent",
-            CallbackState::Failed => "failed",
-        }
+crate::util::choices! {
+    /// Whether the registry was told; its name is also the PostgreSQL
+    /// queue's `callback` column.
+    pub enum CallbackState {
+        /// Not yet due (job not done) or due and not yet delivered.
+        Pending = "pending",
+        /// Delivered.
+        Sent = "sent",
+        /// Every retry failed; the job's result stands, the registry was not told.
+        Failed = "failed",
     }
 }
 
