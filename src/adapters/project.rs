@@ -144,10 +144,7 @@ impl GateSettings {
             monitors: self.monitors.clone(),
             data: self.data.clone(),
             policy,
-            risk_model: match &self.risk_model {
-                Some(p) => RiskModel::load(p)?,
-                None => RiskModel::default_model()?,
-            },
+            risk_model: RiskModel::load_or_default(self.risk_model.as_deref())?,
             full_revalidation: opts.full,
             every_rung: false,
             condition: None,

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::progress::stage_progress;
-use super::risk::risk_model;
 use super::{emit_json, Format, Global, EXIT_OK};
 use probegate::adapters::project::{GateSettings, Overrides, ProjectConfig, RunOptions};
 use probegate::error::{Error, Result};
@@ -302,8 +301,12 @@ fn cmd_summarize(
     model: Option<&Path>,
 ) -> Result<i32> {
     let policy = Policy::load(&Policy::resolve(policy, None))?;
-    let rows =
-        probegate::lab::study::grid::summarize(reports, budgeted, &policy, &risk_model(model)?)?;
+    let rows = probegate::lab::study::grid::summarize(
+        reports,
+        budgeted,
+        &policy,
+        &risk::RiskModel::load_or_default(model)?,
+    )?;
     match g.format {
         Format::Json => emit_json(&rows)?,
         Format::Human => {
@@ -403,7 +406,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
             return cmd_study_history(g, history, out.as_deref(), &policy);
         }
         let out = out.clone().unwrap_or_else(|| PathBuf::from("STUDY.md"));
-        let model = risk_model(rm.as_deref())?;
+        let model = risk::RiskModel::load_or_default(rm.as_deref())?;
         let loaded = probegate::lab::study::load(reports)?;
         let runs = if budgeted.is_empty() {
             None
@@ -455,7 +458,7 @@ pub fn cmd_study(g: &Global, c: &StudyCommand) -> Result<i32> {
         return Ok(EXIT_OK);
     };
     let policy = Policy::load(&Policy::resolve(policy, None))?;
-    let model = risk_model(None)?;
+    let model = risk::RiskModel::load_or_default(None)?;
     let req = probegate::lab::study::grid::GridRequest {
         zoo,
         monitors,

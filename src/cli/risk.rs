@@ -1,7 +1,7 @@
 //! `probegate risk`: predicted risk per monitor, and fitting or evaluating
 //! a risk model on a history.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
@@ -118,13 +118,6 @@ fn joined(paths: &[PathBuf]) -> String {
 }
 
 /// The model `--risk-model` names, else the shipped one.
-pub(crate) fn risk_model(path: Option<&Path>) -> Result<RiskModel> {
-    match path {
-        Some(p) => RiskModel::load(p),
-        None => RiskModel::default_model(),
-    }
-}
-
 pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
     match &a.command {
         Some(RiskCommand::Fit { history, out, fit }) => {
@@ -208,7 +201,7 @@ pub fn cmd_risk(g: &Global, a: &RiskArgs) -> Result<i32> {
                 ));
             };
             let s = p.gate.settings(&p.config, None, p.risk_model.clone())?;
-            let model = risk_model(s.risk_model.as_deref())?;
+            let model = RiskModel::load_or_default(s.risk_model.as_deref())?;
             let policy = Policy::load(&s.policy)?;
             let gate::Predicted {
                 monitors: rows,

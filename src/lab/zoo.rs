@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::lab::finetune::{self, LossPoint, Mode, Targets, TrainConfig, TrainModel, TrainReport};
-use crate::util::{read_prompts, Choice};
+use crate::util::read_prompts;
 
 pub const MANIFEST: &str = "zoo.json";
 
@@ -131,7 +131,7 @@ pub fn default_grid(corpora: &[&str]) -> Vec<Condition> {
     for corpus in corpora {
         for r in [8, 32] {
             for targets in [Targets::Attn, Targets::AttnMlp] {
-                let t = targets.name();
+                let t = targets.as_str();
                 let name = format!("lora-r{r}-{t}-{corpus}");
                 loras.push(name.clone());
                 out.push(Condition {

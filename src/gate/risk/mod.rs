@@ -355,6 +355,11 @@ impl RiskModel {
         Self::parse(&text, path)
     }
 
+    /// The model at `path`, or the shipped one when none is given.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
+        path.map_or_else(Self::default_model, Self::load)
+    }
+
     fn parse(text: &str, path: &Path) -> Result<Self> {
         let m: RiskModel =
             serde_json::from_str(text).map_err(|e| Error::input(path, e.line(), e.to_string()))?;
