@@ -123,6 +123,13 @@ impl Concept<'_> {
         self.used < self.order.len() && self.monitors.iter().any(|s| s.stop.is_none())
     }
 
+    /// The monitors (indices) not settled yet.
+    fn unsettled(&self) -> Vec<usize> {
+        (0..self.monitors.len())
+            .filter(|&i| self.monitors[i].stop.is_none())
+            .collect()
+    }
+
     /// The next `k` examples through both models for the unsettled
     /// monitors, then each judged again.
     /// Returns the monitors (indices) this look settled stale.
@@ -145,9 +152,7 @@ impl Concept<'_> {
         let idx = &self.order[self.used..self.used + k];
         let texts: Vec<String> = idx.iter().map(|&i| self.data.texts[i].clone()).collect();
         let labels: Vec<u8> = idx.iter().map(|&i| self.data.labels[i]).collect();
-        let open: Vec<usize> = (0..self.monitors.len())
-            .filter(|&i| self.monitors[i].stop.is_none())
-            .collect();
+        let open = self.unsettled();
         let ms: Vec<&Monitor> = open.iter().map(|&i| self.monitors[i].m).collect();
         // A look is a few batches: the two models run side by side on
         // rayon's pool rather than both threads on one small GEMM at a time.
@@ -185,12 +190,7 @@ impl Concept<'_> {
             let state = s.bounds.as_ref().map_or(Settled::Open, |bd| {
                 settle(bd, s.m.meta.base_metrics.auroc, s.floor, &policy.metrics)
             });
-            s.stop = match state {
-                Settled::Healthy => Some(Stop::Healthy),
-                Settled::Stale => Some(Stop::Stale),
-                Settled::Open if whole => Some(Stop::WholeSet),
-                Settled::Open => None,
-            };
+            s.stop = stop(state, whole);
             if s.stop == Some(Stop::Stale) {
                 stale.push(*i);
             }
@@ -253,6 +253,17 @@ fn reorder<T>(items: &mut [T], name_critical: impl Fn(&T) -> (&str, bool), order
         let at = order.iter().position(|n| n == name).unwrap_or(order.len());
         (!critical, if critical { 0 } else { at })
     });
+}
+
+/// Why a monitor stops asking for examples after a look: settled either
+/// way, or unsettled once the whole test set is read (`None`: go on).
+fn stop(state: Settled, whole: bool) -> Option<Stop> {
+    match state {
+        Settled::Healthy => Some(Stop::Healthy),
+        Settled::Stale => Some(Stop::Stale),
+        Settled::Open if whole => Some(Stop::WholeSet),
+        Settled::Open => None,
+    }
 }
 
 /// A monitor's metrics from its paired estimates: the base figures it

@@ -6,10 +6,10 @@ use crate::error::{Error, Result};
 use crate::gate::policy::Policy;
 use crate::gate::revalidate::ledger::Extender;
 use crate::gate::revalidate::screened;
-use crate::gate::revalidate::sequential::{settle, Settled, Stop, Thresholds};
+use crate::gate::revalidate::sequential::{settle, Settled, Thresholds};
 use crate::monitor::Monitor;
 
-use super::{scores_through, Concept};
+use super::{scores_through, stop, Concept};
 
 impl Concept<'_> {
     /// [`Concept::look`] under screening ([`super::super::screened`]): the first
@@ -49,9 +49,7 @@ impl Concept<'_> {
         let screen = self.screen.as_ref().ok_or_else(|| {
             Error::Usage("internal: a concept was judged before it was screened".into())
         })?;
-        let open: Vec<usize> = (0..self.monitors.len())
-            .filter(|&i| self.monitors[i].stop.is_none())
-            .collect();
+        let open = self.unsettled();
         let cuts: Vec<Thresholds> = self
             .monitors
             .iter()
@@ -84,18 +82,13 @@ impl Concept<'_> {
                 settle(bd, s.m.meta.base_metrics.auroc, s.floor, &policy.metrics)
             });
             s.bounds = bd;
-            s.stop = match state {
-                Settled::Healthy => Some(Stop::Healthy),
-                Settled::Stale => Some(Stop::Stale),
-                Settled::Open if whole => Some(Stop::WholeSet),
-                Settled::Open => None,
-            };
+            s.stop = stop(state, whole);
             if state == Settled::Stale {
                 stale.push(i);
             }
-            // The examples read so far: what the figures are reported on.
+            // The examples read so far: what the figures are reported on
+            // (the candidate side's scores are in `screen`, which the bounds read).
             s.base = read.iter().map(|&j| b[j]).collect();
-            s.cand = read.iter().map(|&j| c[j]).collect();
             s.x = read.iter().map(|&j| x[j].clone()).collect();
             s.labels = read.iter().map(|&j| self.data.labels[j]).collect();
         }
