@@ -5,6 +5,9 @@
 //! pass once, and the base side of every later gate run is free. Writes are
 //! atomic (temp file + rename), so concurrent runs at worst compute the same
 //! entry twice; the cache is bounded by size, evicting least recently used.
+//! A cache that cannot be written (a full disk, a read-only home) is only
+//! slower: the run keeps what it computed, records why in
+//! [`ActCache::write_error`], and stops trying to write for the rest of it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +47,8 @@ pub struct ActCache {
     root: PathBuf,
     max_bytes: u64,
     enabled: bool,
+    /// The first write that failed; once set, nothing more is written.
+    write_error: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +75,7 @@ impl ActCache {
             root: cache_root().join("activations"),
             max_bytes,
             enabled,
+            write_error: Default::default(),
         }
     }
 
@@ -78,6 +84,7 @@ impl ActCache {
             root,
             max_bytes,
             enabled: true,
+            write_error: Default::default(),
         }
     }
 
@@ -117,11 +124,37 @@ impl ActCache {
     }
 
     /// Stores `t` under `key`, tagged with the fingerprint of the model that
-    /// produced it so [`ActCache::clear_model`] can find it again.
-    pub fn put(&self, key: &str, model_fingerprint: &str, t: &Tensor) -> Result<()> {
+    /// produced it so [`ActCache::clear_model`] can find it again. Never
+    /// fails the caller: the activations are in hand, and a cache that
+    /// cannot take them (a full disk) must not turn a run into "could not
+    /// evaluate". The first failure is kept for [`ActCache::write_error`]
+    /// and ends writing for this cache's life (each try would fail the
+    /// same way, and eviction scans the whole folder).
+    pub fn put(&self, key: &str, model_fingerprint: &str, t: &Tensor) {
         if !self.enabled {
-            return Ok(());
+            return;
         }
+        let mut failed = match self.write_error.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.write(key, model_fingerprint, t) {
+            *failed = Some(e.to_string());
+        }
+    }
+
+    /// Why the cache stopped taking entries in this run, if it did.
+    pub fn write_error(&self) -> Option<String> {
+        match self.write_error.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn write(&self, key: &str, model_fingerprint: &str, t: &Tensor) -> Result<()> {
         let p = self.path(key);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -357,10 +390,56 @@ pub fn cached_activations_parts<'ck>(
             let rows = t.narrow(0, at, n)?.contiguous()?;
             at += n;
             if missing[i].contains(&l) {
-                cache.put(&key(&hashes[i], l), &fp, &rows)?;
+                cache.put(&key(&hashes[i], l), &fp, &rows);
             }
             out[i].insert(l, rows);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Tensor {
+        Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn an_entry_written_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ActCache::at(dir.path().join("activations"), 1 << 20);
+        let key = "ab".repeat(32);
+        cache.put(&key, "fp", &rows());
+        assert_eq!(cache.write_error(), None);
+        let back = cache.get(&key).unwrap();
+        assert_eq!(
+            back.to_vec2::<f32>().unwrap(),
+            rows().to_vec2::<f32>().unwrap()
+        );
+        assert_eq!(cache.info().entries, 1);
+    }
+
+    /// A full disk or a read-only home: the caller keeps its activations,
+    /// the cache says why it holds nothing, and stops trying.
+    #[test]
+    fn a_cache_that_cannot_be_written_is_skipped_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the cache expects its folder: every write fails.
+        let root = dir.path().join("activations");
+        std::fs::write(&root, b"not a folder").unwrap();
+        let cache = ActCache::at(root.clone(), 1 << 20);
+        cache.put(&"cd".repeat(32), "fp", &rows());
+        let first = cache.write_error().expect("the failed write is recorded");
+        assert!(first.contains(&root.display().to_string()), "{first}");
+        cache.put(&"ef".repeat(32), "fp", &rows());
+        assert_eq!(
+            cache.write_error(),
+            Some(first),
+            "the first failure is kept"
+        );
+        assert!(cache.get(&"cd".repeat(32)).is_none());
+        assert_eq!(std::fs::read(&root).unwrap(), b"not a folder");
+    }
 }

@@ -183,6 +183,17 @@ pub fn run_monitor(g: &Global, cmd: &MonitorCommand) -> Result<i32> {
     }
 }
 
+/// A cache that could not be written only costs the next run time: said
+/// once on stderr, never an error.
+fn warn_unwritten(g: &Global, cache: &ActCache) {
+    if let (Some(e), false) = (cache.write_error(), g.quiet) {
+        eprintln!(
+            "warning: the activation cache could not be written ({e}); the next run computes \
+             these activations again"
+        );
+    }
+}
+
 pub fn run_cache(g: &Global, cmd: &CacheCommand) -> Result<i32> {
     let cache = ActCache::from_env();
     match cmd {
@@ -261,10 +272,11 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         precision: a.precision,
         batch_size: a.batch_size,
     };
+    let cache = ActCache::from_env();
     let mut prog = stage_progress(g);
     let trained = build::train_layers(
         &ck,
-        &ActCache::from_env(),
+        &cache,
         &draft,
         &layers,
         layers.len() > 1 && !a.pick_best,
@@ -275,6 +287,7 @@ fn cmd_train(g: &Global, a: &TrainArgs) -> Result<i32> {
         &mut prog,
     )?;
     drop(prog);
+    warn_unwritten(g, &cache);
     let results: Vec<(usize, f64, Monitor)> = trained
         .into_iter()
         .map(|t| (t.layer, t.validation_auroc, t.monitor))
@@ -346,10 +359,11 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
         BaseCheck::Require
     };
     mon::check_suite_base(&monitors, &mon::BaseFacts::of(&ck)?, check)?;
+    let cache = ActCache::from_env();
     let pb = progress(g, d.texts.len() as u64, "eval acts");
     let mut results: Vec<EvalResult> = evaluate_suite(
         &ck,
-        &ActCache::from_env(),
+        &cache,
         &monitors,
         &d,
         EvalOptions {
@@ -363,6 +377,7 @@ fn cmd_eval(g: &Global, a: &EvalArgs) -> Result<i32> {
     .map(|e| e.eval)
     .collect();
     pb.finish_and_clear();
+    warn_unwritten(g, &cache);
     results.sort_by(|x, y| x.monitor.cmp(&y.monitor));
     match g.format {
         Format::Json => emit_json(
@@ -449,9 +464,10 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         pooling: a.set.pool,
         seed: probegate::util::DEFAULT_SEED,
     };
+    let cache = ActCache::from_env();
     let cal = build::import_direction(
         &ck,
-        &ActCache::from_env(),
+        &cache,
         &draft,
         layer,
         &dir,
@@ -459,6 +475,7 @@ fn cmd_import(g: &Global, a: &ImportArgs) -> Result<i32> {
         &calib,
         test.as_ref(),
     )?;
+    warn_unwritten(g, &cache);
     let m = cal.monitor;
     m.save(&a.set.out)?;
     let summary = serde_json::json!({

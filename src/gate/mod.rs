@@ -250,6 +250,14 @@ pub fn run(req: &GateRequest, progress: Progress) -> Result<GateOutput> {
         failed_by,
     } = verdict::decide(policy, diff.family, &repairs.reports, models.corpus.len());
     warnings.splice(0..0, findings);
+    if let Some(e) = cache.write_error() {
+        // Not the candidate's doing and not the verdict's business: the run
+        // computed every activation it read; only the next run is slower.
+        warnings.push(format!(
+            "the activation cache could not be written ({e}); this run computed \
+             what it needed and its verdict stands, but the next run computes it again"
+        ));
+    }
     secs.insert("total".into(), t0.elapsed().as_secs_f64());
     let report = Report {
         schema: REPORT_SCHEMA.into(),

@@ -164,6 +164,34 @@ fn identical_candidate_passes_with_all_reports() {
     }
 }
 
+/// A full disk or a read-only home under the activation cache costs time,
+/// never the verdict: the run computes what it reads, reaches its verdict
+/// and says in the report why the next run will compute it again.
+#[test]
+fn a_cache_that_cannot_be_written_is_a_warning_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = test_policy(tmp.path(), &[]);
+    let home = tmp.path().join("cache");
+    std::fs::create_dir_all(&home).unwrap();
+    // A file where the activation cache's folder goes: every write fails.
+    std::fs::write(home.join("activations"), b"").unwrap();
+    let out = tmp.path().join("out");
+    let base = model_path("smollm2").display().to_string();
+    check(&base, &base, &policy, &out)
+        .env("PROBEGATE_CACHE", &home)
+        .assert()
+        .code(0);
+    let r = report(&out);
+    assert_eq!(r["verdict"], "pass", "{r}");
+    let w = r["warnings"].to_string();
+    assert!(
+        w.contains("activation cache could not be written") && w.contains("activations"),
+        "{w}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("activation cache could not be written"), "{md}");
+}
+
 /// Q4_0 requantization of the Q4_1 SmolLM2 makes the self-harm probe at
 /// block 22 stale (measured: AUROC 0.996 → 0.942); the gate must fail it
 /// with exit code 1 and say why, and no report may read like a pass.
