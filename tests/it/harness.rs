@@ -113,18 +113,44 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// Copies a directory tree; symlinks stay links, and a copy over an earlier
 /// one replaces what is there, as tar does.
 pub fn copy_dir(from: &Path, to: &Path) {
+    tree(from, to, |p, t| {
+        std::fs::copy(p, t).unwrap();
+    })
+}
+
+/// [`copy_dir`] with files hard-linked where the file system allows (a copy
+/// elsewhere). For a cache restored into a test's workspace: probegate
+/// replaces files by rename and never writes one in place, so a link reads
+/// as a copy does, and this machine's activation cache (up to 4 GiB) is not
+/// duplicated once per test on a disk that may be nearly full.
+pub fn link_dir(from: &Path, to: &Path) {
+    tree(from, to, |p, t| {
+        let _ = std::fs::remove_file(t);
+        if std::fs::hard_link(p, t).is_err() {
+            match std::fs::copy(p, t) {
+                // Evicted by a test running beside this one: a cache restores what it holds.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
+            }
+        }
+    })
+}
+
+fn tree(from: &Path, to: &Path, file: impl Fn(&Path, &Path) + Copy) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let (p, t) = (e.path(), to.join(e.file_name()));
         let ft = e.file_type().unwrap();
         if ft.is_dir() {
-            copy_dir(&p, &t);
+            tree(&p, &t, file);
         } else if ft.is_symlink() {
             let _ = std::fs::remove_file(&t);
             std::os::unix::fs::symlink(std::fs::read_link(&p).unwrap(), &t).unwrap();
         } else {
-            std::fs::copy(&p, &t).unwrap();
+            file(&p, &t);
         }
     }
 }

@@ -162,7 +162,7 @@ impl Runner {
                     .find(|(k, _)| key.starts_with(k.as_str()))
                 {
                     Some((_, dir)) => {
-                        copy_dir(dir, &path);
+                        link_dir(dir, &path);
                         (
                             true,
                             vec![("cache-hit".into(), "true".into())],
