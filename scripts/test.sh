@@ -23,6 +23,8 @@ if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   # the dependency build is reused (it is a plain cargo target directory).
   export CARGO_TARGET_DIR="${PROBEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/probegate}/ci-target"
 fi
+# Free space, said first: a runner short of disk fails tests far from the cause.
+df -h "${TMPDIR:-/tmp}" "${CARGO_TARGET_DIR:-target}" 2>/dev/null | sed 's/^/disk: /' || true
 echo "== model-free tests"
 cargo test --locked --release --lib --bins "$@"
 echo "== real models, MLflow, the installed binary"
