@@ -51,6 +51,9 @@ pub enum Format {
 }
 
 /// One stored weight: GGUF tensors keep their quantized form until asked.
+// With `cuda`, candle's QTensor holds its CUDA storage inline (232 bytes);
+// a few Weights exist at a time, so boxing it would buy nothing.
+#[cfg_attr(feature = "cuda", allow(clippy::large_enum_variant))]
 pub enum Weight {
     Quantized(QTensor),
     Dense(Tensor),

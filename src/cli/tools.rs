@@ -136,6 +136,7 @@ pub fn cmd_activations(g: &Global, a: &ActivationsArgs) -> Result<i32> {
         "pool": act.pool,
         "precision": act.precision,
         "weights": model.residency(),
+        "device": probegate::model::device_name(model.device()),
         "prompts": act.token_counts.len(),
         "tokens": tokens,
         "truncated_prompts": act.truncated,

@@ -27,6 +27,30 @@ pub(super) struct Block {
     pub(super) rope: usize,
 }
 
+impl Block {
+    /// The block with every weight on `dev` (itself when that is the CPU,
+    /// where blocks are built).
+    pub(super) fn into_device(self, dev: &candle_core::Device) -> Result<Block> {
+        if dev.is_cpu() {
+            return Ok(self);
+        }
+        let opt = |t: Option<Tensor>| super::linear::opt_to(t, dev);
+        Ok(Block {
+            qkv: self.qkv.into_device(dev)?,
+            o: self.o.into_device(dev)?,
+            gate_up: self.gate_up.into_device(dev)?,
+            down: self.down.into_device(dev)?,
+            input_norm: self.input_norm.to_device(dev)?,
+            post_attn_norm: self.post_attn_norm.to_device(dev)?,
+            pre_ff_norm: opt(self.pre_ff_norm)?,
+            post_ff_norm: opt(self.post_ff_norm)?,
+            q_norm: opt(self.q_norm)?,
+            k_norm: opt(self.k_norm)?,
+            rope: self.rope,
+        })
+    }
+}
+
 /// A block's projections in forward order, each (module, out, in) as the
 /// config gives them: what a block loads, what a streamed block's metadata
 /// is checked against, and what one block costs expanded.

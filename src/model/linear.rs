@@ -1,8 +1,8 @@
 //! Projections: dense (f32, adapters merged) or quantized with an unmerged
 //! LoRA beside them, and siblings fused into one GEMM.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
 
 use super::kernels;
 use crate::error::Result;
@@ -15,6 +15,46 @@ pub(super) enum Linear {
         b: Option<Tensor>,
         lora: Option<Lora>,
     },
+}
+
+pub(super) fn opt_to(t: Option<Tensor>, dev: &Device) -> Result<Option<Tensor>> {
+    Ok(match t {
+        Some(t) => Some(t.to_device(dev)?),
+        None => None,
+    })
+}
+
+impl Linear {
+    /// The same projection with its weights on `dev`; quantized weights stay
+    /// quantized there (their stored blocks are copied as they are).
+    pub(super) fn into_device(self, dev: &Device) -> Result<Linear> {
+        Ok(match self {
+            Linear::Dense { w, b } => Linear::Dense {
+                w: w.to_device(dev)?,
+                b: opt_to(b, dev)?,
+            },
+            Linear::Quant { w, b, lora } => Linear::Quant {
+                w: match w {
+                    QMatMul::QTensor(q) => {
+                        let data = q.data()?;
+                        let storage = QStorage::from_data(data, dev, q.dtype())?;
+                        QMatMul::from_qtensor(QTensor::new(storage, q.shape().clone())?)?
+                    }
+                    QMatMul::Tensor(t) => QMatMul::Tensor(t.to_device(dev)?),
+                    QMatMul::TensorF16(t) => QMatMul::TensorF16(t.to_device(dev)?),
+                },
+                b: opt_to(b, dev)?,
+                lora: match lora {
+                    Some(l) => Some(Lora {
+                        a_t: l.a_t.to_device(dev)?,
+                        b_t: l.b_t.to_device(dev)?,
+                        scale: l.scale,
+                    }),
+                    None => None,
+                },
+            },
+        })
+    }
 }
 
 /// An unmerged LoRA delta, y += scale · (x·Aᵀ)·Bᵀ, beside quantized weights.
@@ -99,6 +139,18 @@ impl Proj {
             None
         };
         Ok(Proj::Fused(Linear::Dense { w, b }, sizes))
+    }
+
+    pub(super) fn into_device(self, dev: &Device) -> Result<Self> {
+        Ok(match self {
+            Proj::Split(parts) => Proj::Split(
+                parts
+                    .into_iter()
+                    .map(|l| l.into_device(dev))
+                    .collect::<Result<_>>()?,
+            ),
+            Proj::Fused(l, sizes) => Proj::Fused(l.into_device(dev)?, sizes),
+        })
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {

@@ -5,6 +5,7 @@
 //! after the deepest requested block and never computes the LM head.
 
 mod block;
+mod device;
 mod kernels;
 mod linear;
 mod rope;
@@ -17,6 +18,9 @@ use crate::checkpoint::config::{Arch, ModelConfig};
 use crate::checkpoint::{Checkpoint, Weight};
 use crate::error::{Error, Result};
 use block::{projections, Block, BlockLoader};
+pub use device::{
+    cache_tag_from_env, cuda_ordinal, device_from_env, device_name, open_device, DEVICE_ENV,
+};
 pub(crate) use rope::{rope_specs, rope_tables, RopeSpec};
 
 crate::util::choices! {
@@ -95,6 +99,9 @@ pub struct Model<'ck> {
     rope_interleaved: bool,
     precision: Precision,
     residency: Residency,
+    /// Where blocks run (`PROBEGATE_DEVICE`); the embedding lookup and the
+    /// pooled outputs stay on the CPU.
+    device: Device,
 }
 
 /// One batch part-way through the blocks.
@@ -147,11 +154,24 @@ impl<'ck> Model<'ck> {
         Self::load_with(ck, precision, deepest, Residency::from_env()?)
     }
 
+    /// As [`Model::load`], with the residency given; the device comes from
+    /// `PROBEGATE_DEVICE` (default the CPU).
     pub fn load_with(
         ck: &'ck Checkpoint,
         precision: Precision,
         deepest: usize,
         residency: Residency,
+    ) -> Result<Self> {
+        Self::load_on(ck, precision, deepest, residency, device_from_env()?)
+    }
+
+    /// As [`Model::load_with`], on the device given (see [`device_from_env`]).
+    pub fn load_on(
+        ck: &'ck Checkpoint,
+        precision: Precision,
+        deepest: usize,
+        residency: Residency,
+        device: Device,
     ) -> Result<Self> {
         // One load at a time in the process: `auto` decides from the memory
         // left, so a load beside another (revalidation runs the base and the
@@ -168,6 +188,10 @@ impl<'ck> Model<'ck> {
             )));
         }
         let residency = match residency {
+            // The expanded weights live in GPU memory, not in the RAM `auto`
+            // measures; a model too large for the card fails its allocation,
+            // and `streamed` bounds it to one block there too.
+            Residency::Auto if !device.is_cpu() => Residency::Resident,
             Residency::Auto => {
                 let need = BlockLoader::expanded_bytes(ck, precision, deepest);
                 let avail = crate::util::available_memory();
@@ -204,7 +228,7 @@ impl<'ck> Model<'ck> {
                     loader.check_shapes(l, &shapes)?;
                     Slot::Streamed { rope }
                 }
-                _ => Slot::Resident(Box::new(loader.block(l, rope)?)),
+                _ => Slot::Resident(Box::new(loader.block(l, rope)?.into_device(&device)?)),
             });
         }
         let h = cfg.hidden_size;
@@ -235,7 +259,13 @@ impl<'ck> Model<'ck> {
             rope_interleaved: ck.layout.rope_interleaved,
             precision,
             residency,
+            device,
         })
+    }
+
+    /// Where the blocks run.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Bytes one block's weights take expanded to f32 (the unit streamed
@@ -329,7 +359,7 @@ impl<'ck> Model<'ck> {
         let with_block = |l: usize, slot: &Slot, f: &mut dyn FnMut(&Block) -> Result<()>| match slot
         {
             Slot::Resident(b) => f(b),
-            Slot::Streamed { rope } => f(&loader.block(l, *rope)?),
+            Slot::Streamed { rope } => f(&loader.block(l, *rope)?.into_device(&self.device)?),
         };
         let slots = self.blocks.iter().enumerate().take(deepest + 1);
         if self.residency == Residency::Streamed {
@@ -391,12 +421,23 @@ impl<'ck> Model<'ck> {
             // transformers rounds sqrt(hidden) to the activation dtype first.
             x = (x * (s as f32) as f64)?;
         }
+        let dev = &self.device;
+        let ropes = self
+            .rope_tables(t)?
+            .into_iter()
+            .map(|(c, s)| Ok((c.to_device(dev)?, s.to_device(dev)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let pool_w = self
+            .pool_weights(batch, t, pools)?
+            .into_iter()
+            .map(|w| w.to_device(dev))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(PassState {
-            x,
+            x: x.to_device(dev)?,
             b,
             t,
-            ropes: self.rope_tables(t)?,
-            pool_w: self.pool_weights(batch, t, pools)?,
+            ropes,
+            pool_w,
             layers: layers.to_vec(),
             pools: pools.to_vec(),
             outputs: vec![vec![None; layers.len()]; pools.len()],
@@ -473,7 +514,8 @@ impl<'ck> Model<'ck> {
             let x3 = st.x.reshape((b, t, cfg.hidden_size))?;
             for (pi, w) in st.pool_w.iter().enumerate() {
                 // [b,1,t] x [b,t,h] -> [b,1,h]
-                st.outputs[pi][li] = Some(w.matmul(&x3)?.squeeze(1)?);
+                // Back on the CPU: everything after the forward pass runs there.
+                st.outputs[pi][li] = Some(w.matmul(&x3)?.squeeze(1)?.to_device(&Device::Cpu)?);
             }
         }
         Ok(())

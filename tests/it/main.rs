@@ -4,10 +4,13 @@ mod action;
 mod candidates;
 mod check;
 mod convert;
+mod device;
 mod diff;
 mod fakes;
 mod fuzz;
 mod github;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod harness;
 mod hook;
 mod hostile;
