@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--layers", default="all", help="'all' or a 0-based block index L")
     ap.add_argument("--mode", choices=["full", "truncated"], default="full")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -125,6 +126,8 @@ def main() -> None:
         str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32
     )
     model.eval()
+    device = torch.device(args.device)
+    model.to(device)
     load_seconds = time.perf_counter() - t0
 
     decoder = model.model  # the stack without lm_head
@@ -151,7 +154,7 @@ def main() -> None:
     prompts = build_prompts(tok, args.prompts, args.tokens)
     assert all(len(p) == args.tokens for p in prompts)
     batches = [
-        torch.tensor(prompts[s : s + args.batch_size], dtype=torch.long)
+        torch.tensor(prompts[s : s + args.batch_size], dtype=torch.long, device=device)
         for s in range(0, len(prompts), args.batch_size)
     ]
 
@@ -181,6 +184,8 @@ def main() -> None:
                     else:
                         last, mean = pool(captured["last"])
                         sink += float(last[0, 0]) + float(mean[0, 0])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # a pass ends when the GPU's work does
         return sink
 
     for _ in range(args.warmup):
@@ -197,6 +202,7 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": args.threads,
+        "device": str(device),
         "mode": args.mode,
         "layers": "all" if layer_sel is None else layer_sel,
         "prompts": args.prompts,

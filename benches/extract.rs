@@ -123,6 +123,8 @@ fn time_transformers(
             &REPEATS.to_string(),
         ])
         .args(["--layers", layers, "--mode", mode])
+        // The peer runs where probegate runs: on the GPU when PROBEGATE_DEVICE names one.
+        .args(["--device", &peer_device()])
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .context("running bench/hf_extract.py")?;
@@ -141,6 +143,16 @@ fn time_transformers(
     v.get("tokens_per_s")
         .and_then(|x| x.as_f64())
         .context("no tokens_per_s")
+}
+
+/// torch's name for the device `PROBEGATE_DEVICE` names.
+fn peer_device() -> String {
+    match probegate::model::cuda_ordinal(
+        &std::env::var(probegate::model::DEVICE_ENV).unwrap_or_default(),
+    ) {
+        Ok(Some(n)) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
 }
 
 fn main() -> Result<()> {

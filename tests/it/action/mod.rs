@@ -422,6 +422,73 @@ fn a_bad_checksum_fails_and_only_a_missing_asset_builds() {
     );
 }
 
+/// `device: cuda` builds the action's source with the cuda feature instead of
+/// downloading the CPU release asset, and only where nvcc is; an unknown
+/// device is refused before anything runs.
+#[test]
+fn a_cuda_device_builds_from_source_with_the_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = FakeRelease::start();
+    let version = env!("CARGO_PKG_VERSION");
+    // An asset is there: a cuda job must not take it.
+    let asset = format!("probegate-{}.tar.gz", target_triple());
+    rel.put(&format!("v{version}/{asset}"), b"a CPU build".to_vec());
+    let github =
+        json!({"token": "", "sha": "abc", "run_id": "4242", "run_attempt": "1", "event": {}});
+    let runner = runner_for(tmp.path(), &rel, github);
+    let with_device = |d: &'static str| {
+        [
+            ("base", "smollm2"),
+            ("candidate", "smollm2+adapters/x"),
+            ("monitors", "monitors/smollm2"),
+            ("github-token", ""),
+            ("device", d),
+        ]
+    };
+
+    let out = runner.run(&with_device("gpu"));
+    assert!(out.failed);
+    let check = out.step("Check the inputs");
+    assert_eq!(check.outcome, "failure", "{}", out.log());
+    assert!(check.log.contains("input device: `gpu`"), "{}", out.log());
+
+    let cargo_log = tmp.path().join("cargo.log");
+    let nvcc_on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nvcc").is_file()));
+    if !nvcc_on_path {
+        // No toolkit on this runner: the build step says what is missing
+        // and cargo is never called.
+        let out = runner.run(&with_device("cuda"));
+        let log = out.log();
+        assert!(out.failed, "{log}");
+        assert_eq!(out.step("Download").outcome, "success", "{log}");
+        let build = out.step("Build probegate");
+        assert_eq!(build.outcome, "failure", "{log}");
+        assert!(build.log.contains("needs the CUDA toolkit"), "{log}");
+        assert!(!cargo_log.exists(), "{log}");
+    }
+    // With nvcc (a stand-in: the fake cargo never builds), cargo is asked
+    // for the CUDA build.
+    let nvcc = tmp.path().join("fake-bin/nvcc");
+    std::fs::write(&nvcc, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&nvcc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = runner.run(&with_device("cuda:1"));
+    let log = out.log();
+    assert_eq!(out.step("Build probegate").outcome, "failure", "{log}");
+    let cargo = std::fs::read_to_string(&cargo_log).unwrap();
+    assert_eq!(
+        cargo.trim(),
+        format!(
+            "install --locked --path {} --root {} --features cuda",
+            repo().display(),
+            runner.home.join(".probegate-bin").display()
+        )
+    );
+    // The release server was never asked for the CPU asset.
+    assert!(rel.log().is_empty(), "{:?}", rel.log());
+}
+
 /// What makes the Action safe to call with untrusted inputs, checked on the file itself.
 #[test]
 fn the_action_keeps_inputs_out_of_scripts() {
