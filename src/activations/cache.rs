@@ -319,10 +319,10 @@ pub fn cached_activations_parts<'ck>(
     // Keyed on everything the activations depend on; tagged with the
     // weights' fingerprint, which `cache clear --model` looks for.
     let fp = ck.fingerprint()?;
-    let fid = match crate::model::cache_tag_from_env()? {
-        Some(tag) => format!("{}@{tag}", ck.forward_identity()?),
-        None => ck.forward_identity()?,
-    };
+    let mut fid = ck.forward_identity()?;
+    if let Some(tag) = crate::model::cache_tag_from_env()? {
+        fid = format!("{fid}@{tag}");
+    }
     let max_tokens = 2048;
     let hashes: Vec<String> = parts.iter().map(|t| crate::util::texts_sha256(t)).collect();
     let key = |data: &str, l: usize| ActCache::key(&fid, data, l, pool, precision, max_tokens);

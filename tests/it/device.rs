@@ -23,6 +23,13 @@ pub(crate) fn activations_on(device: &str) -> std::process::Output {
         .expect("run")
 }
 
+/// The device a successful run's JSON summary says it ran on.
+pub(crate) fn reported_device(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json summary");
+    v["device"].as_str().unwrap_or_default().to_string()
+}
+
 #[test]
 fn an_unknown_device_is_exit_2_naming_the_variable() {
     let o = activations_on("gpu0");
@@ -48,8 +55,5 @@ fn cuda_asked_of_a_cpu_build_is_exit_2_saying_how_to_build_it() {
 
 #[test]
 fn cpu_is_the_default_and_is_said() {
-    let o = activations_on("cpu");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json summary");
-    assert_eq!(v["device"], "cpu");
+    assert_eq!(reported_device(&activations_on("cpu")), "cpu");
 }
