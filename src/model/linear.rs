@@ -18,10 +18,7 @@ pub(super) enum Linear {
 }
 
 pub(super) fn opt_to(t: Option<Tensor>, dev: &Device) -> Result<Option<Tensor>> {
-    Ok(match t {
-        Some(t) => Some(t.to_device(dev)?),
-        None => None,
-    })
+    Ok(t.map(|t| t.to_device(dev)).transpose()?)
 }
 
 impl Linear {

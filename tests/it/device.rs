@@ -32,24 +32,15 @@ pub(crate) fn reported_device(o: &std::process::Output) -> String {
 
 #[test]
 fn an_unknown_device_is_exit_2_naming_the_variable() {
-    let o = activations_on("gpu0");
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("PROBEGATE_DEVICE") && err.contains("gpu0"),
-        "{err}"
-    );
+    assert_exit_2_naming(&activations_on("gpu0"), &["PROBEGATE_DEVICE", "gpu0"]);
 }
 
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_asked_of_a_cpu_build_is_exit_2_saying_how_to_build_it() {
-    let o = activations_on("cuda");
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("built without CUDA") && err.contains("--features cuda"),
-        "{err}"
+    assert_exit_2_naming(
+        &activations_on("cuda"),
+        &["built without CUDA", "--features cuda"],
     );
 }
 

@@ -44,6 +44,16 @@ pub fn bin() -> assert_cmd::Command {
     c
 }
 
+/// Asserts a run was "could not evaluate" (exit 2) and its stderr names
+/// every one of `needles`.
+pub fn assert_exit_2_naming(o: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr does not name {n:?}: {err}");
+    }
+}
+
 /// Load the transformers reference tensors written by scripts/reference/make_reference.py.
 pub fn reference(model: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(

@@ -230,9 +230,7 @@ fn installed_binary_gates_an_adapter_in_an_unrelated_repository() {
     let bare = tmp.path().join("bare");
     std::fs::create_dir_all(&bare).unwrap();
     let o = run_as_user(&bare, &["check", "--candidate", "smollm2"], &empty);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("probegate init"), "{err}");
+    assert_exit_2_naming(&o, &["probegate init"]);
     assert_eq!(verdict(&bare.join("probegate-report"))["verdict"], "error");
 }
 

@@ -172,13 +172,7 @@ fn the_binary_takes_the_flag_and_the_variable() {
         err.contains(&format!("weights {w} (blocks 0..=2 take")) && err.contains("available"),
         "{err}"
     );
-    let o = run(None, Some("lots"));
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("PROBEGATE_WEIGHTS") && err.contains("lots"),
-        "{err}"
-    );
+    assert_exit_2_naming(&run(None, Some("lots")), &["PROBEGATE_WEIGHTS", "lots"]);
 }
 
 /// The whole gate, as a user runs it, gives the same report with streamed
